@@ -1,0 +1,18 @@
+"""The code location: every enabled domain of the policy file, built by one factory."""
+
+import dagster as dg
+
+from retention_pipelines.defs.domain_factory import build_domain_defs
+from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.policies import load_policies
+
+
+def build_definitions() -> dg.Definitions:
+    policies = load_policies()
+    return dg.Definitions.merge(
+        *(build_domain_defs(policy, policies.policy_version) for policy in policies.domains.values() if policy.enabled),
+        dg.Definitions(resources={"retention_stores": RetentionStores()}),
+    )
+
+
+defs = build_definitions()

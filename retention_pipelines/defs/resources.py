@@ -1,0 +1,70 @@
+"""The stores, as one Dagster resource: database, archive store and domain locks for a run."""
+
+from __future__ import annotations
+
+import logging
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from retention_pipelines.engine import RetentionEngine
+from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.stores import (
+    AppDatabase, ArchiveStore, DomainLocks, HeldLock, RetentionSettings, archive_store_from_url, domain_locks,
+)
+
+
+class RetentionStores(dg.ConfigurableResource):
+    """Where retention runs read, archive and lock. Fields left unset come from the RETENTION_*
+    environment variables (see README), so that no connection string with a password is ever
+    part of the run's configuration shown in the UI."""
+
+    database_url: str | None = None
+    archive_url: str | None = None
+    redis_url: str | None = None
+    lock_wait_seconds: float | None = None
+
+    _database: AppDatabase | None = PrivateAttr(default=None)
+    _archive: ArchiveStore | None = PrivateAttr(default=None)
+    _locks: DomainLocks | None = PrivateAttr(default=None)
+    _held: dict[str, HeldLock] = PrivateAttr(default_factory=dict)
+
+    def _settings(self) -> RetentionSettings:
+        overrides = {k: v for k, v in {"database_url": self.database_url, "archive_url": self.archive_url,
+                                       "redis_url": self.redis_url, "lock_wait_seconds": self.lock_wait_seconds}.items()
+                     if v is not None}
+        return RetentionSettings(**overrides)
+
+    @property
+    def database(self) -> AppDatabase:
+        if self._database is None:
+            self._database = AppDatabase(self._settings().resolved_database_url())
+        return self._database
+
+    @property
+    def archive_store(self) -> ArchiveStore:
+        if self._archive is None:
+            self._archive = archive_store_from_url(self._settings().resolved_archive_url())
+        return self._archive
+
+    def engine(self, policy: DomainPolicy, policy_version: str, log: logging.Logger) -> RetentionEngine:
+        return RetentionEngine(policy, policy_version, self.database, self.archive_store, log)
+
+    def hold_domain_lock(self, domain: str) -> HeldLock:
+        """The domain's lock, taken by the run's first step and kept until the run ends.
+
+        Domain jobs run their steps in one process (in_process_executor), where this resource
+        lives once per run: the lock covers find, archive, act and audit together."""
+        if domain not in self._held:
+            settings = self._settings()
+            if self._locks is None:
+                self._locks = domain_locks(settings.redis_url, settings.lock_dir(), settings.lock_ttl_seconds)
+            self._held[domain] = self._locks.acquire(domain, settings.lock_wait_seconds)
+        return self._held[domain]
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        for lock in self._held.values():
+            lock.release()
+        self._held.clear()
+        if self._database is not None:
+            self._database.dispose()

@@ -1,0 +1,76 @@
+"""The archive format: a batch of rows as gzip'd JSON lines, and its manifest.
+
+Objects are content-addressed (the key holds the data's sha256), so a rerun that archives the
+same rows again rewrites the same object instead of adding a second copy.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import gzip
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+FORMAT = "retention-archive/1"
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        return str(value)
+    if isinstance(value, (bytes, memoryview)):
+        return base64.b64encode(bytes(value)).decode()
+    raise TypeError(f"cannot archive a value of type {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    key: str
+    manifest_key: str
+    data: bytes
+    manifest: bytes
+    sha256: str
+    rows: int
+
+
+def encode_batch(domain: str, policy_version: str, columns: Sequence[str], rows: Sequence[Sequence[object]],
+                 record_ids: Sequence[str], day: dt.date) -> EncodedBatch:
+    """Rows → JSON lines → gzip (mtime 0, so the same rows give the same bytes) → key and manifest."""
+    lines = "".join(
+        json.dumps(dict(zip(columns, row)), default=_json_value, separators=(",", ":"), sort_keys=True) + "\n"
+        for row in rows
+    )
+    data = gzip.compress(lines.encode(), compresslevel=1, mtime=0)
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"{domain}/{day:%Y/%m/%d}/{digest[:40]}.jsonl.gz"
+    manifest = {
+        "format": FORMAT, "domain": domain, "policy_version": policy_version, "codec": "gzip",
+        "object": key, "rows": len(rows), "sha256": digest, "columns": list(columns),
+        "record_ids": list(record_ids),
+    }
+    return EncodedBatch(key, key + ".manifest.json", data, json.dumps(manifest, sort_keys=True).encode(), digest,
+                        len(rows))
+
+
+def read_manifest(raw: bytes) -> dict:
+    manifest = json.loads(raw)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"not a {FORMAT} manifest")
+    return manifest
+
+
+def verify(data: bytes, manifest: dict) -> str | None:
+    """None when the object matches its manifest; otherwise what is wrong (no row content)."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest["sha256"]:
+        return f"sha256 {digest[:12]}… differs from the manifest's {manifest['sha256'][:12]}…"
+    lines = gzip.decompress(data).count(b"\n")
+    if lines != manifest["rows"]:
+        return f"{lines} rows in the object, {manifest['rows']} in the manifest"
+    return None

@@ -1,0 +1,294 @@
+"""The retention run for any domain a policy describes, in the five steps of the design:
+
+1. find    — the cutoff from the database's clock; count what is due (no ids kept in memory)
+2. archive — per batch: rows → gzip'd JSON lines + manifest → archive store, read back, verified
+3. act     — per batch, ONE transaction: DELETE (or redact) … RETURNING pk + one audit row per pk
+4. audit   — the run's audit rows counted back against what it acted on
+
+Every step is safe to repeat: a batch is whole or untouched, the delete's own WHERE skips what is
+gone, and the audit log refuses a second entry for the same act.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from retention_pipelines.engine.archive_format import encode_batch, read_manifest, verify
+from retention_pipelines.engine.queries import AuditStamp, DomainTable, already_audited
+from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.schema import audit_log, ensure_current
+from retention_pipelines.stores import AppDatabase, ArchiveStore, HeldLock, StoreUnavailable
+
+
+class ArchiveVerificationFailed(Exception):
+    """An archive object read back does not match what was written: its rows are left in place."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """What is due: the cutoff (a deadline, from the database's clock) and counts, no ids."""
+
+    domain: str
+    database_now: datetime
+    window_start: datetime | None
+    window_end: datetime | None
+    cutoff: datetime
+    clock_cutoff: datetime
+    due_in_window: int
+    overdue: int
+    held: int
+
+    @property
+    def rows(self) -> int:
+        return self.due_in_window + self.overdue
+
+
+@dataclass(frozen=True)
+class ArchivedBatch:
+    key: str
+    manifest_key: str
+    uri: str
+    rows: int
+    sha256: str
+
+
+@dataclass
+class Archived:
+    enabled: bool
+    dry_run: bool
+    batches: list[ArchivedBatch] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(b.rows for b in self.batches)
+
+
+@dataclass
+class Acted:
+    action: str
+    dry_run: bool
+    acted_on: int = 0
+    skipped_legal_hold: int = 0
+    batches: int = 0
+    longest_batch_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Audited:
+    run_id: str
+    audit_rows: int
+    acted_on: int
+    skipped_legal_hold_rows: int
+
+    @property
+    def consistent(self) -> bool:
+        return self.audit_rows == self.acted_on
+
+
+@dataclass(frozen=True)
+class RunReport:
+    found: Found
+    archived: Archived
+    acted: Acted
+    audited: Audited | None
+
+
+class RetentionEngine:
+    """One domain's retention, against one database and one archive store."""
+
+    def __init__(self, policy: DomainPolicy, policy_version: str, database: AppDatabase,
+                 archive_store: ArchiveStore, log: logging.Logger | None = None):
+        self.policy, self.policy_version = policy, policy_version
+        self.database, self.archive_store = database, archive_store
+        self.log = log or logging.getLogger(__name__)
+        ensure_current(database.engine)
+        self.table = DomainTable(policy, database.app_table(policy))
+
+    # 1. find ---------------------------------------------------------------------------------
+    def find(self, window_start: datetime | None = None, window_end: datetime | None = None) -> Found:
+        """Everything whose deadline is at or before the cutoff, the earlier of the window's end
+        and the database's now, is due: rows of the window and any left from before it."""
+        now = self.database.now()
+        cutoff = min(window_end, now) if window_end is not None else now
+        clock_cutoff = cutoff - self.policy.retain_for
+        start_clock = window_start - self.policy.retain_for if window_start is not None else None
+        bind = self.database.bind_time
+        with self._connect() as connection:
+            in_window, total = connection.execute(
+                self.table.count_due(bind(clock_cutoff), bind(start_clock) if start_clock else None)
+            ).one()
+            held = len(self.table.held_due(connection, bind(clock_cutoff)))
+        found = Found(self.policy.name, now, window_start, window_end, cutoff, clock_cutoff,
+                      int(in_window), int(total) - int(in_window), held)
+        self.log.info(f"{self.policy.name}: cutoff {cutoff.isoformat()}: {found.rows} due "
+                      f"({found.due_in_window} in the window, {found.overdue} overdue), {held} under legal hold")
+        return found
+
+    # 2. archive ------------------------------------------------------------------------------
+    def archive(self, found: Found, dry_run: bool = False) -> Archived:
+        """Write each batch of due rows to the archive store and verify it by reading it back.
+        Dry-run computes the same keys and writes nothing."""
+        archived = Archived(enabled=self.policy.archive.enabled, dry_run=dry_run)
+        if not archived.enabled:
+            return archived
+        started = time.monotonic()
+        columns = self.table.archived_columns
+        names = [c.name for c in columns]
+        for rows in self.table.batches(self.database.engine, columns, self._bind(found.clock_cutoff),
+                                       self.policy.batch_size):
+            record_ids = [self.table.record_id(row[1]) for row in rows]
+            values = [tuple(getattr(row, name) for name in names) for row in rows]
+            day = self.database.read_time(rows[0][0]).date()
+            encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day)
+            if not dry_run:
+                self._write_verified(encoded)
+            archived.batches.append(ArchivedBatch(encoded.key, encoded.manifest_key,
+                                                  self.archive_store.uri(encoded.key), encoded.rows, encoded.sha256))
+        archived.seconds = time.monotonic() - started
+        verb = "would archive" if dry_run else "archived and verified"
+        self.log.info(f"{self.policy.name}: {verb} {archived.rows} rows in {len(archived.batches)} objects")
+        return archived
+
+    def _write_verified(self, encoded) -> None:
+        self.archive_store.put(encoded.key, encoded.data)
+        self.archive_store.put(encoded.manifest_key, encoded.manifest)
+        problem = verify(self.archive_store.get(encoded.key), read_manifest(self.archive_store.get(encoded.manifest_key)))
+        if problem:
+            raise ArchiveVerificationFailed(f"{self.archive_store.uri(encoded.key)}: {problem}; no row of it was deleted")
+
+    # 3. act: delete or redact, with the audit rows, one transaction per batch ------------------
+    def act(self, found: Found, archived: Archived | None, run_id: str, dry_run: bool = False,
+            lock: HeldLock | None = None) -> Acted:
+        acted = Acted(action=self.policy.action_name, dry_run=dry_run)
+        if dry_run:
+            acted.acted_on = archived.rows if self.policy.archive.enabled and archived else found.rows
+            acted.skipped_legal_hold = found.held
+            self.log.info(f"{self.policy.name}: dry run: would have {acted.action} {acted.acted_on} rows")
+            return acted
+        if self.policy.archive.enabled and (archived is None or archived.dry_run):
+            raise ValueError(f"domain {self.policy.name} archives: its rows are acted on only from a written archive")
+        started = time.monotonic()
+        acted.skipped_legal_hold = self._audit_held(found, run_id)
+        clock_cutoff = self._bind(found.clock_cutoff)
+        stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version)
+        after = None
+        for pks, archive_uri in self._batches_to_act_on(archived):
+            batch_started = time.monotonic()
+            with self._begin() as connection:
+                batch = self.table.act_batch(connection, clock_cutoff, replace(stamp, archive_uri=archive_uri),
+                                             pks=pks, after=after, limit=self.policy.batch_size)
+                if lock is not None:
+                    lock.ensure_held()  # a run that lost its lock must not commit another batch
+            acted.longest_batch_seconds = max(acted.longest_batch_seconds, time.monotonic() - batch_started)
+            if pks is None and batch.count == 0:
+                break  # the walk found nothing more that is due
+            acted.acted_on += batch.count
+            acted.batches += 1
+            after = batch.last or after
+        acted.seconds = time.monotonic() - started
+        self.log.info(f"{self.policy.name}: {acted.action} {acted.acted_on} rows in {acted.batches} batches, "
+                      f"{acted.skipped_legal_hold} newly reported under legal hold")
+        return acted
+
+    def _batches_to_act_on(self, archived: Archived | None) -> Iterator[tuple[list | None, str | None]]:
+        """Archived domains act on exactly the rows of each verified object (listed in its
+        manifest); the others walk the table, one batch after another (pks None)."""
+        if not self.policy.archive.enabled:
+            while True:
+                yield None, None
+        for batch in archived.batches:
+            if not self.archive_store.exists(batch.key):
+                raise ArchiveVerificationFailed(f"{batch.uri} is gone from the archive store; its rows stay")
+            manifest = read_manifest(self.archive_store.get(batch.manifest_key))
+            yield [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None], batch.uri
+
+    def _audit_held(self, found: Found, run_id: str) -> int:
+        """One `skipped_legal_hold` audit row per held, due record, written once ever."""
+        with self._begin() as connection:
+            held = set(self.table.held_due(connection, self._bind(found.clock_cutoff)))
+            if not held:
+                return 0
+            held -= set(connection.execute(
+                already_audited(self.policy.name, "skipped_legal_hold").where(audit_log.c.record_id.in_(held))
+            ).scalars())
+            if held:
+                stamp = AuditStamp(self.policy.name, "skipped_legal_hold", run_id, self.policy_version)
+                connection.execute(sa.insert(audit_log), [stamp.row(record_id) for record_id in sorted(held)])
+        return len(held)
+
+    # 4. audit ---------------------------------------------------------------------------------
+    def audit(self, acted: Acted, run_id: str) -> Audited:
+        """Count the run's audit rows back from the database: they must equal the rows acted on."""
+        query = sa.select(audit_log.c.action, sa.func.count()).where(audit_log.c.run_id == run_id).group_by(
+            audit_log.c.action)
+        with self._connect() as connection:
+            counts = dict(connection.execute(query).all())
+        return Audited(run_id, int(counts.get(acted.action, 0)), acted.acted_on,
+                       int(counts.get("skipped_legal_hold", 0)))
+
+    def count_remaining(self, deadline: datetime) -> int:
+        """Rows not under a legal hold whose deadline is at or before `deadline` and that are still
+        to be acted on: what a compliance check expects to be zero after a run."""
+        clock_cutoff = self._bind(deadline - self.policy.retain_for)
+        with self._connect() as connection:
+            return int(connection.execute(self.table.count_due(clock_cutoff, None)).one()[1])
+
+    def verify_archive(self, archived: Archived) -> list[str]:
+        """Each object of the run read back against its manifest: the problems found, if any."""
+        problems = []
+        for batch in archived.batches:
+            if not self.archive_store.exists(batch.key):
+                problems.append(f"{batch.uri}: missing")
+                continue
+            manifest = read_manifest(self.archive_store.get(batch.manifest_key))
+            problem = verify(self.archive_store.get(batch.key), manifest)
+            if problem:
+                problems.append(f"{batch.uri}: {problem}")
+        return problems
+
+    # the whole run, for the CLI's engine-only paths, tests and benchmarks ----------------------
+    def run(self, run_id: str, window_start: datetime | None = None, window_end: datetime | None = None,
+            dry_run: bool = False, lock: HeldLock | None = None) -> RunReport:
+        found = self.find(window_start, window_end)
+        archived = self.archive(found, dry_run)
+        acted = self.act(found, archived, run_id, dry_run, lock)
+        return RunReport(found, archived, acted, None if dry_run else self.audit(acted, run_id))
+
+    # ------------------------------------------------------------------------------------------
+    def _bind(self, moment: datetime) -> datetime:
+        return self.database.bind_time(moment)
+
+    def _connect(self):
+        return _guarded(self.database, self.database.engine.connect)
+
+    def _begin(self):
+        return _guarded(self.database, self.database.engine.begin)
+
+
+class _guarded:
+    """A connection context whose connection failure names the database, not a driver traceback."""
+
+    def __init__(self, database: AppDatabase, opener):
+        self.database, self.opener, self.context = database, opener, None
+
+    def __enter__(self) -> sa.Connection:
+        try:
+            self.context = self.opener()
+            return self.context.__enter__()
+        except sa.exc.OperationalError as exc:
+            raise self.database.connect_error(exc) from None
+
+    def __exit__(self, *exc_info):
+        return self.context.__exit__(*exc_info)
+
+
+__all__ = ["Acted", "ArchiveVerificationFailed", "Archived", "Audited", "Found", "RetentionEngine", "RunReport",
+           "StoreUnavailable"]

@@ -1,0 +1,181 @@
+"""The policy file's model: what a retention domain is, validated before anything runs."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Identifiers are interpolated into SQL by SQLAlchemy's quoting, but a policy file is input
+# like any other: only plain lower-case SQL identifiers are accepted, so that no policy can
+# smuggle SQL, and so that names read the same in PostgreSQL and SQLite.
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+DURATION = re.compile(r"^(\d+)([smhd])$")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+# Promises made outside the policy file that no edit of it may break: the blacklist entry of
+# an abuser protects the business for 90 days, "never one second earlier".
+MINIMUM_RETENTION = {"email_blacklist": timedelta(days=90)}
+
+
+def parse_duration(value: object) -> timedelta:
+    """'90d', '24h', '30m', '0s' → timedelta; anything else is refused with the accepted form."""
+    if isinstance(value, timedelta):
+        return value
+    match = DURATION.match(str(value).strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"{value!r} is not a duration: write a whole number and a unit, e.g. '24h', '90d', '30m'")
+    return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def identifier(value: str) -> str:
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ValueError(f"{value!r} is not a plain SQL identifier (lower-case letters, digits and _)")
+    return value
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Redact(StrictModel):
+    null_columns: list[str] = Field(min_length=1)
+    stamp_column: str
+
+    _names = field_validator("null_columns")(lambda cls, v: [identifier(c) for c in v])
+    _stamp = field_validator("stamp_column")(lambda cls, v: identifier(v))
+
+
+class RedactAction(StrictModel):
+    redact: Redact
+
+
+class Archive(StrictModel):
+    enabled: bool = False
+    exclude_columns: list[str] = []
+
+    _names = field_validator("exclude_columns")(lambda cls, v: [identifier(c) for c in v])
+
+
+class Partitions(StrictModel):
+    cadence: Literal["hourly", "daily"]
+    start: date
+
+
+class Schedule(StrictModel):
+    minute_of_hour: int = Field(default=0, ge=0, le=59)
+    hour_of_day: int | None = Field(default=None, ge=0, le=23)
+
+
+class Sla(StrictModel):
+    max_lag: timedelta
+    max_run_duration: timedelta
+    max_consecutive_failures: int = Field(default=3, ge=1)
+
+    _durations = field_validator("max_lag", "max_run_duration", mode="before")(
+        lambda cls, v: parse_duration(v)
+    )
+
+    @field_validator("max_run_duration")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return v
+
+
+class DomainPolicy(StrictModel):
+    """One retention domain: which rows of which table expire when, and what happens to them."""
+
+    name: str
+    description: str = ""
+    # A disabled domain is validated but gets no job or schedule: a way to declare a domain
+    # before its behaviour is built, or to pause one without losing its policy.
+    enabled: bool = True
+    table: str
+    primary_key: str
+    clock_column: str
+    retain_for: timedelta
+    action: Literal["delete"] | RedactAction
+    archive: Archive = Archive()
+    blob_key_column: str | None = None
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    subject_column: str | None = None
+    partitions: Partitions
+    schedule: Schedule = Schedule()
+    sla: Sla
+
+    _idents = field_validator("name", "table", "primary_key", "clock_column")(lambda cls, v: identifier(v))
+    _optional_idents = field_validator("blob_key_column", "subject_column")(
+        lambda cls, v: None if v is None else identifier(v)
+    )
+    _retain = field_validator("retain_for", mode="before")(lambda cls, v: parse_duration(v))
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _known_action(cls, v: object) -> object:
+        if isinstance(v, dict) or v == "delete":
+            return v
+        raise ValueError(f"{v!r} is not an action: write 'delete' or 'redact: {{null_columns: […], stamp_column: …}}'")
+
+    @field_validator("retain_for")
+    @classmethod
+    def _not_negative(cls, v: timedelta) -> timedelta:
+        if v < timedelta(0):
+            raise ValueError("must not be negative")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> DomainPolicy:
+        floor = MINIMUM_RETENTION.get(self.table)
+        if floor is not None and self.retain_for < floor:
+            raise ValueError(
+                f"retain_for: {self.table} must be kept at least {floor.days} days, never less"
+            )
+        if self.retain_for == timedelta(0) and self.clock_column == "created_at":
+            # A zero period only makes sense on a clock that is itself a deadline (expires_at).
+            raise ValueError("retain_for: must be longer than zero on a created_at clock")
+        if self.redact and self.primary_key in self.redact.null_columns:
+            raise ValueError("action.redact.null_columns: the primary key cannot be redacted")
+        if self.schedule.hour_of_day is not None and self.partitions.cadence == "hourly":
+            raise ValueError("schedule.hour_of_day: an hourly domain runs every hour; leave it out")
+        return self
+
+    @property
+    def redact(self) -> Redact | None:
+        return self.action.redact if isinstance(self.action, RedactAction) else None
+
+    @property
+    def action_name(self) -> str:
+        """The audit action written for each record acted on: 'deleted' or 'redacted'."""
+        return "redacted" if self.redact else "deleted"
+
+
+class PolicyFile(StrictModel):
+    """The whole policy file: its version and its domains by name."""
+
+    version: str = Field(min_length=1, max_length=64)
+    domains: dict[str, DomainPolicy] = Field(min_length=1)
+    # Set by the loader: declared version + a digest of the file, so that an edit made
+    # without bumping `version` is still told apart in the audit log.
+    policy_version: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_domains(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("domains"), dict):
+            named = {}
+            for key, entry in data["domains"].items():
+                named[key] = {"name": key, **entry} if isinstance(entry, dict) else entry
+            data = {**data, "domains": named}
+        return data
+
+    @model_validator(mode="after")
+    def _distinct_tables(self) -> PolicyFile:
+        tables = [d.table for d in self.domains.values()]
+        duplicate = {t for t in tables if tables.count(t) > 1}
+        if duplicate:
+            raise ValueError(f"domains: table {sorted(duplicate)[0]} belongs to more than one domain")
+        return self

@@ -1,0 +1,44 @@
+"""Tables this project owns in the app database. Alembic migrations create them (versions/)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# Alembic's own bookkeeping table, named so that it never collides with the app's migrations.
+VERSION_TABLE = "retention_alembic_version"
+
+# One row per record acted on. Record ids only: never an address or other personal data.
+audit_log = sa.Table(
+    "retention_audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("domain", sa.String(63), nullable=False),
+    sa.Column("record_id", sa.Text(), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("policy_version", sa.String(96), nullable=False),
+    sa.Column("archive_uri", sa.Text(), nullable=True),
+    sa.Index("retention_audit_log_run_idx", "run_id"),
+    # A record is deleted or redacted once because the DELETE/UPDATE … RETURNING that audits it
+    # acts on a row only once (a rerun finds nothing left to return). A unique index over every
+    # audit row would cost half of a run's speed (benchmarks/) for no extra guarantee; only the
+    # legal-hold reports, which do not change the row, need the database to refuse a repeat.
+    sa.Index("retention_audit_log_held_once", "domain", "record_id", unique=True,
+             postgresql_where=sa.text("action = 'skipped_legal_hold'"),
+             sqlite_where=sa.text("action = 'skipped_legal_hold'")),
+)
+
+legal_holds = sa.Table(
+    "retention_legal_holds",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("domain", sa.String(63), nullable=False),
+    sa.Column("record_id", sa.Text(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("placed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("retention_legal_holds_record_idx", "domain", "record_id"),
+)

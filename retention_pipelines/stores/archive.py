@@ -1,0 +1,120 @@
+"""Archive stores: where archived batches go. S3 (or S3-compatible) in production, a folder for the demo."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from retention_pipelines.stores.database import StoreUnavailable
+
+
+class ArchiveStore(ABC):
+    """Keys are relative paths ('quiz_responses/2026/11/29/<sha>.jsonl.gz'); URIs are absolute."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write the object durably; a reader that sees it sees all of it."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+
+class LocalArchiveStore(ArchiveStore):
+    """A folder: writes go to a temporary file, fsync'd, then renamed, so a kill leaves no torn object."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StoreUnavailable(f"archive folder {self.root} cannot be written: {exc.strerror or exc}") from None
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except OSError as exc:
+            raise StoreUnavailable(f"archive object {self.uri(key)} cannot be read: {exc.strerror or exc}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+class S3ArchiveStore(ArchiveStore):
+    """An S3 bucket and prefix; AWS_ENDPOINT_URL points boto3 at an S3-compatible store."""
+
+    def __init__(self, bucket: str, prefix: str, storage_class: str | None = None, client=None):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix, self.storage_class = bucket, prefix.strip("/"), storage_class
+        # botocore's own retry mode handles throttling and transient errors with backoff.
+        self.client = client or boto3.client(
+            "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, key: str, call, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return call(Bucket=self.bucket, Key=self._key(key), **kwargs)
+        except ClientError as exc:
+            if what == "head" and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise StoreUnavailable(f"archive store: {what} {self.uri(key)} failed: {code}") from None
+        except BotoCoreError as exc:
+            raise StoreUnavailable(f"archive store {self.uri('')} is unreachable: {exc}") from None
+
+    def put(self, key: str, data: bytes) -> None:
+        extra = {"StorageClass": self.storage_class} if self.storage_class else {}
+        self._call("put", key, self.client.put_object, Body=data, **extra)
+
+    def get(self, key: str) -> bytes:
+        return self._call("get", key, self.client.get_object)["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        return self._call("head", key, self.client.head_object) is not None
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def archive_store_from_url(url: str, storage_class: str | None = None) -> ArchiveStore:
+    """`s3://bucket/prefix` or `file:///absolute/folder`; anything else is refused by name."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3" and parsed.netloc:
+        return S3ArchiveStore(parsed.netloc, parsed.path, storage_class)
+    if parsed.scheme == "file" and parsed.path:
+        return LocalArchiveStore(Path(unquote(parsed.path)))
+    raise StoreUnavailable(f"RETENTION_ARCHIVE_URL {url!r} is neither s3://bucket/prefix nor file:///folder")

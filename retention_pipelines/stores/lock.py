@@ -1,0 +1,142 @@
+"""One lock per domain, so that two runs never clean the same domain at once."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+
+class DomainLocked(Exception):
+    """Another run holds this domain's lock."""
+
+
+class LockLost(Exception):
+    """The lock expired or was taken over while this run held it: stop before deleting anything more."""
+
+
+class HeldLock(ABC):
+    domain: str
+
+    @abstractmethod
+    def ensure_held(self) -> None:
+        """Raise LockLost unless this run still holds the lock."""
+
+    @abstractmethod
+    def release(self) -> None: ...
+
+
+class DomainLocks(ABC):
+    @abstractmethod
+    def acquire(self, domain: str, wait_seconds: float = 0.0) -> HeldLock:
+        """Take the domain's lock, waiting up to wait_seconds; DomainLocked if still taken."""
+
+
+def _locked_message(domain: str, waited: float) -> str:
+    waited_text = f" after waiting {waited:g}s" if waited else ""
+    return f"domain {domain} is being cleaned by another run (its lock is held){waited_text}; nothing was done"
+
+
+class FileDomainLocks(DomainLocks):
+    """flock(2) on a file per domain: the kernel releases it when the holder dies, even by SIGKILL."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def acquire(self, domain: str, wait_seconds: float = 0.0) -> HeldLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / f"{domain}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return _FileHeldLock(domain, fd)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise DomainLocked(_locked_message(domain, wait_seconds)) from None
+                time.sleep(0.2)
+
+
+class _FileHeldLock(HeldLock):
+    def __init__(self, domain: str, fd: int):
+        self.domain, self._fd = domain, fd
+
+    def ensure_held(self) -> None:
+        if self._fd is None:
+            raise LockLost(f"domain {self.domain}: lock already released")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+class RedisDomainLocks(DomainLocks):
+    """A Redis lock per domain with a TTL, renewed by a thread while the run lives.
+
+    A run that dies stops renewing, so its lock expires after the TTL and the next run proceeds.
+    """
+
+    def __init__(self, url: str, ttl_seconds: float = 60.0):
+        import redis
+
+        self.ttl = ttl_seconds
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        self.display_url = re.sub(r"//[^@/]*@", "//***@", url)  # no password in messages
+
+    def acquire(self, domain: str, wait_seconds: float = 0.0) -> HeldLock:
+        import redis
+
+        lock = self.client.lock(
+            f"retention:lock:{domain}", timeout=self.ttl, thread_local=False,
+            blocking=wait_seconds > 0, blocking_timeout=wait_seconds or None,
+        )
+        try:
+            acquired = lock.acquire()
+        except redis.exceptions.ConnectionError as exc:
+            from retention_pipelines.stores.database import StoreUnavailable
+
+            raise StoreUnavailable(f"lock service {self.display_url} is unreachable: {exc}") from None
+        if not acquired:
+            raise DomainLocked(_locked_message(domain, wait_seconds))
+        return _RedisHeldLock(domain, lock, self.ttl)
+
+
+class _RedisHeldLock(HeldLock):
+    def __init__(self, domain: str, lock, ttl: float):
+        self.domain, self._lock, self._lost = domain, lock, False
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, args=(ttl / 3,), daemon=True, name=f"lock-{domain}")
+        self._renewer.start()
+
+    def _renew(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self._lock.reacquire()
+            except Exception:  # expired, taken over, or Redis gone: the run must stop deleting
+                self._lost = True
+                return
+
+    def ensure_held(self) -> None:
+        try:
+            owned = not self._lost and self._lock.owned()
+        except Exception:
+            owned = False
+        if not owned:
+            raise LockLost(f"domain {self.domain}: the run's lock expired or was lost; stopping before the next batch")
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            self._lock.release()
+        except Exception:  # already expired: nothing to give back
+            pass
+
+
+def domain_locks(redis_url: str | None, lock_dir: Path, ttl_seconds: float) -> DomainLocks:
+    return RedisDomainLocks(redis_url, ttl_seconds) if redis_url else FileDomainLocks(lock_dir)

@@ -1,0 +1,29 @@
+"""Where the stores are, from environment variables; unset, the embedded demo defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RetentionSettings(BaseSettings):
+    """RETENTION_* environment variables (see README). Unset, everything lives under RETENTION_HOME."""
+
+    model_config = SettingsConfigDict(env_prefix="RETENTION_", extra="ignore")
+
+    home: Path = Path(".retention")
+    database_url: str | None = None
+    archive_url: str | None = None
+    redis_url: str | None = None
+    lock_ttl_seconds: float = 60.0
+    lock_wait_seconds: float = 0.0
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'demo.db').resolve()}"
+
+    def resolved_archive_url(self) -> str:
+        return self.archive_url or (self.home / "archive").resolve().as_uri()
+
+    def lock_dir(self) -> Path:
+        return (self.home / "locks").resolve()

@@ -1,0 +1,185 @@
+"""Real servers on loopback for the tests and benchmarks: PostgreSQL, Redis, moto's S3.
+
+Each is started from its binary in a temporary folder and stopped at the end. A server that
+cannot start raises ServerFailed with its log: a real-service test never silently skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PG_BIN_DIRS = [Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15", "14", "13")]
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, what: str, process: subprocess.Popen | None, log: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    text = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+    raise ServerFailed(f"{what} did not start on port {port}:\n{text}")
+
+
+def _pg_bin(name: str) -> str:
+    for folder in PG_BIN_DIRS:
+        if (folder / name).exists():
+            return str(folder / name)
+    found = shutil.which(name)
+    if not found:
+        raise ServerFailed(f"PostgreSQL's {name} is not installed: apt-get install -y postgresql")
+    return found
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    # initdb refuses to run as root: the server runs as the postgres system user.
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+class PostgresServer:
+    def __init__(self, settings: dict[str, str] | None = None):
+        self.settings = settings or {}
+        self.folder = Path(tempfile.mkdtemp(prefix="retention-pg-"))
+        self.data = self.folder / "data"
+        self.log = self.folder / "server.log"
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> PostgresServer:
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        result = subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres",
+                                              "--auth=trust", "-E", "UTF8", "--no-sync"]),
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ServerFailed(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+        options = {"listen_addresses": "127.0.0.1", "port": str(self.port), "unix_socket_directories": str(self.folder),
+                   "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", **self.settings}
+        args = [_pg_bin("postgres"), "-D", str(self.data)]
+        for key, value in options.items():
+            args += ["-c", f"{key}={value}"]
+        log = open(self.log, "w")
+        if os.geteuid() == 0:
+            shutil.chown(self.log, "postgres", "postgres")
+        self.process = subprocess.Popen(_as_postgres(args), stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.port, "PostgreSQL", self.process, self.log)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        import psycopg2
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg2.connect(self.dsn("postgres")).close()
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    raise ServerFailed(f"PostgreSQL does not accept connections:\n{self.log.read_text()[-2000:]}")
+                time.sleep(0.1)
+
+    def dsn(self, database: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg2
+
+        connection = psycopg2.connect(self.dsn("postgres"))
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        connection.close()
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: PostgreSQL's "smart" shutdown
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RedisServer:
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="retention-redis-"))
+        self.port = free_port()
+        self.log = self.folder / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            raise ServerFailed("redis-server is not installed: apt-get install -y redis-server")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder), "--logfile", str(self.log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        _wait_for_port(self.port, "Redis", self.process, self.log)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class MotoS3Server:
+    """moto in server mode: a real HTTP S3 endpoint on loopback (needs the moto[server] extra)."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="retention-moto-"))
+        self.port = free_port()
+        self.log = self.folder / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> MotoS3Server:
+        log = open(self.log, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.port, "moto S3 server", self.process, self.log)
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
