@@ -1,0 +1,279 @@
+"""`retention`: the operators' command line. Runs go through Dagster, so they appear in the UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from retention_pipelines import schema
+from retention_pipelines.policies import PolicyError, PolicyFile, load_policies
+from retention_pipelines.stores import AppDatabase, PolicyMismatch, RetentionSettings, StoreUnavailable
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+LOOKS_LIKE_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
+
+
+class CliError(Exception):
+    """A refusal with an operator-ready message; exit_code says whether input or outcome was bad."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    import pandas as pd  # already a dependency; its alignment saves a hand-written formatter
+
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+def _database(settings: RetentionSettings | None = None) -> AppDatabase:
+    return AppDatabase((settings or RetentionSettings()).resolved_database_url())
+
+
+def _domains(policies: PolicyFile, names: Sequence[str]) -> list[str]:
+    if not names:
+        return [name for name, policy in policies.domains.items() if policy.enabled]
+    for name in names:
+        if name not in policies.domains:
+            raise CliError(f"unknown domain {name!r}; the policy file has: {', '.join(policies.domains)}")
+        if not policies.domains[name].enabled:
+            raise CliError(f"domain {name} is disabled in the policy file (enabled: false)")
+    return list(dict.fromkeys(names))
+
+
+# retention run ----------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    policies = load_policies()
+    domains = _domains(policies, args.domains)
+    if args.wait is not None:
+        os.environ["RETENTION_LOCK_WAIT_SECONDS"] = str(args.wait)
+    database = _database()
+    try:
+        schema.ensure_current(database.engine)
+    except sa.exc.OperationalError as exc:
+        raise database.connect_error(exc) from None
+    finally:
+        database.dispose()
+    rows = [run_domain_job(domain, args.dry_run) for domain in domains]
+    print_table([{k: v for k, v in row.items() if k != "message"} for row in rows])
+    for row in rows:
+        if row["message"]:
+            print(f"{row['domain']}: {row['message']}", file=sys.stderr)
+    return 0 if all(row["status"] == "ok" for row in rows) else EXIT_FAILED
+
+
+def _instance():
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise CliError("DAGSTER_HOME is not set: point it at the folder holding dagster.yaml "
+                       "(the repository root for the demo), so that runs appear in the UI")
+    return dg.DagsterInstance.get()
+
+
+def run_domain_job(domain: str, dry_run: bool) -> dict:
+    """Execute the domain's job for its latest partition on the DAGSTER_HOME instance."""
+    from retention_pipelines.defs.domain_factory import DRY_RUN_TAG, job_name
+    from retention_pipelines.definitions import defs
+
+    job = defs.resolve_job_def(job_name(domain))
+    partition = job.partitions_def.get_last_partition_key()
+    with _instance() as instance:
+        result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
+                                        tags={DRY_RUN_TAG: "true" if dry_run else "false"},
+                                        # The terminal gets the summary table; step logs are in the UI.
+                                        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        metadata.update({k: v.value for k, v in event.materialization.metadata.items()})
+    failed_checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    failures = [_failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    ok = result.success and not failed_checks
+    acted = metadata.get("rows_redacted", metadata.get("rows_deleted", 0))
+    return {
+        "domain": domain, "partition": partition, "status": "ok" if ok else "FAILED",
+        "dry_run": dry_run, "cutoff": metadata.get("cutoff", "—"), "found": metadata.get("rows_found", 0),
+        "archived": metadata.get("rows_archived", 0), "acted_on": acted,
+        "held": metadata.get("rows_skipped_legal_hold", 0), "audit_rows": metadata.get("audit_rows", 0),
+        "run_id": result.run_id[:8],
+        "message": "; ".join(failures + [f"check {name} failed" for name in failed_checks]),
+    }
+
+
+def _failure_message(event) -> str:
+    data = event.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error.cause or data.error if data.error else None
+    return error.message.strip().splitlines()[-1] if error else "step failed"
+
+
+# retention demo ---------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from retention_pipelines import demo
+
+    settings = RetentionSettings()
+    if settings.database_url:
+        raise CliError("`retention demo` builds its own SQLite database: unset RETENTION_DATABASE_URL")
+    demo_file = (settings.home / "demo.db").resolve()
+    demo_file.unlink(missing_ok=True)
+    shutil.rmtree(settings.home / "archive", ignore_errors=True)
+    demo_file.parent.mkdir(parents=True, exist_ok=True)
+    database = _database(settings)
+    demo.create_app_tables(database)
+    schema.upgrade(database.engine)
+    seeded = demo.seed(database, rows_per_table=args.rows)
+    database.dispose()
+    print(f"demo database {demo_file}: " + ", ".join(f"{n} {t}" for t, n in seeded.items()))
+    return cmd_run(argparse.Namespace(domains=[], dry_run=False, wait=None))
+
+
+# retention policies validate -------------------------------------------------------------------
+def cmd_policies_validate(args: argparse.Namespace) -> int:
+    policies = load_policies(args.file)
+    print(f"{args.file or 'policy file'}: valid, version {policies.policy_version}, {len(policies.domains)} domains")
+    print_table([{
+        "domain": p.name, "enabled": p.enabled, "table": p.table, "clock": p.clock_column,
+        "retain_for": str(p.retain_for), "action": p.action_name, "archive": p.archive.enabled,
+        "partitions": p.partitions.cadence, "batch_size": p.batch_size,
+    } for p in policies.domains.values()])
+    return 0
+
+
+# retention hold … -------------------------------------------------------------------------------
+def _no_personal_data(value: str, what: str) -> str:
+    if LOOKS_LIKE_EMAIL.search(value):
+        raise CliError(f"{what} looks like it holds an e-mail address: refer to the case, not the person")
+    return value
+
+
+def cmd_hold_add(args: argparse.Namespace) -> int:
+    policies = load_policies()
+    if args.domain not in policies.domains:
+        raise CliError(f"unknown domain {args.domain!r}; the policy file has: {', '.join(policies.domains)}")
+    record_id = _no_personal_data(args.record_id.strip(), "--record-id")
+    reason = _no_personal_data(args.reason.strip(), "--reason")
+    if not record_id or not reason:
+        raise CliError("--record-id and --reason must not be empty")
+    database = _database()
+    schema.ensure_current(database.engine)
+    holds = schema.legal_holds
+    with database.engine.begin() as connection:
+        active = connection.execute(sa.select(holds.c.id).where(
+            holds.c.domain == args.domain, holds.c.record_id == record_id, holds.c.released_at.is_(None))).first()
+        if active:
+            raise CliError(f"record {record_id} of {args.domain} is already under legal hold {active.id}", EXIT_FAILED)
+        hold_id = connection.execute(sa.insert(holds).values(
+            domain=args.domain, record_id=record_id, reason=reason).returning(holds.c.id)).scalar_one()
+    print(f"legal hold {hold_id} placed on {args.domain} record {record_id}")
+    return 0
+
+
+def cmd_hold_release(args: argparse.Namespace) -> int:
+    database = _database()
+    schema.ensure_current(database.engine)
+    holds = schema.legal_holds
+    with database.engine.begin() as connection:
+        released = connection.execute(sa.update(holds).where(
+            holds.c.domain == args.domain, holds.c.record_id == args.record_id, holds.c.released_at.is_(None),
+        ).values(released_at=sa.func.now())).rowcount
+    if not released:
+        raise CliError(f"no active legal hold on {args.domain} record {args.record_id}", EXIT_FAILED)
+    print(f"legal hold released on {args.domain} record {args.record_id}")
+    return 0
+
+
+def cmd_hold_list(args: argparse.Namespace) -> int:
+    database = _database()
+    schema.ensure_current(database.engine)
+    holds = schema.legal_holds
+    query = sa.select(holds).order_by(holds.c.placed_at, holds.c.id)
+    if args.domain:
+        query = query.where(holds.c.domain == args.domain)
+    if not args.all:
+        query = query.where(holds.c.released_at.is_(None))
+    with database.engine.connect() as connection:
+        print_table([dict(row._mapping) for row in connection.execute(query)])
+    return 0
+
+
+# retention db upgrade ---------------------------------------------------------------------------
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    database = _database()
+    try:
+        before, after = schema.upgrade(database.engine)
+    except sa.exc.OperationalError as exc:
+        raise database.connect_error(exc) from None
+    print(f"{database.display_url}: retention tables at migration {after}"
+          + ("" if before == after else f" (was {before or 'none'})"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retention", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run domains' retention jobs now (through Dagster)")
+    run.add_argument("domains", nargs="*", metavar="DOMAIN", help="domains to run (default: every enabled one)")
+    run.add_argument("--dry-run", action="store_true", help="walk and count, change nothing anywhere")
+    run.add_argument("--wait", type=float, metavar="SECONDS", help="wait this long for a busy domain's lock")
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser("demo", help="build the SQLite demo database and run every enabled domain")
+    demo.add_argument("--rows", type=int, default=500, help="rows per app table (default 500)")
+    demo.set_defaults(handler=cmd_demo)
+
+    policies = commands.add_parser("policies", help="the policy file").add_subparsers(
+        dest="policies_command", required=True, metavar="COMMAND")
+    validate = policies.add_parser("validate", help="check a policy file and list its domains")
+    validate.add_argument("file", nargs="?", help="policy file (default: RETENTION_POLICIES_FILE or the shipped one)")
+    validate.set_defaults(handler=cmd_policies_validate)
+
+    hold = commands.add_parser("hold", help="legal holds").add_subparsers(dest="hold_command", required=True,
+                                                                            metavar="COMMAND")
+    add = hold.add_parser("add", help="place a legal hold on a record")
+    release = hold.add_parser("release", help="release a record's legal hold")
+    for sub in (add, release):
+        sub.add_argument("--domain", required=True)
+        sub.add_argument("--record-id", required=True)
+    add.add_argument("--reason", required=True, help="the case or claim; no personal data")
+    add.set_defaults(handler=cmd_hold_add)
+    release.set_defaults(handler=cmd_hold_release)
+    listing = hold.add_parser("list", help="list active legal holds")
+    listing.add_argument("--domain")
+    listing.add_argument("--all", action="store_true", help="include released holds")
+    listing.set_defaults(handler=cmd_hold_list)
+
+    db = commands.add_parser("db", help="the retention tables").add_subparsers(dest="db_command", required=True,
+                                                                                metavar="COMMAND")
+    db.add_parser("upgrade", help="apply the retention tables' migrations").set_defaults(handler=cmd_db_upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except CliError as exc:
+        print(f"retention: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (PolicyError, PolicyMismatch, schema.SchemaBehindError) as exc:
+        print(f"retention: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StoreUnavailable as exc:
+        print(f"retention: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""quiz_responses' assets materialized by Dagster against real PostgreSQL, Redis and a Dagster instance."""
+
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from retention_pipelines.defs.domain_factory import DRY_RUN_TAG, build_domain_defs, domain_partitions
+from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.engine import Acted
+from retention_pipelines.stores import domain_locks
+from retention_pipelines_tests.conftest import audit_entries, insert_quiz_rows, remaining_ids
+
+EMAIL = "someone.private@example.invalid"
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        yield instance
+
+
+def materialize(policies, stores, instance, partition_key=None, tags=None):
+    policy = policies.domains["quiz_responses"]
+    domain = build_domain_defs(policy, policies.policy_version)
+    partition_key = partition_key or domain_partitions(policy).get_last_partition_key()
+    return dg.materialize([*domain.assets, *domain.asset_checks], partition_key=partition_key, instance=instance,
+                          resources={"retention_stores": stores}, tags=tags or {}, raise_on_error=False)
+
+
+def metadata_of(result) -> dict:
+    values = {}
+    for event in result.get_asset_materialization_events():
+        values[event.asset_key.path[-1]] = {k: v.value for k, v in event.materialization.metadata.items()}
+    return values
+
+
+def check_results(result) -> dict:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def failure_messages(result) -> str:
+    return " ".join(e.step_failure_data.user_failure_data.description for e in result.all_events
+                    if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.user_failure_data)
+
+
+@pytest.fixture
+def stores(pg_url, redis_url, local_archive_url):
+    return RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url)
+
+
+def test_run_deletes_due_rows_with_metadata_and_passing_checks(policies, pg_database, stores, instance):
+    due = insert_quiz_rows(pg_database, [timedelta(hours=25)] * 7 + [timedelta(days=40)] * 3, email=EMAIL)
+    young = insert_quiz_rows(pg_database, [timedelta(hours=2)] * 4, email=EMAIL)
+    result = materialize(policies, stores, instance)
+    assert result.success
+    assert remaining_ids(pg_database) == set(young)
+    assert {e["record_id"] for e in audit_entries(pg_database)} == set(due)
+    metadata = metadata_of(result)
+    assert metadata["expired_records"]["rows_found"] == 10
+    assert metadata["expired_records"]["policy_version"] == policies.policy_version
+    assert metadata["deletion"]["rows_deleted"] == 10
+    assert metadata["audit"]["audit_rows"] == 10 and metadata["audit"]["consistent"] is True
+    assert metadata["deletion"]["dry_run"] is False
+    assert all(check.passed for check in check_results(result).values())
+    assert len(check_results(result)) == 3
+    # No personal data anywhere Dagster keeps forever: metadata, logs, audit rows.
+    logs = " ".join(str(entry.user_message) for entry in instance.all_logs(result.run_id))
+    assert EMAIL not in logs and EMAIL not in repr(metadata)
+    assert all("@" not in str(value) for entry in audit_entries(pg_database) for value in entry.values())
+
+
+def test_dry_run_changes_nothing_and_reports_counts(policies, pg_database, stores, instance):
+    insert_quiz_rows(pg_database, [timedelta(hours=30)] * 5 + [timedelta(hours=1)] * 2)
+    before = remaining_ids(pg_database)
+    result = materialize(policies, stores, instance, tags={DRY_RUN_TAG: "true"})
+    assert result.success
+    assert remaining_ids(pg_database) == before
+    assert audit_entries(pg_database) == []
+    metadata = metadata_of(result)
+    assert metadata["deletion"]["dry_run"] is True and metadata["deletion"]["rows_deleted"] == 5
+    deadline_check = check_results(result)["no_rows_past_deadline"]
+    assert not deadline_check.passed and deadline_check.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_old_partition_takes_only_rows_due_before_its_window_ends(policies, pg_database, stores, instance):
+    old_partition_rows = insert_quiz_rows(pg_database, [timedelta(hours=24 + 10)] * 3)
+    later_due = insert_quiz_rows(pg_database, [timedelta(hours=24 + 1)] * 2)
+    now = pg_database.now()
+    window_start = (now - timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
+    result = materialize(policies, stores, instance, partition_key=window_start.strftime("%Y-%m-%d-%H:%M"))
+    assert result.success
+    assert remaining_ids(pg_database) == set(later_due)
+    assert set(old_partition_rows).isdisjoint(remaining_ids(pg_database))
+    metadata = metadata_of(result)["expired_records"]
+    assert metadata["rows_overdue_caught_up"] == 3 and metadata["rows_due_in_window"] == 0
+
+
+def test_a_busy_domain_fails_with_a_clear_message_and_changes_nothing(policies, pg_database, stores, redis_url,
+                                                                       instance, tmp_path):
+    insert_quiz_rows(pg_database, [timedelta(hours=30)] * 3)
+    before = remaining_ids(pg_database)
+    held = domain_locks(redis_url, tmp_path, 30).acquire("quiz_responses")
+    try:
+        result = materialize(policies, stores, instance)
+    finally:
+        held.release()
+    assert not result.success
+    assert "quiz_responses is being cleaned by another run" in failure_messages(result)
+    assert remaining_ids(pg_database) == before
+
+
+def test_missing_migrations_stop_the_run_naming_the_command(policies, postgres_server, redis_url,
+                                                            local_archive_url, instance):
+    url = postgres_server.create_database("behind")
+    engine = sa.create_engine(url)
+    from retention_pipelines.demo import app_schema_sql
+
+    with engine.begin() as connection:
+        for statement in app_schema_sql("postgresql"):
+            connection.exec_driver_sql(statement)
+    engine.dispose()
+    result = materialize(policies, RetentionStores(database_url=url, archive_url=local_archive_url,
+                                                   redis_url=redis_url), instance)
+    assert not result.success
+    assert "retention db upgrade" in failure_messages(result)
+
+
+class StoresWhoseEngineSkipsDeletes(RetentionStores):
+    """A deliberately broken engine (it acts on nothing): what the blocking check is there to catch."""
+
+    def engine(self, policy, policy_version, log):
+        engine = super().engine(policy, policy_version, log)
+        engine.act = lambda found, archived, run_id, dry_run=False, lock=None: Acted(action="deleted", dry_run=False)
+        return engine
+
+
+def test_rows_left_past_deadline_fail_the_blocking_check_and_stop_the_audit(policies, pg_database, pg_url,
+                                                                            redis_url, local_archive_url, instance):
+    insert_quiz_rows(pg_database, [timedelta(hours=30)] * 2)
+    stores = StoresWhoseEngineSkipsDeletes(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url)
+    result = materialize(policies, stores, instance)
+    deadline_check = check_results(result)["no_rows_past_deadline"]
+    assert not deadline_check.passed and deadline_check.severity == dg.AssetCheckSeverity.ERROR
+    assert deadline_check.metadata["rows_past_deadline"].value == 2
+    assert "audit" not in metadata_of(result)  # the blocking check kept the audit seal from materializing
