@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -13,6 +14,8 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.policies import PolicyError, PolicyFile, load_policies
+from retention_pipelines.policies.model import format_duration
+from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import AppDatabase, PolicyMismatch, RetentionSettings, StoreUnavailable
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -55,8 +58,6 @@ def _domains(policies: PolicyFile, names: Sequence[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     policies = load_policies()
     domains = _domains(policies, args.domains)
-    if args.wait is not None:
-        os.environ["RETENTION_LOCK_WAIT_SECONDS"] = str(args.wait)
     database = _database()
     try:
         schema.ensure_current(database.engine)
@@ -64,11 +65,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise database.connect_error(exc) from None
     finally:
         database.dispose()
-    rows = [run_domain_job(domain, args.dry_run) for domain in domains]
+    rows = [run_domain_job(domain, args.dry_run, args.wait) for domain in domains]
     print_table([{k: v for k, v in row.items() if k != "message"} for row in rows])
     for row in rows:
         if row["message"]:
-            print(f"{row['domain']}: {row['message']}", file=sys.stderr)
+            print(f"{row['domain']}: {without_personal_data(row['message'])}", file=sys.stderr)
     return 0 if all(row["status"] == "ok" for row in rows) else EXIT_FAILED
 
 
@@ -81,14 +82,16 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def run_domain_job(domain: str, dry_run: bool) -> dict:
+def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None) -> dict:
     """Execute the domain's job for its latest partition on the DAGSTER_HOME instance."""
+    import dagster as dg
+
     from retention_pipelines.defs.domain_factory import DRY_RUN_TAG, job_name
     from retention_pipelines.definitions import defs
 
     job = defs.resolve_job_def(job_name(domain))
     partition = job.partitions_def.get_last_partition_key()
-    with _instance() as instance:
+    with _instance() as instance, _lock_wait(wait_seconds):
         result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
                                         tags={DRY_RUN_TAG: "true" if dry_run else "false"},
                                         # The terminal gets the summary table; step logs are in the UI.
@@ -96,7 +99,9 @@ def run_domain_job(domain: str, dry_run: bool) -> dict:
     metadata = {}
     for event in result.get_asset_materialization_events():
         metadata.update({k: v.value for k, v in event.materialization.metadata.items()})
-    failed_checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    # A WARN check (rows left by a dry run, by design) informs; only an ERROR check fails the run.
+    failed_checks = [e.check_name for e in result.get_asset_check_evaluations()
+                     if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
     failures = [_failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     ok = result.success and not failed_checks
     acted = metadata.get("rows_redacted", metadata.get("rows_deleted", 0))
@@ -108,6 +113,21 @@ def run_domain_job(domain: str, dry_run: bool) -> dict:
         "run_id": result.run_id[:8],
         "message": "; ".join(failures + [f"check {name} failed" for name in failed_checks]),
     }
+
+
+@contextlib.contextmanager
+def _lock_wait(seconds: float | None):
+    """--wait reaches the run's resource the way production configures it: by its variable."""
+    saved = os.environ.get("RETENTION_LOCK_WAIT_SECONDS")
+    if seconds is not None:
+        os.environ["RETENTION_LOCK_WAIT_SECONDS"] = str(seconds)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("RETENTION_LOCK_WAIT_SECONDS", None)
+        else:
+            os.environ["RETENTION_LOCK_WAIT_SECONDS"] = saved
 
 
 def _failure_message(event) -> str:
@@ -144,7 +164,7 @@ def cmd_policies_validate(args: argparse.Namespace) -> int:
     print(f"{args.file or 'policy file'}: valid, version {policies.policy_version}, {len(policies.domains)} domains")
     print_table([{
         "domain": p.name, "enabled": p.enabled, "table": p.table, "clock": p.clock_column,
-        "retain_for": str(p.retain_for), "action": p.action_name, "archive": p.archive.enabled,
+        "retain_for": format_duration(p.retain_for), "action": p.action_name, "archive": p.archive.enabled,
         "partitions": p.partitions.cadence, "batch_size": p.batch_size,
     } for p in policies.domains.values()])
     return 0
@@ -180,16 +200,17 @@ def cmd_hold_add(args: argparse.Namespace) -> int:
 
 
 def cmd_hold_release(args: argparse.Namespace) -> int:
+    record_id = args.record_id.strip()  # as `hold add` stored it
     database = _database()
     schema.ensure_current(database.engine)
     holds = schema.legal_holds
     with database.engine.begin() as connection:
         released = connection.execute(sa.update(holds).where(
-            holds.c.domain == args.domain, holds.c.record_id == args.record_id, holds.c.released_at.is_(None),
+            holds.c.domain == args.domain, holds.c.record_id == record_id, holds.c.released_at.is_(None),
         ).values(released_at=sa.func.now())).rowcount
     if not released:
-        raise CliError(f"no active legal hold on {args.domain} record {args.record_id}", EXIT_FAILED)
-    print(f"legal hold released on {args.domain} record {args.record_id}")
+        raise CliError(f"no active legal hold on {args.domain} record {record_id}", EXIT_FAILED)
+    print(f"legal hold released on {args.domain} record {record_id}")
     return 0
 
 
@@ -265,14 +286,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except CliError as exc:
-        print(f"retention: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _refuse(exc, exc.exit_code)
     except (PolicyError, PolicyMismatch, schema.SchemaBehindError) as exc:
-        print(f"retention: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _refuse(exc, EXIT_BAD_INPUT)
     except StoreUnavailable as exc:
-        print(f"retention: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _refuse(exc, EXIT_FAILED)
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        return _refuse(f"database error: {reason}", EXIT_FAILED)
+
+
+def _refuse(message: object, exit_code: int) -> int:
+    print(f"retention: error: {without_personal_data(str(message))}", file=sys.stderr)
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ def build_definitions() -> dg.Definitions:
     policies = load_policies()
     return dg.Definitions.merge(
         *(build_domain_defs(policy, policies.policy_version) for policy in policies.domains.values() if policy.enabled),
-        dg.Definitions(resources={"retention_stores": RetentionStores()}),
+        # One process per run, also for assets materialized from the UI outside their job: the
+        # domain lock taken by a run's first step is then held to its last.
+        dg.Definitions(resources={"retention_stores": RetentionStores()}, executor=dg.in_process_executor),
     )
 
 

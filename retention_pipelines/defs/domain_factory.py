@@ -11,10 +11,12 @@ import warnings
 from datetime import datetime
 
 import dagster as dg
+import sqlalchemy as sa
 
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import Acted, ArchiveVerificationFailed, Archived, Audited, Found
 from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.schema import SchemaBehindError
 from retention_pipelines.stores import DomainLocked, LockLost, PolicyMismatch, StoreUnavailable
 
@@ -41,7 +43,12 @@ def operator_errors():
     try:
         yield
     except OPERATOR_ERRORS as exc:
-        raise dg.Failure(description=str(exc), allow_retries=not isinstance(exc, (PolicyMismatch, SchemaBehindError))) from None
+        raise dg.Failure(description=without_personal_data(str(exc)),
+                         allow_retries=not isinstance(exc, (PolicyMismatch, SchemaBehindError))) from None
+    except sa.exc.DBAPIError as exc:  # the database went away or refused mid-run: batches are whole or untouched
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise dg.Failure(description=without_personal_data(f"database error: {reason}; every committed batch is "
+                                                           "audited, a rerun finishes the rest")) from None
 
 
 def is_dry_run(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> bool:
@@ -174,7 +181,9 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
                                        audit: Audited, acted: Acted) -> dg.AssetCheckResult:
         with operator_errors():
             recount = engine(context, retention_stores).audit(acted, context.run.run_id)
-        return dg.AssetCheckResult(passed=recount.consistent, metadata={
+        # A dry run acts on nothing, so it must have written no audit row at all.
+        passed = recount.audit_rows == 0 if acted.dry_run else recount.consistent
+        return dg.AssetCheckResult(passed=passed, metadata={
             "audit_rows": recount.audit_rows, "rows_acted_on": recount.acted_on, "dry_run": acted.dry_run})
 
     job = dg.define_asset_job(

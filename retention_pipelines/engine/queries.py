@@ -87,34 +87,51 @@ class DomainTable:
             yield rows
             last = (rows[-1][0], rows[-1][1])
 
-    def _keyset(self, query: sa.Select, after: tuple | None) -> sa.Select:
-        if after is None:
-            return query
-        # Spelled out rather than as a row-value comparison so that the planner uses the clock
-        # index for the range on every database.
-        return query.where(self.clock >= after[0], sa.or_(self.clock > after[0], self.pk > after[1]))
+    def _keyset(self, query: sa.Select, after: tuple | None, upto: tuple | None = None) -> sa.Select:
+        """Rows strictly after `after` and up to `upto` (inclusive) in (clock, pk) order. Spelled
+        out rather than as row-value comparisons so that every planner uses the clock index."""
+        if after is not None:
+            query = query.where(self.clock >= after[0], sa.or_(self.clock > after[0], self.pk > after[1]))
+        if upto is not None:
+            query = query.where(self.clock <= upto[0], sa.or_(self.clock < upto[0], self.pk <= upto[1]))
+        return query
+
+    def key_ranges(self, engine: sa.Engine, clock_cutoff: datetime, batch_size: int) -> Iterator[KeyRange]:
+        """Consecutive keyset ranges of `batch_size` due rows each, read ahead of the deleters from
+        the index alone (the batch_size-th key after the last range), so that batches can be
+        deleted side by side. The last range is open-ended: everything left up to the cutoff."""
+        after = None
+        while True:
+            query = self._keyset(sa.select(self.clock, self.pk).where(*self.due(clock_cutoff), self.not_held()), after)
+            with engine.connect() as connection:
+                row = connection.execute(query.order_by(self.clock, self.pk).offset(batch_size - 1).limit(1)).first()
+            if row is None:
+                yield KeyRange(after, None)
+                return
+            yield KeyRange(after, (row[0], row[1]))
+            after = (row[0], row[1])
 
     def act_batch(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, *,
-                  pks: Sequence[object] | None = None, after: tuple | None = None, limit: int = 0) -> ActedBatch:
+                  pks: Sequence[object] | None = None, key_range: KeyRange | None = None) -> int:
         """DELETE (or redact) one batch and write one audit row per row acted on, in the caller's
-        transaction. The batch is either the given pks (rows of a verified archive object) or the
-        next `limit` due rows after the keyset position `after`. Deadline and holds are checked
-        again in the statement itself, and only the rows it RETURNs are audited."""
+        transaction; returns how many. The batch is either the given pks (rows of a verified
+        archive object) or the due rows of a key range. Deadline and holds are checked again in
+        the statement itself, and only the rows it RETURNs are audited."""
         if pks is None:
-            chosen = self._keyset(sa.select(self.pk).where(*self.due(clock_cutoff), self.not_held()), after)
-            chosen = chosen.order_by(self.clock, self.pk).limit(limit)
+            chosen = self._keyset(sa.select(self.pk).where(*self.due(clock_cutoff), self.not_held()),
+                                  key_range.after, key_range.upto)
         if connection.dialect.name == "postgresql":
             return self._act_batch_in_one_statement(connection, clock_cutoff, stamp, pks, chosen if pks is None else None)
         if pks is None:
             pks = connection.execute(chosen).scalars().all()
         if not pks:
-            return ActedBatch(0, None)
-        done = connection.execute(self._act(sa.and_(self.pk.in_(pks)), clock_cutoff).returning(self.clock, self.pk)).all()
+            return 0
+        done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(self.pk)).scalars().all()
         if done:
-            connection.execute(sa.insert(audit_log), [stamp.row(self.record_id(pk)) for _, pk in done])
-        return ActedBatch(len(done), max(done) if done else None)
+            connection.execute(sa.insert(audit_log), [stamp.row(self.record_id(pk)) for pk in done])
+        return len(done)
 
-    def _act_batch_in_one_statement(self, connection, clock_cutoff, stamp, pks, chosen) -> ActedBatch:
+    def _act_batch_in_one_statement(self, connection, clock_cutoff, stamp, pks, chosen) -> int:
         """PostgreSQL: choose, delete and audit in one statement (data-modifying CTEs), so that no
         id travels to the worker and back; rows are deleted by their physical address (ctid)."""
         if pks is not None:
@@ -122,19 +139,14 @@ class DomainTable:
         else:
             ctid = sa.literal_column("ctid")
             target = ctid == sa.any_(sa.func.array(chosen.with_only_columns(ctid).scalar_subquery()))
-        gone = self._act(target, clock_cutoff).returning(self.clock, self.pk).cte("gone")
+        gone = self._act(target, clock_cutoff).returning(self.pk).cte("gone")
         audited = sa.insert(audit_log).from_select(
             ["domain", "record_id", "action", "run_id", "policy_version", "archive_uri"],
             sa.select(sa.literal(stamp.domain), sa.cast(gone.c[self.pk.name], sa.Text), sa.literal(stamp.action),
                       sa.literal(stamp.run_id), sa.literal(stamp.policy_version),
                       sa.literal(stamp.archive_uri, sa.Text)),
         ).returning(audit_log.c.id).cte("audited")
-        count = sa.select(sa.func.count()).select_from(audited).scalar_subquery()
-        last = sa.select(gone.c[self.clock.name], gone.c[self.pk.name]).order_by(
-            gone.c[self.clock.name].desc(), gone.c[self.pk.name].desc()).limit(1).subquery()
-        row = connection.execute(sa.select(count, last.c[self.clock.name], last.c[self.pk.name])
-                                 .select_from(sa.select(sa.literal(1)).subquery().outerjoin(last, sa.true()))).one()
-        return ActedBatch(int(row[0]), (row[1], row[2]) if row[0] else None)
+        return int(connection.execute(sa.select(sa.func.count()).select_from(audited)).scalar_one())
 
     def _act(self, target: sa.ColumnElement[bool], clock_cutoff: datetime) -> sa.Delete | sa.Update:
         where = [target, *self.due(clock_cutoff), self.not_held()]
@@ -178,9 +190,11 @@ class AuditStamp:
 
 
 @dataclass(frozen=True)
-class ActedBatch:
-    count: int
-    last: tuple | None  # keyset position (clock, pk) of the last row acted on
+class KeyRange:
+    """Due rows after `after` up to `upto` in (clock, pk) order; None is open-ended."""
+
+    after: tuple | None
+    upto: tuple | None
 
 
 def already_audited(domain: str, action: str) -> sa.Select:

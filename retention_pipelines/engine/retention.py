@@ -1,12 +1,13 @@
-"""The retention run for any domain a policy describes, in the five steps of the design:
+"""The retention run for any domain a policy describes, in the steps of the design:
 
 1. find    — the cutoff from the database's clock; count what is due (no ids kept in memory)
 2. archive — per batch: rows → gzip'd JSON lines + manifest → archive store, read back, verified
 3. act     — per batch, ONE transaction: DELETE (or redact) … RETURNING pk + one audit row per pk
 4. audit   — the run's audit rows counted back against what it acted on
 
-Every step is safe to repeat: a batch is whole or untouched, the delete's own WHERE skips what is
-gone, and the audit log refuses a second entry for the same act.
+Every step is safe to repeat: a batch is whole or untouched; the delete's own WHERE skips what is
+gone, and only the rows a DELETE/UPDATE … RETURNING hands back are audited, so no row is acted on
+or audited twice; archive objects are content-addressed, so re-archiving rewrites the same object.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -179,36 +181,40 @@ class RetentionEngine:
         acted.skipped_legal_hold = self._audit_held(found, run_id)
         clock_cutoff = self._bind(found.clock_cutoff)
         stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version)
-        after = None
-        for pks, archive_uri in self._batches_to_act_on(archived):
+
+        def act_on(batch: dict) -> tuple[int, float]:
             batch_started = time.monotonic()
             with self._begin() as connection:
-                batch = self.table.act_batch(connection, clock_cutoff, replace(stamp, archive_uri=archive_uri),
-                                             pks=pks, after=after, limit=self.policy.batch_size)
+                count = self.table.act_batch(connection, clock_cutoff, replace(stamp, archive_uri=batch["archive_uri"]),
+                                             pks=batch["pks"], key_range=batch["key_range"])
                 if lock is not None:
                     lock.ensure_held()  # a run that lost its lock must not commit another batch
-            acted.longest_batch_seconds = max(acted.longest_batch_seconds, time.monotonic() - batch_started)
-            if pks is None and batch.count == 0:
-                break  # the walk found nothing more that is due
-            acted.acted_on += batch.count
+            return count, time.monotonic() - batch_started
+
+        for count, seconds in _bounded_parallel(act_on, self._batches_to_act_on(found, archived),
+                                                self.policy.parallel_batches):
+            acted.acted_on += count
             acted.batches += 1
-            after = batch.last or after
+            acted.longest_batch_seconds = max(acted.longest_batch_seconds, seconds)
         acted.seconds = time.monotonic() - started
         self.log.info(f"{self.policy.name}: {acted.action} {acted.acted_on} rows in {acted.batches} batches, "
                       f"{acted.skipped_legal_hold} newly reported under legal hold")
         return acted
 
-    def _batches_to_act_on(self, archived: Archived | None) -> Iterator[tuple[list | None, str | None]]:
+    def _batches_to_act_on(self, found: Found, archived: Archived | None) -> Iterator[dict]:
         """Archived domains act on exactly the rows of each verified object (listed in its
-        manifest); the others walk the table, one batch after another (pks None)."""
+        manifest); the others on consecutive key ranges of due rows."""
         if not self.policy.archive.enabled:
-            while True:
-                yield None, None
+            for key_range in self.table.key_ranges(self.database.engine, self._bind(found.clock_cutoff),
+                                                   self.policy.batch_size):
+                yield {"pks": None, "key_range": key_range, "archive_uri": None}
+            return
         for batch in archived.batches:
             if not self.archive_store.exists(batch.key):
                 raise ArchiveVerificationFailed(f"{batch.uri} is gone from the archive store; its rows stay")
             manifest = read_manifest(self.archive_store.get(batch.manifest_key))
-            yield [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None], batch.uri
+            pks = [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None]
+            yield {"pks": pks, "key_range": None, "archive_uri": batch.uri}
 
     def _audit_held(self, found: Found, run_id: str) -> int:
         """One `skipped_legal_hold` audit row per held, due record, written once ever."""
@@ -271,6 +277,24 @@ class RetentionEngine:
 
     def _begin(self):
         return _guarded(self.database, self.database.engine.begin)
+
+
+def _bounded_parallel(work, items: Iterator, workers: int):
+    """work(item) for each item, `workers` at a time, results in completion order; the items are
+    drawn lazily (at most twice `workers` ahead), so memory stays flat. The first error stops
+    the drawing and is raised once the batches in flight have finished."""
+    if workers <= 1:
+        yield from map(work, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="retention-batch") as pool:
+        in_flight: set = set()
+        for item in items:
+            in_flight.add(pool.submit(work, item))
+            if len(in_flight) >= 2 * workers:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        for future in as_completed(in_flight):
+            yield future.result()
 
 
 class _guarded:

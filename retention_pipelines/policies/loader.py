@@ -47,6 +47,8 @@ def load_policies(path: str | Path | None = None) -> PolicyFile:
     except ValidationError as exc:
         raise PolicyError(_describe(path, exc)) from None
     digest = hashlib.sha256(raw).hexdigest()[:12]
+    for policy in policies.domains.values():
+        policy._source = str(path)
     return policies.model_copy(update={"policy_version": f"{policies.version}+{digest}"})
 
 
@@ -57,12 +59,16 @@ def _describe(path: Path, exc: ValidationError) -> str:
         loc = [str(part) for part in error["loc"]]
         # Union branches (action: 'delete' | {redact: …}) add their type names to the path.
         loc = [p for p in loc if not p.startswith(("literal[", "RedactAction", "function-"))]
+        # The action's union adds its branch's tag ('delete' / 'redact') to the path: say it once.
+        loc = [p for i, p in enumerate(loc) if not (i and (p == loc[i - 1] or (loc[i - 1] == "action" and p == "delete")))]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         if len(loc) >= 2 and loc[0] == "domains":
             field = ".".join(loc[2:]) or "(entry)"
             lines.append(f"{path}: domain {loc[1]}, field {field}: {message}")
+        elif not loc and message.startswith("domain "):  # a rule across domains names its own domain
+            lines.append(f"{path}: {message}")
         else:
             lines.append(f"{path}: field {'.'.join(loc) or '(top level)'}: {message}")
     return "\n".join(dict.fromkeys(lines))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
 # Identifiers are interpolated into SQL by SQLAlchemy's quoting, but a policy file is input
 # like any other: only plain lower-case SQL identifiers are accepted, so that no policy can
@@ -28,6 +28,15 @@ def parse_duration(value: object) -> timedelta:
     if not match:
         raise ValueError(f"{value!r} is not a duration: write a whole number and a unit, e.g. '24h', '90d', '30m'")
     return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def format_duration(value: timedelta) -> str:
+    """The policy file's own spelling of a duration: 86400 s → '24h', 90 days → '90d'."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def identifier(value: str) -> str:
@@ -98,10 +107,18 @@ class DomainPolicy(StrictModel):
     primary_key: str
     clock_column: str
     retain_for: timedelta
-    action: Literal["delete"] | RedactAction
+    # 'delete' or {redact: …}: chosen by the value's type, so that a mistake inside `redact`
+    # is reported once, not also as "should be 'delete'".
+    action: Annotated[
+        Annotated[Literal["delete"], Tag("delete")] | Annotated[RedactAction, Tag("redact")],
+        Discriminator(lambda v: "redact" if isinstance(v, (dict, RedactAction)) else "delete"),
+    ]
     archive: Archive = Archive()
     blob_key_column: str | None = None
     batch_size: int = Field(default=5000, ge=1, le=100_000)
+    # Batches deleted side by side, each in its own transaction on its own connection: the
+    # database works on more than one core, as the bare DELETE it is measured against cannot.
+    parallel_batches: int = Field(default=2, ge=1, le=8)
     subject_column: str | None = None
     partitions: Partitions
     schedule: Schedule = Schedule()
@@ -143,6 +160,13 @@ class DomainPolicy(StrictModel):
             raise ValueError("schedule.hour_of_day: an hourly domain runs every hour; leave it out")
         return self
 
+    # The file the policy was read from, for messages about it found only at run time.
+    _source: str = PrivateAttr(default="policy file")
+
+    @property
+    def source(self) -> str:
+        return self._source
+
     @property
     def redact(self) -> Redact | None:
         return self.action.redact if isinstance(self.action, RedactAction) else None
@@ -174,8 +198,10 @@ class PolicyFile(StrictModel):
 
     @model_validator(mode="after")
     def _distinct_tables(self) -> PolicyFile:
-        tables = [d.table for d in self.domains.values()]
-        duplicate = {t for t in tables if tables.count(t) > 1}
-        if duplicate:
-            raise ValueError(f"domains: table {sorted(duplicate)[0]} belongs to more than one domain")
+        owner: dict[str, str] = {}
+        for domain in self.domains.values():
+            if domain.table in owner:
+                raise ValueError(f"domain {domain.name}, field table: table {domain.table} already belongs to "
+                                 f"domain {owner[domain.table]}; one table, one domain")
+            owner[domain.table] = domain.name
         return self

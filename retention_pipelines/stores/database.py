@@ -64,16 +64,14 @@ class AppDatabase:
             try:
                 table = sa.Table(policy.table, sa.MetaData(), autoload_with=self.engine)
             except sa.exc.NoSuchTableError:
-                raise PolicyMismatch(
-                    f"domain {policy.name}, field table: table {policy.table!r} does not exist in {self.display_url}"
-                ) from None
+                raise PolicyMismatch(f"{policy.source}: domain {policy.name}, field table: table {policy.table!r} "
+                                     f"does not exist in {self.display_url}") from None
             except sa.exc.OperationalError as exc:
                 raise self.connect_error(exc) from None
             for field, column in _named_columns(policy):
                 if column not in table.c:
-                    raise PolicyMismatch(
-                        f"domain {policy.name}, field {field}: table {policy.table} has no column {column!r}"
-                    )
+                    raise PolicyMismatch(f"{policy.source}: domain {policy.name}, field {field}: "
+                                         f"table {policy.table} has no column {column!r}")
             self._tables[policy.name] = table
         return self._tables[policy.name]
 

@@ -1,0 +1,81 @@
+"""`retention demo`: builds the SQLite demo database and brings quiz_responses into compliance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import sqlalchemy as sa
+
+from retention_pipelines_tests.test_cli.conftest import EMAIL, dagster_home
+
+QUIZ_RETENTION = timedelta(hours=24)
+
+
+def quiz_created_at(database_file) -> list[datetime]:
+    engine = sa.create_engine(f"sqlite:///{database_file}")
+    try:
+        with engine.connect() as connection:
+            values = connection.exec_driver_sql("SELECT created_at FROM quiz_responses").scalars().all()
+            audit = connection.exec_driver_sql(
+                "SELECT count(*) FROM retention_audit_log WHERE domain = 'quiz_responses' AND action = 'deleted'"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    moments = [v if isinstance(v, datetime) else datetime.fromisoformat(v) for v in values]
+    return [m.replace(tzinfo=UTC) if m.tzinfo is None else m.astimezone(UTC) for m in moments], audit
+
+
+def test_demo_builds_the_database_and_deletes_quiz_answers_older_than_24h(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(tmp_path)))
+    rows = 300
+
+    started = datetime.now(UTC)
+    outcome = cli("demo", "--rows", str(rows))
+    finished = datetime.now(UTC)
+    assert outcome.code == 0, outcome.text
+    assert not EMAIL.search(outcome.text), outcome.text
+
+    database_file = tmp_path / ".retention" / "demo.db"
+    assert database_file.is_file()
+    assert str(database_file) in outcome.out
+    assert "quiz_responses" in outcome.out
+
+    created, audited = quiz_created_at(database_file)
+    # Everything due before the run started is gone; everything not due when it ended stays.
+    assert not [c for c in created if c < started - QUIZ_RETENTION]
+    assert [c for c in created if c > finished - QUIZ_RETENTION]
+    # The seed spreads answers over 3 days: about two thirds were due, every one deleted and audited.
+    assert rows - len(created) == audited
+    assert rows // 3 < audited < rows
+
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+    assert [run.job_name for run in runs] == ["quiz_responses_retention_job"]
+    assert runs[0].status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_demo_with_explicit_home_and_rerun_starts_afresh(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(tmp_path / "dagster")))
+    monkeypatch.setenv("RETENTION_HOME", str(tmp_path / "home"))
+
+    assert cli("demo", "--rows", "60").code == 0
+    first, _ = quiz_created_at(tmp_path / "home" / "demo.db")
+    assert cli("demo", "--rows", "60").code == 0
+    second, audited = quiz_created_at(tmp_path / "home" / "demo.db")
+    # A fresh database each time: the second run starts from the same seed, not from the first's leftovers.
+    assert abs(len(second) - len(first)) <= 1  # the same seed; a row may cross 24h in between
+    assert audited == 60 - len(second)
+    assert not (tmp_path / ".retention").exists()
+
+
+def test_demo_refuses_a_configured_database(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RETENTION_DATABASE_URL", f"sqlite:///{tmp_path / 'production.db'}")
+    outcome = cli("demo")
+    assert outcome.code == 2
+    assert "RETENTION_DATABASE_URL" in outcome.err
+    assert not (tmp_path / "production.db").exists()
+    assert not (tmp_path / ".retention" / "demo.db").exists()

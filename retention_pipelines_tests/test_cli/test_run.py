@@ -1,0 +1,246 @@
+"""`retention run` end to end on PostgreSQL, through the Dagster instance of DAGSTER_HOME."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from retention_pipelines.stores import AppDatabase
+from retention_pipelines_tests.conftest import audit_entries, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.test_cli.conftest import EMAIL, PASSWORD, dagster_home, run_script, with_password
+
+KNOWN_DOMAINS = ["quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"]
+DUE = [timedelta(hours=25), timedelta(days=2), timedelta(days=30)]
+NOT_DUE = [timedelta(minutes=5), timedelta(hours=23)]
+ADDRESS = "quiz.taker@example.com"
+
+
+@pytest.fixture
+def run_env(pg_url, tmp_path, monkeypatch):
+    home = dagster_home(tmp_path / "dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("RETENTION_DATABASE_URL", with_password(pg_url))
+    (tmp_path / "archive").mkdir()
+    monkeypatch.setenv("RETENTION_ARCHIVE_URL", (tmp_path / "archive").as_uri())
+    monkeypatch.setenv("RETENTION_HOME", str(tmp_path / "retention_home"))
+    database = AppDatabase(pg_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def quiz_rows(run_env):
+    due = set(insert_quiz_rows(run_env, DUE, email=ADDRESS))
+    not_due = set(insert_quiz_rows(run_env, NOT_DUE, email=ADDRESS))
+    return due, not_due
+
+
+def parse_table(text: str) -> list[dict]:
+    """The summary table printed by `run` (pandas to_string; no value holds a space)."""
+    lines = [line.split() for line in text.strip().splitlines() if line.strip()]
+    header, *rows = lines
+    assert all(len(row) == len(header) for row in rows), text
+    return [dict(zip(header, row)) for row in rows]
+
+
+def dagster_runs():
+    with dg.DagsterInstance.get() as instance:
+        return [(run.run_id, run.job_name, dict(run.tags), run.status) for run in instance.get_runs()]
+
+
+def assert_no_personal_data(outcome):
+    assert ADDRESS not in outcome.text
+    assert not EMAIL.search(outcome.text), outcome.text
+
+
+def test_dry_run_reports_and_changes_nothing(cli, run_env, quiz_rows):
+    due, not_due = quiz_rows
+    outcome = cli("run", "--dry-run")
+    assert_no_personal_data(outcome)
+
+    [row] = parse_table(outcome.out)
+    assert row["domain"] == "quiz_responses"
+    assert row["dry_run"] == "True"
+    assert int(row["found"]) == len(due)
+    assert int(row["audit_rows"]) == 0
+
+    assert remaining_ids(run_env) == due | not_due
+    assert audit_entries(run_env) == []
+
+    runs = dagster_runs()
+    assert len(runs) == 1
+    run_id, job_name, tags, status = runs[0]
+    assert job_name == "quiz_responses_retention_job"
+    assert tags["retention/dry_run"] == "true"
+    assert tags["retention/domain"] == "quiz_responses"
+    assert run_id.startswith(row["run_id"])
+
+
+def test_dry_run_with_due_rows_succeeds(cli, run_env, quiz_rows):
+    """A dry run leaves due rows in place by design: that is its report, not a failure."""
+    due, not_due = quiz_rows
+    outcome = cli("run", "--dry-run")
+    assert_no_personal_data(outcome)
+    assert outcome.code == 0, outcome.text
+    assert outcome.err == ""
+    [row] = parse_table(outcome.out)
+    assert row["status"] == "ok"
+    assert int(row["found"]) == int(row["acted_on"]) == len(due)  # what a real run would delete
+    assert remaining_ids(run_env) == due | not_due
+    [(_, _, tags, status)] = dagster_runs()
+    assert tags["retention/dry_run"] == "true"
+    assert status == dg.DagsterRunStatus.SUCCESS
+
+
+def check_evaluations(run_id: str) -> dict:
+    with dg.DagsterInstance.get() as instance:
+        events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    return {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data for e in events}
+
+
+def test_dry_run_fails_no_error_severity_check(cli, run_env, quiz_rows):
+    """In the UI a dry run must not raise a red check: rows left past their deadline are a WARN
+    by design, and no audit rows are expected of a run that acted on nothing."""
+    cli("run", "--dry-run")
+    [(run_id, _, _, _)] = dagster_runs()
+    evaluations = check_evaluations(run_id)
+    assert set(evaluations) == {"no_rows_past_deadline", "archive_objects_match_manifests",
+                                "audit_rows_match_rows_acted_on"}
+    assert evaluations["no_rows_past_deadline"].severity == dg.AssetCheckSeverity.WARN
+    red = {name: e.metadata for name, e in evaluations.items()
+           if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR}
+    assert red == {}
+
+
+def test_dry_run_with_nothing_due_succeeds(cli, run_env):
+    not_due = set(insert_quiz_rows(run_env, NOT_DUE, email=ADDRESS))
+    outcome = cli("run", "--dry-run")
+    assert outcome.code == 0, outcome.text
+    [row] = parse_table(outcome.out)
+    assert row["status"] == "ok"
+    assert int(row["found"]) == 0
+    assert remaining_ids(run_env) == not_due
+
+
+def stored_bytes(folder: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in folder.rglob("*") if path.is_file())
+
+
+def test_run_deletes_exactly_the_due_rows(cli, run_env, quiz_rows):
+    due, not_due = quiz_rows
+    outcome = cli("run", "quiz_responses")
+    assert_no_personal_data(outcome)
+    assert outcome.code == 0, outcome.text
+    assert outcome.err == ""
+
+    [row] = parse_table(outcome.out)
+    assert row["domain"] == "quiz_responses"
+    assert row["status"] == "ok"
+    assert row["dry_run"] == "False"
+    assert int(row["found"]) == len(due)
+    assert int(row["acted_on"]) == len(due)
+    assert int(row["audit_rows"]) == len(due)
+    assert int(row["held"]) == 0
+
+    assert remaining_ids(run_env) == not_due
+    entries = audit_entries(run_env)
+    assert {e["record_id"] for e in entries} == due
+    assert {e["action"] for e in entries} == {"deleted"}
+    assert {e["domain"] for e in entries} == {"quiz_responses"}
+
+    runs = dagster_runs()
+    assert len(runs) == 1
+    run_id, job_name, tags, status = runs[0]
+    assert tags["retention/dry_run"] == "false"
+    assert status == dg.DagsterRunStatus.SUCCESS
+    assert run_id.startswith(row["run_id"])
+    assert {e["run_id"] for e in entries} == {run_id}
+
+    # What Dagster stored for the UI (run, event log, compute logs) holds neither the database
+    # password nor the addresses of the rows.
+    stored = stored_bytes(Path(os.environ["DAGSTER_HOME"]))
+    assert PASSWORD.encode() not in stored
+    assert ADDRESS.encode() not in stored
+
+    # A second run finds nothing more to do.
+    again = cli("run")
+    assert again.code == 0, again.text
+    [row] = parse_table(again.out)
+    assert int(row["found"]) == 0 and int(row["acted_on"]) == 0
+    assert remaining_ids(run_env) == not_due
+    assert len(audit_entries(run_env)) == len(due)
+    assert len(dagster_runs()) == 2
+
+
+def test_run_respects_a_legal_hold(cli, run_env, quiz_rows):
+    due, not_due = quiz_rows
+    held = sorted(due)[0]
+    added = cli("hold", "add", "--domain", "quiz_responses", "--record-id", held, "--reason", "case 42")
+    assert added.code == 0, added.err
+
+    outcome = cli("run")
+    assert outcome.code == 0, outcome.text
+    [row] = parse_table(outcome.out)
+    assert int(row["acted_on"]) == len(due) - 1
+    assert int(row["held"]) == 1
+    assert remaining_ids(run_env) == not_due | {held}
+    assert_no_personal_data(outcome)
+
+
+def test_run_without_dagster_home_is_refused(cli, run_env, quiz_rows, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME")
+    outcome = cli("run")
+    assert outcome.code == 2
+    assert "DAGSTER_HOME" in outcome.err
+    assert remaining_ids(run_env) == quiz_rows[0] | quiz_rows[1]
+
+
+def test_unknown_domain_is_refused_naming_the_known_ones(cli, run_env):
+    outcome = cli("run", "nosuch")
+    assert outcome.code == 2
+    assert outcome.err.startswith("retention: error: ")
+    assert "nosuch" in outcome.err
+    for domain in KNOWN_DOMAINS:
+        assert domain in outcome.err
+    assert dagster_runs() == []
+
+
+def test_disabled_domain_is_refused(cli, run_env):
+    outcome = cli("run", "magic_link_tokens")
+    assert outcome.code == 2
+    assert outcome.err.startswith("retention: error: ")
+    assert "magic_link_tokens" in outcome.err
+    assert "disabled" in outcome.err
+    assert dagster_runs() == []
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["run", "--wait", "abc"], "invalid float value"),
+    ([], "required"),
+    (["policies"], "required"),
+    (["hold", "add", "--domain", "quiz_responses"], "required"),
+    (["frobnicate"], "invalid choice"),
+], ids=["wait-not-a-number", "no-subcommand", "no-policies-subcommand", "hold-add-missing-args", "unknown-command"])
+def test_bad_arguments_exit_2_with_usage(cli, args, complaint):
+    outcome = cli(*args)
+    assert outcome.code == 2
+    assert outcome.err.startswith("usage: retention")
+    assert complaint in outcome.err
+    assert outcome.out == ""
+
+
+def test_console_script_exit_codes(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(tmp_path / "dagster_home")))
+    for args, code, words in ((["run", "nosuch"], 2, "quiz_responses"),
+                              (["run", "magic_link_tokens"], 2, "disabled"),
+                              (["run", "--wait", "abc"], 2, "usage: retention"),
+                              ([], 2, "usage: retention")):
+        result = run_script(*args)
+        assert result.returncode == code, (args, result.stderr)
+        assert words in result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
