@@ -80,6 +80,10 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
     def engine(context, stores: RetentionStores):
         return stores.engine(policy, policy_version, context.log)
 
+    def hold_lock_unless_dry_run(context, stores: RetentionStores):
+        """A dry run cleans nothing, so it neither takes nor waits for the domain's lock."""
+        return None if is_dry_run(context) else stores.hold_domain_lock(name)
+
     @dg.asset(key=keys["expired_records"], **common, description=(
         f"{what}\n\nThe rows of `{policy.table}` whose deadline ({deadline}) has passed by the partition's "
         "cutoff: the earlier of the window's end and the database's now. Counts only; takes the "
@@ -87,7 +91,7 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
     def expired_records(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.Output[Found]:
         window = context.partition_time_window
         with operator_errors():
-            retention_stores.hold_domain_lock(name)
+            hold_lock_unless_dry_run(context, retention_stores)
             found = engine(context, retention_stores).find(window.start, window.end)
         return dg.Output(found, metadata={
             "policy_version": policy_version, "dry_run": is_dry_run(context),
@@ -103,7 +107,7 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         + ("" if policy.archive.enabled else "This domain is not archived: nothing is written.")))
     def archive(context: dg.AssetExecutionContext, retention_stores: RetentionStores, found: Found) -> dg.Output[Archived]:
         with operator_errors():
-            retention_stores.hold_domain_lock(name)
+            hold_lock_unless_dry_run(context, retention_stores)
             archived = engine(context, retention_stores).archive(found, is_dry_run(context))
         uris = [b.uri for b in archived.batches]
         return dg.Output(archived, metadata={
@@ -123,7 +127,7 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
     def deletion(context: dg.AssetExecutionContext, retention_stores: RetentionStores, found: Found,
                  archived: Archived) -> dg.Output[Acted]:
         with operator_errors():
-            lock = retention_stores.hold_domain_lock(name)
+            lock = hold_lock_unless_dry_run(context, retention_stores)
             acted = engine(context, retention_stores).act(found, archived, context.run_id, is_dry_run(context), lock)
         return dg.Output(acted, metadata={
             "policy_version": policy_version, "dry_run": acted.dry_run, "action": acted.action,

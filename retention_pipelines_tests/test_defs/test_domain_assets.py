@@ -145,3 +145,16 @@ def test_rows_left_past_deadline_fail_the_blocking_check_and_stop_the_audit(poli
     assert not deadline_check.passed and deadline_check.severity == dg.AssetCheckSeverity.ERROR
     assert deadline_check.metadata["rows_past_deadline"].value == 2
     assert "audit" not in metadata_of(result)  # the blocking check kept the audit seal from materializing
+
+
+def test_a_dry_run_needs_no_lock_and_takes_none(policies, pg_database, stores, redis_url, instance, tmp_path):
+    insert_quiz_rows(pg_database, [timedelta(hours=30)] * 3)
+    held = domain_locks(redis_url, tmp_path, 30).acquire("quiz_responses")
+    try:
+        result = materialize(policies, stores, instance, tags={DRY_RUN_TAG: "true"})
+        held.ensure_held()  # still ours: the dry run neither took nor broke it
+    finally:
+        held.release()
+    assert result.success
+    assert metadata_of(result)["deletion"]["rows_deleted"] == 3
+    assert len(remaining_ids(pg_database)) == 3
