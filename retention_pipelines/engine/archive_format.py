@@ -39,13 +39,35 @@ class EncodedBatch:
     rows: int
 
 
+def _line(keys: Sequence[str], raw: Sequence[bool], row: Sequence[object]) -> str:
+    fields = (f"{key}:{value if is_raw and value is not None else _dumps(value)}"
+              for key, is_raw, value in zip(keys, raw, row))
+    return "{" + ",".join(fields) + "}\n"
+
+
+_ENCODER = json.JSONEncoder(default=_json_value, separators=(",", ":"))
+_quote = json.encoder.encode_basestring_ascii
+
+
+def _dumps(value: object) -> str:
+    """One value as JSON; the common cases (text, instants, null) without the general encoder."""
+    if isinstance(value, str):
+        return _quote(value)
+    if value is None:
+        return "null"
+    if isinstance(value, dt.datetime):
+        return f'"{value.isoformat()}"'
+    return _ENCODER.encode(value)
+
+
 def encode_batch(domain: str, policy_version: str, columns: Sequence[str], rows: Sequence[Sequence[object]],
-                 record_ids: Sequence[str], day: dt.date) -> EncodedBatch:
-    """Rows → JSON lines → gzip (mtime 0, so the same rows give the same bytes) → key and manifest."""
-    lines = "".join(
-        json.dumps(dict(zip(columns, row)), default=_json_value, separators=(",", ":"), sort_keys=True) + "\n"
-        for row in rows
-    )
+                 record_ids: Sequence[str], day: dt.date, raw_json: set[str] = frozenset()) -> EncodedBatch:
+    """Rows → JSON lines (keys sorted; columns in raw_json hold JSON text, embedded as it is) →
+    gzip (mtime 0, so the same rows give the same bytes) → key and manifest."""
+    order = sorted(range(len(columns)), key=lambda i: columns[i])
+    keys = [json.dumps(columns[i]) for i in order]
+    raw = [columns[i] in raw_json for i in order]
+    lines = "".join(_line(keys, raw, [row[i] for i in order]) for row in rows)
     data = gzip.compress(lines.encode(), compresslevel=1, mtime=0)
     digest = hashlib.sha256(data).hexdigest()
     key = f"{domain}/{day:%Y/%m/%d}/{digest[:40]}.jsonl.gz"

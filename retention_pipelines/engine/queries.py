@@ -6,7 +6,7 @@ table reads that 1%, never the whole table.
 
 from __future__ import annotations
 
-import uuid
+import re
 from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -15,6 +15,9 @@ import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, legal_holds
+
+
+UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
 class DomainTable:
@@ -31,20 +34,32 @@ class DomainTable:
         return str(value)
 
     def pk_value(self, record_id: str) -> object | None:
-        """A record id back to the primary key's own type; None for one that cannot match any row."""
+        """A record id back to a value the primary key compares with; None for one that cannot
+        match any row (so that a malformed id in a hold or a manifest is no database error)."""
+        if isinstance(self.pk.type, sa.Uuid):
+            return record_id.lower() if UUID_TEXT.match(record_id) else None
         try:
             python_type = self.pk.type.python_type
         except NotImplementedError:
             return record_id
-        if python_type is uuid.UUID:
-            try:
-                return uuid.UUID(record_id)
-            except ValueError:
-                return None
         try:
             return python_type(record_id)
         except (TypeError, ValueError):
             return None
+
+    def archive_select(self) -> tuple[list[sa.ColumnElement], set[str]]:
+        """The archived columns, JSON and uuid columns read as the database's own text: JSON is
+        embedded as-is in the archive line and a uuid is a string, so that no value is parsed and
+        re-serialised row by row."""
+        columns, raw_json = [], set()
+        for column in self.archived_columns:
+            if isinstance(column.type, (sa.JSON, sa.Uuid)):
+                columns.append(sa.cast(column, sa.Text).label(column.name))
+                if isinstance(column.type, sa.JSON):
+                    raw_json.add(column.name)
+            else:
+                columns.append(column)
+        return columns, raw_json
 
     def not_held(self) -> sa.ColumnElement[bool]:
         """No unreleased legal hold on the row: checked again inside each delete transaction."""
@@ -76,7 +91,7 @@ class DomainTable:
         """Keyset walk over (clock, pk): constant memory and one index range per batch, however
         many rows are due; rows deleted behind the walk are never scanned again. Each batch is
         read in its own short transaction, so a long walk holds no snapshot open."""
-        columns = list(dict.fromkeys([self.clock, self.pk, *columns]))
+        columns = [self.clock, self.pk, *columns]
         last: tuple | None = None
         while True:
             query = self._keyset(sa.select(*columns).where(*self.due(clock_cutoff), self.not_held()), last)

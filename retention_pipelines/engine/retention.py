@@ -142,18 +142,22 @@ class RetentionEngine:
         if not archived.enabled:
             return archived
         started = time.monotonic()
-        columns = self.table.archived_columns
+        columns, raw_json = self.table.archive_select()
         names = [c.name for c in columns]
-        for rows in self.table.batches(self.database.engine, columns, self._bind(found.clock_cutoff),
-                                       self.policy.batch_size):
+
+        def archive_batch(rows: list) -> ArchivedBatch:
             record_ids = [self.table.record_id(row[1]) for row in rows]
-            values = [tuple(getattr(row, name) for name in names) for row in rows]
+            values = [row[2:] for row in rows]  # batches() puts clock and pk first
             day = self.database.read_time(rows[0][0]).date()
-            encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day)
+            encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day, raw_json)
             if not dry_run:
                 self._write_verified(encoded)
-            archived.batches.append(ArchivedBatch(encoded.key, encoded.manifest_key,
-                                                  self.archive_store.uri(encoded.key), encoded.rows, encoded.sha256))
+            return ArchivedBatch(encoded.key, encoded.manifest_key, self.archive_store.uri(encoded.key),
+                                 encoded.rows, encoded.sha256)
+
+        # The walk reads the next batch while workers encode, write and verify the previous ones.
+        walk = self.table.batches(self.database.engine, columns, self._bind(found.clock_cutoff), self.policy.batch_size)
+        archived.batches.extend(_bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
         archived.seconds = time.monotonic() - started
         verb = "would archive" if dry_run else "archived and verified"
         self.log.info(f"{self.policy.name}: {verb} {archived.rows} rows in {len(archived.batches)} objects")

@@ -62,7 +62,8 @@ class AppDatabase:
         """The domain's table, reflected once; a missing table or column names domain and field."""
         if policy.name not in self._tables:
             try:
-                table = sa.Table(policy.table, sa.MetaData(), autoload_with=self.engine)
+                table = sa.Table(policy.table, sa.MetaData(), autoload_with=self.engine,
+                                 listeners=[("column_reflect", _uuids_as_text)])
             except sa.exc.NoSuchTableError:
                 raise PolicyMismatch(f"{policy.source}: domain {policy.name}, field table: table {policy.table!r} "
                                      f"does not exist in {self.display_url}") from None
@@ -77,6 +78,12 @@ class AppDatabase:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _uuids_as_text(inspector, table, column_info) -> None:
+    """Ids are compared and bound as text, as the audit log keeps them."""
+    if isinstance(column_info["type"], sa.Uuid):
+        column_info["type"] = sa.Uuid(as_uuid=False)
 
 
 def _engine_options(url: str) -> dict:
