@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import uuid
@@ -55,8 +54,7 @@ def seed(database: AppDatabase, rows_per_table: int = 500, seed_value: int = 7) 
 
     batches = {
         "quiz_responses": [{"id": uid(), "session_id": uid(), "email": address(i) if i % 3 else None,
-                            "answers": json.dumps({"weight_kg": rng.randint(50, 120), "goal": "lose"}) if database.is_sqlite
-                            else {"weight_kg": rng.randint(50, 120), "goal": "lose"},
+                            "answers": {"weight_kg": rng.randint(50, 120), "goal": "lose"},
                             "created_at": when(3)} for i in range(rows_per_table)],
         "magic_link_tokens": [{"id": uid(), "email": address(i), "token_hash": uuid.uuid4().hex + str(i),
                                "created_at": when(2), "expires_at": database.bind_time(now + timedelta(hours=rng.uniform(-48, 2)))}

@@ -142,7 +142,7 @@ def insert_quiz_rows(database: AppDatabase, ages: list[timedelta], email: str = 
         ids.append(str(record))
         rows.append({"id": str(record) if database.is_sqlite else record,
                      "session_id": str(uuid.uuid4()) if database.is_sqlite else uuid.uuid4(),
-                     "email": email, "answers": '{"weight_kg": 80}' if database.is_sqlite else {"weight_kg": 80},
+                     "email": email, "answers": {"weight_kg": 80},
                      "created_at": database.bind_time(now - age)})
     with database.engine.begin() as connection:
         for start in range(0, len(rows), 5000):

@@ -40,9 +40,21 @@ class EncodedBatch:
 
 
 def _line(keys: Sequence[str], raw: Sequence[bool], row: Sequence[object]) -> str:
-    fields = (f"{key}:{value if is_raw and value is not None else _dumps(value)}"
-              for key, is_raw, value in zip(keys, raw, row))
+    fields = (f"{key}:{_embed(value) if is_raw else _dumps(value)}" for key, is_raw, value in zip(keys, raw, row))
     return "{" + ",".join(fields) + "}\n"
+
+
+def _embed(json_text: str | None) -> str:
+    """JSON text as the database keeps it, on one line: PostgreSQL's jsonb text already is; JSON
+    kept as written (json, SQLite) may span lines or not be JSON at all, and is re-encoded."""
+    if json_text is None:
+        return "null"
+    if "\n" not in json_text and "\r" not in json_text:
+        return json_text
+    try:
+        return _ENCODER.encode(json.loads(json_text))
+    except ValueError:
+        return _quote(json_text)
 
 
 _ENCODER = json.JSONEncoder(default=_json_value, separators=(",", ":"))

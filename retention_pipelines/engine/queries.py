@@ -63,9 +63,12 @@ class DomainTable:
 
     def not_held(self) -> sa.ColumnElement[bool]:
         """No unreleased legal hold on the row: checked again inside each delete transaction."""
+        held_id = legal_holds.c.record_id
+        if isinstance(self.pk.type, sa.Uuid):  # a uuid is the same id in either case
+            held_id = sa.func.lower(held_id)
         return ~sa.exists().where(
             legal_holds.c.domain == self.policy.name,
-            legal_holds.c.record_id == sa.cast(self.pk, sa.Text),
+            held_id == sa.cast(self.pk, sa.Text),
             legal_holds.c.released_at.is_(None),
         )
 
@@ -179,13 +182,12 @@ class DomainTable:
                 legal_holds.c.domain == self.policy.name, legal_holds.c.released_at.is_(None)
             ).distinct()
         ).scalars().all()
-        by_pk = {pk: rid for rid in held if (pk := self.pk_value(rid)) is not None}
+        pks = sorted({pk for rid in held if (pk := self.pk_value(rid)) is not None})
         due = []
-        pks = list(by_pk)
         for start in range(0, len(pks), 1000):
-            chunk = pks[start:start + 1000]
-            rows = connection.execute(sa.select(self.pk).where(self.pk.in_(chunk), *self.due(clock_cutoff)))
-            due.extend(by_pk[pk] for pk in rows.scalars())
+            rows = connection.execute(sa.select(self.pk).where(self.pk.in_(pks[start:start + 1000]),
+                                                               *self.due(clock_cutoff)))
+            due.extend(self.record_id(pk) for pk in rows.scalars())
         return due
 
 
@@ -212,5 +214,13 @@ class KeyRange:
     upto: tuple | None
 
 
-def already_audited(domain: str, action: str) -> sa.Select:
-    return sa.select(audit_log.c.record_id).where(audit_log.c.domain == domain, audit_log.c.action == action)
+def report_once(connection: sa.Connection, rows: list[dict]) -> sa.Insert:
+    """INSERT of legal-hold reports that skips any already made (unique in the database),
+    RETURNING one row per report written."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(audit_log).values(rows).on_conflict_do_nothing(
+        index_elements=["domain", "record_id"], index_where=audit_log.c.action == "skipped_legal_hold",
+    ).returning(audit_log.c.id)

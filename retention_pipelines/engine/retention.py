@@ -12,6 +12,7 @@ or audited twice; archive objects are content-addressed, so re-archiving rewrite
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import encode_batch, read_manifest, verify
-from retention_pipelines.engine.queries import AuditStamp, DomainTable, already_audited
+from retention_pipelines.engine.queries import AuditStamp, DomainTable, report_once
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, ensure_current
 from retention_pipelines.stores import AppDatabase, ArchiveStore, HeldLock, StoreUnavailable
@@ -111,7 +112,10 @@ class RetentionEngine:
         self.policy, self.policy_version = policy, policy_version
         self.database, self.archive_store = database, archive_store
         self.log = log or logging.getLogger(__name__)
-        ensure_current(database.engine)
+        try:
+            ensure_current(database.engine)
+        except sa.exc.OperationalError as exc:
+            raise database.connect_error(exc) from None
         self.table = DomainTable(policy, database.app_table(policy))
 
     # 1. find ---------------------------------------------------------------------------------
@@ -214,25 +218,26 @@ class RetentionEngine:
                 yield {"pks": None, "key_range": key_range, "archive_uri": None}
             return
         for batch in archived.batches:
-            if not self.archive_store.exists(batch.key):
-                raise ArchiveVerificationFailed(f"{batch.uri} is gone from the archive store; its rows stay")
+            # Read back once more: an object changed or gone since it was verified protects nothing.
+            try:
+                digest = hashlib.sha256(self.archive_store.get(batch.key)).hexdigest()
+            except StoreUnavailable:
+                raise ArchiveVerificationFailed(f"{batch.uri} cannot be read back; its rows stay") from None
             manifest = read_manifest(self.archive_store.get(batch.manifest_key))
+            if not digest == batch.sha256 == manifest["sha256"]:
+                raise ArchiveVerificationFailed(f"{batch.uri} changed since it was verified; its rows stay")
             pks = [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None]
             yield {"pks": pks, "key_range": None, "archive_uri": batch.uri}
 
     def _audit_held(self, found: Found, run_id: str) -> int:
         """One `skipped_legal_hold` audit row per held, due record, written once ever."""
         with self._begin() as connection:
-            held = set(self.table.held_due(connection, self._bind(found.clock_cutoff)))
+            held = sorted(set(self.table.held_due(connection, self._bind(found.clock_cutoff))))
             if not held:
                 return 0
-            held -= set(connection.execute(
-                already_audited(self.policy.name, "skipped_legal_hold").where(audit_log.c.record_id.in_(held))
-            ).scalars())
-            if held:
-                stamp = AuditStamp(self.policy.name, "skipped_legal_hold", run_id, self.policy_version)
-                connection.execute(sa.insert(audit_log), [stamp.row(record_id) for record_id in sorted(held)])
-        return len(held)
+            stamp = AuditStamp(self.policy.name, "skipped_legal_hold", run_id, self.policy_version)
+            # Two runs may report the same hold at once: the database keeps one report, both go on.
+            return len(connection.execute(report_once(connection, [stamp.row(record_id) for record_id in held])).all())
 
     # 4. audit ---------------------------------------------------------------------------------
     def audit(self, acted: Acted, run_id: str) -> Audited:

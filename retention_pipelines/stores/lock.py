@@ -98,7 +98,7 @@ class RedisDomainLocks(DomainLocks):
         )
         try:
             acquired = lock.acquire()
-        except redis.exceptions.ConnectionError as exc:
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             from retention_pipelines.stores.database import StoreUnavailable
 
             raise StoreUnavailable(f"lock service {self.display_url} is unreachable: {exc}") from None

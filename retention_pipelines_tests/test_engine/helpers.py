@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -186,7 +186,7 @@ class RunnerProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"runner gave no {name!r} event in {timeout}s; seen {self.seen}; "
-                                     f"stderr: {self._stderr()}")
+                                     f"stderr: {self.stderr_tail()}")
             try:
                 event = self.events.get(timeout=min(remaining, 0.5))
             except queue.Empty:
@@ -194,7 +194,7 @@ class RunnerProcess:
                     self._reader.join(2)
                     if self.events.empty():
                         raise AssertionError(f"runner exited ({self.process.returncode}) without {name!r}; "
-                                             f"seen {self.seen}; stderr: {self._stderr()}") from None
+                                             f"seen {self.seen}; stderr: {self.stderr_tail()}") from None
                 continue
             self.seen.append(event)
             if event.get("event") == name:
@@ -224,7 +224,7 @@ class RunnerProcess:
         self.process.wait(timeout)
         return self.process.returncode
 
-    def _stderr(self) -> str:
+    def stderr_tail(self) -> str:
         if self.process.poll() is None:
             return "(still running)"
         return (self.process.stderr.read() or "")[-3000:]

@@ -136,3 +136,24 @@ def test_an_object_changed_after_archiving_is_not_acted_on(pg_database, policies
         engine.act(found, archived, "tampered")
     assert set(manifest["record_ids"]) <= remaining_ids(pg_database)
     assert not set(manifest["record_ids"]) & {r["record_id"] for r in audit_rows(pg_database)}
+
+
+def test_json_text_written_over_several_lines_is_archived_one_row_per_line(any_database, policies, quiz_policy,
+                                                                          local_archive_url):
+    """The app may store JSON as it likes (SQLite keeps the text as written): each row still
+    becomes one JSON line holding the same value."""
+    due = insert_quiz_rows(any_database, [timedelta(days=2, minutes=i) for i in range(3)])
+    with any_database.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE quiz_responses SET answers = :answers WHERE id = :id"),
+                           {"answers": '{\n  "weight_kg": 80,\n  "goal": "lose"\n}', "id": due[1]})
+    engine = engine_for(archiving(quiz_policy, batch_size=10), policies, any_database, local_archive_url)
+
+    report = engine.run("pretty-json")
+    assert report.acted.acted_on == 3
+    objects = archive_objects(local_archive_url)
+    ((key, manifest),) = manifests(objects).items()
+    assert verify(objects[key], manifest) is None
+    lines = gzip.decompress(objects[key]).decode().splitlines()
+    assert len(lines) == 3
+    archived = {row["id"]: row for row in map(json.loads, lines)}
+    assert archived[due[1]]["answers"] == {"weight_kg": 80, "goal": "lose"}

@@ -3,14 +3,21 @@ stops with DomainLocked; with no lock at all, DELETE … RETURNING still acts on
 
 from __future__ import annotations
 
+import threading
 import time
 
+import psycopg2
 import pytest
+import redis
+import sqlalchemy as sa
 
+from retention_pipelines.stores import LockLost
+from retention_pipelines.stores.lock import RedisDomainLocks
 from retention_pipelines_tests.conftest import remaining_ids
 from retention_pipelines_tests.test_engine.helpers import (
-    RunnerProcess, assert_each_deleted_audited_once, audit_rows, bulk_insert_pg,
+    RunnerProcess, assert_each_deleted_audited_once, audit_rows, bulk_insert_pg, engine_for,
 )
+from retention_pipelines_tests.test_engine.test_legal_hold import place_hold
 
 DUE, BATCH = 3000, 50
 
@@ -99,3 +106,83 @@ def test_two_runs_without_any_lock_act_on_each_row_once(pg_url, pg_database, loc
     assert sum(d["acted_on"] for d in done) == DUE
     assert all(d["consistent"] for d in done)
     assert_all_deleted_once(pg_database, inserted, fresh)
+
+
+def test_two_runs_without_any_lock_report_a_held_row_once_and_both_finish(postgres_server, pg_url, pg_database,
+                                                                          local_archive_url, rows):
+    """Both runs find the held row unreported and report it at the same moment (forced here: a
+    third transaction holds the same report uncommitted, then gives it up). The audit log takes
+    one report; the run whose report is refused must carry on, not fail."""
+    inserted, fresh = rows
+    (held,) = sorted(inserted - fresh)[:1]
+    place_hold(pg_database, held)
+    blocker = psycopg2.connect(postgres_server.dsn(sa.engine.make_url(pg_url).database))
+    watcher = psycopg2.connect(postgres_server.dsn(sa.engine.make_url(pg_url).database))
+    watcher.autocommit = True
+    with blocker.cursor() as cursor:
+        cursor.execute("INSERT INTO retention_audit_log (domain, record_id, action, run_id, policy_version) "
+                       "VALUES ('quiz_responses', %s, 'skipped_legal_hold', 'third', 'x')", (held,))
+    url = f"{pg_url}?application_name=retention-racing"
+    runs = [runner(url, local_archive_url, f"racing-{i}", wait_for_go=True) for i in (1, 2)]
+    try:
+        for run in runs:
+            run.wait_for("ready")
+        for run in runs:
+            run.go()
+        with watcher.cursor() as cursor:  # both reports wait on the uncommitted one
+            deadline = time.monotonic() + 30
+            waiting = 0
+            while waiting < 2 and time.monotonic() < deadline:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                               "WHERE application_name = 'retention-racing' AND wait_event_type = 'Lock'")
+                waiting = cursor.fetchone()[0]
+                time.sleep(0.02)
+        assert waiting == 2, "the two runs did not both wait to report the held row"
+        blocker.rollback()
+        codes = [run.finish(120) for run in runs]
+        errors = [run.stderr_tail()[-600:] for run in runs]
+        assert codes == [0, 0], f"a run failed: {errors}"
+    finally:
+        for run in runs:
+            run.close()
+        blocker.close()
+        watcher.close()
+    reports = audit_rows(pg_database, "skipped_legal_hold")
+    assert [r["record_id"] for r in reports] == [held]
+    assert_all_deleted_once(pg_database, inserted, fresh | {held})
+
+
+def test_a_run_that_loses_its_lock_stops_deleting(pg_database, redis_url, policies, quiz_policy,
+                                                  local_archive_url, rows):
+    """The lock's key is taken away mid-run: the run raises LockLost and commits no batch after
+    the ones already past their lock check."""
+    inserted, fresh = rows
+    policy = quiz_policy.model_copy(update={"batch_size": 20})
+    engine = engine_for(policy, policies, pg_database, local_archive_url)
+    held = RedisDomainLocks(redis_url, ttl_seconds=30).acquire("quiz_responses")
+    at_loss: dict[str, int] = {}
+
+    def take_the_lock_away() -> None:
+        with pg_database.engine.connect() as connection:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                count = connection.exec_driver_sql("SELECT count(*) FROM retention_audit_log").scalar_one()
+                connection.rollback()
+                if count > 0:
+                    redis.Redis.from_url(redis_url).delete("retention:lock:quiz_responses")
+                    at_loss["audited"] = count
+                    return
+                time.sleep(0.002)
+
+    thief = threading.Thread(target=take_the_lock_away)
+    thief.start()
+    try:
+        with pytest.raises(LockLost, match="quiz_responses"):
+            engine.run("loses-its-lock", lock=held)
+    finally:
+        thief.join()
+        held.release()
+    deleted = len(inserted - remaining_ids(pg_database))
+    assert 0 < deleted < DUE
+    assert deleted <= at_loss["audited"] + policy.parallel_batches * policy.batch_size
+    assert_each_deleted_audited_once(pg_database, inserted, remaining_ids(pg_database))

@@ -69,3 +69,18 @@ def test_a_released_hold_does_not_free_a_row_still_under_another_hold(any_databa
     assert report.acted.acted_on == 0
     assert remaining_ids(any_database) == {held}
     assert [r["record_id"] for r in audit_rows(any_database, "skipped_legal_hold")] == [held]
+
+
+def test_a_hold_naming_the_uuid_in_upper_case_protects_the_row(pg_database, policies, quiz_policy,
+                                                              local_archive_url):
+    """A uuid is the same id in either case (RFC 4122): the engine reports such a hold as holding
+    the row, so the row must stay too."""
+    (held,) = insert_quiz_rows(pg_database, [timedelta(days=2)])
+    place_hold(pg_database, held.upper())
+    engine = engine_for(quiz_policy, policies, pg_database, local_archive_url)
+
+    report = engine.run("upper-case-hold")
+    assert report.found.held == 1
+    assert report.acted.acted_on == 0
+    assert remaining_ids(pg_database) == {held}
+    assert audit_rows(pg_database, "deleted") == []
