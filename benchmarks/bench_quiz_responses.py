@@ -130,7 +130,7 @@ def child(url: str, archive: bool, batch_size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=10000)
     parser.add_argument("--child")
     parser.add_argument("--archive", action="store_true")
     parser.add_argument("--skip-archive", action="store_true", help="measure the delete path only")
