@@ -32,8 +32,6 @@ sys.path.insert(0, str(ROOT))
 import psycopg2  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from retention_pipelines import schema  # noqa: E402
-from retention_pipelines.demo import app_schema_sql  # noqa: E402
 from retention_pipelines_tests.servers import PostgresServer  # noqa: E402
 
 SERVER_SETTINGS = {  # durable, as production: every commit is flushed
@@ -43,12 +41,7 @@ SERVER_SETTINGS = {  # durable, as production: every commit is flushed
 
 
 def build_template(server: PostgresServer, rows: int) -> None:
-    url = server.create_database("bench_template")
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        for statement in app_schema_sql("postgresql"):
-            connection.exec_driver_sql(statement)
-    schema.upgrade(engine)
+    engine = sa.create_engine(server.create_app_database("bench_template"))
     # Time-ordered: row i was created i seconds after the first; the older half is expired.
     with engine.begin() as connection:
         connection.exec_driver_sql(f"""

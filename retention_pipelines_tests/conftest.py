@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import timedelta
-from pathlib import Path
 
 import psycopg2
 import pytest
-import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines.demo import app_schema_sql, create_app_tables
+from retention_pipelines.demo import create_app_tables
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.servers import MotoS3Server, PostgresServer, RedisServer
@@ -27,13 +24,7 @@ _names = itertools.count()
 def postgres_server():
     server = PostgresServer().start()
     try:
-        template = server.create_database("app_template")
-        engine = sa.create_engine(template)
-        with engine.begin() as connection:
-            for statement in app_schema_sql("postgresql"):
-                connection.exec_driver_sql(statement)
-        schema.upgrade(engine)
-        engine.dispose()
+        server.create_app_database("app_template")
         yield server
     finally:
         server.stop()
@@ -130,35 +121,3 @@ def policies():
 @pytest.fixture
 def quiz_policy(policies):
     return policies.domains["quiz_responses"]
-
-
-def insert_quiz_rows(database: AppDatabase, ages: list[timedelta], email: str = "person@example.invalid") -> list[str]:
-    """quiz_responses rows created `age` before the database's now; returns their ids (as text)."""
-    table = sa.Table("quiz_responses", sa.MetaData(), autoload_with=database.engine)
-    now = database.now()
-    rows, ids = [], []
-    for age in ages:
-        record = uuid.uuid4()
-        ids.append(str(record))
-        rows.append({"id": str(record) if database.is_sqlite else record,
-                     "session_id": str(uuid.uuid4()) if database.is_sqlite else uuid.uuid4(),
-                     "email": email, "answers": {"weight_kg": 80},
-                     "created_at": database.bind_time(now - age)})
-    with database.engine.begin() as connection:
-        for start in range(0, len(rows), 5000):
-            connection.execute(sa.insert(table), rows[start:start + 5000])
-    return ids
-
-
-def remaining_ids(database: AppDatabase, table: str = "quiz_responses") -> set[str]:
-    with database.engine.connect() as connection:
-        return {str(v) for v in connection.exec_driver_sql(f"SELECT id FROM {table}").scalars()}
-
-
-def audit_entries(database: AppDatabase) -> list[dict]:
-    with database.engine.connect() as connection:
-        return [dict(r._mapping) for r in connection.execute(sa.select(schema.audit_log).order_by(schema.audit_log.c.id))]
-
-
-def archive_root(url: str) -> Path:
-    return Path(url.removeprefix("file://"))

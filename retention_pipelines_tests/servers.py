@@ -117,6 +117,20 @@ class PostgresServer:
         connection.close()
         return self.url(name)
 
+    def create_app_database(self, name: str) -> str:
+        """A database with the app's tables (our copy of its schema) and the retention tables."""
+        from retention_pipelines import schema
+        from retention_pipelines.demo import create_app_tables
+        from retention_pipelines.stores import AppDatabase
+
+        database = AppDatabase(self.create_database(name))
+        try:
+            create_app_tables(database)
+            schema.upgrade(database.engine)
+        finally:
+            database.dispose()
+        return self.url(name)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()  # SIGTERM: PostgreSQL's "smart" shutdown

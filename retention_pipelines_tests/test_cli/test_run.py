@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.conftest import audit_entries, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.test_cli.conftest import EMAIL, PASSWORD, dagster_home, run_script, with_password
 
 KNOWN_DOMAINS = ["quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"]

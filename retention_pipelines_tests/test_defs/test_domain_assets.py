@@ -10,7 +10,7 @@ from retention_pipelines.defs.domain_factory import DRY_RUN_TAG, build_domain_de
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import Acted
 from retention_pipelines.stores import domain_locks
-from retention_pipelines_tests.conftest import audit_entries, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 
 EMAIL = "someone.private@example.invalid"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,23 +31,6 @@ def archiving(policy, batch_size: int | None = None, exclude_columns: list[str] 
 
 def whole_second(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
-
-
-def insert_quiz_at(database: AppDatabase, instants: list[datetime], email: str = "person@example.invalid") -> list[str]:
-    """quiz_responses rows created exactly at the given (tz-aware) instants; returns their ids."""
-    table = sa.Table(QUIZ, sa.MetaData(), autoload_with=database.engine)
-    rows, ids = [], []
-    for instant in instants:
-        record = uuid.uuid4()
-        ids.append(str(record))
-        rows.append({"id": str(record) if database.is_sqlite else record,
-                     "session_id": str(uuid.uuid4()) if database.is_sqlite else uuid.uuid4(),
-                     "email": email,
-                     "answers": '{"weight_kg": 80}' if database.is_sqlite else {"weight_kg": 80},
-                     "created_at": database.bind_time(instant)})
-    with database.engine.begin() as connection:
-        connection.execute(sa.insert(table), rows)
-    return ids
 
 
 def bulk_insert_pg(database: AppDatabase, count: int, age: str, email: str = "bulk@example.invalid") -> None:

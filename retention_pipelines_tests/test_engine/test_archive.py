@@ -17,7 +17,7 @@ from retention_pipelines.engine import ArchiveVerificationFailed, RetentionEngin
 from retention_pipelines.engine.archive_format import verify
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import LocalArchiveStore
-from retention_pipelines_tests.conftest import archive_root, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.app_rows import archive_root, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.test_engine.helpers import (
     archive_objects, archiving, assert_each_deleted_audited_once, audit_rows, engine_for, manifests,
 )

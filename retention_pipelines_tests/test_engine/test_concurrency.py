@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from retention_pipelines.stores import LockLost
 from retention_pipelines.stores.lock import RedisDomainLocks
-from retention_pipelines_tests.conftest import remaining_ids
+from retention_pipelines_tests.app_rows import remaining_ids
 from retention_pipelines_tests.test_engine.helpers import (
     RunnerProcess, assert_each_deleted_audited_once, audit_rows, bulk_insert_pg, engine_for,
 )

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines_tests.conftest import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.app_rows import insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.servers import _pg_bin
 from retention_pipelines_tests.test_engine.helpers import (
     archive_objects, archiving, audit_rows, dump_all_tables, engine_for,

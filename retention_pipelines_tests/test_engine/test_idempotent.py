@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from retention_pipelines_tests.conftest import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.app_rows import insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.test_engine.helpers import (
     archiving, assert_each_deleted_audited_once, audit_rows, engine_for,
 )

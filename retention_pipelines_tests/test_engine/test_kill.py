@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import verify
 from retention_pipelines.stores import archive_store_from_url
-from retention_pipelines_tests.conftest import remaining_ids
+from retention_pipelines_tests.app_rows import remaining_ids
 from retention_pipelines_tests.test_engine.helpers import (
     RunnerProcess, archive_objects, archiving, assert_each_deleted_audited_once, audit_rows, bulk_insert_pg,
     engine_for, manifests,

@@ -7,7 +7,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines_tests.conftest import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.app_rows import insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.test_engine.helpers import audit_rows, engine_for
 
 

@@ -8,7 +8,8 @@ import tracemalloc
 import pytest
 
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.conftest import new_database, remaining_ids
+from retention_pipelines_tests.app_rows import remaining_ids
+from retention_pipelines_tests.conftest import new_database
 from retention_pipelines_tests.test_engine.helpers import archiving, bulk_insert_pg, engine_for
 
 BATCH = 1000

@@ -1,0 +1,48 @@
+"""Rows of the app's tables for tests, and what a test reads back: remaining ids, audit entries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from retention_pipelines import schema
+from retention_pipelines.stores import AppDatabase
+
+
+def insert_quiz_at(database: AppDatabase, instants: list[datetime], email: str = "person@example.invalid") -> list[str]:
+    """quiz_responses rows created exactly at the given (tz-aware) instants; returns their ids."""
+    table = sa.Table("quiz_responses", sa.MetaData(), autoload_with=database.engine)
+    rows, ids = [], []
+    for instant in instants:
+        record = uuid.uuid4()
+        ids.append(str(record))
+        rows.append({"id": str(record) if database.is_sqlite else record,
+                     "session_id": str(uuid.uuid4()) if database.is_sqlite else uuid.uuid4(),
+                     "email": email, "answers": {"weight_kg": 80}, "created_at": database.bind_time(instant)})
+    with database.engine.begin() as connection:
+        for start in range(0, len(rows), 5000):
+            connection.execute(sa.insert(table), rows[start:start + 5000])
+    return ids
+
+
+def insert_quiz_rows(database: AppDatabase, ages: list[timedelta], email: str = "person@example.invalid") -> list[str]:
+    """quiz_responses rows created `age` before the database's now; returns their ids (as text)."""
+    now = database.now()
+    return insert_quiz_at(database, [now - age for age in ages], email)
+
+
+def remaining_ids(database: AppDatabase, table: str = "quiz_responses") -> set[str]:
+    with database.engine.connect() as connection:
+        return {str(v) for v in connection.exec_driver_sql(f"SELECT id FROM {table}").scalars()}
+
+
+def audit_entries(database: AppDatabase) -> list[dict]:
+    with database.engine.connect() as connection:
+        return [dict(r._mapping) for r in connection.execute(sa.select(schema.audit_log).order_by(schema.audit_log.c.id))]
+
+
+def archive_root(url: str) -> Path:
+    return Path(url.removeprefix("file://"))
