@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -77,6 +77,7 @@ class Archived:
 class Acted:
     action: str
     dry_run: bool
+    since: datetime | None = None  # the database's now before the first batch: audit rows are newer
     acted_on: int = 0
     skipped_legal_hold: int = 0
     batches: int = 0
@@ -177,7 +178,7 @@ class RetentionEngine:
     # 3. act: delete or redact, with the audit rows, one transaction per batch ------------------
     def act(self, found: Found, archived: Archived | None, run_id: str, dry_run: bool = False,
             lock: HeldLock | None = None) -> Acted:
-        acted = Acted(action=self.policy.action_name, dry_run=dry_run)
+        acted = Acted(action=self.policy.action_name, dry_run=dry_run, since=found.database_now)
         if dry_run:
             acted.acted_on = archived.rows if self.policy.archive.enabled and archived else found.rows
             acted.skipped_legal_hold = found.held
@@ -242,8 +243,12 @@ class RetentionEngine:
     # 4. audit ---------------------------------------------------------------------------------
     def audit(self, acted: Acted, run_id: str) -> Audited:
         """Count the run's audit rows back from the database: they must equal the rows acted on."""
-        query = sa.select(audit_log.c.action, sa.func.count()).where(audit_log.c.run_id == run_id).group_by(
-            audit_log.c.action)
+        query = sa.select(audit_log.c.action, sa.func.count()).where(audit_log.c.run_id == run_id)
+        if acted.since is not None:
+            # Whole seconds, a second early: SQLite keeps CURRENT_TIMESTAMP to the second.
+            since = acted.since.replace(microsecond=0) - timedelta(seconds=1)
+            query = query.where(audit_log.c.occurred_at >= self._bind(since))
+        query = query.group_by(audit_log.c.action)
         with self._connect() as connection:
             counts = dict(connection.execute(query).all())
         return Audited(run_id, int(counts.get(acted.action, 0)), acted.acted_on,

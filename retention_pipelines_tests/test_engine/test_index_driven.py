@@ -47,3 +47,29 @@ def test_statements_of_a_real_run_use_indexes(pg_database, policies, quiz_policy
         assert any("ORDER BY" in s and "LIMIT" in s for s, _ in plans), "the keyset select was not seen"
     full_scans = [(s, p) for s, p in plans if re.search(r"Seq Scan on quiz_responses\b", p)]
     assert not full_scans, "full scans of quiz_responses:\n\n" + "\n\n".join(f"{s}\n{p}" for s, p in full_scans)
+
+
+def test_a_runs_audit_entries_are_found_through_the_time_index(pg_database, policies, quiz_policy, local_archive_url):
+    """The audit log grows for ever: counting one run's entries reads the blocks written since the
+    run began (BRIN on occurred_at), not the whole log."""
+    bulk_insert_pg(pg_database, DUE, "2 days")
+    engine = engine_for(quiz_policy, policies, pg_database, local_archive_url)
+    report = engine.run("brin-run")
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "retention_audit_log" in statement and "count(" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(pg_database.engine, "before_cursor_execute", capture)
+    try:
+        assert engine.audit(report.acted, "brin-run").audit_rows == DUE
+    finally:
+        sa.event.remove(pg_database.engine, "before_cursor_execute", capture)
+    (statement, parameters), = statements
+    with pg_database.engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        cursor.execute("SET enable_seqscan = off")  # tiny test tables: make the planner show its index
+        cursor.execute("EXPLAIN " + statement, parameters)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "retention_audit_log_occurred_brin" in plan, plan
