@@ -46,3 +46,27 @@ def audit_entries(database: AppDatabase) -> list[dict]:
 
 def archive_root(url: str) -> Path:
     return Path(url.removeprefix("file://"))
+
+
+def insert_token_expiring_at(database: AppDatabase, instants: list[datetime]) -> list[str]:
+    """magic_link_tokens rows expiring exactly at the given instants; returns their ids."""
+    return _insert(database, "magic_link_tokens", [
+        {"email": "token.owner@example.invalid", "token_hash": uuid.uuid4().hex,
+         "created_at": database.bind_time(instant - timedelta(minutes=15)), "expires_at": database.bind_time(instant)}
+        for instant in instants])
+
+
+def insert_blacklist_at(database: AppDatabase, instants: list[datetime]) -> list[str]:
+    """email_blacklist entries added exactly at the given instants; returns their ids."""
+    return _insert(database, "email_blacklist", [
+        {"email": "abuser@example.invalid", "reason": "chargeback", "created_at": database.bind_time(instant)}
+        for instant in instants])
+
+
+def _insert(database: AppDatabase, table_name: str, rows: list[dict]) -> list[str]:
+    table = sa.Table(table_name, sa.MetaData(), autoload_with=database.engine)
+    ids = [str(uuid.uuid4()) for _ in rows]
+    with database.engine.begin() as connection:
+        connection.execute(sa.insert(table), [{"id": rid if database.is_sqlite else uuid.UUID(rid), **row}
+                                              for rid, row in zip(ids, rows)])
+    return ids

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import Acted, ArchiveVerificationFailed, Archived, Audited, Found
 from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.policies.model import format_duration
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.schema import SchemaBehindError
 from retention_pipelines.stores import DomainLocked, LockLost, PolicyMismatch, StoreUnavailable
@@ -26,6 +27,7 @@ DRY_RUN_TAG = "retention/dry_run"
 NO_ROWS_PAST_DEADLINE_CHECK = "no_rows_past_deadline"
 ARCHIVE_MATCHES_MANIFESTS_CHECK = "archive_objects_match_manifests"
 AUDIT_MATCHES_ACTED_ON_CHECK = "audit_rows_match_rows_acted_on"
+NOTHING_ACTED_ON_EARLY_CHECK = "nothing_acted_on_before_its_deadline"
 
 # The engine's own errors carry operator-ready messages (what failed, naming the store, the
 # domain or the field): they end the step as a Failure with that message, not a traceback.
@@ -190,6 +192,18 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         return dg.AssetCheckResult(passed=passed, metadata={
             "audit_rows": recount.audit_rows, "rows_acted_on": recount.acted_on, "dry_run": acted.dry_run})
 
+    @dg.asset_check(asset=keys["audit"], name=NOTHING_ACTED_ON_EARLY_CHECK, partitions_def=partitions,
+                    additional_ins={"acted": dg.AssetIn(keys["deletion"])}, description=(
+                        f"From the audit log: no row this run {policy.action_name} was younger than its "
+                        f"retention period ({format_duration(policy.retain_for)}) when it was acted on — "
+                        "not one second earlier."))
+    def nothing_acted_on_before_its_deadline(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
+                                             audit: Audited, acted: Acted) -> dg.AssetCheckResult:
+        with operator_errors():
+            early = engine(context, retention_stores).count_acted_on_early(acted, context.run.run_id)
+        return dg.AssetCheckResult(passed=early == 0, metadata={"entries_before_deadline": early,
+                                                                "retain_for": format_duration(policy.retain_for)})
+
     job = dg.define_asset_job(
         f"{name}_retention_job",
         selection=dg.AssetSelection.assets(*keys.values()),
@@ -206,7 +220,8 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
     )
     return dg.Definitions(
         assets=[expired_records, archive, deletion, audit],
-        asset_checks=[no_rows_past_deadline, archive_objects_match_manifests, audit_rows_match_rows_acted_on],
+        asset_checks=[no_rows_past_deadline, archive_objects_match_manifests, audit_rows_match_rows_acted_on,
+                      nothing_acted_on_before_its_deadline],
         jobs=[job], schedules=[schedule],
     )
 

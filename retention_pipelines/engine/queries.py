@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -144,9 +144,10 @@ class DomainTable:
             pks = connection.execute(chosen).scalars().all()
         if not pks:
             return 0
-        done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(self.pk)).scalars().all()
+        done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(self.pk, self.clock)).all()
         if done:
-            connection.execute(sa.insert(audit_log), [stamp.row(self.record_id(pk)) for pk in done])
+            connection.execute(sa.insert(audit_log), [
+                stamp.row(self.record_id(pk), _aware(clock) + self.policy.retain_for) for pk, clock in done])
         return len(done)
 
     def _act_batch_in_one_statement(self, connection, clock_cutoff, stamp, pks, chosen) -> int:
@@ -157,12 +158,13 @@ class DomainTable:
         else:
             ctid = sa.literal_column("ctid")
             target = ctid == sa.any_(sa.func.array(chosen.with_only_columns(ctid).scalar_subquery()))
-        gone = self._act(target, clock_cutoff).returning(self.pk).cte("gone")
+        gone = self._act(target, clock_cutoff).returning(self.pk, self.clock).cte("gone")
         audited = sa.insert(audit_log).from_select(
-            ["domain", "record_id", "action", "run_id", "policy_version", "archive_uri"],
+            ["domain", "record_id", "action", "run_id", "policy_version", "archive_uri", "deadline"],
             sa.select(sa.literal(stamp.domain), sa.cast(gone.c[self.pk.name], sa.Text), sa.literal(stamp.action),
                       sa.literal(stamp.run_id), sa.literal(stamp.policy_version),
-                      sa.literal(stamp.archive_uri, sa.Text)),
+                      sa.literal(stamp.archive_uri, sa.Text),
+                      gone.c[self.clock.name] + sa.literal(self.policy.retain_for, sa.Interval)),
         ).returning(audit_log.c.id).cte("audited")
         return int(connection.execute(sa.select(sa.func.count()).select_from(audited)).scalar_one())
 
@@ -191,6 +193,11 @@ class DomainTable:
         return due
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive UTC; PostgreSQL aware instants."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 @dataclass(frozen=True)
 class AuditStamp:
     """What every audit row of one batch shares; the record id is each row's own."""
@@ -201,9 +208,9 @@ class AuditStamp:
     policy_version: str
     archive_uri: str | None = None
 
-    def row(self, record_id: str) -> dict:
+    def row(self, record_id: str, deadline: datetime | None = None) -> dict:
         return {"domain": self.domain, "record_id": record_id, "action": self.action, "run_id": self.run_id,
-                "policy_version": self.policy_version, "archive_uri": self.archive_uri}
+                "policy_version": self.policy_version, "archive_uri": self.archive_uri, "deadline": deadline}
 
 
 @dataclass(frozen=True)

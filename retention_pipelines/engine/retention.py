@@ -243,16 +243,20 @@ class RetentionEngine:
     # 4. audit ---------------------------------------------------------------------------------
     def audit(self, acted: Acted, run_id: str) -> Audited:
         """Count the run's audit rows back from the database: they must equal the rows acted on."""
-        query = sa.select(audit_log.c.action, sa.func.count()).where(audit_log.c.run_id == run_id)
-        if acted.since is not None:
-            # Whole seconds, a second early: SQLite keeps CURRENT_TIMESTAMP to the second.
-            since = acted.since.replace(microsecond=0) - timedelta(seconds=1)
-            query = query.where(audit_log.c.occurred_at >= self._bind(since))
+        query = self._run_entries(sa.select(audit_log.c.action, sa.func.count()), acted, run_id)
         query = query.group_by(audit_log.c.action)
         with self._connect() as connection:
             counts = dict(connection.execute(query).all())
         return Audited(run_id, int(counts.get(acted.action, 0)), acted.acted_on,
                        int(counts.get("skipped_legal_hold", 0)))
+
+    def count_acted_on_early(self, acted: Acted, run_id: str) -> int:
+        """The run's audit entries of rows acted on before their deadline: what must be zero
+        (for the blacklist, "never one second earlier")."""
+        query = self._run_entries(sa.select(sa.func.count()), acted, run_id).where(
+            audit_log.c.action == acted.action, audit_log.c.occurred_at < audit_log.c.deadline)
+        with self._connect() as connection:
+            return int(connection.execute(query).scalar_one())
 
     def count_remaining(self, deadline: datetime) -> int:
         """Rows not under a legal hold whose deadline is at or before `deadline` and that are still
@@ -273,6 +277,15 @@ class RetentionEngine:
             if problem:
                 problems.append(f"{batch.uri}: {problem}")
         return problems
+
+    def _run_entries(self, query: sa.Select, acted: Acted, run_id: str) -> sa.Select:
+        """The run's audit entries, read through the time index: none is older than the run."""
+        query = query.where(audit_log.c.run_id == run_id)
+        if acted.since is not None:
+            # Whole seconds, a second early: SQLite's clock (the cutoff's) stops at the second.
+            since = acted.since.replace(microsecond=0) - timedelta(seconds=1)
+            query = query.where(audit_log.c.occurred_at >= self._bind(since))
+        return query
 
     # the whole run, for the CLI's engine-only paths, tests and benchmarks ----------------------
     def run(self, run_id: str, window_start: datetime | None = None, window_end: datetime | None = None,

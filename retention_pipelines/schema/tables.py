@@ -21,6 +21,9 @@ audit_log = sa.Table(
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("policy_version", sa.String(96), nullable=False),
     sa.Column("archive_uri", sa.Text(), nullable=True),
+    # When the record became due (its clock + the retention period): an auditor, and a check,
+    # can see that nothing was acted on before its deadline. Null for reports that act on nothing.
+    sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
     # A run's entries are found by run_id within the time since the run began: a BRIN index over
     # the append-only occurred_at costs next to nothing per row, where a btree on run_id took a
     # tenth of a run's speed (benchmarks/). (The SQLite demo has a plain index on run_id instead.)

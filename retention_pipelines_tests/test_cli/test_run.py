@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.test_cli.conftest import EMAIL, PASSWORD, dagster_home, run_script, with_password
@@ -47,6 +48,12 @@ def parse_table(text: str) -> list[dict]:
     return [dict(zip(header, row)) for row in rows]
 
 
+def quiz_row(rows: list[dict]) -> dict:
+    """The quiz_responses line of a run's table; a run with no domain named lists every enabled one."""
+    [row] = [r for r in rows if r["domain"] == "quiz_responses"]
+    return row
+
+
 def dagster_runs():
     with dg.DagsterInstance.get() as instance:
         return [(run.run_id, run.job_name, dict(run.tags), run.status) for run in instance.get_runs()]
@@ -59,10 +66,10 @@ def assert_no_personal_data(outcome):
 
 def test_dry_run_reports_and_changes_nothing(cli, run_env, quiz_rows):
     due, not_due = quiz_rows
-    outcome = cli("run", "--dry-run")
+    outcome = cli("run", "quiz_responses", "--dry-run")
     assert_no_personal_data(outcome)
 
-    [row] = parse_table(outcome.out)
+    row = quiz_row(parse_table(outcome.out))
     assert row["domain"] == "quiz_responses"
     assert row["dry_run"] == "True"
     assert int(row["found"]) == len(due)
@@ -83,11 +90,11 @@ def test_dry_run_reports_and_changes_nothing(cli, run_env, quiz_rows):
 def test_dry_run_with_due_rows_succeeds(cli, run_env, quiz_rows):
     """A dry run leaves due rows in place by design: that is its report, not a failure."""
     due, not_due = quiz_rows
-    outcome = cli("run", "--dry-run")
+    outcome = cli("run", "quiz_responses", "--dry-run")
     assert_no_personal_data(outcome)
     assert outcome.code == 0, outcome.text
     assert outcome.err == ""
-    [row] = parse_table(outcome.out)
+    row = quiz_row(parse_table(outcome.out))
     assert row["status"] == "ok"
     assert int(row["found"]) == int(row["acted_on"]) == len(due)  # what a real run would delete
     assert remaining_ids(run_env) == due | not_due
@@ -105,11 +112,11 @@ def check_evaluations(run_id: str) -> dict:
 def test_dry_run_fails_no_error_severity_check(cli, run_env, quiz_rows):
     """In the UI a dry run must not raise a red check: rows left past their deadline are a WARN
     by design, and no audit rows are expected of a run that acted on nothing."""
-    cli("run", "--dry-run")
+    cli("run", "quiz_responses", "--dry-run")
     [(run_id, _, _, _)] = dagster_runs()
     evaluations = check_evaluations(run_id)
     assert set(evaluations) == {"no_rows_past_deadline", "archive_objects_match_manifests",
-                                "audit_rows_match_rows_acted_on"}
+                                "audit_rows_match_rows_acted_on", "nothing_acted_on_before_its_deadline"}
     assert evaluations["no_rows_past_deadline"].severity == dg.AssetCheckSeverity.WARN
     red = {name: e.metadata for name, e in evaluations.items()
            if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR}
@@ -118,9 +125,9 @@ def test_dry_run_fails_no_error_severity_check(cli, run_env, quiz_rows):
 
 def test_dry_run_with_nothing_due_succeeds(cli, run_env):
     not_due = set(insert_quiz_rows(run_env, NOT_DUE, email=ADDRESS))
-    outcome = cli("run", "--dry-run")
+    outcome = cli("run", "quiz_responses", "--dry-run")
     assert outcome.code == 0, outcome.text
-    [row] = parse_table(outcome.out)
+    row = quiz_row(parse_table(outcome.out))
     assert row["status"] == "ok"
     assert int(row["found"]) == 0
     assert remaining_ids(run_env) == not_due
@@ -137,7 +144,7 @@ def test_run_deletes_exactly_the_due_rows(cli, run_env, quiz_rows):
     assert outcome.code == 0, outcome.text
     assert outcome.err == ""
 
-    [row] = parse_table(outcome.out)
+    row = quiz_row(parse_table(outcome.out))
     assert row["domain"] == "quiz_responses"
     assert row["status"] == "ok"
     assert row["dry_run"] == "False"
@@ -167,9 +174,9 @@ def test_run_deletes_exactly_the_due_rows(cli, run_env, quiz_rows):
     assert ADDRESS.encode() not in stored
 
     # A second run finds nothing more to do.
-    again = cli("run")
+    again = cli("run", "quiz_responses")
     assert again.code == 0, again.text
-    [row] = parse_table(again.out)
+    row = quiz_row(parse_table(again.out))
     assert int(row["found"]) == 0 and int(row["acted_on"]) == 0
     assert remaining_ids(run_env) == not_due
     assert len(audit_entries(run_env)) == len(due)
@@ -182,9 +189,9 @@ def test_run_respects_a_legal_hold(cli, run_env, quiz_rows):
     added = cli("hold", "add", "--domain", "quiz_responses", "--record-id", held, "--reason", "case 42")
     assert added.code == 0, added.err
 
-    outcome = cli("run")
+    outcome = cli("run", "quiz_responses")
     assert outcome.code == 0, outcome.text
-    [row] = parse_table(outcome.out)
+    row = quiz_row(parse_table(outcome.out))
     assert int(row["acted_on"]) == len(due) - 1
     assert int(row["held"]) == 1
     assert remaining_ids(run_env) == not_due | {held}
@@ -193,7 +200,7 @@ def test_run_respects_a_legal_hold(cli, run_env, quiz_rows):
 
 def test_run_without_dagster_home_is_refused(cli, run_env, quiz_rows, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME")
-    outcome = cli("run")
+    outcome = cli("run", "quiz_responses")
     assert outcome.code == 2
     assert "DAGSTER_HOME" in outcome.err
     assert remaining_ids(run_env) == quiz_rows[0] | quiz_rows[1]
@@ -210,10 +217,10 @@ def test_unknown_domain_is_refused_naming_the_known_ones(cli, run_env):
 
 
 def test_disabled_domain_is_refused(cli, run_env):
-    outcome = cli("run", "magic_link_tokens")
+    outcome = cli("run", "meal_plans")
     assert outcome.code == 2
     assert outcome.err.startswith("retention: error: ")
-    assert "magic_link_tokens" in outcome.err
+    assert "meal_plans" in outcome.err
     assert "disabled" in outcome.err
     assert dagster_runs() == []
 
@@ -236,7 +243,7 @@ def test_bad_arguments_exit_2_with_usage(cli, args, complaint):
 def test_console_script_exit_codes(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(tmp_path / "dagster_home")))
     for args, code, words in ((["run", "nosuch"], 2, "quiz_responses"),
-                              (["run", "magic_link_tokens"], 2, "disabled"),
+                              (["run", "meal_plans"], 2, "disabled"),
                               (["run", "--wait", "abc"], 2, "usage: retention"),
                               ([], 2, "usage: retention")):
         result = run_script(*args)
@@ -244,3 +251,11 @@ def test_console_script_exit_codes(tmp_path, monkeypatch):
         assert words in result.stderr
         assert "Traceback" not in result.stderr
         assert result.stdout == ""
+
+
+def test_run_without_a_domain_runs_every_enabled_domain(cli, run_env, quiz_rows):
+    outcome = cli("run")
+    assert outcome.code == 0, outcome.text
+    enabled = [name for name, policy in load_policies().domains.items() if policy.enabled]
+    assert sorted(row["domain"] for row in parse_table(outcome.out)) == sorted(enabled)
+    assert sorted(job for _, job, _, _ in dagster_runs()) == sorted(f"{name}_retention_job" for name in enabled)

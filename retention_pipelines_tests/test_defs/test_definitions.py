@@ -1,55 +1,69 @@
-"""The code location as Dagster loads it: one factory, four assets per enabled domain."""
+"""The code location as Dagster loads it: one factory, the same graph for every enabled domain."""
 
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from retention_pipelines.defs.domain_factory import (
     ARCHIVE_MATCHES_MANIFESTS_CHECK, AUDIT_MATCHES_ACTED_ON_CHECK, DOMAIN_TAG, NO_ROWS_PAST_DEADLINE_CHECK,
+    NOTHING_ACTED_ON_EARLY_CHECK,
 )
 from retention_pipelines.definitions import defs
+from retention_pipelines.policies import load_policies
 
 ROOT = Path(__file__).resolve().parents[2]
+POLICIES = load_policies()
+ENABLED = [name for name, policy in POLICIES.domains.items() if policy.enabled]
+STEPS = ("expired_records", "archive", "deletion", "audit")
 
 
-def test_quiz_responses_is_four_assets_in_a_line():
+def test_the_shipped_policy_enables_the_delete_domains():
+    assert {"quiz_responses", "magic_link_tokens", "email_blacklist"} <= set(ENABLED)
+
+
+@pytest.mark.parametrize("domain", ENABLED)
+def test_each_domain_is_four_assets_in_a_line(domain):
     graph = defs.resolve_asset_graph()
-    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"quiz_responses/expired_records", "quiz_responses/archive", "quiz_responses/deletion",
-                    "quiz_responses/audit"}
-    parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
-               for key in graph.get_all_asset_keys()}
-    assert parents["quiz_responses/archive"] == {"quiz_responses/expired_records"}
-    assert "quiz_responses/archive" in parents["quiz_responses/deletion"]
-    assert parents["quiz_responses/audit"] == {"quiz_responses/deletion"}
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys() if key.path[0] == domain}
+    assert keys == {f"{domain}/{step}" for step in STEPS}
+
+    def parents(step):
+        return {p.to_user_string() for p in graph.get(dg.AssetKey([domain, step])).parent_keys}
+
+    assert parents("archive") == {f"{domain}/expired_records"}
+    assert f"{domain}/archive" in parents("deletion")
+    assert parents("audit") == {f"{domain}/deletion"}
 
 
-def test_checks_job_and_schedule():
+@pytest.mark.parametrize("domain", ENABLED)
+def test_each_domain_has_its_checks_job_and_schedule(domain):
     graph = defs.resolve_asset_graph()
-    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert checks == {("quiz_responses/deletion", NO_ROWS_PAST_DEADLINE_CHECK),
-                      ("quiz_responses/archive", ARCHIVE_MATCHES_MANIFESTS_CHECK),
-                      ("quiz_responses/audit", AUDIT_MATCHES_ACTED_ON_CHECK)}
-    job = defs.resolve_job_def("quiz_responses_retention_job")
-    assert job.tags[DOMAIN_TAG] == "quiz_responses"
-    assert isinstance(job.partitions_def, dg.HourlyPartitionsDefinition)
-    schedule = defs.resolve_schedule_def("quiz_responses_retention_schedule")
-    assert schedule.cron_schedule == "5 * * * *"
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-
-
-def test_blocking_check_is_on_the_deletion_asset():
-    graph = defs.resolve_asset_graph()
-    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys if k.asset_key.path[0] == domain}
+    assert checks == {(f"{domain}/deletion", NO_ROWS_PAST_DEADLINE_CHECK),
+                      (f"{domain}/archive", ARCHIVE_MATCHES_MANIFESTS_CHECK),
+                      (f"{domain}/audit", AUDIT_MATCHES_ACTED_ON_CHECK),
+                      (f"{domain}/audit", NOTHING_ACTED_ON_EARLY_CHECK)}
+    blocking = {k.name for k in graph.asset_check_keys if k.asset_key.path[0] == domain
+                and graph.get_check_spec(k).blocking}
     assert blocking == {NO_ROWS_PAST_DEADLINE_CHECK}
+    policy = POLICIES.domains[domain]
+    job = defs.resolve_job_def(f"{domain}_retention_job")
+    assert job.tags[DOMAIN_TAG] == domain
+    expected = dg.HourlyPartitionsDefinition if policy.partitions.cadence == "hourly" else dg.DailyPartitionsDefinition
+    assert isinstance(job.partitions_def, expected)
+    schedule = defs.resolve_schedule_def(f"{domain}_retention_schedule")
+    hour = "*" if policy.schedule.hour_of_day is None else str(policy.schedule.hour_of_day)
+    assert schedule.cron_schedule == f"{policy.schedule.minute_of_hour} {hour} * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_disabled_domains_get_no_job():
     names = {job.name for job in defs.resolve_all_job_defs()}
-    assert "quiz_responses_retention_job" in names
-    assert not {"magic_link_tokens_retention_job", "meal_plans_retention_job"} & names
+    disabled = [name for name, policy in POLICIES.domains.items() if not policy.enabled]
+    assert not {f"{name}_retention_job" for name in disabled} & names
 
 
 def test_dagster_validates_the_code_location(tmp_path):

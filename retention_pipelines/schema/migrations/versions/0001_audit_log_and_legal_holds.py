@@ -16,6 +16,9 @@ big_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    # SQLite's CURRENT_TIMESTAMP stops at the second; occurred_at is compared with deadlines.
+    now = sa.text("(strftime('%Y-%m-%d %H:%M:%f', 'now'))") if sqlite else sa.func.now()
     op.create_table(
         "retention_audit_log",
         sa.Column("id", big_id, primary_key=True, autoincrement=True),
@@ -23,11 +26,12 @@ def upgrade() -> None:
         sa.Column("record_id", sa.Text(), nullable=False),
         sa.Column("action", sa.String(32), nullable=False),
         sa.Column("run_id", sa.String(64), nullable=False),
-        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
         sa.Column("policy_version", sa.String(96), nullable=False),
         sa.Column("archive_uri", sa.Text(), nullable=True),
+        sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
     )
-    if op.get_bind().dialect.name == "postgresql":
+    if not sqlite:
         # Cheap to keep up on an append-only log; a run's entries are read by time range + run_id.
         op.create_index("retention_audit_log_occurred_brin", "retention_audit_log", ["occurred_at"],
                         postgresql_using="brin")
