@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from retention_pipelines.defs.all_domains import build_all_domains_sensor
 from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.policies import load_policies
@@ -9,11 +10,17 @@ from retention_pipelines.policies import load_policies
 
 def build_definitions() -> dg.Definitions:
     policies = load_policies()
+    enabled = [policy for policy in policies.domains.values() if policy.enabled]
+    domains = [build_domain_defs(policy, policies.policy_version) for policy in enabled]
     return dg.Definitions.merge(
-        *(build_domain_defs(policy, policies.policy_version) for policy in policies.domains.values() if policy.enabled),
-        # One process per run, also for assets materialized from the UI outside their job: the
-        # domain lock taken by a run's first step is then held to its last.
-        dg.Definitions(resources={"retention_stores": RetentionStores()}, executor=dg.in_process_executor),
+        *domains,
+        dg.Definitions(
+            sensors=[build_all_domains_sensor(enabled, [job for domain in domains for job in domain.jobs])],
+            resources={"retention_stores": RetentionStores()},
+            # One process per run, also for assets materialized from the UI outside their job:
+            # the domain lock taken by a run's first step is then held to its last.
+            executor=dg.in_process_executor,
+        ),
     )
 
 

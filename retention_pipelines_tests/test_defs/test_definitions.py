@@ -72,3 +72,28 @@ def test_dagster_validates_the_code_location(tmp_path):
                             env={"PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(tmp_path), "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful" in result.stderr + result.stdout
+
+
+def test_the_all_domains_sensor_requests_each_domains_latest_partition_once():
+    sensor = defs.resolve_sensor_def("retention_all_domains_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    with dg.instance_for_test() as instance:
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    requests = {r.job_name: r for r in result.run_requests}
+    assert set(requests) == {f"{name}_retention_job" for name in ENABLED}
+    for name in ENABLED:
+        request = requests[f"{name}_retention_job"]
+        partitions = defs.resolve_job_def(f"{name}_retention_job").partitions_def
+        assert request.partition_key == partitions.get_last_partition_key()
+        assert request.run_key == f"{name}:{request.partition_key}"  # once per partition, never a storm
+        assert request.tags[DOMAIN_TAG] == name
+
+
+def test_dagster_yaml_allows_one_run_per_domain():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    [limit] = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert limit == {"key": DOMAIN_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    with dg.instance_for_test(overrides={"concurrency": config["concurrency"]}) as instance:
+        assert instance.get_concurrency_config().run_queue_config.tag_concurrency_limits[0]["limit"] == 1
