@@ -109,7 +109,8 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None
         "domain": domain, "partition": partition, "status": "ok" if ok else "FAILED",
         "dry_run": dry_run, "cutoff": metadata.get("cutoff", "—"), "found": metadata.get("rows_found", 0),
         "archived": metadata.get("rows_archived", 0), "acted_on": acted,
-        "held": metadata.get("rows_skipped_legal_hold", 0), "audit_rows": metadata.get("audit_rows", 0),
+        "held": metadata.get("rows_skipped_legal_hold", 0), "failed": metadata.get("rows_failed", 0),
+        "audit_rows": metadata.get("audit_rows", 0),
         "run_id": result.run_id[:8],
         "message": "; ".join(failures + [f"check {name} failed" for name in failed_checks]),
     }
@@ -146,13 +147,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if settings.database_url:
         raise CliError("`retention demo` builds its own SQLite database: unset RETENTION_DATABASE_URL")
     demo_file = (settings.home / "demo.db").resolve()
+    if settings.blob_url or settings.archive_url:
+        raise CliError("`retention demo` keeps its own files: unset RETENTION_BLOB_URL and RETENTION_ARCHIVE_URL")
     demo_file.unlink(missing_ok=True)
-    shutil.rmtree(settings.home / "archive", ignore_errors=True)
+    for folder in ("archive", "blobs"):
+        shutil.rmtree(settings.home / folder, ignore_errors=True)
     demo_file.parent.mkdir(parents=True, exist_ok=True)
     database = _database(settings)
     demo.create_app_tables(database)
     schema.upgrade(database.engine)
-    seeded = demo.seed(database, rows_per_table=args.rows)
+    seeded = demo.seed(database, rows_per_table=args.rows, blob_folder=(settings.home / "blobs").resolve())
     database.dispose()
     print(f"demo database {demo_file}: " + ", ".join(f"{n} {t}" for t, n in seeded.items()))
     return cmd_run(argparse.Namespace(domains=[], dry_run=False, wait=None))

@@ -7,6 +7,7 @@ import re
 import uuid
 from datetime import datetime, timedelta
 from importlib import resources
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -34,8 +35,10 @@ def create_app_tables(database: AppDatabase) -> None:
                 connection.exec_driver_sql(statement)
 
 
-def seed(database: AppDatabase, rows_per_table: int = 500, seed_value: int = 7) -> dict[str, int]:
-    """Rows of all ages (up to 200 days old, some in the future for tokens), synthetic addresses."""
+def seed(database: AppDatabase, rows_per_table: int = 500, seed_value: int = 7,
+         blob_folder: Path | None = None) -> dict[str, int]:
+    """Rows of all ages (up to 200 days old, some in the future for tokens), synthetic addresses,
+    and a small PDF in blob_folder for each meal plan."""
     rng = random.Random(seed_value)
     now = database.now()
     meta = sa.MetaData()
@@ -64,6 +67,11 @@ def seed(database: AppDatabase, rows_per_table: int = 500, seed_value: int = 7) 
         "email_blacklist": [{"id": uid(), "email": address(i), "reason": rng.choice(["chargeback", "refund_abuse", "manual"]),
                              "created_at": when(200)} for i in range(rows_per_table)],
     }
+    if blob_folder is not None:
+        for row in batches["meal_plans"]:
+            path = blob_folder / row["pdf_blob_key"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"%PDF-1.4\n% demo meal plan " + row["payment_id"].encode() + b"\n%%EOF\n")
     with database.engine.begin() as connection:
         for name, rows in batches.items():
             connection.execute(sa.insert(tables[name]), rows)

@@ -28,6 +28,7 @@ NO_ROWS_PAST_DEADLINE_CHECK = "no_rows_past_deadline"
 ARCHIVE_MATCHES_MANIFESTS_CHECK = "archive_objects_match_manifests"
 AUDIT_MATCHES_ACTED_ON_CHECK = "audit_rows_match_rows_acted_on"
 NOTHING_ACTED_ON_EARLY_CHECK = "nothing_acted_on_before_its_deadline"
+EVERY_OBJECT_DELETED_CHECK = "every_object_deleted"
 
 # The engine's own errors carry operator-ready messages (what failed, naming the store, the
 # domain or the field): they end the step as a Failure with that message, not a traceback.
@@ -134,7 +135,7 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         return dg.Output(acted, metadata={
             "policy_version": policy_version, "dry_run": acted.dry_run, "action": acted.action,
             "cutoff": _iso(found.cutoff), f"rows_{acted.action}": acted.acted_on,
-            "rows_skipped_legal_hold": acted.skipped_legal_hold, "batches": acted.batches,
+            "rows_skipped_legal_hold": acted.skipped_legal_hold, "rows_failed": acted.failed, "batches": acted.batches,
             "longest_batch_ms": round(acted.longest_batch_seconds * 1000, 1),
             "duration_seconds": round(acted.seconds, 3),
         })
@@ -168,6 +169,14 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
             severity=dg.AssetCheckSeverity.WARN if deletion.dry_run else dg.AssetCheckSeverity.ERROR,
             metadata={"rows_past_deadline": remaining, "deadline_limit": _iso(limit), "dry_run": deletion.dry_run},
         )
+
+    @dg.asset_check(asset=keys["deletion"], name=EVERY_OBJECT_DELETED_CHECK, partitions_def=partitions,
+                    description=(
+                        "Every row the run meant to act on was acted on: none was left because its object "
+                        "in storage could not be deleted after retries (those rows stay untouched, each "
+                        "with a `blob_delete_failed` audit entry). Fails the run rather than pretend success."))
+    def every_object_deleted(deletion: Acted) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=deletion.failed == 0, metadata={"rows_failed": deletion.failed})
 
     @dg.asset_check(asset=keys["archive"], name=ARCHIVE_MATCHES_MANIFESTS_CHECK, partitions_def=partitions,
                     description="Every archive object the run wrote exists and matches its manifest's sha256 and row count.")
@@ -221,7 +230,7 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
     return dg.Definitions(
         assets=[expired_records, archive, deletion, audit],
         asset_checks=[no_rows_past_deadline, archive_objects_match_manifests, audit_rows_match_rows_acted_on,
-                      nothing_acted_on_before_its_deadline],
+                      nothing_acted_on_before_its_deadline, every_object_deleted],
         jobs=[job], schedules=[schedule],
     )
 

@@ -10,7 +10,8 @@ from pydantic import PrivateAttr
 from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import (
-    AppDatabase, ArchiveStore, DomainLocks, HeldLock, RetentionSettings, archive_store_from_url, domain_locks,
+    AppDatabase, ArchiveStore, BlobStore, DomainLocks, HeldLock, RetentionSettings, archive_store_from_url,
+    blob_store_from_url, domain_locks,
 )
 
 
@@ -22,16 +23,19 @@ class RetentionStores(dg.ConfigurableResource):
     database_url: str | None = None
     archive_url: str | None = None
     redis_url: str | None = None
+    blob_url: str | None = None
     lock_wait_seconds: float | None = None
 
     _database: AppDatabase | None = PrivateAttr(default=None)
     _archive: ArchiveStore | None = PrivateAttr(default=None)
+    _blobs: BlobStore | None = PrivateAttr(default=None)
     _locks: DomainLocks | None = PrivateAttr(default=None)
     _held: dict[str, HeldLock] = PrivateAttr(default_factory=dict)
 
     def _settings(self) -> RetentionSettings:
         overrides = {k: v for k, v in {"database_url": self.database_url, "archive_url": self.archive_url,
-                                       "redis_url": self.redis_url, "lock_wait_seconds": self.lock_wait_seconds}.items()
+                                       "redis_url": self.redis_url, "blob_url": self.blob_url,
+                                       "lock_wait_seconds": self.lock_wait_seconds}.items()
                      if v is not None}
         return RetentionSettings(**overrides)
 
@@ -44,11 +48,19 @@ class RetentionStores(dg.ConfigurableResource):
     @property
     def archive_store(self) -> ArchiveStore:
         if self._archive is None:
-            self._archive = archive_store_from_url(self._settings().resolved_archive_url())
+            settings = self._settings()
+            self._archive = archive_store_from_url(settings.resolved_archive_url(), settings.archive_storage_class)
         return self._archive
 
+    @property
+    def blob_store(self) -> BlobStore:
+        if self._blobs is None:
+            self._blobs = blob_store_from_url(self._settings().resolved_blob_url())
+        return self._blobs
+
     def engine(self, policy: DomainPolicy, policy_version: str, log: logging.Logger) -> RetentionEngine:
-        return RetentionEngine(policy, policy_version, self.database, self.archive_store, log)
+        return RetentionEngine(policy, policy_version, self.database, self.archive_store, log,
+                               blob_store=self.blob_store if policy.blob_key_column else None)
 
     def hold_domain_lock(self, domain: str) -> HeldLock:
         """The domain's lock, taken by the run's first step and kept until the run ends.

@@ -73,7 +73,8 @@ def _dumps(value: object) -> str:
 
 
 def encode_batch(domain: str, policy_version: str, columns: Sequence[str], rows: Sequence[Sequence[object]],
-                 record_ids: Sequence[str], day: dt.date, raw_json: set[str] = frozenset()) -> EncodedBatch:
+                 record_ids: Sequence[str], day: dt.date, raw_json: set[str] = frozenset(),
+                 blobs: dict | None = None) -> EncodedBatch:
     """Rows → JSON lines (keys sorted; columns in raw_json hold JSON text, embedded as it is) →
     gzip (mtime 0, so the same rows give the same bytes) → key and manifest."""
     order = sorted(range(len(columns)), key=lambda i: columns[i])
@@ -87,6 +88,7 @@ def encode_batch(domain: str, policy_version: str, columns: Sequence[str], rows:
         "format": FORMAT, "domain": domain, "policy_version": policy_version, "codec": "gzip",
         "object": key, "rows": len(rows), "sha256": digest, "columns": list(columns),
         "record_ids": list(record_ids),
+        **({"blobs": blobs} if blobs is not None else {}),  # where each row's object was archived
     }
     return EncodedBatch(key, key + ".manifest.json", data, json.dumps(manifest, sort_keys=True).encode(), digest,
                         len(rows))

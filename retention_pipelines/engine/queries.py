@@ -168,6 +168,10 @@ class DomainTable:
         ).returning(audit_log.c.id).cte("audited")
         return int(connection.execute(sa.select(sa.func.count()).select_from(audited)).scalar_one())
 
+    def redact_rows(self, pks: Sequence[object], clock_cutoff: datetime) -> sa.Update:
+        """Redact exactly these rows (still due, not held), RETURNING (pk, clock) of each."""
+        return self._act(self.pk.in_(pks), clock_cutoff).returning(self.pk, self.clock)
+
     def _act(self, target: sa.ColumnElement[bool], clock_cutoff: datetime) -> sa.Delete | sa.Update:
         where = [target, *self.due(clock_cutoff), self.not_held()]
         if self.policy.redact:

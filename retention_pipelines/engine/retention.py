@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -26,7 +26,15 @@ from retention_pipelines.engine.archive_format import encode_batch, read_manifes
 from retention_pipelines.engine.queries import AuditStamp, DomainTable, report_once
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, ensure_current
-from retention_pipelines.stores import AppDatabase, ArchiveStore, HeldLock, StoreUnavailable
+from retention_pipelines.stores import AppDatabase, ArchiveStore, BlobStore, HeldLock, StoreUnavailable
+
+
+# The audit actions that mean "this row was acted on", by the policy's action.
+ACTED_ACTIONS = {"deleted": ("deleted",), "redacted": ("redacted", "redacted_blob_missing")}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 class ArchiveVerificationFailed(Exception):
@@ -79,6 +87,7 @@ class Acted:
     dry_run: bool
     since: datetime | None = None  # the database's now before the first batch: audit rows are newer
     acted_on: int = 0
+    failed: int = 0  # rows left untouched because their object could not be deleted
     skipped_legal_hold: int = 0
     batches: int = 0
     longest_batch_seconds: float = 0.0
@@ -109,9 +118,11 @@ class RetentionEngine:
     """One domain's retention, against one database and one archive store."""
 
     def __init__(self, policy: DomainPolicy, policy_version: str, database: AppDatabase,
-                 archive_store: ArchiveStore, log: logging.Logger | None = None):
+                 archive_store: ArchiveStore, log: logging.Logger | None = None, blob_store: BlobStore | None = None):
         self.policy, self.policy_version = policy, policy_version
-        self.database, self.archive_store = database, archive_store
+        self.database, self.archive_store, self.blob_store = database, archive_store, blob_store
+        if policy.blob_key_column and blob_store is None:
+            raise ValueError(f"domain {policy.name} keeps objects ({policy.blob_key_column}): it needs a blob store")
         self.log = log or logging.getLogger(__name__)
         try:
             ensure_current(database.engine)
@@ -154,7 +165,9 @@ class RetentionEngine:
             record_ids = [self.table.record_id(row[1]) for row in rows]
             values = [row[2:] for row in rows]  # batches() puts clock and pk first
             day = self.database.read_time(rows[0][0]).date()
-            encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day, raw_json)
+            blobs = self._archive_blobs(rows, names, record_ids, dry_run) if self.blob_store else None
+            encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day, raw_json,
+                                   blobs)
             if not dry_run:
                 self._write_verified(encoded)
             return ArchivedBatch(encoded.key, encoded.manifest_key, self.archive_store.uri(encoded.key),
@@ -167,6 +180,28 @@ class RetentionEngine:
         verb = "would archive" if dry_run else "archived and verified"
         self.log.info(f"{self.policy.name}: {verb} {archived.rows} rows in {len(archived.batches)} objects")
         return archived
+
+    def _archive_blobs(self, rows: list, names: list[str], record_ids: list[str], dry_run: bool) -> dict:
+        """Copy each row's object to the archive store (cold) and verify it: {record id: where}.
+        An object already gone from hot storage is either archived by an earlier, interrupted
+        run (its copy is there) or missing, which the act step audits as such."""
+        key_at = names.index(self.policy.blob_key_column) + 2  # batches() puts clock and pk first
+        blobs = {}
+        for record_id, row in zip(record_ids, rows):
+            archive_key = f"{self.policy.name}/blobs/{record_id}"
+            data = self.blob_store.get(row[key_at]) if row[key_at] else None
+            if data is None:
+                earlier = self.archive_store.exists(archive_key)
+                blobs[record_id] = {"archive_key": archive_key, "earlier": True} if earlier else {"missing": True}
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if not dry_run:
+                self.archive_store.put_cold(archive_key, data)
+                if not self.archive_store.holds(archive_key, digest):
+                    raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
+                                                    "it copies; no object or row of its batch was deleted")
+            blobs[record_id] = {"archive_key": archive_key, "sha256": digest}
+        return blobs
 
     def _write_verified(self, encoded) -> None:
         self.archive_store.put(encoded.key, encoded.data)
@@ -191,18 +226,24 @@ class RetentionEngine:
         clock_cutoff = self._bind(found.clock_cutoff)
         stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version)
 
-        def act_on(batch: dict) -> tuple[int, float]:
+        def act_on(batch: dict) -> tuple[int, int, float]:
             batch_started = time.monotonic()
+            failed = 0
             with self._begin() as connection:
-                count = self.table.act_batch(connection, clock_cutoff, replace(stamp, archive_uri=batch["archive_uri"]),
-                                             pks=batch["pks"], key_range=batch["key_range"])
+                if batch.get("blobs") is not None:
+                    count, failed = self._act_with_blobs(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"])
+                else:
+                    count = self.table.act_batch(connection, clock_cutoff,
+                                                 replace(stamp, archive_uri=batch["archive_uri"]),
+                                                 pks=batch["pks"], key_range=batch["key_range"])
                 if lock is not None:
                     lock.ensure_held()  # a run that lost its lock must not commit another batch
-            return count, time.monotonic() - batch_started
+            return count, failed, time.monotonic() - batch_started
 
-        for count, seconds in _bounded_parallel(act_on, self._batches_to_act_on(found, archived),
-                                                self.policy.parallel_batches):
+        for count, failed, seconds in _bounded_parallel(act_on, self._batches_to_act_on(found, archived),
+                                                        self.policy.parallel_batches):
             acted.acted_on += count
+            acted.failed += failed
             acted.batches += 1
             acted.longest_batch_seconds = max(acted.longest_batch_seconds, seconds)
         acted.seconds = time.monotonic() - started
@@ -228,7 +269,42 @@ class RetentionEngine:
             if not digest == batch.sha256 == manifest["sha256"]:
                 raise ArchiveVerificationFailed(f"{batch.uri} changed since it was verified; its rows stay")
             pks = [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None]
-            yield {"pks": pks, "key_range": None, "archive_uri": batch.uri}
+            yield {"pks": pks, "key_range": None, "archive_uri": batch.uri, "blobs": manifest.get("blobs")}
+
+    def _act_with_blobs(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, pks: list,
+                        blobs: dict) -> tuple[int, int]:
+        """Objects first, then rows: the batch's rows (still due, not held) are locked, their
+        archived objects deleted from hot storage in bulk, and only the rows whose object is gone
+        are redacted and audited, in this transaction. A row whose object would not go stays as
+        it was, with a `blob_delete_failed` audit entry. Returns (redacted, failed)."""
+        table = self.table
+        key_column = table.table.c[self.policy.blob_key_column]
+        rows = connection.execute(sa.select(table.pk, key_column).where(
+            table.pk.in_(pks), *table.due(clock_cutoff), table.not_held()).with_for_update()).all()
+        archived = {table.record_id(pk): key for pk, key in rows
+                    if key and "archive_key" in blobs.get(table.record_id(pk), {})}
+        failed = self.blob_store.delete_many(list(archived.values())) if archived else {}
+        failed_ids = {rid for rid, key in archived.items() if key in failed}
+        done = []
+        keep = [pk for pk, _ in rows if table.record_id(pk) not in failed_ids]
+        if keep:
+            done = connection.execute(table.redact_rows(keep, clock_cutoff)).all()
+        entries = []
+        for pk, clock in done:
+            rid = table.record_id(pk)
+            where = blobs.get(rid, {})
+            entries.append(replace(stamp, action="redacted" if "archive_key" in where else "redacted_blob_missing",
+                                   archive_uri=self.archive_store.uri(where["archive_key"]) if "archive_key" in where
+                                   else None).row(rid, _utc(clock) + self.policy.retain_for))
+        for rid in sorted(failed_ids):
+            entries.append(replace(stamp, action="blob_delete_failed",
+                                   archive_uri=self.archive_store.uri(blobs[rid]["archive_key"])).row(rid))
+        if entries:
+            connection.execute(sa.insert(audit_log), entries)
+        if failed_ids:
+            self.log.warning(f"{self.policy.name}: {len(failed_ids)} objects could not be deleted "
+                             f"({', '.join(sorted(set(failed.values())))}); their rows were left as they were")
+        return len(done), len(failed_ids)
 
     def _audit_held(self, found: Found, run_id: str) -> int:
         """One `skipped_legal_hold` audit row per held, due record, written once ever."""
@@ -247,14 +323,14 @@ class RetentionEngine:
         query = query.group_by(audit_log.c.action)
         with self._connect() as connection:
             counts = dict(connection.execute(query).all())
-        return Audited(run_id, int(counts.get(acted.action, 0)), acted.acted_on,
+        return Audited(run_id, sum(int(counts.get(a, 0)) for a in ACTED_ACTIONS[acted.action]), acted.acted_on,
                        int(counts.get("skipped_legal_hold", 0)))
 
     def count_acted_on_early(self, acted: Acted, run_id: str) -> int:
         """The run's audit entries of rows acted on before their deadline: what must be zero
         (for the blacklist, "never one second earlier")."""
         query = self._run_entries(sa.select(sa.func.count()), acted, run_id).where(
-            audit_log.c.action == acted.action, audit_log.c.occurred_at < audit_log.c.deadline)
+            audit_log.c.action.in_(ACTED_ACTIONS[acted.action]), audit_log.c.occurred_at < audit_log.c.deadline)
         with self._connect() as connection:
             return int(connection.execute(query).scalar_one())
 

@@ -156,6 +156,13 @@ class DomainPolicy(StrictModel):
             raise ValueError("retain_for: must be longer than zero on a created_at clock")
         if self.redact and self.primary_key in self.redact.null_columns:
             raise ValueError("action.redact.null_columns: the primary key cannot be redacted")
+        if self.blob_key_column and self.blob_key_column in self.archive.exclude_columns:
+            raise ValueError("archive.exclude_columns: the blob key column is needed to find the object")
+        if self.blob_key_column and not (self.redact and self.blob_key_column in self.redact.null_columns):
+            raise ValueError("blob_key_column: a domain with objects redacts its rows and nulls the key "
+                             "(action.redact.null_columns), so that no row points at a deleted object")
+        if self.blob_key_column and not self.archive.enabled:
+            raise ValueError("archive.enabled: objects are archived before they are deleted")
         if self.schedule.hour_of_day is not None and self.partitions.cadence == "hourly":
             raise ValueError("schedule.hour_of_day: an hourly domain runs every hour; leave it out")
         return self

@@ -1,11 +1,12 @@
 """Small interfaces to the outside world, each with its production part and its embedded default."""
 
 from retention_pipelines.stores.archive import ArchiveStore, archive_store_from_url
+from retention_pipelines.stores.blob import BlobStore, blob_store_from_url
 from retention_pipelines.stores.database import AppDatabase, PolicyMismatch, StoreUnavailable
 from retention_pipelines.stores.lock import DomainLocked, DomainLocks, HeldLock, LockLost, domain_locks
 from retention_pipelines.stores.settings import RetentionSettings
 
 __all__ = [
-    "AppDatabase", "ArchiveStore", "DomainLocked", "DomainLocks", "HeldLock", "LockLost",
+    "AppDatabase", "ArchiveStore", "BlobStore", "blob_store_from_url", "DomainLocked", "DomainLocks", "HeldLock", "LockLost",
     "PolicyMismatch", "RetentionSettings", "StoreUnavailable", "archive_store_from_url", "domain_locks",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -26,6 +28,17 @@ class ArchiveStore(ABC):
 
     @abstractmethod
     def uri(self, key: str) -> str: ...
+
+    def put_cold(self, key: str, data: bytes) -> None:
+        """Write an object meant to be kept, not read (a PDF): cold storage where the store has it."""
+        self.put(key, data)
+
+    def holds(self, key: str, sha256: str) -> bool:
+        """Whether the stored object is exactly these bytes (by their sha256)."""
+        try:
+            return hashlib.sha256(self.get(key)).hexdigest() == sha256
+        except StoreUnavailable:
+            return False
 
 
 class LocalArchiveStore(ArchiveStore):
@@ -97,8 +110,22 @@ class S3ArchiveStore(ArchiveStore):
             raise StoreUnavailable(f"archive store {self.uri('')} is unreachable: {exc}") from None
 
     def put(self, key: str, data: bytes) -> None:
+        self._call("put", key, self.client.put_object, Body=data)
+
+    def put_cold(self, key: str, data: bytes) -> None:
+        # S3 checks the SHA-256 on arrival and keeps it, so that `holds` can verify an object in a
+        # cold storage class (GLACIER, DEEP_ARCHIVE), which cannot be read back without a restore.
         extra = {"StorageClass": self.storage_class} if self.storage_class else {}
-        self._call("put", key, self.client.put_object, Body=data, **extra)
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        self._call("put", key, self.client.put_object, Body=data, ChecksumSHA256=checksum, **extra)
+
+    def holds(self, key: str, sha256: str) -> bool:
+        head = self._call("head", key, self.client.head_object, ChecksumMode="ENABLED")
+        if head is None:
+            return False
+        if head.get("ChecksumSHA256"):
+            return base64.b64decode(head["ChecksumSHA256"]).hex() == sha256
+        return super().holds(key, sha256)
 
     def get(self, key: str) -> bytes:
         return self._call("get", key, self.client.get_object)["Body"].read()
@@ -111,7 +138,8 @@ class S3ArchiveStore(ArchiveStore):
 
 
 def archive_store_from_url(url: str, storage_class: str | None = None) -> ArchiveStore:
-    """`s3://bucket/prefix` or `file:///absolute/folder`; anything else is refused by name."""
+    """`s3://bucket/prefix` or `file:///absolute/folder`; anything else is refused by name.
+    storage_class (RETENTION_ARCHIVE_STORAGE_CLASS) is where S3 keeps archived PDFs."""
     parsed = urlparse(url)
     if parsed.scheme == "s3" and parsed.netloc:
         return S3ArchiveStore(parsed.netloc, parsed.path, storage_class)

@@ -16,6 +16,8 @@ class RetentionSettings(BaseSettings):
     database_url: str | None = None
     archive_url: str | None = None
     redis_url: str | None = None
+    blob_url: str | None = None
+    archive_storage_class: str | None = None  # e.g. GLACIER or DEEP_ARCHIVE, for an S3 archive
     lock_ttl_seconds: float = 60.0
     lock_wait_seconds: float = 0.0
 
@@ -24,6 +26,9 @@ class RetentionSettings(BaseSettings):
 
     def resolved_archive_url(self) -> str:
         return self.archive_url or (self.home / "archive").resolve().as_uri()
+
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or (self.home / "blobs").resolve().as_uri()
 
     def lock_dir(self) -> Path:
         return (self.home / "locks").resolve()

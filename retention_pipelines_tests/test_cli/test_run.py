@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from retention_pipelines.policies import load_policies
+from retention_pipelines.policies import default_policy_path, load_policies
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.test_cli.conftest import EMAIL, PASSWORD, dagster_home, run_script, with_password
@@ -116,7 +116,8 @@ def test_dry_run_fails_no_error_severity_check(cli, run_env, quiz_rows):
     [(run_id, _, _, _)] = dagster_runs()
     evaluations = check_evaluations(run_id)
     assert set(evaluations) == {"no_rows_past_deadline", "archive_objects_match_manifests",
-                                "audit_rows_match_rows_acted_on", "nothing_acted_on_before_its_deadline"}
+                                "audit_rows_match_rows_acted_on", "nothing_acted_on_before_its_deadline",
+                                "every_object_deleted"}
     assert evaluations["no_rows_past_deadline"].severity == dg.AssetCheckSeverity.WARN
     red = {name: e.metadata for name, e in evaluations.items()
            if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR}
@@ -216,7 +217,17 @@ def test_unknown_domain_is_refused_naming_the_known_ones(cli, run_env):
     assert dagster_runs() == []
 
 
-def test_disabled_domain_is_refused(cli, run_env):
+@pytest.fixture
+def meal_plans_disabled(tmp_path, monkeypatch):
+    """A policy file like the shipped one, with meal_plans disabled (enabled: false)."""
+    text = default_policy_path().read_text().replace("  meal_plans:\n", "  meal_plans:\n    enabled: false\n", 1)
+    path = tmp_path / "policies.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("RETENTION_POLICIES_FILE", str(path))
+    return path
+
+
+def test_disabled_domain_is_refused(cli, run_env, meal_plans_disabled):
     outcome = cli("run", "meal_plans")
     assert outcome.code == 2
     assert outcome.err.startswith("retention: error: ")
@@ -240,7 +251,7 @@ def test_bad_arguments_exit_2_with_usage(cli, args, complaint):
     assert outcome.out == ""
 
 
-def test_console_script_exit_codes(tmp_path, monkeypatch):
+def test_console_script_exit_codes(tmp_path, monkeypatch, meal_plans_disabled):
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(tmp_path / "dagster_home")))
     for args, code, words in ((["run", "nosuch"], 2, "quiz_responses"),
                               (["run", "meal_plans"], 2, "disabled"),

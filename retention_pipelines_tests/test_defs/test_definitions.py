@@ -8,7 +8,8 @@ import dagster as dg
 import pytest
 
 from retention_pipelines.defs.domain_factory import (
-    ARCHIVE_MATCHES_MANIFESTS_CHECK, AUDIT_MATCHES_ACTED_ON_CHECK, DOMAIN_TAG, NO_ROWS_PAST_DEADLINE_CHECK,
+    ARCHIVE_MATCHES_MANIFESTS_CHECK, AUDIT_MATCHES_ACTED_ON_CHECK, DOMAIN_TAG, EVERY_OBJECT_DELETED_CHECK,
+    NO_ROWS_PAST_DEADLINE_CHECK,
     NOTHING_ACTED_ON_EARLY_CHECK,
 )
 from retention_pipelines.definitions import defs
@@ -20,8 +21,8 @@ ENABLED = [name for name, policy in POLICIES.domains.items() if policy.enabled]
 STEPS = ("expired_records", "archive", "deletion", "audit")
 
 
-def test_the_shipped_policy_enables_the_delete_domains():
-    assert {"quiz_responses", "magic_link_tokens", "email_blacklist"} <= set(ENABLED)
+def test_the_shipped_policy_enables_all_four_domains():
+    assert set(ENABLED) == {"quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"}
 
 
 @pytest.mark.parametrize("domain", ENABLED)
@@ -45,7 +46,8 @@ def test_each_domain_has_its_checks_job_and_schedule(domain):
     assert checks == {(f"{domain}/deletion", NO_ROWS_PAST_DEADLINE_CHECK),
                       (f"{domain}/archive", ARCHIVE_MATCHES_MANIFESTS_CHECK),
                       (f"{domain}/audit", AUDIT_MATCHES_ACTED_ON_CHECK),
-                      (f"{domain}/audit", NOTHING_ACTED_ON_EARLY_CHECK)}
+                      (f"{domain}/audit", NOTHING_ACTED_ON_EARLY_CHECK),
+                      (f"{domain}/deletion", EVERY_OBJECT_DELETED_CHECK)}
     blocking = {k.name for k in graph.asset_check_keys if k.asset_key.path[0] == domain
                 and graph.get_check_spec(k).blocking}
     assert blocking == {NO_ROWS_PAST_DEADLINE_CHECK}
@@ -60,10 +62,17 @@ def test_each_domain_has_its_checks_job_and_schedule(domain):
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
-def test_disabled_domains_get_no_job():
-    names = {job.name for job in defs.resolve_all_job_defs()}
-    disabled = [name for name, policy in POLICIES.domains.items() if not policy.enabled]
-    assert not {f"{name}_retention_job" for name in disabled} & names
+def test_a_disabled_domain_gets_no_assets_job_or_schedule(tmp_path, monkeypatch):
+    from retention_pipelines.definitions import build_definitions
+    from retention_pipelines.policies import default_policy_path
+
+    path = tmp_path / "policies.yaml"
+    path.write_text(default_policy_path().read_text().replace("  meal_plans:\n", "  meal_plans:\n    enabled: false\n", 1))
+    monkeypatch.setenv("RETENTION_POLICIES_FILE", str(path))
+    paused = build_definitions()
+    assert "meal_plans_retention_job" not in {job.name for job in paused.resolve_all_job_defs()}
+    assert "quiz_responses_retention_job" in {job.name for job in paused.resolve_all_job_defs()}
+    assert not [key for key in paused.resolve_asset_graph().get_all_asset_keys() if key.path[0] == "meal_plans"]
 
 
 def test_dagster_validates_the_code_location(tmp_path):

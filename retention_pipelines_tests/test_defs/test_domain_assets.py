@@ -64,7 +64,7 @@ def test_run_deletes_due_rows_with_metadata_and_passing_checks(policies, pg_data
     assert metadata["audit"]["audit_rows"] == 10 and metadata["audit"]["consistent"] is True
     assert metadata["deletion"]["dry_run"] is False
     assert all(check.passed for check in check_results(result).values())
-    assert len(check_results(result)) == 4
+    assert len(check_results(result)) == 5
     # No personal data anywhere Dagster keeps forever: metadata, logs, audit rows.
     logs = " ".join(str(entry.user_message) for entry in instance.all_logs(result.run_id))
     assert EMAIL not in logs and EMAIL not in repr(metadata)

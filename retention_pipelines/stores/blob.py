@@ -1,0 +1,136 @@
+"""Hot object storage of the app (the meal-plan PDFs): read, and delete in bulk with retries."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from tenacity import RetryError, retry, retry_if_result, stop_after_attempt, wait_exponential
+
+from retention_pipelines.stores.database import StoreUnavailable
+
+S3_DELETE_LIMIT = 1000  # keys per DeleteObjects request
+# S3 error codes worth another try: throttling and the service's own transient failures.
+TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
+             "ServiceUnavailable", "503", "500"}
+
+
+class BlobStore(ABC):
+    @abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes; None when there is no such object."""
+
+    @abstractmethod
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """Delete the objects; returns {key: error} for each one still there after retries.
+        Deleting an object that is already gone is a success."""
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: Path):
+        self.root = root
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"blob {self.uri(key)} cannot be read: {exc.strerror or exc}") from None
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+        failed = {}
+        for key in keys:
+            try:
+                (self.root / key).unlink(missing_ok=True)
+            except OSError as exc:
+                failed[key] = exc.strerror or type(exc).__name__
+        return failed
+
+    def uri(self, key: str) -> str:
+        return (self.root / key).as_uri()
+
+
+class S3BlobStore(BlobStore):
+    def __init__(self, bucket: str, prefix: str, client=None, attempts: int = 5, wait_max_seconds: float = 8.0):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = client or boto3.client(
+            "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60))
+        self.attempts, self.wait_max = attempts, wait_max_seconds
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise StoreUnavailable(f"blob store: get {self.uri(key)} failed: {code}") from None
+        except BotoCoreError as exc:
+            raise StoreUnavailable(f"blob store s3://{self.bucket} is unreachable: {exc}") from None
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        for start in range(0, len(keys), S3_DELETE_LIMIT):
+            failed.update(self._delete_chunk(list(keys[start:start + S3_DELETE_LIMIT])))
+        return failed
+
+    def _delete_chunk(self, keys: list[str]) -> dict[str, str]:
+        """DeleteObjects, then again for the keys that failed transiently, with exponential backoff
+        (tenacity); a key that fails for good, or still fails after the last try, is returned."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        pending = {self._key(k): k for k in keys}
+        final: dict[str, str] = {}
+
+        def attempt() -> dict[str, str]:
+            try:
+                response = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in pending], "Quiet": True})
+                errors = {e["Key"]: e.get("Code", "error") for e in response.get("Errors", [])}
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "error")
+                errors = {k: code for k in pending}
+            except BotoCoreError as exc:
+                errors = {k: type(exc).__name__ for k in pending}
+            for full_key in list(pending):
+                if full_key not in errors:
+                    del pending[full_key]
+                elif errors[full_key] not in TRANSIENT and errors[full_key] not in ("EndpointConnectionError",
+                                                                                   "ConnectTimeoutError"):
+                    final[pending.pop(full_key)] = errors[full_key]
+            return {pending[k]: errors[k] for k in pending}
+
+        retrying = retry(retry=retry_if_result(bool), stop=stop_after_attempt(self.attempts),
+                         wait=wait_exponential(multiplier=0.2, max=self.wait_max))(attempt)
+        try:
+            still = retrying()
+        except RetryError as exc:
+            still = exc.last_attempt.result()
+        return {**final, **still}
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def blob_store_from_url(url: str) -> BlobStore:
+    """`s3://bucket/prefix` or `file:///absolute/folder` (RETENTION_BLOB_URL)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3" and parsed.netloc:
+        return S3BlobStore(parsed.netloc, parsed.path)
+    if parsed.scheme == "file" and parsed.path:
+        return LocalBlobStore(Path(unquote(parsed.path)))
+    raise StoreUnavailable(f"RETENTION_BLOB_URL {url!r} is neither s3://bucket/prefix nor file:///folder")
