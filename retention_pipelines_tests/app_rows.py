@@ -70,3 +70,17 @@ def _insert(database: AppDatabase, table_name: str, rows: list[dict]) -> list[st
         connection.execute(sa.insert(table), [{"id": rid if database.is_sqlite else uuid.UUID(rid), **row}
                                               for rid, row in zip(ids, rows)])
     return ids
+
+
+def insert_meal_plans_at(database: AppDatabase, instants: list[datetime], blob_keys: list[str | None]) -> list[str]:
+    """meal_plans rows bought at the given instants, pointing at the given object keys."""
+    return _insert(database, "meal_plans", [
+        {"payment_id": f"pay_{uuid.uuid4().hex[:12]}", "email": "buyer@example.invalid", "pdf_blob_key": key,
+         "created_at": database.bind_time(instant)} for instant, key in zip(instants, blob_keys)])
+
+
+def meal_plan_rows(database: AppDatabase) -> dict[str, tuple]:
+    """{id: (pdf_blob_key, pdf_deleted_at)} of every meal plan."""
+    with database.engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT id, pdf_blob_key, pdf_deleted_at FROM meal_plans").all()
+    return {str(rid): (key, deleted) for rid, key, deleted in rows}

@@ -197,7 +197,7 @@ class RetentionEngine:
             digest = hashlib.sha256(data).hexdigest()
             if not dry_run:
                 self.archive_store.put_cold(archive_key, data)
-                if not self.archive_store.holds(archive_key, digest):
+                if not self.archive_store.holds(archive_key, data):
                     raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
                                                     "it copies; no object or row of its batch was deleted")
             blobs[record_id] = {"archive_key": archive_key, "sha256": digest}

@@ -1,0 +1,76 @@
+"""The app's object storage (moto's S3 server and a folder) and cold archive copies."""
+
+from __future__ import annotations
+
+import uuid
+
+import boto3
+import pytest
+
+from retention_pipelines.stores import StoreUnavailable, archive_store_from_url, blob_store_from_url
+from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
+
+
+class CountingS3:
+    def __init__(self):
+        self.client, self.requests = boto3.client("s3"), []
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def delete_objects(self, Bucket, Delete):
+        self.requests.append(len(Delete["Objects"]))
+        return self.client.delete_objects(Bucket=Bucket, Delete=Delete)
+
+
+@pytest.fixture
+def bucket(s3_env) -> str:
+    name = f"blobs-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def test_s3_deletes_in_requests_of_at_most_1000_keys(bucket):
+    client = CountingS3()
+    client.put_object(Bucket=bucket, Key="p/present.pdf", Body=b"pdf")
+    keys = ["p/present.pdf"] + [f"p/gone-{i}.pdf" for i in range(1500)]  # already gone: a success
+    assert S3BlobStore(bucket, "", client=client).delete_many(keys) == {}
+    assert client.requests == [1000, 501]
+    assert S3BlobStore(bucket, "").get("p/present.pdf") is None
+
+
+def test_get_tells_a_missing_object_from_an_unreachable_store(bucket, monkeypatch):
+    store = S3BlobStore(bucket, "plans")
+    boto3.client("s3").put_object(Bucket=bucket, Key="plans/a.pdf", Body=b"A")
+    assert store.get("a.pdf") == b"A" and store.get("b.pdf") is None
+    assert store.uri("a.pdf") == f"s3://{bucket}/plans/a.pdf"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(StoreUnavailable, match="blob store"):
+        S3BlobStore(bucket, "", attempts=1).get("a.pdf")
+
+
+def test_local_blob_store(tmp_path):
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "a.pdf").write_bytes(b"A")
+    store = blob_store_from_url(tmp_path.as_uri())
+    assert isinstance(store, LocalBlobStore)
+    assert store.get("plans/a.pdf") == b"A" and store.get("plans/b.pdf") is None
+    assert store.delete_many(["plans/a.pdf", "plans/b.pdf"]) == {}
+    assert not (tmp_path / "plans" / "a.pdf").exists()
+    with pytest.raises(StoreUnavailable, match="RETENTION_BLOB_URL"):
+        blob_store_from_url("ftp://somewhere/x")
+
+
+@pytest.mark.parametrize("storage_class", [None, "GLACIER"])
+def test_a_cold_copy_is_verified_without_reading_it(s3_archive_url, storage_class):
+    store = archive_store_from_url(s3_archive_url, storage_class)
+    store.put_cold("meal_plans/blobs/x", b"the plan")
+    assert store.holds("meal_plans/blobs/x", b"the plan")
+    assert not store.holds("meal_plans/blobs/x", b"another plan")
+    assert not store.holds("meal_plans/blobs/never-written", b"the plan")
+
+
+def test_a_local_cold_copy_is_verified(local_archive_url):
+    store = archive_store_from_url(local_archive_url)
+    store.put_cold("meal_plans/blobs/x", b"the plan")
+    assert store.holds("meal_plans/blobs/x", b"the plan") and not store.holds("meal_plans/blobs/x", b"other")
