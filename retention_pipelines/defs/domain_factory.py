@@ -29,6 +29,7 @@ ARCHIVE_MATCHES_MANIFESTS_CHECK = "archive_objects_match_manifests"
 AUDIT_MATCHES_ACTED_ON_CHECK = "audit_rows_match_rows_acted_on"
 NOTHING_ACTED_ON_EARLY_CHECK = "nothing_acted_on_before_its_deadline"
 EVERY_OBJECT_DELETED_CHECK = "every_object_deleted"
+NO_ORPHANS_CHECK = "no_orphans"
 
 # The engine's own errors carry operator-ready messages (what failed, naming the store, the
 # domain or the field): they end the step as a Failure with that message, not a traceback.
@@ -227,12 +228,41 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         hour_of_day=policy.schedule.hour_of_day, default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Runs {name}'s retention for the current {policy.partitions.cadence} window.",
     )
-    return dg.Definitions(
+    domain = dg.Definitions(
         assets=[expired_records, archive, deletion, audit],
         asset_checks=[no_rows_past_deadline, archive_objects_match_manifests, audit_rows_match_rows_acted_on,
                       nothing_acted_on_before_its_deadline, every_object_deleted],
         jobs=[job], schedules=[schedule],
     )
+    return dg.Definitions.merge(domain, build_orphans_defs(policy, policy_version)) if policy.blob_key_column else domain
+
+
+def build_orphans_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitions:
+    """For a domain with objects in storage: a daily report of objects and rows that lost each other."""
+    name = policy.name
+    key = dg.AssetKey([name, "orphans"])
+
+    @dg.asset(key=key, group_name=name, kinds={"s3"}, check_specs=[dg.AssetCheckSpec(
+        NO_ORPHANS_CHECK, asset=key,
+        description="No object without its row, no row without its object. A warning: orphans are reported, "
+                    "never removed.")], description=(
+        f"Objects in hot storage that no row of `{policy.table}` points at (`{policy.blob_key_column}`), and rows "
+        "pointing at an object that is not there. Counts for a person to look into: nothing is deleted "
+        "on this basis."))
+    def orphans(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.MaterializeResult:
+        with operator_errors():
+            found = retention_stores.engine(policy, policy_version, context.log).find_orphans()
+        counts = {"objects_without_row": found.objects_without_row, "rows_without_object": found.rows_without_object}
+        return dg.MaterializeResult(
+            metadata={**counts, "objects": found.objects, "rows_with_object": found.rows_with_object},
+            check_results=[dg.AssetCheckResult(check_name=NO_ORPHANS_CHECK, passed=not any(counts.values()),
+                                               severity=dg.AssetCheckSeverity.WARN, metadata=counts)])
+
+    job = dg.define_asset_job(f"{name}_orphans_job", selection=dg.AssetSelection.assets(key),
+                              tags={DOMAIN_TAG: name}, description=f"Report {name}'s orphaned objects and rows.")
+    schedule = dg.ScheduleDefinition(name=f"{name}_orphans_schedule", job=job, cron_schedule="45 3 * * *",
+                                     default_status=dg.DefaultScheduleStatus.RUNNING)
+    return dg.Definitions(assets=[orphans], jobs=[job], schedules=[schedule])
 
 
 def job_name(domain: str) -> str:

@@ -1,7 +1,8 @@
 """The retention algorithm for any policy: plain Python and SQLAlchemy Core, no Dagster."""
 
 from retention_pipelines.engine.retention import (
-    Acted, ArchiveVerificationFailed, Archived, Audited, Found, RetentionEngine, RunReport,
+    Acted, ArchiveVerificationFailed, Archived, Audited, Found, Orphans, RetentionEngine, RunReport,
 )
 
-__all__ = ["Acted", "ArchiveVerificationFailed", "Archived", "Audited", "Found", "RetentionEngine", "RunReport"]
+__all__ = ["Acted", "ArchiveVerificationFailed", "Archived", "Audited", "Found", "Orphans", "RetentionEngine",
+           "RunReport"]

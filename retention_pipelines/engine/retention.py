@@ -107,6 +107,14 @@ class Audited:
 
 
 @dataclass(frozen=True)
+class Orphans:
+    objects_without_row: int
+    rows_without_object: int
+    objects: int
+    rows_with_object: int
+
+
+@dataclass(frozen=True)
 class RunReport:
     found: Found
     archived: Archived
@@ -362,6 +370,16 @@ class RetentionEngine:
             since = acted.since.replace(microsecond=0) - timedelta(seconds=1)
             query = query.where(audit_log.c.occurred_at >= self._bind(since))
         return query
+
+    def find_orphans(self) -> Orphans:
+        """Objects in hot storage that no row points at, and rows pointing at no object. Counts
+        only, for a person to look into: nothing is deleted on this basis."""
+        key_column = self.table.table.c[self.policy.blob_key_column]
+        with self._connect() as connection:
+            referenced = set(connection.execute(sa.select(key_column).where(key_column.is_not(None))).scalars())
+        stored = set(self.blob_store.keys())
+        return Orphans(objects_without_row=len(stored - referenced), rows_without_object=len(referenced - stored),
+                       objects=len(stored), rows_with_object=len(referenced))
 
     # the whole run, for the CLI's engine-only paths, tests and benchmarks ----------------------
     def run(self, run_id: str, window_start: datetime | None = None, window_end: datetime | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -30,6 +30,10 @@ class BlobStore(ABC):
     @abstractmethod
     def uri(self, key: str) -> str: ...
 
+    @abstractmethod
+    def keys(self) -> Iterator[str]:
+        """Every object's key, page by page."""
+
 
 class LocalBlobStore(BlobStore):
     def __init__(self, root: Path):
@@ -54,6 +58,12 @@ class LocalBlobStore(BlobStore):
 
     def uri(self, key: str) -> str:
         return (self.root / key).as_uri()
+
+    def keys(self) -> Iterator[str]:
+        if self.root.is_dir():
+            for path in self.root.rglob("*"):
+                if path.is_file():
+                    yield path.relative_to(self.root).as_posix()
 
 
 class S3BlobStore(BlobStore):
@@ -124,6 +134,17 @@ class S3BlobStore(BlobStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def keys(self) -> Iterator[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        start = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+                for item in page.get("Contents", []):
+                    yield item["Key"][len(start):]
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreUnavailable(f"blob store s3://{self.bucket} cannot be listed: {exc}") from None
 
 
 def blob_store_from_url(url: str) -> BlobStore:

@@ -9,7 +9,7 @@ import pytest
 
 from retention_pipelines.defs.domain_factory import (
     ARCHIVE_MATCHES_MANIFESTS_CHECK, AUDIT_MATCHES_ACTED_ON_CHECK, DOMAIN_TAG, EVERY_OBJECT_DELETED_CHECK,
-    NO_ROWS_PAST_DEADLINE_CHECK,
+    NO_ORPHANS_CHECK, NO_ROWS_PAST_DEADLINE_CHECK,
     NOTHING_ACTED_ON_EARLY_CHECK,
 )
 from retention_pipelines.definitions import defs
@@ -29,7 +29,8 @@ def test_the_shipped_policy_enables_all_four_domains():
 def test_each_domain_is_four_assets_in_a_line(domain):
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys() if key.path[0] == domain}
-    assert keys == {f"{domain}/{step}" for step in STEPS}
+    orphans = {f"{domain}/orphans"} if POLICIES.domains[domain].blob_key_column else set()
+    assert keys == {f"{domain}/{step}" for step in STEPS} | orphans
 
     def parents(step):
         return {p.to_user_string() for p in graph.get(dg.AssetKey([domain, step])).parent_keys}
@@ -47,7 +48,8 @@ def test_each_domain_has_its_checks_job_and_schedule(domain):
                       (f"{domain}/archive", ARCHIVE_MATCHES_MANIFESTS_CHECK),
                       (f"{domain}/audit", AUDIT_MATCHES_ACTED_ON_CHECK),
                       (f"{domain}/audit", NOTHING_ACTED_ON_EARLY_CHECK),
-                      (f"{domain}/deletion", EVERY_OBJECT_DELETED_CHECK)}
+                      (f"{domain}/deletion", EVERY_OBJECT_DELETED_CHECK)} | (
+                     {(f"{domain}/orphans", NO_ORPHANS_CHECK)} if POLICIES.domains[domain].blob_key_column else set())
     blocking = {k.name for k in graph.asset_check_keys if k.asset_key.path[0] == domain
                 and graph.get_check_spec(k).blocking}
     assert blocking == {NO_ROWS_PAST_DEADLINE_CHECK}

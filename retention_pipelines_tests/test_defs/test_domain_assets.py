@@ -1,5 +1,6 @@
 """quiz_responses' assets materialized by Dagster against real PostgreSQL, Redis and a Dagster instance."""
 
+import uuid
 from datetime import timedelta
 
 import dagster as dg
@@ -158,3 +159,42 @@ def test_a_dry_run_needs_no_lock_and_takes_none(policies, pg_database, stores, r
     assert result.success
     assert metadata_of(result)["deletion"]["rows_deleted"] == 3
     assert len(remaining_ids(pg_database)) == 3
+
+
+def test_meal_plans_on_s3_and_its_orphans_report(policies, pg_database, pg_url, redis_url, s3_archive_url, instance):
+    import boto3
+
+    from retention_pipelines.defs.domain_factory import NO_ORPHANS_CHECK, build_orphans_defs
+    from retention_pipelines_tests.app_rows import insert_meal_plans_at, meal_plan_rows
+
+    hot = f"hot-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=hot)
+    for key in ("plans/old.pdf", "plans/new.pdf", "plans/stray.pdf"):
+        s3.put_object(Bucket=hot, Key=key, Body=b"%PDF " + key.encode())
+    now = pg_database.now()
+    old, new = insert_meal_plans_at(pg_database, [now - timedelta(days=91), now - timedelta(days=3)],
+                                    ["plans/old.pdf", "plans/new.pdf"])
+    insert_meal_plans_at(pg_database, [now - timedelta(days=1)], ["plans/lost.pdf"])
+    stores = RetentionStores(database_url=pg_url, archive_url=s3_archive_url, redis_url=redis_url,
+                             blob_url=f"s3://{hot}")
+    policy = policies.domains["meal_plans"]
+    domain = build_domain_defs(policy, policies.policy_version)
+    result = dg.materialize([*domain.assets, *domain.asset_checks], instance=instance,
+                            partition_key=domain_partitions(policy).get_last_partition_key(),
+                            resources={"retention_stores": stores}, raise_on_error=False,
+                            selection=[dg.AssetKey(["meal_plans", step]) for step in
+                                       ("expired_records", "archive", "deletion", "audit")])
+    assert result.success
+    assert all(check.passed for check in check_results(result).values())
+    assert metadata_of(result)["deletion"]["rows_redacted"] == 1
+    assert meal_plan_rows(pg_database)[old][0] is None and meal_plan_rows(pg_database)[new][0] == "plans/new.pdf"
+
+    [orphans] = build_orphans_defs(policy, policies.policy_version).assets
+    report = dg.materialize([orphans], instance=instance, resources={"retention_stores": stores})
+    counts = metadata_of(report)["orphans"]
+    assert counts["objects_without_row"] == 1 and counts["rows_without_object"] == 1  # stray.pdf; lost.pdf
+    [check] = report.get_asset_check_evaluations()
+    assert check.check_name == NO_ORPHANS_CHECK and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=hot)["Contents"]} == {"plans/new.pdf", "plans/stray.pdf"}
