@@ -270,3 +270,37 @@ def test_run_without_a_domain_runs_every_enabled_domain(cli, run_env, quiz_rows)
     enabled = [name for name, policy in load_policies().domains.items() if policy.enabled]
     assert sorted(row["domain"] for row in parse_table(outcome.out)) == sorted(enabled)
     assert sorted(job for _, job, _, _ in dagster_runs()) == sorted(f"{name}_retention_job" for name in enabled)
+
+
+def test_all_four_domains_on_postgresql_s3_and_redis(cli, run_env, s3_archive_url, redis_url, monkeypatch):
+    """The shipped policy file, end to end on the production parts: every domain brought into
+    compliance by one `retention run`."""
+    import uuid as uuid_module
+    from datetime import timedelta as td
+
+    import boto3
+
+    from retention_pipelines_tests.app_rows import (
+        insert_blacklist_at, insert_meal_plans_at, insert_token_expiring_at, meal_plan_rows,
+    )
+
+    hot = f"hot-{uuid_module.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=hot)
+    boto3.client("s3").put_object(Bucket=hot, Key="plans/1.pdf", Body=b"%PDF plan")
+    monkeypatch.setenv("RETENTION_ARCHIVE_URL", s3_archive_url)
+    monkeypatch.setenv("RETENTION_BLOB_URL", f"s3://{hot}")
+    monkeypatch.setenv("RETENTION_REDIS_URL", redis_url)
+    now = run_env.now()
+    insert_quiz_rows(run_env, [td(hours=30)], email=ADDRESS)
+    insert_token_expiring_at(run_env, [now - td(minutes=5)])
+    plan = insert_meal_plans_at(run_env, [now - td(days=95)], ["plans/1.pdf"])[0]
+    insert_blacklist_at(run_env, [now - td(days=120)])
+
+    outcome = cli("run")
+    assert outcome.code == 0, outcome.text
+    rows = {row["domain"]: row for row in parse_table(outcome.out)}
+    assert set(rows) == {"quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"}
+    assert all(row["status"] == "ok" and row["acted_on"] == "1" for row in rows.values()), outcome.out
+    assert meal_plan_rows(run_env)[plan][0] is None
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=hot)
+    assert {e["action"] for e in audit_entries(run_env)} == {"deleted", "redacted"}

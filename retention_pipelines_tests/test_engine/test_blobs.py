@@ -180,3 +180,20 @@ def test_dry_run_touches_no_object(pg_database, policies, local_archive_url, hot
     assert report.acted.acted_on == 1
     assert hot_keys(hot_bucket) == {"plans/d.pdf"}
     assert meal_plan_rows(pg_database) == before and audit_entries(pg_database) == []
+
+
+def test_a_plan_bought_exactly_90_days_before_the_cutoff_goes_one_a_second_younger_stays(
+        pg_database, policies, local_archive_url, hot_bucket):
+    from retention_pipelines_tests.test_engine.helpers import whole_second
+
+    cutoff = whole_second(pg_database.now())
+    put_pdfs(hot_bucket, ["plans/at.pdf", "plans/younger.pdf"])
+    at, younger = insert_meal_plans_at(pg_database, [cutoff - timedelta(days=90),
+                                                     cutoff - timedelta(days=90) + timedelta(seconds=1)],
+                                       ["plans/at.pdf", "plans/younger.pdf"])
+    engine = meal_plans_engine(policies, pg_database, local_archive_url, S3BlobStore(hot_bucket, ""))
+    report = engine.run("boundary", window_end=cutoff)
+    assert report.acted.acted_on == 1
+    assert hot_keys(hot_bucket) == {"plans/younger.pdf"}
+    assert meal_plan_rows(pg_database)[younger][0] == "plans/younger.pdf"
+    assert meal_plan_rows(pg_database)[at][0] is None
