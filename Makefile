@@ -30,3 +30,4 @@ test: setup test-servers
 
 benchmark: setup test-servers
 	$(BIN)/python benchmarks/bench_quiz_responses.py
+	$(BIN)/python benchmarks/bench_meal_plans_pdfs.py
