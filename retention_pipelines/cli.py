@@ -86,7 +86,7 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None
     """Execute the domain's job for its latest partition on the DAGSTER_HOME instance."""
     import dagster as dg
 
-    from retention_pipelines.defs.domain_factory import DRY_RUN_TAG, job_name
+    from retention_pipelines.defs.common import DRY_RUN_TAG, job_name
     from retention_pipelines.definitions import defs
 
     job = defs.resolve_job_def(job_name(domain))

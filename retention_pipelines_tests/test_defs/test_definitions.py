@@ -7,11 +7,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from retention_pipelines.defs.domain_factory import (
-    ARCHIVE_MATCHES_MANIFESTS_CHECK, AUDIT_MATCHES_ACTED_ON_CHECK, DOMAIN_TAG, EVERY_OBJECT_DELETED_CHECK,
-    NO_ORPHANS_CHECK, NO_ROWS_PAST_DEADLINE_CHECK,
-    NOTHING_ACTED_ON_EARLY_CHECK,
+from retention_pipelines.defs.common import DOMAIN_TAG
+from retention_pipelines.defs.domain_checks import (
+    ARCHIVE_MATCHES_MANIFESTS_CHECK, AUDIT_MATCHES_ACTED_ON_CHECK, EVERY_OBJECT_DELETED_CHECK,
+    NO_ROWS_PAST_DEADLINE_CHECK, NOTHING_ACTED_ON_EARLY_CHECK,
 )
+from retention_pipelines.defs.orphans import NO_ORPHANS_CHECK
 from retention_pipelines.definitions import defs
 from retention_pipelines.policies import load_policies
 

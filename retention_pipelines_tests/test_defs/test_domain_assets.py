@@ -7,7 +7,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines.defs.domain_factory import DRY_RUN_TAG, build_domain_defs, domain_partitions
+from retention_pipelines.defs.common import DRY_RUN_TAG, domain_partitions
+from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import Acted
 from retention_pipelines.stores import domain_locks
@@ -164,7 +165,7 @@ def test_a_dry_run_needs_no_lock_and_takes_none(policies, pg_database, stores, r
 def test_meal_plans_on_s3_and_its_orphans_report(policies, pg_database, pg_url, redis_url, s3_archive_url, instance):
     import boto3
 
-    from retention_pipelines.defs.domain_factory import NO_ORPHANS_CHECK, build_orphans_defs
+    from retention_pipelines.defs.orphans import NO_ORPHANS_CHECK, build_orphans_defs
     from retention_pipelines_tests.app_rows import insert_meal_plans_at, meal_plan_rows
 
     hot = f"hot-{uuid.uuid4().hex[:8]}"

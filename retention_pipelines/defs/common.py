@@ -1,0 +1,62 @@
+"""What the domain wiring shares: run tags, partitions, and turning engine errors into Failures."""
+
+import contextlib
+import warnings
+from datetime import datetime
+
+import dagster as dg
+import sqlalchemy as sa
+
+from retention_pipelines.engine import ArchiveVerificationFailed
+from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.schema import SchemaBehindError
+from retention_pipelines.stores import DomainLocked, LockLost, PolicyMismatch, StoreUnavailable
+
+DOMAIN_TAG = "retention/domain"
+DRY_RUN_TAG = "retention/dry_run"
+
+# The engine's own errors carry operator-ready messages (what failed, naming the store, the
+# domain or the field): they end the step as a Failure with that message, not a traceback.
+OPERATOR_ERRORS = (StoreUnavailable, PolicyMismatch, SchemaBehindError, DomainLocked, LockLost,
+                   ArchiveVerificationFailed)
+URIS_IN_METADATA = 50
+
+# Checks carry the domain's partitions so that each evaluates one window's outputs; Dagster 1.13
+# marks that as preview. Its warning would be printed on every load of the code location.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+
+
+@contextlib.contextmanager
+def operator_errors():
+    try:
+        yield
+    except OPERATOR_ERRORS as exc:
+        raise dg.Failure(description=without_personal_data(str(exc)),
+                         allow_retries=not isinstance(exc, (PolicyMismatch, SchemaBehindError))) from None
+    except sa.exc.DBAPIError as exc:  # the database went away or refused mid-run: batches are whole or untouched
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise dg.Failure(description=without_personal_data(f"database error: {reason}; every committed batch is "
+                                                           "audited, a rerun finishes the rest")) from None
+
+
+def is_dry_run(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> bool:
+    return context.run.tags.get(DRY_RUN_TAG, "false").lower() == "true"
+
+
+def iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else "—"
+
+
+def domain_partitions(policy: DomainPolicy) -> dg.TimeWindowPartitionsDefinition:
+    """Windows of deadline time. end_offset=1 makes the window in progress a partition too: its run
+    takes everything due up to the database's now, so the latest partition always brings the
+    domain into compliance."""
+    start = policy.partitions.start
+    if policy.partitions.cadence == "hourly":
+        return dg.HourlyPartitionsDefinition(start_date=f"{start:%Y-%m-%d}-00:00", end_offset=1)
+    return dg.DailyPartitionsDefinition(start_date=f"{start:%Y-%m-%d}", end_offset=1)
+
+
+def job_name(domain: str) -> str:
+    return f"{domain}_retention_job"
