@@ -16,110 +16,21 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import encode_batch, read_manifest, verify
+from retention_pipelines.engine.objects import StoredObjects
+from retention_pipelines.engine.parallel import bounded_parallel
 from retention_pipelines.engine.queries import AuditStamp, DomainTable, report_once
+from retention_pipelines.engine.results import (
+    ACTED_ACTIONS, Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Found, Orphans, RunReport,
+)
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, ensure_current
 from retention_pipelines.stores import AppDatabase, ArchiveStore, BlobStore, HeldLock, StoreUnavailable
-
-
-# The audit actions that mean "this row was acted on", by the policy's action.
-ACTED_ACTIONS = {"deleted": ("deleted",), "redacted": ("redacted", "redacted_blob_missing")}
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-class ArchiveVerificationFailed(Exception):
-    """An archive object read back does not match what was written: its rows are left in place."""
-
-
-@dataclass(frozen=True)
-class Found:
-    """What is due: the cutoff (a deadline, from the database's clock) and counts, no ids."""
-
-    domain: str
-    database_now: datetime
-    window_start: datetime | None
-    window_end: datetime | None
-    cutoff: datetime
-    clock_cutoff: datetime
-    due_in_window: int
-    overdue: int
-    held: int
-
-    @property
-    def rows(self) -> int:
-        return self.due_in_window + self.overdue
-
-
-@dataclass(frozen=True)
-class ArchivedBatch:
-    key: str
-    manifest_key: str
-    uri: str
-    rows: int
-    sha256: str
-
-
-@dataclass
-class Archived:
-    enabled: bool
-    dry_run: bool
-    batches: list[ArchivedBatch] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def rows(self) -> int:
-        return sum(b.rows for b in self.batches)
-
-
-@dataclass
-class Acted:
-    action: str
-    dry_run: bool
-    since: datetime | None = None  # the database's now before the first batch: audit rows are newer
-    acted_on: int = 0
-    failed: int = 0  # rows left untouched because their object could not be deleted
-    skipped_legal_hold: int = 0
-    batches: int = 0
-    longest_batch_seconds: float = 0.0
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class Audited:
-    run_id: str
-    audit_rows: int
-    acted_on: int
-    skipped_legal_hold_rows: int
-
-    @property
-    def consistent(self) -> bool:
-        return self.audit_rows == self.acted_on
-
-
-@dataclass(frozen=True)
-class Orphans:
-    objects_without_row: int
-    rows_without_object: int
-    objects: int
-    rows_with_object: int
-
-
-@dataclass(frozen=True)
-class RunReport:
-    found: Found
-    archived: Archived
-    acted: Acted
-    audited: Audited | None
 
 
 class RetentionEngine:
@@ -137,6 +48,7 @@ class RetentionEngine:
         except sa.exc.OperationalError as exc:
             raise database.connect_error(exc) from None
         self.table = DomainTable(policy, database.app_table(policy))
+        self.objects = StoredObjects(policy, self.table, blob_store, archive_store, self.log) if blob_store else None
 
     # 1. find ---------------------------------------------------------------------------------
     def find(self, window_start: datetime | None = None, window_end: datetime | None = None) -> Found:
@@ -173,7 +85,7 @@ class RetentionEngine:
             record_ids = [self.table.record_id(row[1]) for row in rows]
             values = [row[2:] for row in rows]  # batches() puts clock and pk first
             day = self.database.read_time(rows[0][0]).date()
-            blobs = self._archive_blobs(rows, names, record_ids, dry_run) if self.blob_store else None
+            blobs = self.objects.archive(rows, names, record_ids, dry_run) if self.objects else None
             encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day, raw_json,
                                    blobs)
             if not dry_run:
@@ -183,33 +95,11 @@ class RetentionEngine:
 
         # The walk reads the next batch while workers encode, write and verify the previous ones.
         walk = self.table.batches(self.database.engine, columns, self._bind(found.clock_cutoff), self.policy.batch_size)
-        archived.batches.extend(_bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
+        archived.batches.extend(bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
         archived.seconds = time.monotonic() - started
         verb = "would archive" if dry_run else "archived and verified"
         self.log.info(f"{self.policy.name}: {verb} {archived.rows} rows in {len(archived.batches)} objects")
         return archived
-
-    def _archive_blobs(self, rows: list, names: list[str], record_ids: list[str], dry_run: bool) -> dict:
-        """Copy each row's object to the archive store (cold) and verify it: {record id: where}.
-        An object already gone from hot storage is either archived by an earlier, interrupted
-        run (its copy is there) or missing, which the act step audits as such."""
-        key_at = names.index(self.policy.blob_key_column) + 2  # batches() puts clock and pk first
-        blobs = {}
-        for record_id, row in zip(record_ids, rows):
-            archive_key = f"{self.policy.name}/blobs/{record_id}"
-            data = self.blob_store.get(row[key_at]) if row[key_at] else None
-            if data is None:
-                earlier = self.archive_store.exists(archive_key)
-                blobs[record_id] = {"archive_key": archive_key, "earlier": True} if earlier else {"missing": True}
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            if not dry_run:
-                self.archive_store.put_cold(archive_key, data)
-                if not self.archive_store.holds(archive_key, data):
-                    raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
-                                                    "it copies; no object or row of its batch was deleted")
-            blobs[record_id] = {"archive_key": archive_key, "sha256": digest}
-        return blobs
 
     def _write_verified(self, encoded) -> None:
         self.archive_store.put(encoded.key, encoded.data)
@@ -239,7 +129,7 @@ class RetentionEngine:
             failed = 0
             with self._begin() as connection:
                 if batch.get("blobs") is not None:
-                    count, failed = self._act_with_blobs(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"])
+                    count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"])
                 else:
                     count = self.table.act_batch(connection, clock_cutoff,
                                                  replace(stamp, archive_uri=batch["archive_uri"]),
@@ -248,7 +138,7 @@ class RetentionEngine:
                     lock.ensure_held()  # a run that lost its lock must not commit another batch
             return count, failed, time.monotonic() - batch_started
 
-        for count, failed, seconds in _bounded_parallel(act_on, self._batches_to_act_on(found, archived),
+        for count, failed, seconds in bounded_parallel(act_on, self._batches_to_act_on(found, archived),
                                                         self.policy.parallel_batches):
             acted.acted_on += count
             acted.failed += failed
@@ -278,41 +168,6 @@ class RetentionEngine:
                 raise ArchiveVerificationFailed(f"{batch.uri} changed since it was verified; its rows stay")
             pks = [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None]
             yield {"pks": pks, "key_range": None, "archive_uri": batch.uri, "blobs": manifest.get("blobs")}
-
-    def _act_with_blobs(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, pks: list,
-                        blobs: dict) -> tuple[int, int]:
-        """Objects first, then rows: the batch's rows (still due, not held) are locked, their
-        archived objects deleted from hot storage in bulk, and only the rows whose object is gone
-        are redacted and audited, in this transaction. A row whose object would not go stays as
-        it was, with a `blob_delete_failed` audit entry. Returns (redacted, failed)."""
-        table = self.table
-        key_column = table.table.c[self.policy.blob_key_column]
-        rows = connection.execute(sa.select(table.pk, key_column).where(
-            table.pk.in_(pks), *table.due(clock_cutoff), table.not_held()).with_for_update()).all()
-        archived = {table.record_id(pk): key for pk, key in rows
-                    if key and "archive_key" in blobs.get(table.record_id(pk), {})}
-        failed = self.blob_store.delete_many(list(archived.values())) if archived else {}
-        failed_ids = {rid for rid, key in archived.items() if key in failed}
-        done = []
-        keep = [pk for pk, _ in rows if table.record_id(pk) not in failed_ids]
-        if keep:
-            done = connection.execute(table.redact_rows(keep, clock_cutoff)).all()
-        entries = []
-        for pk, clock in done:
-            rid = table.record_id(pk)
-            where = blobs.get(rid, {})
-            entries.append(replace(stamp, action="redacted" if "archive_key" in where else "redacted_blob_missing",
-                                   archive_uri=self.archive_store.uri(where["archive_key"]) if "archive_key" in where
-                                   else None).row(rid, _utc(clock) + self.policy.retain_for))
-        for rid in sorted(failed_ids):
-            entries.append(replace(stamp, action="blob_delete_failed",
-                                   archive_uri=self.archive_store.uri(blobs[rid]["archive_key"])).row(rid))
-        if entries:
-            connection.execute(sa.insert(audit_log), entries)
-        if failed_ids:
-            self.log.warning(f"{self.policy.name}: {len(failed_ids)} objects could not be deleted "
-                             f"({', '.join(sorted(set(failed.values())))}); their rows were left as they were")
-        return len(done), len(failed_ids)
 
     def _audit_held(self, found: Found, run_id: str) -> int:
         """One `skipped_legal_hold` audit row per held, due record, written once ever."""
@@ -374,12 +229,8 @@ class RetentionEngine:
     def find_orphans(self) -> Orphans:
         """Objects in hot storage that no row points at, and rows pointing at no object. Counts
         only, for a person to look into: nothing is deleted on this basis."""
-        key_column = self.table.table.c[self.policy.blob_key_column]
         with self._connect() as connection:
-            referenced = set(connection.execute(sa.select(key_column).where(key_column.is_not(None))).scalars())
-        stored = set(self.blob_store.keys())
-        return Orphans(objects_without_row=len(stored - referenced), rows_without_object=len(referenced - stored),
-                       objects=len(stored), rows_with_object=len(referenced))
+            return self.objects.orphans(connection)
 
     # the whole run, for the CLI's engine-only paths, tests and benchmarks ----------------------
     def run(self, run_id: str, window_start: datetime | None = None, window_end: datetime | None = None,
@@ -394,46 +245,11 @@ class RetentionEngine:
         return self.database.bind_time(moment)
 
     def _connect(self):
-        return _guarded(self.database, self.database.engine.connect)
+        return self.database.connect()
 
     def _begin(self):
-        return _guarded(self.database, self.database.engine.begin)
+        return self.database.begin()
 
 
-def _bounded_parallel(work, items: Iterator, workers: int):
-    """work(item) for each item, `workers` at a time, results in completion order; the items are
-    drawn lazily (at most twice `workers` ahead), so memory stays flat. The first error stops
-    the drawing and is raised once the batches in flight have finished."""
-    if workers <= 1:
-        yield from map(work, items)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="retention-batch") as pool:
-        in_flight: set = set()
-        for item in items:
-            in_flight.add(pool.submit(work, item))
-            if len(in_flight) >= 2 * workers:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                yield from (future.result() for future in done)
-        for future in as_completed(in_flight):
-            yield future.result()
-
-
-class _guarded:
-    """A connection context whose connection failure names the database, not a driver traceback."""
-
-    def __init__(self, database: AppDatabase, opener):
-        self.database, self.opener, self.context = database, opener, None
-
-    def __enter__(self) -> sa.Connection:
-        try:
-            self.context = self.opener()
-            return self.context.__enter__()
-        except sa.exc.OperationalError as exc:
-            raise self.database.connect_error(exc) from None
-
-    def __exit__(self, *exc_info):
-        return self.context.__exit__(*exc_info)
-
-
-__all__ = ["Acted", "ArchiveVerificationFailed", "Archived", "Audited", "Found", "RetentionEngine", "RunReport",
-           "StoreUnavailable"]
+__all__ = ["Acted", "ArchiveVerificationFailed", "Archived", "Audited", "Found", "Orphans", "RetentionEngine",
+           "RunReport"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -75,6 +77,29 @@ class AppDatabase:
                                          f"table {policy.table} has no column {column!r}")
             self._tables[policy.name] = table
         return self._tables[policy.name]
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        """A connection whose failure to connect names the database, not a driver traceback."""
+        with self._opened(self.engine.connect) as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A transaction, committed on success, rolled back on any error."""
+        with self._opened(self.engine.begin) as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _opened(self, opener):
+        try:
+            context = opener()
+            connection = context.__enter__()
+        except sa.exc.OperationalError as exc:
+            raise self.connect_error(exc) from None
+        with contextlib.ExitStack() as stack:
+            stack.push(context)
+            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

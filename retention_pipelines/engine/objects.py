@@ -1,0 +1,95 @@
+"""Rows that point at an object in storage (meal_plans' PDFs): the object is archived, then
+deleted from hot storage, and only then is its row redacted and audited."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from retention_pipelines.engine.queries import AuditStamp, DomainTable
+from retention_pipelines.engine.results import ArchiveVerificationFailed, Orphans
+from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.schema import audit_log
+from retention_pipelines.stores import ArchiveStore, BlobStore
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+class StoredObjects:
+    """One domain's objects: where they are (blob store), where they go (archive store)."""
+
+    def __init__(self, policy: DomainPolicy, table: DomainTable, blob_store: BlobStore, archive_store: ArchiveStore,
+                 log: logging.Logger):
+        self.policy, self.table, self.log = policy, table, log
+        self.blob_store, self.archive_store = blob_store, archive_store
+
+    def archive(self, rows: list, names: list[str], record_ids: list[str], dry_run: bool) -> dict:
+        """Copy each row's object to the archive store (cold) and verify it: {record id: where}.
+        An object already gone from hot storage is either archived by an earlier, interrupted
+        run (its copy is there) or missing, which the act step audits as such."""
+        key_at = names.index(self.policy.blob_key_column) + 2  # batches() puts clock and pk first
+        blobs = {}
+        for record_id, row in zip(record_ids, rows):
+            archive_key = f"{self.policy.name}/blobs/{record_id}"
+            data = self.blob_store.get(row[key_at]) if row[key_at] else None
+            if data is None:
+                earlier = self.archive_store.exists(archive_key)
+                blobs[record_id] = {"archive_key": archive_key, "earlier": True} if earlier else {"missing": True}
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if not dry_run:
+                self.archive_store.put_cold(archive_key, data)
+                if not self.archive_store.holds(archive_key, data):
+                    raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
+                                                    "it copies; no object or row of its batch was deleted")
+            blobs[record_id] = {"archive_key": archive_key, "sha256": digest}
+        return blobs
+
+    def act(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, pks: list,
+            blobs: dict) -> tuple[int, int]:
+        """Objects first, then rows: the batch's rows (still due, not held) are locked, their
+        archived objects deleted from hot storage in bulk, and only the rows whose object is gone
+        are redacted and audited, in this transaction. A row whose object would not go stays as
+        it was, with a `blob_delete_failed` audit entry. Returns (redacted, failed)."""
+        table = self.table
+        key_column = table.table.c[self.policy.blob_key_column]
+        rows = connection.execute(sa.select(table.pk, key_column).where(
+            table.pk.in_(pks), *table.due(clock_cutoff), table.not_held()).with_for_update()).all()
+        archived = {table.record_id(pk): key for pk, key in rows
+                    if key and "archive_key" in blobs.get(table.record_id(pk), {})}
+        failed = self.blob_store.delete_many(list(archived.values())) if archived else {}
+        failed_ids = {rid for rid, key in archived.items() if key in failed}
+        done = []
+        keep = [pk for pk, _ in rows if table.record_id(pk) not in failed_ids]
+        if keep:
+            done = connection.execute(table.redact_rows(keep, clock_cutoff)).all()
+        entries = []
+        for pk, clock in done:
+            rid = table.record_id(pk)
+            where = blobs.get(rid, {})
+            entries.append(replace(stamp, action="redacted" if "archive_key" in where else "redacted_blob_missing",
+                                   archive_uri=self.archive_store.uri(where["archive_key"]) if "archive_key" in where
+                                   else None).row(rid, _utc(clock) + self.policy.retain_for))
+        for rid in sorted(failed_ids):
+            entries.append(replace(stamp, action="blob_delete_failed",
+                                   archive_uri=self.archive_store.uri(blobs[rid]["archive_key"])).row(rid))
+        if entries:
+            connection.execute(sa.insert(audit_log), entries)
+        if failed_ids:
+            self.log.warning(f"{self.policy.name}: {len(failed_ids)} objects could not be deleted "
+                             f"({', '.join(sorted(set(failed.values())))}); their rows were left as they were")
+        return len(done), len(failed_ids)
+
+    def orphans(self, connection: sa.Connection) -> Orphans:
+        """Objects in hot storage that no row points at, and rows pointing at no object."""
+        key_column = self.table.table.c[self.policy.blob_key_column]
+        referenced = set(connection.execute(sa.select(key_column).where(key_column.is_not(None))).scalars())
+        stored = set(self.blob_store.keys())
+        return Orphans(objects_without_row=len(stored - referenced), rows_without_object=len(referenced - stored),
+                       objects=len(stored), rows_with_object=len(referenced))

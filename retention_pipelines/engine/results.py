@@ -1,0 +1,94 @@
+"""What each step of a retention run hands to the next, and to the people reading the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# The audit actions that mean "this row was acted on", by the policy's action.
+ACTED_ACTIONS = {"deleted": ("deleted",), "redacted": ("redacted", "redacted_blob_missing")}
+
+
+class ArchiveVerificationFailed(Exception):
+    """An archive object read back does not match what was written: its rows are left in place."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """What is due: the cutoff (a deadline, from the database's clock) and counts, no ids."""
+
+    domain: str
+    database_now: datetime
+    window_start: datetime | None
+    window_end: datetime | None
+    cutoff: datetime
+    clock_cutoff: datetime
+    due_in_window: int
+    overdue: int
+    held: int
+
+    @property
+    def rows(self) -> int:
+        return self.due_in_window + self.overdue
+
+
+@dataclass(frozen=True)
+class ArchivedBatch:
+    key: str
+    manifest_key: str
+    uri: str
+    rows: int
+    sha256: str
+
+
+@dataclass
+class Archived:
+    enabled: bool
+    dry_run: bool
+    batches: list[ArchivedBatch] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(b.rows for b in self.batches)
+
+
+@dataclass
+class Acted:
+    action: str
+    dry_run: bool
+    since: datetime | None = None  # the database's now before the first batch: audit rows are newer
+    acted_on: int = 0
+    failed: int = 0  # rows left untouched because their object could not be deleted
+    skipped_legal_hold: int = 0
+    batches: int = 0
+    longest_batch_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Audited:
+    run_id: str
+    audit_rows: int
+    acted_on: int
+    skipped_legal_hold_rows: int
+
+    @property
+    def consistent(self) -> bool:
+        return self.audit_rows == self.acted_on
+
+
+@dataclass(frozen=True)
+class Orphans:
+    objects_without_row: int
+    rows_without_object: int
+    objects: int
+    rows_with_object: int
+
+
+@dataclass(frozen=True)
+class RunReport:
+    found: Found
+    archived: Archived
+    acted: Acted
+    audited: Audited | None
