@@ -197,6 +197,18 @@ class RetentionEngine:
         with self._connect() as connection:
             return int(connection.execute(query).scalar_one())
 
+    def retention_lag(self) -> timedelta:
+        """How long the oldest row outside a legal hold has been kept past its deadline (zero when
+        none is): the first entry of the clock index, one cheap query however large the table."""
+        now = self.database.now()
+        oldest = sa.select(sa.func.min(self.table.clock)).where(
+            *self.table.due(self._bind(now - self.policy.retain_for)), self.table.not_held())
+        with self._connect() as connection:
+            clock = connection.execute(oldest).scalar_one()
+        if clock is None:
+            return timedelta(0)
+        return max(now - (self.database.read_time(clock) + self.policy.retain_for), timedelta(0))
+
     def count_remaining(self, deadline: datetime) -> int:
         """Rows not under a legal hold whose deadline is at or before `deadline` and that are still
         to be acted on: what a compliance check expects to be zero after a run."""

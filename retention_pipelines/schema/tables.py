@@ -48,3 +48,22 @@ legal_holds = sa.Table(
     sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("retention_legal_holds_record_idx", "domain", "record_id"),
 )
+
+
+# SLA breaches: data kept past its allowed lag, runs too slow, failures. One open breach per
+# domain and kind (a partial unique index), closed with how long it lasted.
+sla_breaches = sa.Table(
+    "retention_sla_breaches",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("domain", sa.String(63), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("observed_seconds", sa.Float(), nullable=False),
+    sa.Column("threshold_seconds", sa.Float(), nullable=False),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("duration_seconds", sa.Float(), nullable=True),
+    sa.Column("run_id", sa.String(64), nullable=True),  # the remediation (catch-up) run
+    sa.Index("retention_sla_breaches_one_open", "domain", "kind", unique=True,
+             postgresql_where=sa.text("closed_at IS NULL"), sqlite_where=sa.text("closed_at IS NULL")),
+)
