@@ -5,7 +5,7 @@ import dagster as dg
 from retention_pipelines.defs.all_domains import build_all_domains_sensor
 from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor
+from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor, build_run_sensors
 from retention_pipelines.policies import load_policies
 
 
@@ -18,7 +18,8 @@ def build_definitions() -> dg.Definitions:
         *domains,
         dg.Definitions(
             sensors=[build_all_domains_sensor(enabled, retention_jobs),
-                     build_retention_lag_sensor(enabled, policies.policy_version, retention_jobs)],
+                     build_retention_lag_sensor(enabled, policies.policy_version, retention_jobs),
+                     *build_run_sensors(enabled, retention_jobs)],
             resources={"retention_stores": RetentionStores()},
             # One process per run, also for assets materialized from the UI outside their job:
             # the domain lock taken by a run's first step is then held to its last.

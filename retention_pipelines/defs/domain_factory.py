@@ -102,7 +102,8 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         job_name(name),
         selection=dg.AssetSelection.assets(*keys.values()),
         partitions_def=partitions,
-        tags={DOMAIN_TAG: name},
+        # dagster/max_runtime: Dagster's run monitoring stops a run that outlives its SLA.
+        tags={DOMAIN_TAG: name, "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
         # One process per run: the domain lock taken by the first step is held to the last.
         executor_def=dg.in_process_executor,
         description=f"Retention of {name}: find → archive → {'redact' if policy.redact else 'delete'} → audit, for one window.",

@@ -1,12 +1,16 @@
-"""Sensors that turn SLA breaches into runs: data kept past its allowed lag gets a catch-up run."""
+"""Sensors that turn SLA breaches into runs: data kept past its allowed lag gets a catch-up run;
+slow and failing runs open breaches of their own."""
+
+from datetime import timedelta
 
 import dagster as dg
 
 from retention_pipelines.defs.common import DOMAIN_TAG, domain_partitions, job_name, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.sla import RETENTION_LAG, Breaches
+from retention_pipelines.engine.sla import RETENTION_LAG, RUN_DURATION, RUN_FAILURES, Breaches
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
+from retention_pipelines.redaction import without_personal_data
 
 CATCH_UP_TAG = "retention/catch_up_for_breach"
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -52,3 +56,51 @@ def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str
             )
 
     return retention_lag_sensor
+
+
+def build_run_sensors(policies: list[DomainPolicy], jobs: list) -> list[dg.SensorDefinition]:
+    """Runs of the domain jobs, as they end: one over `sla.max_run_duration` opens a
+    `run_duration` breach (closed by the next run within it); `sla.max_consecutive_failures`
+    failed runs in a row open a `run_failures` breach (closed by the next success)."""
+    by_domain = {policy.name: policy for policy in policies}
+
+    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="retention_run_finished_sensor",
+                          monitored_jobs=jobs, default_status=dg.DefaultSensorStatus.RUNNING,
+                          description="Checks each finished retention run against its domain's run-time SLA.")
+    def retention_run_finished_sensor(context: dg.RunStatusSensorContext, retention_stores: RetentionStores):
+        policy = by_domain.get(context.dagster_run.tags.get(DOMAIN_TAG))
+        if policy is None:
+            return
+        stats = context.instance.get_run_stats(context.dagster_run.run_id)
+        took = timedelta(seconds=max((stats.end_time or 0) - (stats.start_time or 0), 0))
+        breaches = Breaches(retention_stores.database)
+        with operator_errors():
+            breaches.close(policy.name, RUN_FAILURES)
+            if took > policy.sla.max_run_duration:
+                breach = breaches.open(policy.name, RUN_DURATION, took, policy.sla.max_run_duration)
+                breaches.attach_run(breach.id, context.dagster_run.run_id)
+                context.log.warning(f"{policy.name}: run {context.dagster_run.run_id} took {format_duration(took)}, "
+                                    f"over the SLA's {format_duration(policy.sla.max_run_duration)}")
+            else:
+                breaches.close(policy.name, RUN_DURATION)
+
+    @dg.run_failure_sensor(name="retention_run_failure_sensor", monitored_jobs=jobs,
+                           default_status=dg.DefaultSensorStatus.RUNNING,
+                           description="Records each failed retention run; opens a breach after too many in a row.")
+    def retention_run_failure_sensor(context: dg.RunFailureSensorContext, retention_stores: RetentionStores):
+        policy = by_domain.get(context.dagster_run.tags.get(DOMAIN_TAG))
+        if policy is None:
+            return
+        limit = policy.sla.max_consecutive_failures
+        recent = context.instance.get_runs(filters=dg.RunsFilter(
+            job_name=job_name(policy.name), statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
+            limit=limit)
+        in_a_row = next((i for i, run in enumerate(recent) if run.status != dg.DagsterRunStatus.FAILURE), len(recent))
+        context.log.warning(f"{policy.name}: run {context.dagster_run.run_id} failed ({in_a_row} in a row): "
+                            f"{without_personal_data(context.failure_event.message or 'no message')}")
+        if in_a_row >= limit:
+            with operator_errors():
+                breach = Breaches(retention_stores.database).open(policy.name, RUN_FAILURES, in_a_row, limit)
+                Breaches(retention_stores.database).attach_run(breach.id, context.dagster_run.run_id)
+
+    return [retention_run_finished_sensor, retention_run_failure_sensor]

@@ -10,7 +10,13 @@ import sqlalchemy as sa
 from retention_pipelines.schema import sla_breaches
 from retention_pipelines.stores import AppDatabase
 
-RETENTION_LAG = "retention_lag"
+RETENTION_LAG = "retention_lag"  # data kept past its deadline longer than sla.max_lag
+RUN_DURATION = "run_duration"  # a run that took longer than sla.max_run_duration
+RUN_FAILURES = "run_failures"  # sla.max_consecutive_failures failed runs in a row
+
+
+def _amount(value: timedelta | int) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 @dataclass(frozen=True)
@@ -27,22 +33,21 @@ class Breaches:
     def __init__(self, database: AppDatabase):
         self.database = database
 
-    def open(self, domain: str, kind: str, observed: timedelta, threshold: timedelta) -> Breach:
+    def open(self, domain: str, kind: str, observed: timedelta | int, threshold: timedelta | int) -> Breach:
         """The open breach of this domain and kind, opened now if there was none: never two."""
         if self.database.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert
         statement = insert(sla_breaches).values(
-            domain=domain, kind=kind, observed_seconds=observed.total_seconds(),
-            threshold_seconds=threshold.total_seconds(),
+            domain=domain, kind=kind, observed=_amount(observed), threshold=_amount(threshold),
         ).on_conflict_do_nothing(index_elements=["domain", "kind"], index_where=sla_breaches.c.closed_at.is_(None))
         with self.database.begin() as connection:
             inserted = connection.execute(statement.returning(sla_breaches.c.id)).scalar_one_or_none()
             if inserted is not None:
                 return Breach(inserted, domain, kind, True)
             existing = connection.execute(sa.update(sla_breaches).where(*self._open(domain, kind)).values(
-                observed_seconds=observed.total_seconds()).returning(sla_breaches.c.id)).scalar_one()
+                observed=_amount(observed)).returning(sla_breaches.c.id)).scalar_one()
         return Breach(existing, domain, kind, False)
 
     def close(self, domain: str, kind: str) -> timedelta | None:

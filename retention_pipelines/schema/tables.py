@@ -58,8 +58,9 @@ sla_breaches = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("domain", sa.String(63), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("observed_seconds", sa.Float(), nullable=False),
-    sa.Column("threshold_seconds", sa.Float(), nullable=False),
+    # Seconds for retention_lag and run_duration; a count of consecutive failures for run_failures.
+    sa.Column("observed", sa.Float(), nullable=False),
+    sa.Column("threshold", sa.Float(), nullable=False),
     sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("duration_seconds", sa.Float(), nullable=True),

@@ -53,7 +53,7 @@ def test_a_lag_breach_opens_once_requests_one_catch_up_and_closes_after_it(
     assert request.tags[DOMAIN_TAG] == "quiz_responses"
     [breach] = Breaches(pg_database).all()
     assert breach["kind"] == RETENTION_LAG and breach["closed_at"] is None
-    assert breach["observed_seconds"] > timedelta(hours=5).total_seconds()
+    assert breach["observed"] > timedelta(hours=5).total_seconds()
     assert request.tags[CATCH_UP_TAG] == str(breach["id"])
 
     # The daemon launched the run: while it is in flight, however many ticks come, no second run
@@ -124,3 +124,78 @@ def test_the_lag_is_one_index_backed_query(policies, pg_database, local_archive_
         cursor.execute("EXPLAIN " + statement, parameters)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "quiz_responses_created_at_idx" in plan and "Seq Scan on quiz_responses" not in plan, plan
+
+
+def run_job(policy, policies, stores, instance):
+    from retention_pipelines.defs.common import domain_partitions, job_name
+
+    domain = build_domain_defs(policy, policies.policy_version)
+    definitions = dg.Definitions.merge(domain, dg.Definitions(resources={"retention_stores": stores}))
+    job = definitions.resolve_job_def(job_name(policy.name))
+    return job.execute_in_process(instance=instance, partition_key=domain_partitions(policy).get_last_partition_key(),
+                                  raise_on_error=False)
+
+
+def evaluate_run_sensor(sensor, result, instance, stores, failure=False):
+    event = result.get_run_failure_event() if failure else result.get_run_success_event()
+    with dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event, dagster_instance=instance,
+                                            dagster_run=result.dagster_run,
+                                            resources={"retention_stores": stores}) as context:
+        sensor(context.for_run_failure() if failure else context)
+
+
+def test_failures_in_a_row_open_a_breach_and_a_success_closes_it(policies, postgres_server, pg_url, pg_database,
+                                                                 redis_url, local_archive_url, instance):
+    from retention_pipelines.defs.sla_sensors import build_run_sensors
+    from retention_pipelines.engine.sla import RUN_FAILURES
+
+    policy = policies.domains["quiz_responses"]
+    jobs = list(build_domain_defs(policy, policies.policy_version).jobs)
+    finished, failed = build_run_sensors([policy], jobs)
+    broken = RetentionStores(database_url=postgres_server.create_database(f"empty_{uuid.uuid4().hex[:6]}"),
+                             archive_url=local_archive_url, redis_url=redis_url)  # no tables: every run fails
+    stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url)
+    for attempt in range(1, policy.sla.max_consecutive_failures + 1):
+        result = run_job(policy, policies, broken, instance)
+        assert not result.success
+        evaluate_run_sensor(failed, result, instance, stores, failure=True)
+        opened = [b for b in Breaches(pg_database).all() if b["kind"] == RUN_FAILURES]
+        assert len(opened) == (1 if attempt == policy.sla.max_consecutive_failures else 0)
+    assert opened[0]["observed"] == policy.sla.max_consecutive_failures and opened[0]["run_id"] == result.run_id
+
+    result = run_job(policy, policies, stores, instance)
+    assert result.success
+    evaluate_run_sensor(finished, result, instance, stores)
+    [breach] = [b for b in Breaches(pg_database).all() if b["kind"] == RUN_FAILURES]
+    assert breach["closed_at"] is not None
+
+
+def test_a_run_over_its_time_limit_opens_a_run_duration_breach(policies, pg_url, pg_database, redis_url,
+                                                              local_archive_url, instance):
+    from retention_pipelines.defs.sla_sensors import build_run_sensors
+    from retention_pipelines.engine.sla import RUN_DURATION
+
+    policy = policies.domains["quiz_responses"]
+    hasty = policy.model_copy(update={"sla": policy.sla.model_copy(update={"max_run_duration": timedelta(milliseconds=1)})})
+    stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url)
+    result = run_job(policy, policies, stores, instance)
+    assert result.success
+    finished, _ = build_run_sensors([hasty], list(build_domain_defs(policy, policies.policy_version).jobs))
+    evaluate_run_sensor(finished, result, instance, stores)
+    [breach] = Breaches(pg_database).all()
+    assert breach["kind"] == RUN_DURATION and breach["closed_at"] is None and breach["run_id"] == result.run_id
+    assert breach["observed"] > breach["threshold"]
+
+    # The same run judged against the shipped 30-minute limit closes it.
+    finished, _ = build_run_sensors([policy], list(build_domain_defs(policy, policies.policy_version).jobs))
+    evaluate_run_sensor(finished, result, instance, stores)
+    [breach] = Breaches(pg_database).all()
+    assert breach["closed_at"] is not None
+
+
+def test_domain_jobs_carry_their_max_runtime(policies):
+    from retention_pipelines.definitions import defs
+
+    for name, policy in policies.domains.items():
+        job = defs.resolve_job_def(f"{name}_retention_job")
+        assert job.tags["dagster/max_runtime"] == str(int(policy.sla.max_run_duration.total_seconds()))
