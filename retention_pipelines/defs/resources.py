@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from retention_pipelines.engine import RetentionEngine
+from retention_pipelines.stores.notifier import Notifier, notifier
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import (
     AppDatabase, ArchiveStore, BlobStore, DomainLocks, HeldLock, RetentionSettings, archive_store_from_url,
@@ -24,6 +25,7 @@ class RetentionStores(dg.ConfigurableResource):
     archive_url: str | None = None
     redis_url: str | None = None
     blob_url: str | None = None
+    alert_webhook_url: str | None = None
     lock_wait_seconds: float | None = None
 
     _database: AppDatabase | None = PrivateAttr(default=None)
@@ -35,6 +37,7 @@ class RetentionStores(dg.ConfigurableResource):
     def _settings(self) -> RetentionSettings:
         overrides = {k: v for k, v in {"database_url": self.database_url, "archive_url": self.archive_url,
                                        "redis_url": self.redis_url, "blob_url": self.blob_url,
+                                       "alert_webhook_url": self.alert_webhook_url,
                                        "lock_wait_seconds": self.lock_wait_seconds}.items()
                      if v is not None}
         return RetentionSettings(**overrides)
@@ -57,6 +60,10 @@ class RetentionStores(dg.ConfigurableResource):
         if self._blobs is None:
             self._blobs = blob_store_from_url(self._settings().resolved_blob_url())
         return self._blobs
+
+    @property
+    def notifier(self) -> Notifier:
+        return notifier(self._settings().alert_webhook_url)
 
     def engine(self, policy: DomainPolicy, policy_version: str, log: logging.Logger) -> RetentionEngine:
         return RetentionEngine(policy, policy_version, self.database, self.archive_store, log,

@@ -11,10 +11,21 @@ from retention_pipelines.engine.sla import RETENTION_LAG, RUN_DURATION, RUN_FAIL
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.stores import StoreUnavailable
+from retention_pipelines.stores.notifier import Alert
 
 CATCH_UP_TAG = "retention/catch_up_for_breach"
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED]
+
+
+def alert(context, stores: RetentionStores, message: Alert) -> None:
+    """Tell a person; an alert that cannot be delivered is logged and does not stop the sensor."""
+    context.log.warning(f"{message.domain}: {message.kind} {message.event}: {message.summary}")
+    try:
+        stores.notifier.send(message)
+    except StoreUnavailable as exc:
+        context.log.error(str(exc))
 
 
 def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str, jobs: list) -> dg.SensorDefinition:
@@ -35,13 +46,19 @@ def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str
                 if lag <= policy.sla.max_lag:
                     lasted = breaches.close(policy.name, RETENTION_LAG)
                     if lasted is not None:
-                        context.log.info(f"{policy.name}: retention lag back under {format_duration(policy.sla.max_lag)}"
-                                         f"; breach closed after {format_duration(lasted)}")
+                        alert(context, retention_stores, Alert(
+                            policy.name, RETENTION_LAG, "closed",
+                            f"retention lag back under {format_duration(policy.sla.max_lag)}; breach closed after "
+                            f"{format_duration(lasted)}", {"lasted_seconds": lasted.total_seconds()}))
                     continue
                 breach = breaches.open(policy.name, RETENTION_LAG, lag, policy.sla.max_lag)
             if breach.newly_opened:
-                context.log.warning(f"{policy.name}: retention lag {format_duration(lag)} over the SLA's "
-                                    f"{format_duration(policy.sla.max_lag)}: breach {breach.id} opened")
+                alert(context, retention_stores, Alert(
+                    policy.name, RETENTION_LAG, "opened",
+                    f"data kept {format_duration(lag)} past its deadline, over the SLA's "
+                    f"{format_duration(policy.sla.max_lag)}: breach {breach.id} opened, catch-up run requested",
+                    {"breach_id": breach.id, "lag_seconds": lag.total_seconds(),
+                     "threshold_seconds": policy.sla.max_lag.total_seconds()}))
             running = context.instance.get_runs(filters=dg.RunsFilter(tags={DOMAIN_TAG: policy.name},
                                                                       statuses=IN_FLIGHT), limit=1)
             if running:
@@ -75,14 +92,20 @@ def build_run_sensors(policies: list[DomainPolicy], jobs: list) -> list[dg.Senso
         took = timedelta(seconds=max((stats.end_time or 0) - (stats.start_time or 0), 0))
         breaches = Breaches(retention_stores.database)
         with operator_errors():
-            breaches.close(policy.name, RUN_FAILURES)
+            if breaches.close(policy.name, RUN_FAILURES) is not None:
+                alert(context, retention_stores, Alert(policy.name, RUN_FAILURES, "closed",
+                                                       f"run {context.dagster_run.run_id} succeeded"))
             if took > policy.sla.max_run_duration:
                 breach = breaches.open(policy.name, RUN_DURATION, took, policy.sla.max_run_duration)
                 breaches.attach_run(breach.id, context.dagster_run.run_id)
-                context.log.warning(f"{policy.name}: run {context.dagster_run.run_id} took {format_duration(took)}, "
-                                    f"over the SLA's {format_duration(policy.sla.max_run_duration)}")
-            else:
-                breaches.close(policy.name, RUN_DURATION)
+                if breach.newly_opened:
+                    alert(context, retention_stores, Alert(
+                        policy.name, RUN_DURATION, "opened",
+                        f"run {context.dagster_run.run_id} took {format_duration(took)}, over the SLA's "
+                        f"{format_duration(policy.sla.max_run_duration)}", {"duration_seconds": took.total_seconds()}))
+            elif breaches.close(policy.name, RUN_DURATION) is not None:
+                alert(context, retention_stores, Alert(policy.name, RUN_DURATION, "closed",
+                                                       f"run {context.dagster_run.run_id} finished within its time"))
 
     @dg.run_failure_sensor(name="retention_run_failure_sensor", monitored_jobs=jobs,
                            default_status=dg.DefaultSensorStatus.RUNNING,
@@ -100,7 +123,12 @@ def build_run_sensors(policies: list[DomainPolicy], jobs: list) -> list[dg.Senso
                             f"{without_personal_data(context.failure_event.message or 'no message')}")
         if in_a_row >= limit:
             with operator_errors():
-                breach = Breaches(retention_stores.database).open(policy.name, RUN_FAILURES, in_a_row, limit)
-                Breaches(retention_stores.database).attach_run(breach.id, context.dagster_run.run_id)
+                breaches = Breaches(retention_stores.database)
+                breach = breaches.open(policy.name, RUN_FAILURES, in_a_row, limit)
+                breaches.attach_run(breach.id, context.dagster_run.run_id)
+            if breach.newly_opened:
+                alert(context, retention_stores, Alert(
+                    policy.name, RUN_FAILURES, "opened", f"{in_a_row} runs failed in a row (the SLA tolerates "
+                    f"{limit - 1}); last: run {context.dagster_run.run_id}", {"failures_in_a_row": in_a_row}))
 
     return [retention_run_finished_sensor, retention_run_failure_sensor]

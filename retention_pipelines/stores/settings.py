@@ -18,6 +18,7 @@ class RetentionSettings(BaseSettings):
     redis_url: str | None = None
     blob_url: str | None = None
     archive_storage_class: str | None = None  # e.g. GLACIER or DEEP_ARCHIVE, for an S3 archive
+    alert_webhook_url: str | None = None  # where alerts are POSTed as JSON; unset: a log line
     lock_ttl_seconds: float = 60.0
     lock_wait_seconds: float = 0.0
 

@@ -1,5 +1,6 @@
 """The retention-lag sensor, tick by tick, against a real Dagster instance and PostgreSQL."""
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -199,3 +200,30 @@ def test_domain_jobs_carry_their_max_runtime(policies):
     for name, policy in policies.domains.items():
         job = defs.resolve_job_def(f"{name}_retention_job")
         assert job.tags["dagster/max_runtime"] == str(int(policy.sla.max_run_duration.total_seconds()))
+
+
+def test_a_breach_alerts_once_when_it_opens_and_once_when_it_closes(
+        quiz, pg_database, pg_url, redis_url, local_archive_url, instance):
+    from retention_pipelines_tests.test_stores.test_notifier import AlertReceiver
+
+    policy, domain, sensor = quiz
+    receiver = AlertReceiver()
+    try:
+        stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,
+                                 alert_webhook_url=receiver.url)
+        insert_quiz_rows(pg_database, [timedelta(hours=30)] * 2, email="private.person@example.com")
+        [request] = tick(sensor, instance, stores, domain)
+        running = record_run(instance, request, dg.DagsterRunStatus.STARTED)
+        for _ in range(3):
+            tick(sensor, instance, stores, domain)
+        assert [(a["kind"], a["event"]) for a in receiver.received] == [("retention_lag", "opened")]
+        dg.materialize([*domain.assets], partition_key=request.partition_key, instance=instance,
+                       resources={"retention_stores": stores}, tags=request.tags)
+        instance.delete_run(running.run_id)
+        tick(sensor, instance, stores, domain)
+        tick(sensor, instance, stores, domain)
+        assert [(a["kind"], a["event"]) for a in receiver.received] == [("retention_lag", "opened"),
+                                                                       ("retention_lag", "closed")]
+        assert "@" not in json.dumps(receiver.received)
+    finally:
+        receiver.stop()
