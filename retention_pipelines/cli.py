@@ -232,6 +232,22 @@ def cmd_hold_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# retention health -------------------------------------------------------------------------------
+def cmd_health(args: argparse.Namespace) -> int:
+    from retention_pipelines.defs.health import run_health
+    from retention_pipelines.defs.resources import RetentionStores
+
+    policies = load_policies()
+    stores = RetentionStores()
+    try:
+        probes = run_health(stores, [p for p in policies.domains.values() if p.enabled])
+    finally:
+        if stores._database is not None:
+            stores._database.dispose()
+    print_table([{"dependency": p.name, "ok": p.ok, "detail": without_personal_data(p.message)} for p in probes])
+    return 0 if all(p.ok for p in probes) else EXIT_FAILED
+
+
 # retention db upgrade ---------------------------------------------------------------------------
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     database = _database()
@@ -278,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--domain")
     listing.add_argument("--all", action="store_true", help="include released holds")
     listing.set_defaults(handler=cmd_hold_list)
+
+    commands.add_parser("health", help="probe every dependency of the retention runs").set_defaults(
+        handler=cmd_health)
 
     db = commands.add_parser("db", help="the retention tables").add_subparsers(dest="db_command", required=True,
                                                                                 metavar="COMMAND")

@@ -4,6 +4,7 @@ import dagster as dg
 
 from retention_pipelines.defs.all_domains import build_all_domains_sensor
 from retention_pipelines.defs.domain_factory import build_domain_defs
+from retention_pipelines.defs.health import build_health_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor, build_run_sensors
 from retention_pipelines.policies import load_policies
@@ -16,6 +17,7 @@ def build_definitions() -> dg.Definitions:
     retention_jobs = [job for domain in domains for job in domain.jobs if job.name.endswith("_retention_job")]
     return dg.Definitions.merge(
         *domains,
+        build_health_defs(enabled),
         dg.Definitions(
             sensors=[build_all_domains_sensor(enabled, retention_jobs),
                      build_retention_lag_sensor(enabled, policies.policy_version, retention_jobs),

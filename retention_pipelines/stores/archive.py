@@ -29,6 +29,10 @@ class ArchiveStore(ABC):
     @abstractmethod
     def uri(self, key: str) -> str: ...
 
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object (the health probe's; archives are removed by their retention job)."""
+
     def put_cold(self, key: str, data: bytes) -> None:
         """Write an object meant to be kept, not read (a PDF): cold storage where the store has it."""
         self.put(key, data)
@@ -75,6 +79,9 @@ class LocalArchiveStore(ArchiveStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
@@ -138,6 +145,9 @@ class S3ArchiveStore(ArchiveStore):
 
     def exists(self, key: str) -> bool:
         return self._call("head", key, self.client.head_object) is not None
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self.client.delete_object)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

@@ -31,6 +31,10 @@ class BlobStore(ABC):
     def uri(self, key: str) -> str: ...
 
     @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write an object (the app writes PDFs; this project only its health probe)."""
+
+    @abstractmethod
     def keys(self) -> Iterator[str]:
         """Every object's key, page by page."""
 
@@ -58,6 +62,13 @@ class LocalBlobStore(BlobStore):
 
     def uri(self, key: str) -> str:
         return (self.root / key).as_uri()
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            (self.root / key).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / key).write_bytes(data)
+        except OSError as exc:
+            raise StoreUnavailable(f"blob folder {self.root} cannot be written: {exc.strerror or exc}") from None
 
     def keys(self) -> Iterator[str]:
         if self.root.is_dir():
@@ -134,6 +145,17 @@ class S3BlobStore(BlobStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def put(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise StoreUnavailable(f"blob store: put {self.uri(key)} failed: {code}") from None
+        except BotoCoreError as exc:
+            raise StoreUnavailable(f"blob store s3://{self.bucket} is unreachable: {exc}") from None
 
     def keys(self) -> Iterator[str]:
         from botocore.exceptions import BotoCoreError, ClientError
