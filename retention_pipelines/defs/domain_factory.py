@@ -5,6 +5,8 @@
 A new domain is a new entry in retention_policies.yaml, not new code here.
 """
 
+from datetime import timedelta
+
 import dagster as dg
 
 from retention_pipelines.defs.common import (
@@ -67,7 +69,13 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
             "duration_seconds": round(archived.seconds, 3),
         })
 
-    @dg.asset(key=keys["deletion"], **common,
+    # The UI shows a domain overdue at a glance: no deletion run within one window plus the
+    # allowed lag fails its freshness, half of that lag warns.
+    cadence = timedelta(hours=1) if policy.partitions.cadence == "hourly" else timedelta(days=1)
+    freshness = dg.FreshnessPolicy.time_window(fail_window=cadence + policy.sla.max_lag,
+                                               warn_window=cadence + policy.sla.max_lag / 2)
+
+    @dg.asset(key=keys["deletion"], **common, freshness_policy=freshness,
               ins={"found": dg.AssetIn(keys["expired_records"]), "archived": dg.AssetIn(keys["archive"])},
               description=(
                   f"The due rows of `{policy.table}` {policy.action_name}, batch by batch: each batch and "

@@ -109,3 +109,14 @@ def test_dagster_yaml_allows_one_run_per_domain():
     assert limit == {"key": DOMAIN_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
     with dg.instance_for_test(overrides={"concurrency": config["concurrency"]}) as instance:
         assert instance.get_concurrency_config().run_queue_config.tag_concurrency_limits[0]["limit"] == 1
+
+
+@pytest.mark.parametrize("domain", ENABLED)
+def test_each_deletion_asset_has_a_freshness_policy_from_the_sla(domain):
+    from datetime import timedelta
+
+    policy = POLICIES.domains[domain]
+    node = defs.resolve_asset_graph().get(dg.AssetKey([domain, "deletion"]))
+    freshness = node.freshness_policy
+    cadence = timedelta(hours=1) if policy.partitions.cadence == "hourly" else timedelta(days=1)
+    assert freshness is not None and freshness.fail_window.to_timedelta() == cadence + policy.sla.max_lag
