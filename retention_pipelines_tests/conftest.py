@@ -15,7 +15,7 @@ from retention_pipelines import schema
 from retention_pipelines.demo import create_app_tables
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.servers import MotoS3Server, PostgresServer, RedisServer
+from retention_pipelines_tests.servers import MotoS3Server, PostgresServer, PushgatewayServer, RedisServer
 
 _names = itertools.count()
 
@@ -121,3 +121,10 @@ def policies():
 @pytest.fixture
 def quiz_policy(policies):
     return policies.domains["quiz_responses"]
+
+
+@pytest.fixture(scope="session")
+def pushgateway():
+    server = PushgatewayServer().start()
+    yield server
+    server.stop()

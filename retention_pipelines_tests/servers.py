@@ -197,3 +197,33 @@ class MotoS3Server:
             self.process.terminate()
             self.process.wait(10)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PushgatewayServer:
+    """Prometheus Pushgateway (Debian's prometheus-pushgateway) on loopback."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="retention-pushgateway-"))
+        self.port = free_port()
+        self.log = self.folder / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> PushgatewayServer:
+        binary = shutil.which("prometheus-pushgateway")
+        if not binary:
+            raise ServerFailed("prometheus-pushgateway is not installed: apt-get install -y prometheus-pushgateway")
+        log = open(self.log, "w")
+        self.process = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}"],
+                                        stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.port, "Pushgateway", self.process, self.log)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)

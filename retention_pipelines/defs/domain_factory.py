@@ -96,14 +96,21 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
 
     @dg.asset(key=keys["audit"], **common, ins={"acted": dg.AssetIn(keys["deletion"])}, description=(
         "The run's audit entries counted back from `retention_audit_log`: one per row acted on, "
-        "record ids only. Auditors read the totals here."))
+        "record ids only. Auditors read the totals here; the run's figures (rows acted on, failures, "
+        "duration, the lag left after it) are numeric, so the UI plots them, and go to the Pushgateway "
+        "when RETENTION_PUSHGATEWAY_URL is set."))
     def audit(context: dg.AssetExecutionContext, retention_stores: RetentionStores, acted: Acted) -> dg.Output[Audited]:
         with operator_errors():
-            audited = engine(context, retention_stores).audit(acted, context.run_id)
+            domain_engine = engine(context, retention_stores)
+            audited = domain_engine.audit(acted, context.run_id)
+            lag = domain_engine.retention_lag()
+        pushed = retention_stores.push_metrics(context, name, acted, lag)
         return dg.Output(audited, metadata={
             "policy_version": policy_version, "dry_run": acted.dry_run, "run_id": context.run_id,
             "audit_rows": audited.audit_rows, f"rows_{acted.action}": audited.acted_on,
             "skipped_legal_hold_rows": audited.skipped_legal_hold_rows, "consistent": audited.consistent,
+            "rows_failed": acted.failed, "duration_seconds": round(acted.seconds, 3),
+            "retention_lag_seconds": round(lag.total_seconds(), 1), "metrics_pushed": pushed,
         })
 
     job = dg.define_asset_job(

@@ -8,11 +8,12 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from retention_pipelines.engine import RetentionEngine
+from retention_pipelines.stores.metrics import push_run_metrics
 from retention_pipelines.stores.notifier import Notifier, notifier
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import (
-    AppDatabase, ArchiveStore, BlobStore, DomainLocks, HeldLock, RetentionSettings, archive_store_from_url,
-    blob_store_from_url, domain_locks,
+    AppDatabase, ArchiveStore, BlobStore, DomainLocks, HeldLock, RetentionSettings, StoreUnavailable,
+    archive_store_from_url, blob_store_from_url, domain_locks,
 )
 
 
@@ -26,6 +27,7 @@ class RetentionStores(dg.ConfigurableResource):
     redis_url: str | None = None
     blob_url: str | None = None
     alert_webhook_url: str | None = None
+    pushgateway_url: str | None = None
     lock_wait_seconds: float | None = None
 
     _database: AppDatabase | None = PrivateAttr(default=None)
@@ -38,6 +40,7 @@ class RetentionStores(dg.ConfigurableResource):
         overrides = {k: v for k, v in {"database_url": self.database_url, "archive_url": self.archive_url,
                                        "redis_url": self.redis_url, "blob_url": self.blob_url,
                                        "alert_webhook_url": self.alert_webhook_url,
+                                       "pushgateway_url": self.pushgateway_url,
                                        "lock_wait_seconds": self.lock_wait_seconds}.items()
                      if v is not None}
         return RetentionSettings(**overrides)
@@ -64,6 +67,19 @@ class RetentionStores(dg.ConfigurableResource):
     @property
     def notifier(self) -> Notifier:
         return notifier(self._settings().alert_webhook_url)
+
+    def push_metrics(self, context, domain: str, acted, lag) -> bool:
+        """The run's figures to the Pushgateway, where one is configured. Metrics that cannot be
+        pushed are logged, not fatal: the retention work of the run is done and audited."""
+        url = self._settings().pushgateway_url
+        if not url or acted.dry_run:
+            return False
+        try:
+            push_run_metrics(url, domain, acted.acted_on, acted.failed, acted.seconds, lag.total_seconds(), acted.dry_run)
+        except StoreUnavailable as exc:
+            context.log.error(str(exc))
+            return False
+        return True
 
     def engine(self, policy: DomainPolicy, policy_version: str, log: logging.Logger) -> RetentionEngine:
         return RetentionEngine(policy, policy_version, self.database, self.archive_store, log,

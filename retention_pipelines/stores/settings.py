@@ -19,6 +19,7 @@ class RetentionSettings(BaseSettings):
     blob_url: str | None = None
     archive_storage_class: str | None = None  # e.g. GLACIER or DEEP_ARCHIVE, for an S3 archive
     alert_webhook_url: str | None = None  # where alerts are POSTed as JSON; unset: a log line
+    pushgateway_url: str | None = None  # Prometheus Pushgateway for run metrics; unset: none pushed
     lock_ttl_seconds: float = 60.0
     lock_wait_seconds: float = 0.0
 

@@ -199,3 +199,36 @@ def test_meal_plans_on_s3_and_its_orphans_report(policies, pg_database, pg_url, 
     assert check.check_name == NO_ORPHANS_CHECK and not check.passed
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert {o["Key"] for o in s3.list_objects_v2(Bucket=hot)["Contents"]} == {"plans/new.pdf", "plans/stray.pdf"}
+
+
+def test_a_run_pushes_its_figures_to_the_pushgateway(policies, pg_database, pg_url, redis_url, local_archive_url,
+                                                    instance, pushgateway):
+    import urllib.request
+
+    insert_quiz_rows(pg_database, [timedelta(hours=30)] * 3 + [timedelta(hours=1)])
+    stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,
+                             pushgateway_url=pushgateway.url)
+    result = materialize(policies, stores, instance)
+    assert result.success
+    audit = metadata_of(result)["audit"]
+    assert audit["metrics_pushed"] is True and audit["retention_lag_seconds"] == 0
+    with urllib.request.urlopen(f"{pushgateway.url}/metrics", timeout=10) as response:
+        exposition = response.read().decode()
+    samples = {line.split("{")[0]: line for line in exposition.splitlines()
+               if line.startswith("retention_") and 'domain="quiz_responses"' in line}
+    assert samples["retention_rows_acted_on"].endswith(" 3")
+    assert samples["retention_rows_failed"].endswith(" 0")
+    assert samples["retention_lag_seconds"].endswith(" 0")
+    assert "retention_run_duration_seconds" in samples and "retention_last_run_timestamp_seconds" in samples
+
+
+def test_an_unreachable_pushgateway_does_not_fail_the_run(policies, pg_database, pg_url, redis_url,
+                                                          local_archive_url, instance):
+    from retention_pipelines_tests.servers import free_port
+
+    insert_quiz_rows(pg_database, [timedelta(hours=30)])
+    stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,
+                             pushgateway_url=f"http://127.0.0.1:{free_port()}")
+    result = materialize(policies, stores, instance)
+    assert result.success and metadata_of(result)["audit"]["metrics_pushed"] is False
+    assert remaining_ids(pg_database) == set()
