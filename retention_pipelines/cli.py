@@ -242,8 +242,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     try:
         probes = run_health(stores, [p for p in policies.domains.values() if p.enabled])
     finally:
-        if stores._database is not None:
-            stores._database.dispose()
+        stores.close()
     print_table([{"dependency": p.name, "ok": p.ok, "detail": without_personal_data(p.message)} for p in probes])
     return 0 if all(p.ok for p in probes) else EXIT_FAILED
 

@@ -20,7 +20,7 @@ def probe_names(policies: list[DomainPolicy]) -> list[str]:
 
 def run_health(stores: RetentionStores, policies: list[DomainPolicy]) -> list[Probe]:
     """Every probe, the ones that do not apply (no Redis: a local lock) reported as such."""
-    settings = stores._settings()
+    settings = stores.settings()
     probes = check_health(stores.database, policies, stores.archive_store,
                           stores.blob_store if any(p.blob_key_column for p in policies) else None, settings.redis_url)
     if not settings.redis_url:

@@ -36,7 +36,7 @@ class RetentionStores(dg.ConfigurableResource):
     _locks: DomainLocks | None = PrivateAttr(default=None)
     _held: dict[str, HeldLock] = PrivateAttr(default_factory=dict)
 
-    def _settings(self) -> RetentionSettings:
+    def settings(self) -> RetentionSettings:
         overrides = {k: v for k, v in {"database_url": self.database_url, "archive_url": self.archive_url,
                                        "redis_url": self.redis_url, "blob_url": self.blob_url,
                                        "alert_webhook_url": self.alert_webhook_url,
@@ -48,30 +48,30 @@ class RetentionStores(dg.ConfigurableResource):
     @property
     def database(self) -> AppDatabase:
         if self._database is None:
-            self._database = AppDatabase(self._settings().resolved_database_url())
+            self._database = AppDatabase(self.settings().resolved_database_url())
         return self._database
 
     @property
     def archive_store(self) -> ArchiveStore:
         if self._archive is None:
-            settings = self._settings()
+            settings = self.settings()
             self._archive = archive_store_from_url(settings.resolved_archive_url(), settings.archive_storage_class)
         return self._archive
 
     @property
     def blob_store(self) -> BlobStore:
         if self._blobs is None:
-            self._blobs = blob_store_from_url(self._settings().resolved_blob_url())
+            self._blobs = blob_store_from_url(self.settings().resolved_blob_url())
         return self._blobs
 
     @property
     def notifier(self) -> Notifier:
-        return notifier(self._settings().alert_webhook_url)
+        return notifier(self.settings().alert_webhook_url)
 
     def push_metrics(self, context, domain: str, acted, lag) -> bool:
         """The run's figures to the Pushgateway, where one is configured. Metrics that cannot be
         pushed are logged, not fatal: the retention work of the run is done and audited."""
-        url = self._settings().pushgateway_url
+        url = self.settings().pushgateway_url
         if not url or acted.dry_run:
             return False
         try:
@@ -91,13 +91,17 @@ class RetentionStores(dg.ConfigurableResource):
         Domain jobs run their steps in one process (in_process_executor), where this resource
         lives once per run: the lock covers find, archive, act and audit together."""
         if domain not in self._held:
-            settings = self._settings()
+            settings = self.settings()
             if self._locks is None:
                 self._locks = domain_locks(settings.redis_url, settings.lock_dir(), settings.lock_ttl_seconds)
             self._held[domain] = self._locks.acquire(domain, settings.lock_wait_seconds)
         return self._held[domain]
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Give back the run's locks and the database connections."""
         for lock in self._held.values():
             lock.release()
         self._held.clear()
