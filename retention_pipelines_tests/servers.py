@@ -142,88 +142,74 @@ class PostgresServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class RedisServer:
+class LoopbackServer:
+    """A server started from one command on a free loopback port, its output in a log file."""
+
+    name = "server"
+
     def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="retention-redis-"))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"retention-{self.name.split()[0].lower()}-"))
         self.port = free_port()
         self.log = self.folder / "server.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not Path(binary).exists():
-            raise ServerFailed("redis-server is not installed: apt-get install -y redis-server")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder), "--logfile", str(self.log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        _wait_for_port(self.port, "Redis", self.process, self.log)
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self):
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.port, self.name, self.process, self.log)
         return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _installed(binary: str, package: str) -> str:
+    found = shutil.which(binary)
+    if not found:
+        raise ServerFailed(f"{binary} is not installed: apt-get install -y {package}")
+    return found
+
+
+class RedisServer(LoopbackServer):
+    name = "Redis"
+
+    def command(self) -> list[str]:
+        return [_installed("redis-server", "redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.folder)]
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        shutil.rmtree(self.folder, ignore_errors=True)
 
-
-class MotoS3Server:
+class MotoS3Server(LoopbackServer):
     """moto in server mode: a real HTTP S3 endpoint on loopback (needs the moto[server] extra)."""
 
-    def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="retention-moto-"))
-        self.port = free_port()
-        self.log = self.folder / "server.log"
-        self.process: subprocess.Popen | None = None
+    name = "moto S3 server"
 
-    def start(self) -> MotoS3Server:
-        log = open(self.log, "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT)
-        _wait_for_port(self.port, "moto S3 server", self.process, self.log)
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        shutil.rmtree(self.folder, ignore_errors=True)
 
-
-class PushgatewayServer:
+class PushgatewayServer(LoopbackServer):
     """Prometheus Pushgateway (Debian's prometheus-pushgateway) on loopback."""
 
-    def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="retention-pushgateway-"))
-        self.port = free_port()
-        self.log = self.folder / "server.log"
-        self.process: subprocess.Popen | None = None
+    name = "Pushgateway"
 
-    def start(self) -> PushgatewayServer:
-        binary = shutil.which("prometheus-pushgateway")
-        if not binary:
-            raise ServerFailed("prometheus-pushgateway is not installed: apt-get install -y prometheus-pushgateway")
-        log = open(self.log, "w")
-        self.process = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}"],
-                                        stdout=log, stderr=subprocess.STDOUT)
-        _wait_for_port(self.port, "Pushgateway", self.process, self.log)
-        return self
+    def command(self) -> list[str]:
+        return [_installed("prometheus-pushgateway", "prometheus-pushgateway"),
+                f"--web.listen-address=127.0.0.1:{self.port}"]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        shutil.rmtree(self.folder, ignore_errors=True)

@@ -33,16 +33,13 @@ class RetentionStores(dg.ConfigurableResource):
     _database: AppDatabase | None = PrivateAttr(default=None)
     _archive: ArchiveStore | None = PrivateAttr(default=None)
     _blobs: BlobStore | None = PrivateAttr(default=None)
+    _engines: dict = PrivateAttr(default_factory=dict)
     _locks: DomainLocks | None = PrivateAttr(default=None)
     _held: dict[str, HeldLock] = PrivateAttr(default_factory=dict)
 
     def settings(self) -> RetentionSettings:
-        overrides = {k: v for k, v in {"database_url": self.database_url, "archive_url": self.archive_url,
-                                       "redis_url": self.redis_url, "blob_url": self.blob_url,
-                                       "alert_webhook_url": self.alert_webhook_url,
-                                       "pushgateway_url": self.pushgateway_url,
-                                       "lock_wait_seconds": self.lock_wait_seconds}.items()
-                     if v is not None}
+        # The resource's fields are the settings' own names: those set here win over the environment.
+        overrides = {name: value for name, value in self.model_dump().items() if value is not None}
         return RetentionSettings(**overrides)
 
     @property
@@ -82,8 +79,14 @@ class RetentionStores(dg.ConfigurableResource):
         return True
 
     def engine(self, policy: DomainPolicy, policy_version: str, log: logging.Logger) -> RetentionEngine:
-        return RetentionEngine(policy, policy_version, self.database, self.archive_store, log,
-                               blob_store=self.blob_store if policy.blob_key_column else None)
+        """The domain's engine, built once per run (it checks the migrations and reflects the
+        table); each step hands in its own logger."""
+        key = (policy.name, policy_version)
+        if key not in self._engines:
+            self._engines[key] = RetentionEngine(policy, policy_version, self.database, self.archive_store, log,
+                                                 blob_store=self.blob_store if policy.blob_key_column else None)
+        self._engines[key].use_log(log)
+        return self._engines[key]
 
     def hold_domain_lock(self, domain: str) -> HeldLock:
         """The domain's lock, taken by the run's first step and kept until the run ends.

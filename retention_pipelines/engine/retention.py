@@ -50,6 +50,12 @@ class RetentionEngine:
         self.table = DomainTable(policy, database.app_table(policy))
         self.objects = StoredObjects(policy, self.table, blob_store, archive_store, self.log) if blob_store else None
 
+    def use_log(self, log: logging.Logger) -> None:
+        """Log to this logger from now on (each Dagster step has its own)."""
+        self.log = log
+        if self.objects is not None:
+            self.objects.log = log
+
     # 1. find ---------------------------------------------------------------------------------
     def find(self, window_start: datetime | None = None, window_end: datetime | None = None) -> Found:
         """Everything whose deadline is at or before the cutoff, the earlier of the window's end
