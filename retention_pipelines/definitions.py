@@ -8,6 +8,7 @@ from retention_pipelines.defs.health import build_health_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor, build_run_sensors
 from retention_pipelines.policies import load_policies
+from retention_pipelines.stores.settings import RetentionSettings
 
 
 def build_definitions() -> dg.Definitions:
@@ -20,7 +21,8 @@ def build_definitions() -> dg.Definitions:
         build_health_defs(enabled),
         dg.Definitions(
             sensors=[build_all_domains_sensor(enabled, retention_jobs),
-                     build_retention_lag_sensor(enabled, policies.policy_version, retention_jobs),
+                     build_retention_lag_sensor(enabled, policies.policy_version, retention_jobs,
+                                                RetentionSettings().lag_sensor_interval_seconds),
                      *build_run_sensors(enabled, retention_jobs)],
             resources={"retention_stores": RetentionStores()},
             # One process per run, also for assets materialized from the UI outside their job:

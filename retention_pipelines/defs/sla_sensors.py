@@ -28,7 +28,8 @@ def alert(context, stores: RetentionStores, message: Alert) -> None:
         context.log.error(str(exc))
 
 
-def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str, jobs: list) -> dg.SensorDefinition:
+def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str, jobs: list,
+                               interval_seconds: int = 300) -> dg.SensorDefinition:
     """Every few minutes, each domain's retention lag (how long its oldest row outside a legal
     hold has been kept past its deadline), from one query on the clock index. Over the policy's
     `sla.max_lag`, the domain's one open `retention_lag` breach is opened (never a second) and a
@@ -36,7 +37,7 @@ def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str
     flight, so that no tick adds a second one. Back under the limit, the breach is closed with how
     long it lasted."""
 
-    @dg.sensor(name="retention_lag_sensor", jobs=jobs, minimum_interval_seconds=300,
+    @dg.sensor(name="retention_lag_sensor", jobs=jobs, minimum_interval_seconds=interval_seconds,
                default_status=dg.DefaultSensorStatus.RUNNING, description=build_retention_lag_sensor.__doc__)
     def retention_lag_sensor(context: dg.SensorEvaluationContext, retention_stores: RetentionStores):
         breaches = Breaches(retention_stores.database)

@@ -22,6 +22,8 @@ class RetentionSettings(BaseSettings):
     pushgateway_url: str | None = None  # Prometheus Pushgateway for run metrics; unset: none pushed
     lock_ttl_seconds: float = 60.0
     lock_wait_seconds: float = 0.0
+    # How often the retention-lag sensor measures each domain; read when the code location loads.
+    lag_sensor_interval_seconds: int = 300
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'demo.db').resolve()}"
