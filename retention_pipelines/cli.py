@@ -16,7 +16,10 @@ from retention_pipelines import schema
 from retention_pipelines.policies import PolicyError, PolicyFile, load_policies
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.redaction import without_personal_data
-from retention_pipelines.stores import AppDatabase, PolicyMismatch, RetentionSettings, StoreUnavailable
+from retention_pipelines.logs import configure_logging
+from retention_pipelines.stores import (
+    AppDatabase, ConfigurationError, PolicyMismatch, RetentionSettings, StoreUnavailable, load_settings,
+)
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 LOOKS_LIKE_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
@@ -40,7 +43,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def _database(settings: RetentionSettings | None = None) -> AppDatabase:
-    return AppDatabase((settings or RetentionSettings()).resolved_database_url())
+    return AppDatabase((settings or load_settings()).resolved_database_url())
 
 
 def _domains(policies: PolicyFile, names: Sequence[str]) -> list[str]:
@@ -143,7 +146,7 @@ def _failure_message(event) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from retention_pipelines import demo
 
-    settings = RetentionSettings()
+    settings = load_settings()
     if settings.database_url:
         raise CliError("`retention demo` builds its own SQLite database: unset RETENTION_DATABASE_URL")
     demo_file = (settings.home / "demo.db").resolve()
@@ -306,10 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        # The terminal shows tables; log lines (JSON, on stderr) only from warnings up, unless
+        # RETENTION_LOG_LEVEL asks for more.
+        configure_logging(default_level="WARNING")
         return args.handler(args)
     except CliError as exc:
         return _refuse(exc, exc.exit_code)
-    except (PolicyError, PolicyMismatch, schema.SchemaBehindError) as exc:
+    except (PolicyError, PolicyMismatch, schema.SchemaBehindError, ConfigurationError) as exc:
         return _refuse(exc, EXIT_BAD_INPUT)
     except StoreUnavailable as exc:
         return _refuse(exc, EXIT_FAILED)

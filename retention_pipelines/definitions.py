@@ -8,10 +8,12 @@ from retention_pipelines.defs.health import build_health_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor, build_run_sensors
 from retention_pipelines.policies import load_policies
-from retention_pipelines.stores.settings import RetentionSettings
+from retention_pipelines.logs import configure_logging
+from retention_pipelines.stores import load_settings
 
 
 def build_definitions() -> dg.Definitions:
+    configure_logging()
     policies = load_policies()
     enabled = [policy for policy in policies.domains.values() if policy.enabled]
     domains = [build_domain_defs(policy, policies.policy_version) for policy in enabled]
@@ -22,7 +24,7 @@ def build_definitions() -> dg.Definitions:
         dg.Definitions(
             sensors=[build_all_domains_sensor(enabled, retention_jobs),
                      build_retention_lag_sensor(enabled, policies.policy_version, retention_jobs,
-                                                RetentionSettings().lag_sensor_interval_seconds),
+                                                load_settings().lag_sensor_interval_seconds),
                      *build_run_sensors(enabled, retention_jobs)],
             resources={"retention_stores": RetentionStores()},
             # One process per run, also for assets materialized from the UI outside their job:

@@ -15,6 +15,7 @@ from retention_pipelines import schema
 from retention_pipelines.demo import create_app_tables
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase
+from retention_pipelines_tests.alert_channels import AlertReceiver
 from retention_pipelines_tests.servers import MotoS3Server, PostgresServer, PushgatewayServer, RedisServer
 
 _names = itertools.count()
@@ -126,5 +127,13 @@ def quiz_policy(policies):
 @pytest.fixture(scope="session")
 def pushgateway():
     server = PushgatewayServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver():
+    """Every alert channel (webhook, Slack, PagerDuty) played by one HTTP server on loopback."""
+    server = AlertReceiver()
     yield server
     server.stop()

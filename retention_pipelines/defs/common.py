@@ -8,10 +8,11 @@ import dagster as dg
 import sqlalchemy as sa
 
 from retention_pipelines.engine import ArchiveVerificationFailed
+from retention_pipelines.logs import log_context
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.schema import SchemaBehindError
-from retention_pipelines.stores import DomainLocked, LockLost, PolicyMismatch, StoreUnavailable
+from retention_pipelines.stores import ConfigurationError, DomainLocked, LockLost, PolicyMismatch, StoreUnavailable
 
 DOMAIN_TAG = "retention/domain"
 DRY_RUN_TAG = "retention/dry_run"
@@ -19,7 +20,7 @@ DRY_RUN_TAG = "retention/dry_run"
 # The engine's own errors carry operator-ready messages (what failed, naming the store, the
 # domain or the field): they end the step as a Failure with that message, not a traceback.
 OPERATOR_ERRORS = (StoreUnavailable, PolicyMismatch, SchemaBehindError, DomainLocked, LockLost,
-                   ArchiveVerificationFailed)
+                   ArchiveVerificationFailed, ConfigurationError)
 URIS_IN_METADATA = 50
 
 # Checks carry the domain's partitions so that each evaluates one window's outputs; Dagster 1.13
@@ -33,11 +34,20 @@ def operator_errors():
         yield
     except OPERATOR_ERRORS as exc:
         raise dg.Failure(description=without_personal_data(str(exc)),
-                         allow_retries=not isinstance(exc, (PolicyMismatch, SchemaBehindError))) from None
+                         allow_retries=not isinstance(exc, (PolicyMismatch, SchemaBehindError, ConfigurationError))) from None
     except sa.exc.DBAPIError as exc:  # the database went away or refused mid-run: batches are whole or untouched
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise dg.Failure(description=without_personal_data(f"database error: {reason}; every committed batch is "
                                                            "audited, a rerun finishes the rest")) from None
+
+
+@contextlib.contextmanager
+def domain_step(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, domain: str):
+    """A step of a domain's run: its log lines carry the run, the domain and the partition, and
+    the engine's errors end it as a Failure with their message."""
+    partition = context.partition_key if context.has_partition_key else None
+    with log_context(run_id=context.run.run_id, domain=domain, partition=partition), operator_errors():
+        yield
 
 
 def is_dry_run(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> bool:

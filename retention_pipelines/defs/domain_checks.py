@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import URIS_IN_METADATA, iso, operator_errors
+from retention_pipelines.defs.common import URIS_IN_METADATA, domain_step, iso
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import Acted, Archived, Audited, Found
 from retention_pipelines.policies import DomainPolicy
@@ -16,11 +16,10 @@ EVERY_OBJECT_DELETED_CHECK = "every_object_deleted"
 NO_ORPHANS_CHECK = "no_orphans"
 
 
-
 def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[str, dg.AssetKey],
                         partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
-    def engine(context, stores: RetentionStores):
-        return stores.engine(policy, policy_version, context.log)
+    def engine(stores: RetentionStores):
+        return stores.engine(policy, policy_version)
 
     @dg.asset_check(asset=keys["deletion"], name=NO_ROWS_PAST_DEADLINE_CHECK, blocking=True, partitions_def=partitions,
                     additional_ins={"found": dg.AssetIn(keys["expired_records"])}, description=(
@@ -29,8 +28,8 @@ def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[st
                         "whichever is earlier. Blocks the audit seal when it fails."))
     def no_rows_past_deadline(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
                               deletion: Acted, found: Found) -> dg.AssetCheckResult:
-        with operator_errors():
-            domain_engine = engine(context, retention_stores)
+        with domain_step(context, policy.name):
+            domain_engine = engine(retention_stores)
             limit = min(found.cutoff, retention_stores.database.now() - policy.sla.max_lag)
             remaining = domain_engine.count_remaining(limit)
         return dg.AssetCheckResult(
@@ -54,8 +53,8 @@ def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[st
                                         archive: Archived) -> dg.AssetCheckResult:
         if archive.dry_run:
             return dg.AssetCheckResult(passed=True, metadata={"objects_checked": 0, "dry_run": True})
-        with operator_errors():
-            problems = engine(context, retention_stores).verify_archive(archive)
+        with domain_step(context, policy.name):
+            problems = engine(retention_stores).verify_archive(archive)
         return dg.AssetCheckResult(passed=not problems, metadata={
             "objects_checked": len(archive.batches), "problems": dg.MetadataValue.json(problems[:URIS_IN_METADATA])})
 
@@ -64,8 +63,8 @@ def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[st
                     description="The audit log holds exactly one entry of this run per row it deleted or redacted.")
     def audit_rows_match_rows_acted_on(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
                                        audit: Audited, acted: Acted) -> dg.AssetCheckResult:
-        with operator_errors():
-            recount = engine(context, retention_stores).audit(acted, context.run.run_id)
+        with domain_step(context, policy.name):
+            recount = engine(retention_stores).audit(acted, context.run.run_id)
         # A dry run acts on nothing, so it must have written no audit row at all.
         passed = recount.audit_rows == 0 if acted.dry_run else recount.consistent
         return dg.AssetCheckResult(passed=passed, metadata={
@@ -78,8 +77,8 @@ def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[st
                         "not one second earlier."))
     def nothing_acted_on_before_its_deadline(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
                                              audit: Audited, acted: Acted) -> dg.AssetCheckResult:
-        with operator_errors():
-            early = engine(context, retention_stores).count_acted_on_early(acted, context.run.run_id)
+        with domain_step(context, policy.name):
+            early = engine(retention_stores).count_acted_on_early(acted, context.run.run_id)
         return dg.AssetCheckResult(passed=early == 0, metadata={"entries_before_deadline": early,
                                                                 "retain_for": format_duration(policy.retain_for)})
 

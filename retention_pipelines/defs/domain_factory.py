@@ -10,7 +10,7 @@ from datetime import timedelta
 import dagster as dg
 
 from retention_pipelines.defs.common import (
-    DOMAIN_TAG, URIS_IN_METADATA, iso, domain_partitions, is_dry_run, job_name, operator_errors,
+    DOMAIN_TAG, URIS_IN_METADATA, domain_partitions, domain_step, is_dry_run, iso, job_name,
 )
 from retention_pipelines.defs.domain_checks import build_domain_checks
 from retention_pipelines.defs.orphans import build_orphans_defs
@@ -28,8 +28,8 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
     what = policy.description.strip() or f"Rows of {policy.table}"
     deadline = f"`{policy.clock_column}` + {format_duration(policy.retain_for)}"
 
-    def engine(context, stores: RetentionStores):
-        return stores.engine(policy, policy_version, context.log)
+    def engine(stores: RetentionStores):
+        return stores.engine(policy, policy_version)
 
     def hold_lock_unless_dry_run(context, stores: RetentionStores):
         """A dry run cleans nothing, so it neither takes nor waits for the domain's lock."""
@@ -41,9 +41,9 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         "domain's lock for the whole run."))
     def expired_records(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.Output[Found]:
         window = context.partition_time_window
-        with operator_errors():
+        with domain_step(context, name):
             hold_lock_unless_dry_run(context, retention_stores)
-            found = engine(context, retention_stores).find(window.start, window.end)
+            found = engine(retention_stores).find(window.start, window.end)
         return dg.Output(found, metadata={
             "policy_version": policy_version, "dry_run": is_dry_run(context),
             "cutoff": iso(found.cutoff), "database_now": iso(found.database_now),
@@ -57,9 +57,9 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         "sha256), each read back and verified before any of its rows is deleted. "
         + ("" if policy.archive.enabled else "This domain is not archived: nothing is written.")))
     def archive(context: dg.AssetExecutionContext, retention_stores: RetentionStores, found: Found) -> dg.Output[Archived]:
-        with operator_errors():
+        with domain_step(context, name):
             hold_lock_unless_dry_run(context, retention_stores)
-            archived = engine(context, retention_stores).archive(found, is_dry_run(context))
+            archived = engine(retention_stores).archive(found, is_dry_run(context))
         uris = [b.uri for b in archived.batches]
         return dg.Output(archived, metadata={
             "policy_version": policy_version, "dry_run": archived.dry_run, "archive_enabled": archived.enabled,
@@ -83,9 +83,9 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
                   "Rows under an unreleased legal hold are left alone and reported once."))
     def deletion(context: dg.AssetExecutionContext, retention_stores: RetentionStores, found: Found,
                  archived: Archived) -> dg.Output[Acted]:
-        with operator_errors():
+        with domain_step(context, name):
             lock = hold_lock_unless_dry_run(context, retention_stores)
-            acted = engine(context, retention_stores).act(found, archived, context.run_id, is_dry_run(context), lock)
+            acted = engine(retention_stores).act(found, archived, context.run_id, is_dry_run(context), lock)
         return dg.Output(acted, metadata={
             "policy_version": policy_version, "dry_run": acted.dry_run, "action": acted.action,
             "cutoff": iso(found.cutoff), f"rows_{acted.action}": acted.acted_on,
@@ -100,8 +100,8 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         "duration, the lag left after it) are numeric, so the UI plots them, and go to the Pushgateway "
         "when RETENTION_PUSHGATEWAY_URL is set."))
     def audit(context: dg.AssetExecutionContext, retention_stores: RetentionStores, acted: Acted) -> dg.Output[Audited]:
-        with operator_errors():
-            domain_engine = engine(context, retention_stores)
+        with domain_step(context, name):
+            domain_engine = engine(retention_stores)
             audited = domain_engine.audit(acted, context.run_id)
             lag = domain_engine.retention_lag()
         pushed = retention_stores.push_metrics(context, name, acted, lag)

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import DOMAIN_TAG, operator_errors
+from retention_pipelines.defs.common import DOMAIN_TAG, domain_step
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.policies import DomainPolicy
 
@@ -22,8 +22,8 @@ def build_orphans_defs(policy: DomainPolicy, policy_version: str) -> dg.Definiti
         "pointing at an object that is not there. Counts for a person to look into: nothing is deleted "
         "on this basis."))
     def orphans(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.MaterializeResult:
-        with operator_errors():
-            found = retention_stores.engine(policy, policy_version, context.log).find_orphans()
+        with domain_step(context, name):
+            found = retention_stores.engine(policy, policy_version).find_orphans()
         counts = {"objects_without_row": found.objects_without_row, "rows_without_object": found.rows_without_object}
         return dg.MaterializeResult(
             metadata={**counts, "objects": found.objects, "rows_with_object": found.rows_with_object},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import dagster as dg
 from pydantic import PrivateAttr
 
@@ -12,7 +10,7 @@ from retention_pipelines.stores.metrics import push_run_metrics
 from retention_pipelines.stores.notifier import Notifier, notifier
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import (
-    AppDatabase, ArchiveStore, BlobStore, DomainLocks, HeldLock, RetentionSettings, StoreUnavailable,
+    AppDatabase, ArchiveStore, BlobStore, DomainLocks, HeldLock, RetentionSettings, StoreUnavailable, load_settings,
     archive_store_from_url, blob_store_from_url, domain_locks,
 )
 
@@ -40,7 +38,7 @@ class RetentionStores(dg.ConfigurableResource):
     def settings(self) -> RetentionSettings:
         # The resource's fields are the settings' own names: those set here win over the environment.
         overrides = {name: value for name, value in self.model_dump().items() if value is not None}
-        return RetentionSettings(**overrides)
+        return load_settings(**overrides)
 
     @property
     def database(self) -> AppDatabase:
@@ -63,7 +61,7 @@ class RetentionStores(dg.ConfigurableResource):
 
     @property
     def notifier(self) -> Notifier:
-        return notifier(self.settings().alert_webhook_url)
+        return notifier(self.settings())
 
     def push_metrics(self, context, domain: str, acted, lag) -> bool:
         """The run's figures to the Pushgateway, where one is configured. Metrics that cannot be
@@ -78,14 +76,12 @@ class RetentionStores(dg.ConfigurableResource):
             return False
         return True
 
-    def engine(self, policy: DomainPolicy, policy_version: str, log: logging.Logger) -> RetentionEngine:
-        """The domain's engine, built once per run (it checks the migrations and reflects the
-        table); each step hands in its own logger."""
+    def engine(self, policy: DomainPolicy, policy_version: str) -> RetentionEngine:
+        """The domain's engine, built once per run (it checks the migrations and reflects the table)."""
         key = (policy.name, policy_version)
         if key not in self._engines:
-            self._engines[key] = RetentionEngine(policy, policy_version, self.database, self.archive_store, log,
+            self._engines[key] = RetentionEngine(policy, policy_version, self.database, self.archive_store,
                                                  blob_store=self.blob_store if policy.blob_key_column else None)
-        self._engines[key].use_log(log)
         return self._engines[key]
 
     def hold_domain_lock(self, domain: str) -> HeldLock:

@@ -7,25 +7,63 @@ import dagster as dg
 
 from retention_pipelines.defs.common import DOMAIN_TAG, domain_partitions, job_name, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.sla import RETENTION_LAG, RUN_DURATION, RUN_FAILURES, Breaches
+from retention_pipelines.engine.sla import RETENTION_LAG, RUN_DURATION, RUN_FAILURES, Breach, Breaches
+from retention_pipelines.logs import get_logger, log_context
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import StoreUnavailable
-from retention_pipelines.stores.notifier import Alert
+from retention_pipelines.stores.notifier import CLOSED, ESCALATED, OPENED, Alert
 
 CATCH_UP_TAG = "retention/catch_up_for_breach"
+log = get_logger("sensors")
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED]
 
 
 def alert(context, stores: RetentionStores, message: Alert) -> None:
     """Tell a person; an alert that cannot be delivered is logged and does not stop the sensor."""
-    context.log.warning(f"{message.domain}: {message.kind} {message.event}: {message.summary}")
+    context.log.warning(message.text)
     try:
         stores.notifier.send(message)
     except StoreUnavailable as exc:
         context.log.error(str(exc))
+        log.error(f"alert not delivered: {exc}", extra={"domain": message.domain, "kind": message.kind})
+
+
+def open_breach(context, stores: RetentionStores, policy: DomainPolicy, kind: str, observed: timedelta | int,
+                limit: timedelta | int, opened: str, details: dict, run_id: str | None = None) -> Breach:
+    """Open (or keep open) the domain's breach of this kind, and alert when it opens and each time
+    it escalates — never on the ticks in between."""
+    amount = observed.total_seconds() if isinstance(observed, timedelta) else float(observed)
+    allowed = limit.total_seconds() if isinstance(limit, timedelta) else float(limit)
+    breaches = Breaches(stores.database)
+    breach = breaches.open(policy.name, kind, observed, limit, policy.sla.escalation_level(amount, allowed))
+    if run_id:
+        breaches.attach_run(breach.id, run_id)
+    details = {**details, "breach_id": breach.id}
+    if breach.newly_opened:
+        alert(context, stores, Alert(policy.name, kind, OPENED, f"{opened}: breach {breach.id} opened", details,
+                                     breach.level))
+    elif breach.escalated:
+        alert(context, stores, Alert(policy.name, kind, ESCALATED, f"{opened}: breach {breach.id} still open, "
+                                     f"escalated to level {breach.level}", details, breach.level))
+    return breach
+
+
+def record_catch_up(stores: RetentionStores, run: dg.DagsterRun) -> None:
+    """A catch-up run, however it ended, is recorded on its breach (the lag sensor may never see
+    it in flight: a catch-up often finishes between two ticks)."""
+    breach_id = run.tags.get(CATCH_UP_TAG)
+    if breach_id and breach_id.isdigit():
+        Breaches(stores.database).attach_run(int(breach_id), run.run_id)
+
+
+def close_breach(context, stores: RetentionStores, policy: DomainPolicy, kind: str, why: str) -> None:
+    lasted = Breaches(stores.database).close(policy.name, kind)
+    if lasted is not None:
+        alert(context, stores, Alert(policy.name, kind, CLOSED, f"{why}; breach closed after {format_duration(lasted)}",
+                                     {"lasted_seconds": lasted.total_seconds()}))
 
 
 def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str, jobs: list,
@@ -40,31 +78,26 @@ def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str
     @dg.sensor(name="retention_lag_sensor", jobs=jobs, minimum_interval_seconds=interval_seconds,
                default_status=dg.DefaultSensorStatus.RUNNING, description=build_retention_lag_sensor.__doc__)
     def retention_lag_sensor(context: dg.SensorEvaluationContext, retention_stores: RetentionStores):
-        breaches = Breaches(retention_stores.database)
         for policy in policies:
-            with operator_errors():
-                lag = retention_stores.engine(policy, policy_version, context.log).retention_lag()
+            with log_context(domain=policy.name), operator_errors():
+                lag = retention_stores.engine(policy, policy_version).retention_lag()
                 if lag <= policy.sla.max_lag:
-                    lasted = breaches.close(policy.name, RETENTION_LAG)
-                    if lasted is not None:
-                        alert(context, retention_stores, Alert(
-                            policy.name, RETENTION_LAG, "closed",
-                            f"retention lag back under {format_duration(policy.sla.max_lag)}; breach closed after "
-                            f"{format_duration(lasted)}", {"lasted_seconds": lasted.total_seconds()}))
+                    close_breach(context, retention_stores, policy, RETENTION_LAG,
+                                 f"retention lag back under {format_duration(policy.sla.max_lag)}")
                     continue
-                breach = breaches.open(policy.name, RETENTION_LAG, lag, policy.sla.max_lag)
-            if breach.newly_opened:
-                alert(context, retention_stores, Alert(
-                    policy.name, RETENTION_LAG, "opened",
+                breach = open_breach(
+                    context, retention_stores, policy, RETENTION_LAG, lag, policy.sla.max_lag,
                     f"data kept {format_duration(lag)} past its deadline, over the SLA's "
-                    f"{format_duration(policy.sla.max_lag)}: breach {breach.id} opened, catch-up run requested",
-                    {"breach_id": breach.id, "lag_seconds": lag.total_seconds(),
-                     "threshold_seconds": policy.sla.max_lag.total_seconds()}))
+                    f"{format_duration(policy.sla.max_lag)}; catch-up run requested",
+                    {"lag_seconds": lag.total_seconds(), "threshold_seconds": policy.sla.max_lag.total_seconds()})
+                log.warning(f"{policy.name}: retention lag {format_duration(lag)} over the SLA",
+                            extra={"lag_seconds": lag.total_seconds(), "breach_id": breach.id,
+                                   "escalation_level": breach.level})
             running = context.instance.get_runs(filters=dg.RunsFilter(tags={DOMAIN_TAG: policy.name},
                                                                       statuses=IN_FLIGHT), limit=1)
             if running:
                 if running[0].tags.get(CATCH_UP_TAG) == str(breach.id):
-                    breaches.attach_run(breach.id, running[0].run_id)
+                    Breaches(retention_stores.database).attach_run(breach.id, running[0].run_id)
                 continue
             attempt = context.instance.get_runs_count(filters=dg.RunsFilter(tags={CATCH_UP_TAG: str(breach.id)}))
             yield dg.RunRequest(
@@ -89,24 +122,21 @@ def build_run_sensors(policies: list[DomainPolicy], jobs: list) -> list[dg.Senso
         policy = by_domain.get(context.dagster_run.tags.get(DOMAIN_TAG))
         if policy is None:
             return
-        stats = context.instance.get_run_stats(context.dagster_run.run_id)
+        run_id = context.dagster_run.run_id
+        stats = context.instance.get_run_stats(run_id)
         took = timedelta(seconds=max((stats.end_time or 0) - (stats.start_time or 0), 0))
-        breaches = Breaches(retention_stores.database)
-        with operator_errors():
-            if breaches.close(policy.name, RUN_FAILURES) is not None:
-                alert(context, retention_stores, Alert(policy.name, RUN_FAILURES, "closed",
-                                                       f"run {context.dagster_run.run_id} succeeded"))
+        with log_context(run_id=run_id, domain=policy.name), operator_errors():
+            log.info(f"{policy.name}: run finished in {format_duration(took)}",
+                     extra={"duration_seconds": took.total_seconds()})
+            record_catch_up(retention_stores, context.dagster_run)
+            close_breach(context, retention_stores, policy, RUN_FAILURES, f"run {run_id} succeeded")
             if took > policy.sla.max_run_duration:
-                breach = breaches.open(policy.name, RUN_DURATION, took, policy.sla.max_run_duration)
-                breaches.attach_run(breach.id, context.dagster_run.run_id)
-                if breach.newly_opened:
-                    alert(context, retention_stores, Alert(
-                        policy.name, RUN_DURATION, "opened",
-                        f"run {context.dagster_run.run_id} took {format_duration(took)}, over the SLA's "
-                        f"{format_duration(policy.sla.max_run_duration)}", {"duration_seconds": took.total_seconds()}))
-            elif breaches.close(policy.name, RUN_DURATION) is not None:
-                alert(context, retention_stores, Alert(policy.name, RUN_DURATION, "closed",
-                                                       f"run {context.dagster_run.run_id} finished within its time"))
+                open_breach(context, retention_stores, policy, RUN_DURATION, took, policy.sla.max_run_duration,
+                            f"run {run_id} took {format_duration(took)}, over the SLA's "
+                            f"{format_duration(policy.sla.max_run_duration)}",
+                            {"duration_seconds": took.total_seconds()}, run_id=run_id)
+            else:
+                close_breach(context, retention_stores, policy, RUN_DURATION, f"run {run_id} finished within its time")
 
     @dg.run_failure_sensor(name="retention_run_failure_sensor", monitored_jobs=jobs,
                            default_status=dg.DefaultSensorStatus.RUNNING,
@@ -115,21 +145,21 @@ def build_run_sensors(policies: list[DomainPolicy], jobs: list) -> list[dg.Senso
         policy = by_domain.get(context.dagster_run.tags.get(DOMAIN_TAG))
         if policy is None:
             return
-        limit = policy.sla.max_consecutive_failures
+        run_id, limit = context.dagster_run.run_id, policy.sla.max_consecutive_failures
+        # Enough history to see the failures in a row reach the highest escalation multiple.
         recent = context.instance.get_runs(filters=dg.RunsFilter(
             job_name=job_name(policy.name), statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
-            limit=limit)
+            limit=int(limit * max([1.0, *policy.sla.escalate_at])) + 1)
         in_a_row = next((i for i, run in enumerate(recent) if run.status != dg.DagsterRunStatus.FAILURE), len(recent))
-        context.log.warning(f"{policy.name}: run {context.dagster_run.run_id} failed ({in_a_row} in a row): "
-                            f"{without_personal_data(context.failure_event.message or 'no message')}")
-        if in_a_row >= limit:
-            with operator_errors():
-                breaches = Breaches(retention_stores.database)
-                breach = breaches.open(policy.name, RUN_FAILURES, in_a_row, limit)
-                breaches.attach_run(breach.id, context.dagster_run.run_id)
-            if breach.newly_opened:
-                alert(context, retention_stores, Alert(
-                    policy.name, RUN_FAILURES, "opened", f"{in_a_row} runs failed in a row (the SLA tolerates "
-                    f"{limit - 1}); last: run {context.dagster_run.run_id}", {"failures_in_a_row": in_a_row}))
+        message = without_personal_data(context.failure_event.message or "no message")
+        context.log.warning(f"{policy.name}: run {run_id} failed ({in_a_row} in a row): {message}")
+        with log_context(run_id=run_id, domain=policy.name), operator_errors():
+            log.warning(f"{policy.name}: run {run_id} failed ({in_a_row} in a row): {message}",
+                        extra={"failures_in_a_row": in_a_row})
+            record_catch_up(retention_stores, context.dagster_run)
+            if in_a_row >= limit:
+                open_breach(context, retention_stores, policy, RUN_FAILURES, in_a_row, limit,
+                            f"{in_a_row} runs failed in a row (the SLA tolerates {limit - 1}); last: run {run_id}",
+                            {"failures_in_a_row": in_a_row}, run_id=run_id)
 
     return [retention_run_finished_sensor, retention_run_failure_sensor]

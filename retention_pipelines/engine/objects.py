@@ -4,7 +4,6 @@ deleted from hot storage, and only then is its row redacted and audited."""
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -12,9 +11,12 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine.queries import AuditStamp, DomainTable
 from retention_pipelines.engine.results import ArchiveVerificationFailed, Orphans
+from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log
 from retention_pipelines.stores import ArchiveStore, BlobStore
+
+log = get_logger("engine")
 
 
 def _utc(moment: datetime) -> datetime:
@@ -24,9 +26,8 @@ def _utc(moment: datetime) -> datetime:
 class StoredObjects:
     """One domain's objects: where they are (blob store), where they go (archive store)."""
 
-    def __init__(self, policy: DomainPolicy, table: DomainTable, blob_store: BlobStore, archive_store: ArchiveStore,
-                 log: logging.Logger):
-        self.policy, self.table, self.log = policy, table, log
+    def __init__(self, policy: DomainPolicy, table: DomainTable, blob_store: BlobStore, archive_store: ArchiveStore):
+        self.policy, self.table = policy, table
         self.blob_store, self.archive_store = blob_store, archive_store
 
     def archive(self, rows: list, names: list[str], record_ids: list[str], dry_run: bool) -> dict:
@@ -82,8 +83,9 @@ class StoredObjects:
         if entries:
             connection.execute(sa.insert(audit_log), entries)
         if failed_ids:
-            self.log.warning(f"{self.policy.name}: {len(failed_ids)} objects could not be deleted "
-                             f"({', '.join(sorted(set(failed.values())))}); their rows were left as they were")
+            log.warning(f"{self.policy.name}: {len(failed_ids)} objects could not be deleted "
+                        f"({', '.join(sorted(set(failed.values())))}); their rows were left as they were",
+                        extra={"domain": self.policy.name, "step": "act", "objects_failed": len(failed_ids)})
         return len(done), len(failed_ids)
 
     def orphans(self, connection: sa.Connection) -> Orphans:

@@ -13,7 +13,6 @@ or audited twice; archive objects are content-addressed, so re-archiving rewrite
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -28,33 +27,30 @@ from retention_pipelines.engine.queries import AuditStamp, DomainTable, report_o
 from retention_pipelines.engine.results import (
     ACTED_ACTIONS, Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Found, Orphans, RunReport,
 )
+from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, ensure_current
 from retention_pipelines.stores import AppDatabase, ArchiveStore, BlobStore, HeldLock, StoreUnavailable
+
+
+log = get_logger("engine")
 
 
 class RetentionEngine:
     """One domain's retention, against one database and one archive store."""
 
     def __init__(self, policy: DomainPolicy, policy_version: str, database: AppDatabase,
-                 archive_store: ArchiveStore, log: logging.Logger | None = None, blob_store: BlobStore | None = None):
+                 archive_store: ArchiveStore, blob_store: BlobStore | None = None):
         self.policy, self.policy_version = policy, policy_version
         self.database, self.archive_store, self.blob_store = database, archive_store, blob_store
         if policy.blob_key_column and blob_store is None:
             raise ValueError(f"domain {policy.name} keeps objects ({policy.blob_key_column}): it needs a blob store")
-        self.log = log or logging.getLogger(__name__)
         try:
             ensure_current(database.engine)
         except sa.exc.OperationalError as exc:
             raise database.connect_error(exc) from None
         self.table = DomainTable(policy, database.app_table(policy))
-        self.objects = StoredObjects(policy, self.table, blob_store, archive_store, self.log) if blob_store else None
-
-    def use_log(self, log: logging.Logger) -> None:
-        """Log to this logger from now on (each Dagster step has its own)."""
-        self.log = log
-        if self.objects is not None:
-            self.objects.log = log
+        self.objects = StoredObjects(policy, self.table, blob_store, archive_store) if blob_store else None
 
     # 1. find ---------------------------------------------------------------------------------
     def find(self, window_start: datetime | None = None, window_end: datetime | None = None) -> Found:
@@ -72,8 +68,10 @@ class RetentionEngine:
             held = len(self.table.held_due(connection, bind(clock_cutoff)))
         found = Found(self.policy.name, now, window_start, window_end, cutoff, clock_cutoff,
                       int(in_window), int(total) - int(in_window), held)
-        self.log.info(f"{self.policy.name}: cutoff {cutoff.isoformat()}: {found.rows} due "
-                      f"({found.due_in_window} in the window, {found.overdue} overdue), {held} under legal hold")
+        log.info(f"{self.policy.name}: cutoff {cutoff.isoformat()}: {found.rows} due "
+                 f"({found.due_in_window} in the window, {found.overdue} overdue), {held} under legal hold",
+                 extra={"domain": self.policy.name, "step": "find", "cutoff": cutoff.isoformat(),
+                        "rows_found": found.rows, "rows_overdue": found.overdue, "rows_under_legal_hold": held})
         return found
 
     # 2. archive ------------------------------------------------------------------------------
@@ -104,7 +102,9 @@ class RetentionEngine:
         archived.batches.extend(bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
         archived.seconds = time.monotonic() - started
         verb = "would archive" if dry_run else "archived and verified"
-        self.log.info(f"{self.policy.name}: {verb} {archived.rows} rows in {len(archived.batches)} objects")
+        log.info(f"{self.policy.name}: {verb} {archived.rows} rows in {len(archived.batches)} objects",
+                 extra={"domain": self.policy.name, "step": "archive", "dry_run": dry_run,
+                        "rows_archived": archived.rows, "archive_objects": len(archived.batches)})
         return archived
 
     def _write_verified(self, encoded) -> None:
@@ -121,7 +121,8 @@ class RetentionEngine:
         if dry_run:
             acted.acted_on = archived.rows if self.policy.archive.enabled and archived else found.rows
             acted.skipped_legal_hold = found.held
-            self.log.info(f"{self.policy.name}: dry run: would have {acted.action} {acted.acted_on} rows")
+            log.info(f"{self.policy.name}: dry run: would have {acted.action} {acted.acted_on} rows",
+                     extra={"domain": self.policy.name, "step": "act", "dry_run": True, "rows": acted.acted_on})
             return acted
         if self.policy.archive.enabled and (archived is None or archived.dry_run):
             raise ValueError(f"domain {self.policy.name} archives: its rows are acted on only from a written archive")
@@ -151,8 +152,13 @@ class RetentionEngine:
             acted.batches += 1
             acted.longest_batch_seconds = max(acted.longest_batch_seconds, seconds)
         acted.seconds = time.monotonic() - started
-        self.log.info(f"{self.policy.name}: {acted.action} {acted.acted_on} rows in {acted.batches} batches, "
-                      f"{acted.skipped_legal_hold} newly reported under legal hold")
+        log.info(f"{self.policy.name}: {acted.action} {acted.acted_on} rows in {acted.batches} batches, "
+                 f"{acted.skipped_legal_hold} newly reported under legal hold",
+                 extra={"domain": self.policy.name, "step": "act", "action": acted.action, "rows": acted.acted_on,
+                        "rows_failed": acted.failed, "batches": acted.batches,
+                        "rows_skipped_legal_hold": acted.skipped_legal_hold,
+                        "longest_batch_ms": round(acted.longest_batch_seconds * 1000, 1),
+                        "seconds": round(acted.seconds, 3)})
         return acted
 
     def _batches_to_act_on(self, found: Found, archived: Archived | None) -> Iterator[dict]:

@@ -1,4 +1,5 @@
-"""SLA breaches: opened once when a limit is crossed, closed with how long they lasted."""
+"""SLA breaches: opened once when a limit is crossed, escalated as what they observe grows past
+multiples of the limit, closed with how long they lasted."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class Breach:
     domain: str
     kind: str
     newly_opened: bool
+    level: int = 1
+    escalated: bool = False  # this observation raised the breach's escalation level
 
 
 class Breaches:
@@ -33,22 +36,28 @@ class Breaches:
     def __init__(self, database: AppDatabase):
         self.database = database
 
-    def open(self, domain: str, kind: str, observed: timedelta | int, threshold: timedelta | int) -> Breach:
-        """The open breach of this domain and kind, opened now if there was none: never two."""
+    def open(self, domain: str, kind: str, observed: timedelta | int, threshold: timedelta | int,
+             level: int = 1) -> Breach:
+        """The open breach of this domain and kind, opened now if there was none: never two.
+        `level` is the escalation this observation calls for; a breach's level only rises."""
         if self.database.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert
         statement = insert(sla_breaches).values(
-            domain=domain, kind=kind, observed=_amount(observed), threshold=_amount(threshold),
+            domain=domain, kind=kind, observed=_amount(observed), threshold=_amount(threshold), escalation_level=level,
         ).on_conflict_do_nothing(index_elements=["domain", "kind"], index_where=sla_breaches.c.closed_at.is_(None))
         with self.database.begin() as connection:
             inserted = connection.execute(statement.returning(sla_breaches.c.id)).scalar_one_or_none()
             if inserted is not None:
-                return Breach(inserted, domain, kind, True)
-            existing = connection.execute(sa.update(sla_breaches).where(*self._open(domain, kind)).values(
-                observed=_amount(observed)).returning(sla_breaches.c.id)).scalar_one()
-        return Breach(existing, domain, kind, False)
+                return Breach(inserted, domain, kind, True, level)
+            # Row-locked, so two sensors observing at once escalate a breach once, not twice.
+            existing = connection.execute(sa.select(sla_breaches.c.id, sla_breaches.c.escalation_level).where(
+                *self._open(domain, kind)).with_for_update()).one()
+            new_level = max(existing.escalation_level, level)
+            connection.execute(sa.update(sla_breaches).where(sla_breaches.c.id == existing.id).values(
+                observed=_amount(observed), escalation_level=new_level))
+        return Breach(existing.id, domain, kind, False, new_level, new_level > existing.escalation_level)
 
     def close(self, domain: str, kind: str) -> timedelta | None:
         """Close the open breach, if any; returns how long it lasted (by the database's clock)."""

@@ -82,6 +82,9 @@ class Sla(StrictModel):
     max_lag: timedelta
     max_run_duration: timedelta
     max_consecutive_failures: int = Field(default=3, ge=1)
+    # An open breach escalates (alerting again, at a higher level) when what it observes reaches
+    # these multiples of its limit: by default level 2 at twice the limit, level 3 at four times.
+    escalate_at: list[float] = Field(default=[2.0, 4.0], max_length=5)
 
     _durations = field_validator("max_lag", "max_run_duration", mode="before")(
         lambda cls, v: parse_duration(v)
@@ -93,6 +96,17 @@ class Sla(StrictModel):
         if v <= timedelta(0):
             raise ValueError("must be longer than zero")
         return v
+
+    @field_validator("escalate_at")
+    @classmethod
+    def _rising_multiples(cls, v: list[float]) -> list[float]:
+        if any(m <= 1 for m in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("must be rising multiples of the limit, each above 1 (e.g. [2, 4])")
+        return v
+
+    def escalation_level(self, observed: float, limit: float) -> int:
+        """1 for a breach just over its limit, one more for each multiple in escalate_at reached."""
+        return 1 + sum(observed >= multiple * limit for multiple in self.escalate_at)
 
 
 class DomainPolicy(StrictModel):

@@ -65,6 +65,7 @@ sla_breaches = sa.Table(
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("duration_seconds", sa.Float(), nullable=True),
     sa.Column("run_id", sa.String(64), nullable=True),  # the remediation (catch-up) run
+    sa.Column("escalation_level", sa.Integer(), nullable=False, server_default="1"),
     sa.Index("retention_sla_breaches_one_open", "domain", "kind", unique=True,
              postgresql_where=sa.text("closed_at IS NULL"), sqlite_where=sa.text("closed_at IS NULL")),
 )

@@ -1,78 +1,213 @@
-"""Alerts to people: a JSON webhook where one is configured, else a structured log line.
+"""Alerts to people: Slack, PagerDuty and/or a JSON webhook, whichever are configured; with none,
+a structured log line.
 
-Breaches alert when they open and when they close, never on every tick (the sensors call this
-only on those transitions). An alert carries domains, kinds, counts and durations: never
-personal data.
+A breach alerts when it opens, when it escalates and when it closes, never on every tick (the
+sensors call this only on those transitions). An alert carries domains, kinds, counts and
+durations: never personal data.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from retention_pipelines.logs import get_logger
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores.database import StoreUnavailable
 
-log = logging.getLogger("retention_pipelines.alerts")
+log = get_logger("alerts")
+
+OPENED, ESCALATED, CLOSED = "opened", "escalated", "closed"
 
 
 @dataclass(frozen=True)
 class Alert:
     domain: str
     kind: str  # retention_lag, run_duration, run_failures, …
-    event: str  # opened, closed
+    event: str  # opened, escalated, closed
     summary: str
     details: dict = field(default_factory=dict)
+    level: int = 1  # 1 when a breach opens; each escalation adds one
+
+    @property
+    def dedup_key(self) -> str:
+        """One incident per domain and kind: its escalations update it, its close resolves it."""
+        return f"retention/{self.domain}/{self.kind}"
+
+    @property
+    def text(self) -> str:
+        level = f" (level {self.level})" if self.event == ESCALATED else ""
+        return f"[retention] {self.domain}: {self.kind} {self.event}{level}: {without_personal_data(self.summary)}"
 
     def payload(self) -> dict:
         body = asdict(self)
         body["summary"] = without_personal_data(self.summary)
-        body["text"] = f"[retention] {self.domain}: {body['summary']}"  # what chat webhooks display
+        body["text"] = self.text  # what chat webhooks display
         return body
 
 
 class Notifier(ABC):
+    name: str
+
     @abstractmethod
-    def send(self, alert: Alert) -> None: ...
+    def send(self, alert: Alert) -> None:
+        """Deliver the alert or raise StoreUnavailable naming the service."""
 
 
 class LogNotifier(Notifier):
     """No alerting service configured: one JSON log line per alert, for the log pipeline to pick up."""
 
+    name = "log"
+
     def send(self, alert: Alert) -> None:
-        log.warning(json.dumps({"alert": alert.payload()}, sort_keys=True))
+        log.warning(alert.text, extra={"domain": alert.domain, "alert": alert.payload()})
+
+
+def _transient(exc: BaseException) -> bool:
+    """Network trouble and server errors are tried again; a refusal (HTTP 4xx) would be refused again."""
+    return isinstance(exc, OSError) and not (isinstance(exc, urllib.error.HTTPError) and exc.code < 500)
+
+
+def _retrying(attempts: int, transient=_transient):
+    return retry(retry=retry_if_exception(transient), stop=stop_after_attempt(attempts),
+                 wait=wait_exponential(multiplier=0.2, max=5), reraise=True)
+
+
+def _post_json(url: str, body: dict, timeout: float, attempts: int) -> None:
+    """One JSON POST, retried on network errors. Plain urllib: one POST needs no HTTP client
+    library; tenacity retries transient failures."""
+    data = json.dumps(body, sort_keys=True).encode()
+
+    @_retrying(attempts)
+    def post() -> None:
+        request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+
+    post()
 
 
 class WebhookNotifier(Notifier):
-    """POSTs the alert as JSON (a generic webhook, or a Slack incoming webhook, which shows `text`).
-    Plain urllib: one POST needs no HTTP client library; tenacity retries transient failures."""
+    """POSTs the alert as JSON (a generic webhook, or a Slack incoming webhook, which shows `text`)."""
+
+    name = "alert webhook"
 
     def __init__(self, url: str, timeout: float = 10.0, attempts: int = 3):
         self.url, self.timeout, self.attempts = url, timeout, attempts
 
     def send(self, alert: Alert) -> None:
-        body = json.dumps(alert.payload(), sort_keys=True).encode()
-
-        @retry(retry=retry_if_exception_type(OSError), stop=stop_after_attempt(self.attempts),
-               wait=wait_exponential(multiplier=0.2, max=5), reraise=True)
-        def post() -> None:
-            request = urllib.request.Request(self.url, data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-
         try:
-            post()
+            _post_json(self.url, alert.payload(), self.timeout, self.attempts)
         except OSError as exc:
-            # An alert that cannot be delivered is still logged: it must not be lost silently.
-            LogNotifier().send(alert)
             raise StoreUnavailable(f"alert webhook {self.url.split('?')[0]} is unreachable: {exc}") from None
 
 
-def notifier(webhook_url: str | None) -> Notifier:
-    return WebhookNotifier(webhook_url) if webhook_url else LogNotifier()
+class SlackNotifier(Notifier):
+    """Posts the alert's text to a Slack channel through dagster-slack's client (a bot token with
+    chat:write). `api_url` is for Slack's other API hosts (GovSlack) and for tests on loopback."""
+
+    name = "Slack"
+
+    def __init__(self, token: str, channel: str, api_url: str | None = None, attempts: int = 3):
+        from dagster_slack import SlackResource
+
+        self.client = SlackResource(token=token).get_client()
+        if api_url:
+            self.client.base_url = api_url.rstrip("/") + "/"
+        self.channel, self.attempts = channel, attempts
+
+    def send(self, alert: Alert) -> None:
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
+        post = _retrying(self.attempts, lambda exc: isinstance(exc, OSError))(self.client.chat_postMessage)
+        try:
+            post(channel=self.channel, text=alert.text)
+        except SlackApiError as exc:  # Slack answered and refused: a wrong token or channel
+            raise StoreUnavailable(f"Slack refused the alert for channel {self.channel}: "
+                                   f"{exc.response.get('error', 'error')}") from None
+        except (OSError, SlackClientError) as exc:
+            raise StoreUnavailable(f"Slack ({self.client.base_url}) is unreachable: {exc}") from None
+
+
+class PagerDutyNotifier(Notifier):
+    """PagerDuty's Events API v2: a breach that opens triggers an incident, its escalations
+    re-trigger it (same dedup key) at critical severity, and its close resolves it.
+
+    Not through dagster-pagerduty: it posts through pypd (last released 2018), which sets no
+    request timeout (a PagerDuty that accepts and never answers holds the sensor's thread for
+    ever) and whose endpoint is one process-wide class attribute (EU accounts need another). The
+    Events API is one JSON POST, sent like the webhook's."""
+
+    name = "PagerDuty"
+    EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+    def __init__(self, routing_key: str, events_url: str | None = None, timeout: float = 10.0, attempts: int = 3):
+        self.routing_key, self.url = routing_key, events_url or self.EVENTS_URL
+        self.timeout, self.attempts = timeout, attempts
+
+    def event(self, alert: Alert) -> dict:
+        body = {"routing_key": self.routing_key, "dedup_key": alert.dedup_key,
+                "event_action": "resolve" if alert.event == CLOSED else "trigger"}
+        if alert.event != CLOSED:
+            body["payload"] = {
+                "summary": alert.text[:1024], "source": "retention_pipelines", "component": alert.domain,
+                "group": alert.kind, "severity": "critical" if alert.event == ESCALATED else "error",
+                "custom_details": {**alert.details, "level": alert.level, "event": alert.event},
+            }
+        return body
+
+    def send(self, alert: Alert) -> None:
+        try:
+            _post_json(self.url, self.event(alert), self.timeout, self.attempts)
+        except urllib.error.HTTPError as exc:  # PagerDuty answered and refused (a wrong routing key)
+            raise StoreUnavailable(f"PagerDuty ({self.url}) refused the alert: HTTP {exc.code}") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"PagerDuty ({self.url}) is unreachable: {exc}") from None
+
+
+class Notifiers(Notifier):
+    """Every configured channel gets every alert, side by side and each within `timeout`: a
+    channel that is down or hangs is named, and the others still deliver. An alert that reaches
+    no one is still logged: it must not be lost silently."""
+
+    name = "alerts"
+
+    def __init__(self, channels: list[Notifier], timeout: float = 30.0):
+        self.channels, self.timeout = channels, timeout
+
+    def send(self, alert: Alert) -> None:
+        pool = ThreadPoolExecutor(max_workers=len(self.channels), thread_name_prefix="alert")
+        sending = {pool.submit(channel.send, alert): channel for channel in self.channels}
+        wait(sending, timeout=self.timeout)  # one deadline for all of them, not one each
+        pool.shutdown(wait=False)  # a hung channel must not hold the sensor
+        failures = []
+        for future, channel in sending.items():
+            if not future.done():
+                failures.append(f"{channel.name} did not answer within {self.timeout:g} s")
+            elif isinstance(future.exception(), StoreUnavailable):
+                failures.append(str(future.exception()))
+            elif future.exception() is not None:
+                raise future.exception()
+        if failures:
+            LogNotifier().send(alert)
+            raise StoreUnavailable("; ".join(failures))
+
+
+def notifier(settings) -> Notifier:
+    """The channels configured by RETENTION_* variables (see README); none: a log line."""
+    channels: list[Notifier] = []
+    if settings.slack_token:
+        channels.append(SlackNotifier(settings.slack_token.get_secret_value(), settings.slack_channel,
+                                      settings.slack_api_url))
+    if settings.pagerduty_routing_key:
+        channels.append(PagerDutyNotifier(settings.pagerduty_routing_key.get_secret_value(),
+                                          settings.pagerduty_events_url))
+    if settings.alert_webhook_url:
+        channels.append(WebhookNotifier(settings.alert_webhook_url))
+    return Notifiers(channels) if channels else LogNotifier()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,12 +19,25 @@ class RetentionSettings(BaseSettings):
     redis_url: str | None = None
     blob_url: str | None = None
     archive_storage_class: str | None = None  # e.g. GLACIER or DEEP_ARCHIVE, for an S3 archive
-    alert_webhook_url: str | None = None  # where alerts are POSTed as JSON; unset: a log line
+    # Alerts go to every channel configured here; none configured: a JSON log line.
+    alert_webhook_url: str | None = None  # a generic JSON webhook (or a Slack incoming webhook)
+    slack_token: SecretStr | None = None  # a Slack bot token with chat:write
+    slack_channel: str | None = None
+    slack_api_url: str | None = None  # another Slack API host; default Slack's own
+    pagerduty_routing_key: SecretStr | None = None  # an Events API v2 integration key
+    pagerduty_events_url: str | None = None  # e.g. https://events.eu.pagerduty.com/v2/enqueue
     pushgateway_url: str | None = None  # Prometheus Pushgateway for run metrics; unset: none pushed
     lock_ttl_seconds: float = 60.0
     lock_wait_seconds: float = 0.0
     # How often the retention-lag sensor measures each domain; read when the code location loads.
     lag_sensor_interval_seconds: int = 300
+
+    @model_validator(mode="after")
+    def _slack_needs_a_channel(self) -> RetentionSettings:
+        if self.slack_token and not self.slack_channel:
+            raise ValueError("RETENTION_SLACK_TOKEN is set but RETENTION_SLACK_CHANNEL is not: "
+                             "name the channel alerts go to")
+        return self
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'demo.db').resolve()}"
@@ -36,3 +50,20 @@ class RetentionSettings(BaseSettings):
 
     def lock_dir(self) -> Path:
         return (self.home / "locks").resolve()
+
+
+class ConfigurationError(ValueError):
+    """A RETENTION_* variable that cannot be used; the message names it, never its value."""
+
+
+def load_settings(**overrides) -> RetentionSettings:
+    """The settings, or a ConfigurationError naming each variable that is wrong and why."""
+    try:
+        return RetentionSettings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            where = "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"RETENTION_{where}: {message}" if where else message)
+        raise ConfigurationError("configuration: " + "; ".join(problems)) from None

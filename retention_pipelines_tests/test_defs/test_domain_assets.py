@@ -132,8 +132,8 @@ def test_missing_migrations_stop_the_run_naming_the_command(policies, postgres_s
 class StoresWhoseEngineSkipsDeletes(RetentionStores):
     """A deliberately broken engine (it acts on nothing): what the blocking check is there to catch."""
 
-    def engine(self, policy, policy_version, log):
-        engine = super().engine(policy, policy_version, log)
+    def engine(self, policy, policy_version):
+        engine = super().engine(policy, policy_version)
         engine.act = lambda found, archived, run_id, dry_run=False, lock=None: Acted(action="deleted", dry_run=False)
         return engine
 

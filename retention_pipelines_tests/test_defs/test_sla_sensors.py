@@ -203,27 +203,135 @@ def test_domain_jobs_carry_their_max_runtime(policies):
 
 
 def test_a_breach_alerts_once_when_it_opens_and_once_when_it_closes(
-        quiz, pg_database, pg_url, redis_url, local_archive_url, instance):
-    from retention_pipelines_tests.test_stores.test_notifier import AlertReceiver
-
+        quiz, pg_database, pg_url, redis_url, local_archive_url, instance, receiver):
     policy, domain, sensor = quiz
-    receiver = AlertReceiver()
-    try:
-        stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,
-                                 alert_webhook_url=receiver.url)
-        insert_quiz_rows(pg_database, [timedelta(hours=30)] * 2, email="private.person@example.com")
-        [request] = tick(sensor, instance, stores, domain)
-        running = record_run(instance, request, dg.DagsterRunStatus.STARTED)
-        for _ in range(3):
-            tick(sensor, instance, stores, domain)
-        assert [(a["kind"], a["event"]) for a in receiver.received] == [("retention_lag", "opened")]
-        dg.materialize([*domain.assets], partition_key=request.partition_key, instance=instance,
-                       resources={"retention_stores": stores}, tags=request.tags)
-        instance.delete_run(running.run_id)
+    stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,
+                             alert_webhook_url=receiver.url)
+    insert_quiz_rows(pg_database, [timedelta(hours=30)] * 2, email="private.person@example.com")
+    [request] = tick(sensor, instance, stores, domain)
+    running = record_run(instance, request, dg.DagsterRunStatus.STARTED)
+    for _ in range(3):
         tick(sensor, instance, stores, domain)
+    assert [(a["kind"], a["event"]) for a in receiver.received] == [("retention_lag", "opened")]
+    dg.materialize([*domain.assets], partition_key=request.partition_key, instance=instance,
+                   resources={"retention_stores": stores}, tags=request.tags)
+    instance.delete_run(running.run_id)
+    tick(sensor, instance, stores, domain)
+    tick(sensor, instance, stores, domain)
+    assert [(a["kind"], a["event"]) for a in receiver.received] == [("retention_lag", "opened"),
+                                                                   ("retention_lag", "closed")]
+    assert "@" not in json.dumps(receiver.received)
+
+
+# Escalation ----------------------------------------------------------------------------------------
+def alerts_seen(receiver) -> list[tuple[str, str, int]]:
+    return [(a["kind"], a["event"], a["level"]) for a in receiver.received]
+
+
+def test_a_lag_breach_alerts_when_it_opens_escalates_and_closes_never_in_between(
+        quiz, pg_database, pg_url, redis_url, local_archive_url, instance, receiver):
+    policy, domain, sensor = quiz
+    assert policy.sla.max_lag == timedelta(hours=1) and policy.sla.escalate_at == [2.0, 4.0]
+    deadline = policy.retain_for
+    stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,
+                             alert_webhook_url=receiver.url)
+    # Kept 1 h 30 min past the deadline: over the 1 h SLA, under twice it.
+    insert_quiz_rows(pg_database, [deadline + timedelta(hours=1, minutes=30)] * 2,
+                     email="private.person@example.com")
+    [request] = tick(sensor, instance, stores, domain)
+    assert alerts_seen(receiver) == [("retention_lag", "opened", 1)]
+    running = record_run(instance, request, dg.DagsterRunStatus.STARTED)
+    for _ in range(4):
+        assert tick(sensor, instance, stores, domain) == []
+    assert alerts_seen(receiver) == [("retention_lag", "opened", 1)]
+    [breach] = Breaches(pg_database).all()
+    assert breach["escalation_level"] == 1
+
+    # Older data: the lag passes twice the SLA. One escalation, then quiet again.
+    insert_quiz_rows(pg_database, [deadline + timedelta(hours=2, minutes=30)])
+    tick(sensor, instance, stores, domain)
+    assert alerts_seen(receiver) == [("retention_lag", "opened", 1), ("retention_lag", "escalated", 2)]
+    escalated = receiver.received[-1]
+    assert "(level 2)" in escalated["text"] and escalated["details"]["breach_id"] == breach["id"]
+    assert escalated["details"]["lag_seconds"] >= 2 * 3600
+    [breach] = Breaches(pg_database).all()
+    assert breach["escalation_level"] == 2 and breach["closed_at"] is None
+    assert breach["observed"] >= 2 * 3600
+    for _ in range(4):
+        assert tick(sensor, instance, stores, domain) == []
+    assert len(receiver.received) == 2
+
+    # Four times the SLA: level 3, once.
+    insert_quiz_rows(pg_database, [deadline + timedelta(hours=4, minutes=30)])
+    for _ in range(3):
         tick(sensor, instance, stores, domain)
-        assert [(a["kind"], a["event"]) for a in receiver.received] == [("retention_lag", "opened"),
-                                                                       ("retention_lag", "closed")]
-        assert "@" not in json.dumps(receiver.received)
-    finally:
-        receiver.stop()
+    assert alerts_seen(receiver)[2:] == [("retention_lag", "escalated", 3)]
+    assert Breaches(pg_database).all()[0]["escalation_level"] == 3
+
+    # The catch-up run clears the lag: one "closed", then nothing more.
+    result = dg.materialize([*domain.assets], partition_key=request.partition_key, instance=instance,
+                            resources={"retention_stores": stores}, tags=request.tags)
+    assert result.success
+    instance.delete_run(running.run_id)
+    for _ in range(3):
+        assert tick(sensor, instance, stores, domain) == []
+    assert alerts_seen(receiver) == [("retention_lag", "opened", 1), ("retention_lag", "escalated", 2),
+                                     ("retention_lag", "escalated", 3), ("retention_lag", "closed", 1)]
+    [breach] = Breaches(pg_database).all()
+    assert breach["closed_at"] is not None and breach["escalation_level"] == 3
+    assert "@" not in json.dumps(receiver.received)
+
+
+def test_a_lag_that_shrinks_but_stays_over_the_sla_does_not_de_escalate_or_alert(
+        quiz, pg_database, pg_url, redis_url, local_archive_url, instance, receiver):
+    policy, domain, sensor = quiz
+    stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,
+                             alert_webhook_url=receiver.url)
+    oldest = insert_quiz_rows(pg_database, [policy.retain_for + timedelta(hours=2, minutes=30)])
+    insert_quiz_rows(pg_database, [policy.retain_for + timedelta(hours=1, minutes=30)])
+    [request] = tick(sensor, instance, stores, domain)
+    record_run(instance, request, dg.DagsterRunStatus.STARTED)
+    # Opened straight at level 2: the first observation is already twice the SLA.
+    assert alerts_seen(receiver) == [("retention_lag", "opened", 2)]
+    with pg_database.engine.begin() as connection:  # the oldest row goes; the lag falls to 1 h 30 min
+        connection.exec_driver_sql("DELETE FROM quiz_responses WHERE id = %(id)s", {"id": oldest[0]})
+    for _ in range(3):
+        tick(sensor, instance, stores, domain)
+    assert alerts_seen(receiver) == [("retention_lag", "opened", 2)]
+    [breach] = Breaches(pg_database).all()
+    assert breach["escalation_level"] == 2 and breach["closed_at"] is None
+    assert breach["observed"] < 2 * 3600
+
+
+def test_failures_in_a_row_reaching_twice_the_limit_escalate_once(policies, postgres_server, pg_url, pg_database,
+                                                                  redis_url, local_archive_url, instance, receiver):
+    from retention_pipelines.defs.sla_sensors import build_run_sensors
+    from retention_pipelines.engine.sla import RUN_FAILURES
+    policy = policies.domains["quiz_responses"]
+    limit = policy.sla.max_consecutive_failures
+    jobs = list(build_domain_defs(policy, policies.policy_version).jobs)
+    finished, failed = build_run_sensors([policy], jobs)
+    broken = RetentionStores(database_url=postgres_server.create_database(f"empty_{uuid.uuid4().hex[:6]}"),
+                             archive_url=local_archive_url, redis_url=redis_url)  # no tables: every run fails
+    stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,
+                             alert_webhook_url=receiver.url)
+    expected = []
+    for attempt in range(1, 2 * limit + 2):
+        result = run_job(policy, policies, broken, instance)
+        assert not result.success
+        evaluate_run_sensor(failed, result, instance, stores, failure=True)
+        if attempt == limit:
+            expected.append(("run_failures", "opened", 1))
+        elif attempt == 2 * limit:
+            expected.append(("run_failures", "escalated", 2))
+        assert alerts_seen(receiver) == expected, f"after {attempt} failures in a row"
+    [breach] = [b for b in Breaches(pg_database).all() if b["kind"] == RUN_FAILURES]
+    assert breach["escalation_level"] == 2 and breach["observed"] == 2 * limit + 1
+    assert breach["run_id"] == result.run_id
+    escalated = receiver.received[-1]
+    assert escalated["details"]["failures_in_a_row"] == 2 * limit and "(level 2)" in escalated["text"]
+
+    result = run_job(policy, policies, stores, instance)
+    assert result.success
+    evaluate_run_sensor(finished, result, instance, stores)
+    assert alerts_seen(receiver) == [*expected, ("run_failures", "closed", 1)]

@@ -1,0 +1,104 @@
+"""One logging setup for the engine, the Dagster wiring and the CLI: JSON lines on stderr.
+
+Every line carries the run id, domain and partition in force (`log_context`) and the counts the
+caller passed as `extra`; e-mail addresses are masked before any handler sees a record, Dagster's
+own included (dagster.yaml hands the `retention_pipelines` loggers to Dagster, so the same lines
+appear in the run's event log in the UI).
+
+    {"time": "...", "level": "INFO", "logger": "retention_pipelines.engine", "message": "...",
+     "run_id": "...", "domain": "quiz_responses", "partition": "2026-11-29-10:00", "rows_found": 12}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+from pythonjsonlogger.json import JsonFormatter
+
+from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.stores.settings import ConfigurationError
+
+ROOT = "retention_pipelines"
+LEVEL_VARIABLE = "RETENTION_LOG_LEVEL"
+
+_context: contextvars.ContextVar[dict] = contextvars.ContextVar("retention_log_context", default={})
+
+
+class _Scrubbed(logging.Filter):
+    """Adds the fields of `log_context` and masks e-mail addresses in the message. A logger's
+    filter runs before the record reaches any handler, this package's or Dagster's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        record.msg, record.args = without_personal_data(record.getMessage()), None
+        return True
+
+
+class _JsonLines(JsonFormatter):
+    def process_log_record(self, log_data: dict) -> dict:
+        # Tracebacks quote driver errors, which may quote a row's values.
+        for key in ("exc_info", "stack_info"):
+            if isinstance(log_data.get(key), str):
+                log_data[key] = without_personal_data(log_data[key])
+        return log_data
+
+
+def get_logger(name: str) -> logging.Logger:
+    """The logger `retention_pipelines.<name>`, scrubbed and carrying the log context."""
+    logger = logging.getLogger(f"{ROOT}.{name}")
+    if not any(isinstance(f, _Scrubbed) for f in logger.filters):
+        logger.addFilter(_Scrubbed())
+    return logger
+
+
+@contextlib.contextmanager
+def log_context(**fields: object) -> Iterator[None]:
+    """Fields (run_id, domain, partition, …) added to every line logged inside the block."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is written, not when the handler was made
+    (the CLI's callers and tests swap it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+def configure_logging(default_level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
+    """JSON lines for every `retention_pipelines` logger, at RETENTION_LOG_LEVEL (else
+    `default_level`). One handler per process: a second call sets its level again.
+
+    The level is the handler's: Dagster resets the loggers it manages to dagster.yaml's
+    `python_log_level` at the start of every run (so its event log gets those lines), which
+    must not make the CLI's terminal chattier."""
+    root = logging.getLogger(ROOT)
+    level = os.environ.get(LEVEL_VARIABLE, default_level).upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ConfigurationError(f"{LEVEL_VARIABLE} is not a log level: use DEBUG, INFO, WARNING or ERROR")
+    root.setLevel(level)
+    handler = next((h for h in root.handlers if isinstance(h.formatter, _JsonLines)), None)
+    if handler is None:
+        handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
+        handler.setFormatter(_JsonLines("{asctime}{levelname}{name}{message}", style="{",
+                                        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+        root.addHandler(handler)
+    handler.setLevel(level)
+    return handler

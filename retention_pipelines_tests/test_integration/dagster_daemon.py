@@ -1,0 +1,121 @@
+"""A real Dagster deployment for integration tests: an instance on PostgreSQL, the `dagster` CLI
+and `dagster-daemon run` as subprocesses, on the repository's own workspace.yaml.
+
+Nothing here is mocked; whatever cannot start raises with its output, so a test fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from retention_pipelines_tests.servers import PostgresServer
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+WORKSPACE = REPOSITORY / "workspace.yaml"
+REPOSITORY_DAGSTER_YAML = REPOSITORY / "dagster.yaml"
+DOMAIN_TAG_LIMIT = {"key": "retention/domain", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+
+
+def script(name: str) -> str:
+    """A console script of the interpreter running the tests (the venv's), else one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed next to {sys.executable} nor on PATH")
+    return found
+
+
+def write_dagster_home(folder: Path, server: PostgresServer, storage_database: str) -> Path:
+    """DAGSTER_HOME with the repository's instance settings (telemetry off, run monitoring, the
+    one-run-per-domain tag limit) and PostgreSQL storage in a database of its own on `server`."""
+    server.create_database(storage_database)
+    config = yaml.safe_load(REPOSITORY_DAGSTER_YAML.read_text()) or {}
+    limits = config.get("concurrency", {}).get("runs", {}).get("tag_concurrency_limits", [])
+    if DOMAIN_TAG_LIMIT not in limits:
+        raise AssertionError(f"{REPOSITORY_DAGSTER_YAML} no longer limits runs to one per retention/domain: {limits}")
+    config.pop("run_coordinator", None)  # the default: the queued run coordinator, with the limits above
+    config["telemetry"] = {"enabled": False}
+    config["run_monitoring"] = {**(config.get("run_monitoring") or {}), "enabled": True}
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg (3), which is not installed: name the driver.
+    config["storage"] = {"postgres": {"postgres_db": {
+        "username": "postgres", "hostname": "127.0.0.1", "db_name": storage_database, "port": server.port,
+        "scheme": "postgresql+psycopg2"}}}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def dagster(env: dict[str, str], *args: str, timeout: float = 180) -> str:
+    """`dagster <args> -w <repository>/workspace.yaml`, from the repository root (the workspace's
+    `working_directory: .` is relative to the current directory); its stdout, or an error with all
+    it printed."""
+    command = [script("dagster"), *args, "-w", str(WORKSPACE)]
+    result = subprocess.run(command, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def instigator_states(env: dict[str, str], kind: str) -> dict[str, str]:
+    """{name: RUNNING|STOPPED} from `dagster schedule list` or `dagster sensor list`."""
+    states = {}
+    for line in dagster(env, kind, "list").splitlines():
+        prefix = f"{kind.capitalize()}: "
+        if line.startswith(prefix):
+            name, _, state = line.removeprefix(prefix).partition(" ")
+            states[name] = state.strip("[]")
+    if not states:
+        raise AssertionError(f"`dagster {kind} list` listed no {kind}s")
+    return states
+
+
+class Daemon:
+    """`dagster-daemon run` in a process group of its own (its code server and the run workers
+    it launches are in the same group), its output in a log file."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env, self.log = env, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Daemon:
+        with open(self.log, "w") as output:
+            self.process = subprocess.Popen([script("dagster-daemon"), "run", "-w", str(WORKSPACE)], cwd=REPOSITORY,
+                                            env=self.env, stdout=output, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def tail(self, characters: int = 6000) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
+        return text[-characters:]
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        group = self.process.pid  # start_new_session: the group's id is the daemon's pid
+        self._signal(group, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._signal(group, signal.SIGKILL)
+            self.process.wait(10)
+        # Whatever of the group outlived the daemon (a code server, a run worker) goes too.
+        self._signal(group, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(group: int, which: signal.Signals) -> None:
+        try:
+            os.killpg(group, which)
+        except (ProcessLookupError, PermissionError):
+            pass
