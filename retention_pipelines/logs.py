@@ -94,7 +94,7 @@ def configure_logging(default_level: str = "INFO", stream: TextIO | None = None)
     if level not in logging.getLevelNamesMapping():
         raise ConfigurationError(f"{LEVEL_VARIABLE} is not a log level: use DEBUG, INFO, WARNING or ERROR")
     root.setLevel(level)
-    handler = next((h for h in root.handlers if isinstance(h.formatter, _JsonLines)), None)
+    handler = _json_handler()
     if handler is None:
         handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
         handler.setFormatter(_JsonLines("{asctime}{levelname}{name}{message}", style="{",
@@ -102,3 +102,13 @@ def configure_logging(default_level: str = "INFO", stream: TextIO | None = None)
         root.addHandler(handler)
     handler.setLevel(level)
     return handler
+
+
+def ensure_logging() -> logging.Handler:
+    """configure_logging() unless the process's entry point (the CLI) already did: loading the
+    code location must not undo the level the CLI chose."""
+    return _json_handler() or configure_logging()
+
+
+def _json_handler() -> logging.Handler | None:
+    return next((h for h in logging.getLogger(ROOT).handlers if isinstance(h.formatter, _JsonLines)), None)
