@@ -5,27 +5,30 @@ import dagster as dg
 from retention_pipelines.defs.all_domains import build_all_domains_sensor
 from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.health import build_health_defs
+from retention_pipelines.defs.manual_queue import build_manual_queue_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor, build_run_sensors
 from retention_pipelines.policies import load_policies
-from retention_pipelines.logs import configure_logging
+from retention_pipelines.logs import ensure_logging
 from retention_pipelines.stores import load_settings
 
 
 def build_definitions() -> dg.Definitions:
-    configure_logging()
+    ensure_logging()
     policies = load_policies()
     enabled = [policy for policy in policies.domains.values() if policy.enabled]
     domains = [build_domain_defs(policy, policies.policy_version) for policy in enabled]
     retention_jobs = [job for domain in domains for job in domain.jobs if job.name.endswith("_retention_job")]
+    sensor_interval = load_settings().lag_sensor_interval_seconds
     return dg.Definitions.merge(
         *domains,
         build_health_defs(enabled),
+        build_manual_queue_defs(enabled, policies.policy_version, sensor_interval),
         dg.Definitions(
             sensors=[build_all_domains_sensor(enabled, retention_jobs),
                      build_retention_lag_sensor(enabled, policies.policy_version, retention_jobs,
-                                                load_settings().lag_sensor_interval_seconds),
-                     *build_run_sensors(enabled, retention_jobs)],
+                                                sensor_interval),
+                     *build_run_sensors(enabled, retention_jobs, policies.policy_version)],
             resources={"retention_stores": RetentionStores()},
             # One process per run, also for assets materialized from the UI outside their job:
             # the domain lock taken by a run's first step is then held to its last.

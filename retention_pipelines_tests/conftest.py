@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import uuid
 
+import boto3
 import psycopg2
 import pytest
 
@@ -102,11 +103,16 @@ def s3_env(s3_server, monkeypatch):
 
 @pytest.fixture
 def s3_archive_url(s3_env) -> str:
-    import boto3
-
     bucket = f"archive-{uuid.uuid4().hex[:10]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     return f"s3://{bucket}/retention"
+
+
+@pytest.fixture
+def hot_bucket(s3_env) -> str:
+    bucket = f"hot-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return bucket
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
     def archive(context: dg.AssetExecutionContext, retention_stores: RetentionStores, found: Found) -> dg.Output[Archived]:
         with domain_step(context, name):
             hold_lock_unless_dry_run(context, retention_stores)
-            archived = engine(retention_stores).archive(found, is_dry_run(context))
+            archived = engine(retention_stores).archive(found, is_dry_run(context), context.run_id)
         uris = [b.uri for b in archived.batches]
         return dg.Output(archived, metadata={
             "policy_version": policy_version, "dry_run": archived.dry_run, "archive_enabled": archived.enabled,

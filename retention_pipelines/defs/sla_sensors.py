@@ -7,6 +7,7 @@ import dagster as dg
 
 from retention_pipelines.defs.common import DOMAIN_TAG, domain_partitions, job_name, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.engine.sla import RETENTION_LAG, RUN_DURATION, RUN_FAILURES, Breach, Breaches
 from retention_pipelines.logs import get_logger, log_context
 from retention_pipelines.policies import DomainPolicy
@@ -109,7 +110,7 @@ def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str
     return retention_lag_sensor
 
 
-def build_run_sensors(policies: list[DomainPolicy], jobs: list) -> list[dg.SensorDefinition]:
+def build_run_sensors(policies: list[DomainPolicy], jobs: list, policy_version: str) -> list[dg.SensorDefinition]:
     """Runs of the domain jobs, as they end: one over `sla.max_run_duration` opens a
     `run_duration` breach (closed by the next run within it); `sla.max_consecutive_failures`
     failed runs in a row open a `run_failures` breach (closed by the next success)."""
@@ -161,5 +162,11 @@ def build_run_sensors(policies: list[DomainPolicy], jobs: list) -> list[dg.Senso
                 open_breach(context, retention_stores, policy, RUN_FAILURES, in_a_row, limit,
                             f"{in_a_row} runs failed in a row (the SLA tolerates {limit - 1}); last: run {run_id}",
                             {"failures_in_a_row": in_a_row}, run_id=run_id)
+                # Automation has given up on this window: a person takes it (one item per
+                # partition, each further failure counting an attempt).
+                partition = context.dagster_run.tags.get("dagster/partition") or job_name(policy.name)
+                ManualQueue(retention_stores.database, policy_version).add(
+                    policy.name, partition, "run_failed", f"{in_a_row} runs failed in a row; last: {message}"[:500],
+                    policy.sla.resolve_within, run_id)
 
     return [retention_run_finished_sensor, retention_run_failure_sensor]

@@ -48,16 +48,18 @@ class StoredObjects:
                 self.archive_store.put_cold(archive_key, data)
                 if not self.archive_store.holds(archive_key, data):
                     raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
-                                                    "it copies; no object or row of its batch was deleted")
+                                                    "it copies; no object or row of its batch was deleted",
+                                                    self.archive_store.uri(archive_key))
             blobs[record_id] = {"archive_key": archive_key, "sha256": digest}
         return blobs
 
     def act(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, pks: list,
-            blobs: dict) -> tuple[int, int]:
+            blobs: dict) -> tuple[int, dict[str, str]]:
         """Objects first, then rows: the batch's rows (still due, not held) are locked, their
         archived objects deleted from hot storage in bulk, and only the rows whose object is gone
         are redacted and audited, in this transaction. A row whose object would not go stays as
-        it was, with a `blob_delete_failed` audit entry. Returns (redacted, failed)."""
+        it was, with a `blob_delete_failed` audit entry. Returns (redacted, {record id: why
+        its object would not go})."""
         table = self.table
         key_column = table.table.c[self.policy.blob_key_column]
         rows = connection.execute(sa.select(table.pk, key_column).where(
@@ -86,7 +88,7 @@ class StoredObjects:
             log.warning(f"{self.policy.name}: {len(failed_ids)} objects could not be deleted "
                         f"({', '.join(sorted(set(failed.values())))}); their rows were left as they were",
                         extra={"domain": self.policy.name, "step": "act", "objects_failed": len(failed_ids)})
-        return len(done), len(failed_ids)
+        return len(done), {rid: f"the object store refused the delete: {failed[archived[rid]]}" for rid in failed_ids}
 
     def orphans(self, connection: sa.Connection) -> Orphans:
         """Objects in hot storage that no row points at, and rows pointing at no object."""

@@ -6,6 +6,7 @@ table reads that 1%, never the whole table.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,14 @@ class DomainTable:
         self.pk = table.c[policy.primary_key]
         self.clock = table.c[policy.clock_column]
         self.archived_columns = [c for c in table.c if c.name not in policy.archive.exclude_columns]
+        self.only: list | None = None  # primary keys a narrowed table is limited to
+
+    def narrowed_to(self, record_ids: Sequence[str]) -> DomainTable:
+        """The same table with every statement limited to these records (a manual-queue retry);
+        ids that cannot match a row (malformed) match nothing."""
+        narrowed = copy.copy(self)
+        narrowed.only = [pk for rid in record_ids if (pk := self.pk_value(rid)) is not None]
+        return narrowed
 
     def record_id(self, value: object) -> str:
         """Record ids are stored as text in the audit log and the legal holds."""
@@ -75,6 +84,8 @@ class DomainTable:
     def due(self, clock_cutoff: datetime) -> list[sa.ColumnElement[bool]]:
         """Rows whose deadline has passed by the cutoff and that are still to be acted on."""
         conditions = [self.clock <= clock_cutoff]
+        if self.only is not None:
+            conditions.append(self.pk.in_(self.only))
         if self.policy.redact:  # a redacted row stays; it is done once its stamp is set
             conditions.append(self.table.c[self.policy.redact.stamp_column].is_(None))
         return conditions
@@ -136,8 +147,7 @@ class DomainTable:
         archive object) or the due rows of a key range. Deadline and holds are checked again in
         the statement itself, and only the rows it RETURNs are audited."""
         if pks is None:
-            chosen = self._keyset(sa.select(self.pk).where(*self.due(clock_cutoff), self.not_held()),
-                                  key_range.after, key_range.upto)
+            chosen = self.chosen(clock_cutoff, key_range)
         if connection.dialect.name == "postgresql":
             return self._act_batch_in_one_statement(connection, clock_cutoff, stamp, pks, chosen if pks is None else None)
         if pks is None:
@@ -149,6 +159,11 @@ class DomainTable:
             connection.execute(sa.insert(audit_log), [
                 stamp.row(self.record_id(pk), _aware(clock) + self.policy.retain_for) for pk, clock in done])
         return len(done)
+
+    def chosen(self, clock_cutoff: datetime, key_range: KeyRange) -> sa.Select:
+        """The primary keys of the due rows (not held) of a key range."""
+        return self._keyset(sa.select(self.pk).where(*self.due(clock_cutoff), self.not_held()),
+                            key_range.after, key_range.upto)
 
     def _act_batch_in_one_statement(self, connection, clock_cutoff, stamp, pks, chosen) -> int:
         """PostgreSQL: choose, delete and audit in one statement (data-modifying CTEs), so that no

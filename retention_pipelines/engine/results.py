@@ -12,6 +12,10 @@ ACTED_ACTIONS = {"deleted": ("deleted",), "redacted": ("redacted", "redacted_blo
 class ArchiveVerificationFailed(Exception):
     """An archive object read back does not match what was written: its rows are left in place."""
 
+    def __init__(self, message: str, uri: str | None = None):
+        super().__init__(message)
+        self.uri = uri  # the archive object, for the manual-resolution queue
+
 
 @dataclass(frozen=True)
 class Found:

@@ -12,6 +12,8 @@ or audited twice; archive objects are content-addressed, so re-archiving rewrite
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from retention_pipelines.engine.archive_format import encode_batch, read_manifes
 from retention_pipelines.engine.objects import StoredObjects
 from retention_pipelines.engine.parallel import bounded_parallel
 from retention_pipelines.engine.queries import AuditStamp, DomainTable, report_once
+from retention_pipelines.engine.queue import SYSTEM_ACTOR, ManualQueue
 from retention_pipelines.engine.results import (
     ACTED_ACTIONS, Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Found, Orphans, RunReport,
 )
@@ -51,6 +54,33 @@ class RetentionEngine:
             raise database.connect_error(exc) from None
         self.table = DomainTable(policy, database.app_table(policy))
         self.objects = StoredObjects(policy, self.table, blob_store, archive_store) if blob_store else None
+        # What the run cannot finish goes to a person; a retry of a queue item counts its own attempt.
+        self.queue: ManualQueue | None = ManualQueue(database, policy_version)
+
+    def for_retry(self, record_ids: list[str] | None = None) -> RetentionEngine:
+        """The same engine for a manual-queue retry, limited to these records (None: every due
+        row): they go through every step (find, archive, act, audit) exactly as in a scheduled
+        run. It adds nothing to the queue: the retry counts its own attempt on its item."""
+        narrowed = copy.copy(self)
+        narrowed.queue = None
+        if record_ids is not None:
+            narrowed.table = self.table.narrowed_to(record_ids)
+            if self.objects is not None:
+                narrowed.objects = StoredObjects(self.policy, narrowed.table, self.blob_store, self.archive_store)
+        return narrowed
+
+    def _needs_person(self, record_id: str, reason: str, detail: str, run_id: str | None) -> None:
+        if self.queue is not None:
+            self.queue.add(self.policy.name, record_id, reason, detail, self.policy.sla.resolve_within,
+                           run_id or SYSTEM_ACTOR)
+
+    @contextlib.contextmanager
+    def _failed_verification_to_queue(self, run_id: str | None):
+        try:
+            yield
+        except ArchiveVerificationFailed as exc:
+            self._needs_person(exc.uri or f"{self.policy.name} archive", "archive_verification_failed", str(exc), run_id)
+            raise
 
     # 1. find ---------------------------------------------------------------------------------
     def find(self, window_start: datetime | None = None, window_end: datetime | None = None) -> Found:
@@ -75,7 +105,7 @@ class RetentionEngine:
         return found
 
     # 2. archive ------------------------------------------------------------------------------
-    def archive(self, found: Found, dry_run: bool = False) -> Archived:
+    def archive(self, found: Found, dry_run: bool = False, run_id: str | None = None) -> Archived:
         """Write each batch of due rows to the archive store and verify it by reading it back.
         Dry-run computes the same keys and writes nothing."""
         archived = Archived(enabled=self.policy.archive.enabled, dry_run=dry_run)
@@ -99,7 +129,8 @@ class RetentionEngine:
 
         # The walk reads the next batch while workers encode, write and verify the previous ones.
         walk = self.table.batches(self.database.engine, columns, self._bind(found.clock_cutoff), self.policy.batch_size)
-        archived.batches.extend(bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
+        with self._failed_verification_to_queue(run_id):
+            archived.batches.extend(bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
         archived.seconds = time.monotonic() - started
         verb = "would archive" if dry_run else "archived and verified"
         log.info(f"{self.policy.name}: {verb} {archived.rows} rows in {len(archived.batches)} objects",
@@ -112,7 +143,8 @@ class RetentionEngine:
         self.archive_store.put(encoded.manifest_key, encoded.manifest)
         problem = verify(self.archive_store.get(encoded.key), read_manifest(self.archive_store.get(encoded.manifest_key)))
         if problem:
-            raise ArchiveVerificationFailed(f"{self.archive_store.uri(encoded.key)}: {problem}; no row of it was deleted")
+            uri = self.archive_store.uri(encoded.key)
+            raise ArchiveVerificationFailed(f"{uri}: {problem}; no row of it was deleted", uri)
 
     # 3. act: delete or redact, with the audit rows, one transaction per batch ------------------
     def act(self, found: Found, archived: Archived | None, run_id: str, dry_run: bool = False,
@@ -133,20 +165,20 @@ class RetentionEngine:
 
         def act_on(batch: dict) -> tuple[int, int, float]:
             batch_started = time.monotonic()
-            failed = 0
-            with self._begin() as connection:
-                if batch.get("blobs") is not None:
-                    count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"])
-                else:
-                    count = self.table.act_batch(connection, clock_cutoff,
-                                                 replace(stamp, archive_uri=batch["archive_uri"]),
-                                                 pks=batch["pks"], key_range=batch["key_range"])
-                if lock is not None:
-                    lock.ensure_held()  # a run that lost its lock must not commit another batch
-            return count, failed, time.monotonic() - batch_started
+            try:
+                count, refused = self._act_on_batch(batch, clock_cutoff, stamp, lock)
+            except sa.exc.IntegrityError:
+                # A row that another table still refers to (a foreign key) fails its whole batch:
+                # the batch goes again row by row, and the rows refused go to a person.
+                count, refused = self._act_row_by_row(batch, clock_cutoff, stamp, lock)
+            for record_id, (reason, why) in refused.items():
+                self._needs_person(record_id, reason, why, run_id)
+            return count, len(refused), time.monotonic() - batch_started
 
-        for count, failed, seconds in bounded_parallel(act_on, self._batches_to_act_on(found, archived),
-                                                        self.policy.parallel_batches):
+        with self._failed_verification_to_queue(run_id):
+            acting = list(bounded_parallel(act_on, self._batches_to_act_on(found, archived),
+                                           self.policy.parallel_batches))
+        for count, failed, seconds in acting:
             acted.acted_on += count
             acted.failed += failed
             acted.batches += 1
@@ -161,6 +193,39 @@ class RetentionEngine:
                         "seconds": round(acted.seconds, 3)})
         return acted
 
+    def _act_on_batch(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp,
+                      lock: HeldLock | None) -> tuple[int, dict[str, tuple[str, str]]]:
+        """One batch in one transaction: (rows acted on, {record id: (queue reason, why)})."""
+        with self._begin() as connection:
+            if batch.get("blobs") is not None:
+                count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"])
+                refused = {rid: ("blob_delete_failed", why) for rid, why in failed.items()}
+            else:
+                count, refused = self.table.act_batch(connection, clock_cutoff,
+                                                      replace(stamp, archive_uri=batch["archive_uri"]),
+                                                      pks=batch["pks"], key_range=batch["key_range"]), {}
+            if lock is not None:
+                lock.ensure_held()  # a run that lost its lock must not commit another batch
+        return count, refused
+
+    def _act_row_by_row(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp,
+                        lock: HeldLock | None) -> tuple[int, dict[str, tuple[str, str]]]:
+        pks = batch["pks"]
+        if pks is None:
+            with self._connect() as connection:
+                pks = connection.execute(self.table.chosen(clock_cutoff, batch["key_range"])).scalars().all()
+        count, refused = 0, {}
+        for pk in pks:
+            try:
+                done, failed = self._act_on_batch({**batch, "pks": [pk], "key_range": None}, clock_cutoff, stamp, lock)
+            except sa.exc.IntegrityError as exc:
+                constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or "a constraint"
+                refused[self.table.record_id(pk)] = ("delete_blocked", f"the database refused: {constraint}")
+                continue
+            count += done
+            refused.update(failed)
+        return count, refused
+
     def _batches_to_act_on(self, found: Found, archived: Archived | None) -> Iterator[dict]:
         """Archived domains act on exactly the rows of each verified object (listed in its
         manifest); the others on consecutive key ranges of due rows."""
@@ -174,10 +239,10 @@ class RetentionEngine:
             try:
                 digest = hashlib.sha256(self.archive_store.get(batch.key)).hexdigest()
             except StoreUnavailable:
-                raise ArchiveVerificationFailed(f"{batch.uri} cannot be read back; its rows stay") from None
+                raise ArchiveVerificationFailed(f"{batch.uri} cannot be read back; its rows stay", batch.uri) from None
             manifest = read_manifest(self.archive_store.get(batch.manifest_key))
             if not digest == batch.sha256 == manifest["sha256"]:
-                raise ArchiveVerificationFailed(f"{batch.uri} changed since it was verified; its rows stay")
+                raise ArchiveVerificationFailed(f"{batch.uri} changed since it was verified; its rows stay", batch.uri)
             pks = [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None]
             yield {"pks": pks, "key_range": None, "archive_uri": batch.uri, "blobs": manifest.get("blobs")}
 
@@ -260,7 +325,7 @@ class RetentionEngine:
     def run(self, run_id: str, window_start: datetime | None = None, window_end: datetime | None = None,
             dry_run: bool = False, lock: HeldLock | None = None) -> RunReport:
         found = self.find(window_start, window_end)
-        archived = self.archive(found, dry_run)
+        archived = self.archive(found, dry_run, run_id)
         acted = self.act(found, archived, run_id, dry_run, lock)
         return RunReport(found, archived, acted, None if dry_run else self.audit(acted, run_id))
 

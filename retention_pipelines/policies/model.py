@@ -85,12 +85,15 @@ class Sla(StrictModel):
     # An open breach escalates (alerting again, at a higher level) when what it observes reaches
     # these multiples of its limit: by default level 2 at twice the limit, level 3 at four times.
     escalate_at: list[float] = Field(default=[2.0, 4.0], max_length=5)
+    # How long a person has to resolve what automation could not finish (a manual-queue item's
+    # due date); its escalations follow escalate_at, as multiples of this time.
+    resolve_within: timedelta = timedelta(days=2)
 
-    _durations = field_validator("max_lag", "max_run_duration", mode="before")(
+    _durations = field_validator("max_lag", "max_run_duration", "resolve_within", mode="before")(
         lambda cls, v: parse_duration(v)
     )
 
-    @field_validator("max_run_duration")
+    @field_validator("max_run_duration", "resolve_within")
     @classmethod
     def _positive(cls, v: timedelta) -> timedelta:
         if v <= timedelta(0):

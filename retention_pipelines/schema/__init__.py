@@ -10,11 +10,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from retention_pipelines.schema.tables import VERSION_TABLE, audit_log, legal_holds, metadata, sla_breaches
+from retention_pipelines.schema.tables import (
+    VERSION_TABLE, audit_log, legal_holds, manual_queue, metadata, sla_breaches,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-__all__ = ["SchemaBehindError", "audit_log", "ensure_current", "legal_holds", "metadata", "sla_breaches", "upgrade"]
+__all__ = ["SchemaBehindError", "audit_log", "ensure_current", "legal_holds", "manual_queue", "metadata", "sla_breaches",
+           "upgrade"]
 
 
 class SchemaBehindError(Exception):

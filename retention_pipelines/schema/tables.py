@@ -24,6 +24,9 @@ audit_log = sa.Table(
     # When the record became due (its clock + the retention period): an auditor, and a check,
     # can see that nothing was acted on before its deadline. Null for reports that act on nothing.
     sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
+    # Changes a person made (the manual-resolution queue): who, and what changed (from → to).
+    sa.Column("actor", sa.String(128), nullable=True),
+    sa.Column("detail", sa.Text(), nullable=True),
     # A run's entries are found by run_id within the time since the run began: a BRIN index over
     # the append-only occurred_at costs next to nothing per row, where a btree on run_id took a
     # tenth of a run's speed (benchmarks/). (The SQLite demo has a plain index on run_id instead.)
@@ -68,4 +71,31 @@ sla_breaches = sa.Table(
     sa.Column("escalation_level", sa.Integer(), nullable=False, server_default="1"),
     sa.Index("retention_sla_breaches_one_open", "domain", "kind", unique=True,
              postgresql_where=sa.text("closed_at IS NULL"), sqlite_where=sa.text("closed_at IS NULL")),
+)
+
+# What automation could not finish, for a person (engine/queue.py). One active (open or claimed)
+# item per domain, record and reason: a repeat counts an attempt instead of adding an item.
+manual_queue = sa.Table(
+    "retention_manual_queue",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("domain", sa.String(63), nullable=False),
+    sa.Column("record_id", sa.Text(), nullable=False),  # a record id, an archive object key or a partition
+    sa.Column("reason", sa.String(40), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False, server_default=""),
+    sa.Column("status", sa.String(16), nullable=False, server_default="open"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("resolved_by", sa.String(128), nullable=True),
+    sa.Column("resolution_note", sa.Text(), nullable=True),
+    sa.Column("escalation_level", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="1"),
+    sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("close_announced", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Index("retention_manual_queue_one_active", "domain", "record_id", "reason", unique=True,
+             postgresql_where=sa.text("status IN ('open', 'claimed')"),
+             sqlite_where=sa.text("status IN ('open', 'claimed')")),
+    sa.Index("retention_manual_queue_due", "status", "due_at"),
 )

@@ -34,11 +34,12 @@ class Alert:
     summary: str
     details: dict = field(default_factory=dict)
     level: int = 1  # 1 when a breach opens; each escalation adds one
+    subject: str = ""  # what within the domain and kind, when there can be several (a queue item's id)
 
     @property
     def dedup_key(self) -> str:
-        """One incident per domain and kind: its escalations update it, its close resolves it."""
-        return f"retention/{self.domain}/{self.kind}"
+        """One incident per domain, kind (and subject): its escalations update it, its close resolves it."""
+        return "/".join(["retention", self.domain, self.kind] + ([self.subject] if self.subject else []))
 
     @property
     def text(self) -> str:

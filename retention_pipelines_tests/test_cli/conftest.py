@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from retention_pipelines.cli import main
+from retention_pipelines.stores import AppDatabase
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 RETENTION_SCRIPT = REPOSITORY / ".venv" / "bin" / "retention"
@@ -84,3 +85,17 @@ def dagster_home(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(DAGSTER_YAML, folder / "dagster.yaml")
     return folder
+
+
+@pytest.fixture
+def cli_env(pg_url, tmp_path, monkeypatch):
+    """The CLI's environment: a DAGSTER_HOME, the test database (with a password), a local archive;
+    the database for the test to read."""
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(tmp_path / "dagster_home")))
+    monkeypatch.setenv("RETENTION_DATABASE_URL", with_password(pg_url))
+    (tmp_path / "archive").mkdir()
+    monkeypatch.setenv("RETENTION_ARCHIVE_URL", (tmp_path / "archive").as_uri())
+    monkeypatch.setenv("RETENTION_HOME", str(tmp_path / "retention_home"))
+    database = AppDatabase(pg_url)
+    yield database
+    database.dispose()

@@ -10,9 +10,8 @@ import dagster as dg
 import pytest
 
 from retention_pipelines.policies import default_policy_path, load_policies
-from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.test_cli.conftest import EMAIL, PASSWORD, dagster_home, run_script, with_password
+from retention_pipelines_tests.test_cli.conftest import EMAIL, PASSWORD, dagster_home, run_script
 
 KNOWN_DOMAINS = ["quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"]
 DUE = [timedelta(hours=25), timedelta(days=2), timedelta(days=30)]
@@ -21,22 +20,9 @@ ADDRESS = "quiz.taker@example.com"
 
 
 @pytest.fixture
-def run_env(pg_url, tmp_path, monkeypatch):
-    home = dagster_home(tmp_path / "dagster_home")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("RETENTION_DATABASE_URL", with_password(pg_url))
-    (tmp_path / "archive").mkdir()
-    monkeypatch.setenv("RETENTION_ARCHIVE_URL", (tmp_path / "archive").as_uri())
-    monkeypatch.setenv("RETENTION_HOME", str(tmp_path / "retention_home"))
-    database = AppDatabase(pg_url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def quiz_rows(run_env):
-    due = set(insert_quiz_rows(run_env, DUE, email=ADDRESS))
-    not_due = set(insert_quiz_rows(run_env, NOT_DUE, email=ADDRESS))
+def quiz_rows(cli_env):
+    due = set(insert_quiz_rows(cli_env, DUE, email=ADDRESS))
+    not_due = set(insert_quiz_rows(cli_env, NOT_DUE, email=ADDRESS))
     return due, not_due
 
 
@@ -64,7 +50,7 @@ def assert_no_personal_data(outcome):
     assert not EMAIL.search(outcome.text), outcome.text
 
 
-def test_dry_run_reports_and_changes_nothing(cli, run_env, quiz_rows):
+def test_dry_run_reports_and_changes_nothing(cli, cli_env, quiz_rows):
     due, not_due = quiz_rows
     outcome = cli("run", "quiz_responses", "--dry-run")
     assert_no_personal_data(outcome)
@@ -75,8 +61,8 @@ def test_dry_run_reports_and_changes_nothing(cli, run_env, quiz_rows):
     assert int(row["found"]) == len(due)
     assert int(row["audit_rows"]) == 0
 
-    assert remaining_ids(run_env) == due | not_due
-    assert audit_entries(run_env) == []
+    assert remaining_ids(cli_env) == due | not_due
+    assert audit_entries(cli_env) == []
 
     runs = dagster_runs()
     assert len(runs) == 1
@@ -87,7 +73,7 @@ def test_dry_run_reports_and_changes_nothing(cli, run_env, quiz_rows):
     assert run_id.startswith(row["run_id"])
 
 
-def test_dry_run_with_due_rows_succeeds(cli, run_env, quiz_rows):
+def test_dry_run_with_due_rows_succeeds(cli, cli_env, quiz_rows):
     """A dry run leaves due rows in place by design: that is its report, not a failure."""
     due, not_due = quiz_rows
     outcome = cli("run", "quiz_responses", "--dry-run")
@@ -97,7 +83,7 @@ def test_dry_run_with_due_rows_succeeds(cli, run_env, quiz_rows):
     row = quiz_row(parse_table(outcome.out))
     assert row["status"] == "ok"
     assert int(row["found"]) == int(row["acted_on"]) == len(due)  # what a real run would delete
-    assert remaining_ids(run_env) == due | not_due
+    assert remaining_ids(cli_env) == due | not_due
     [(_, _, tags, status)] = dagster_runs()
     assert tags["retention/dry_run"] == "true"
     assert status == dg.DagsterRunStatus.SUCCESS
@@ -109,7 +95,7 @@ def check_evaluations(run_id: str) -> dict:
     return {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data for e in events}
 
 
-def test_dry_run_fails_no_error_severity_check(cli, run_env, quiz_rows):
+def test_dry_run_fails_no_error_severity_check(cli, cli_env, quiz_rows):
     """In the UI a dry run must not raise a red check: rows left past their deadline are a WARN
     by design, and no audit rows are expected of a run that acted on nothing."""
     cli("run", "quiz_responses", "--dry-run")
@@ -124,21 +110,21 @@ def test_dry_run_fails_no_error_severity_check(cli, run_env, quiz_rows):
     assert red == {}
 
 
-def test_dry_run_with_nothing_due_succeeds(cli, run_env):
-    not_due = set(insert_quiz_rows(run_env, NOT_DUE, email=ADDRESS))
+def test_dry_run_with_nothing_due_succeeds(cli, cli_env):
+    not_due = set(insert_quiz_rows(cli_env, NOT_DUE, email=ADDRESS))
     outcome = cli("run", "quiz_responses", "--dry-run")
     assert outcome.code == 0, outcome.text
     row = quiz_row(parse_table(outcome.out))
     assert row["status"] == "ok"
     assert int(row["found"]) == 0
-    assert remaining_ids(run_env) == not_due
+    assert remaining_ids(cli_env) == not_due
 
 
 def stored_bytes(folder: Path) -> bytes:
     return b"".join(path.read_bytes() for path in folder.rglob("*") if path.is_file())
 
 
-def test_run_deletes_exactly_the_due_rows(cli, run_env, quiz_rows):
+def test_run_deletes_exactly_the_due_rows(cli, cli_env, quiz_rows):
     due, not_due = quiz_rows
     outcome = cli("run", "quiz_responses")
     assert_no_personal_data(outcome)
@@ -154,8 +140,8 @@ def test_run_deletes_exactly_the_due_rows(cli, run_env, quiz_rows):
     assert int(row["audit_rows"]) == len(due)
     assert int(row["held"]) == 0
 
-    assert remaining_ids(run_env) == not_due
-    entries = audit_entries(run_env)
+    assert remaining_ids(cli_env) == not_due
+    entries = audit_entries(cli_env)
     assert {e["record_id"] for e in entries} == due
     assert {e["action"] for e in entries} == {"deleted"}
     assert {e["domain"] for e in entries} == {"quiz_responses"}
@@ -179,12 +165,12 @@ def test_run_deletes_exactly_the_due_rows(cli, run_env, quiz_rows):
     assert again.code == 0, again.text
     row = quiz_row(parse_table(again.out))
     assert int(row["found"]) == 0 and int(row["acted_on"]) == 0
-    assert remaining_ids(run_env) == not_due
-    assert len(audit_entries(run_env)) == len(due)
+    assert remaining_ids(cli_env) == not_due
+    assert len(audit_entries(cli_env)) == len(due)
     assert len(dagster_runs()) == 2
 
 
-def test_run_respects_a_legal_hold(cli, run_env, quiz_rows):
+def test_run_respects_a_legal_hold(cli, cli_env, quiz_rows):
     due, not_due = quiz_rows
     held = sorted(due)[0]
     added = cli("hold", "add", "--domain", "quiz_responses", "--record-id", held, "--reason", "case 42")
@@ -195,19 +181,19 @@ def test_run_respects_a_legal_hold(cli, run_env, quiz_rows):
     row = quiz_row(parse_table(outcome.out))
     assert int(row["acted_on"]) == len(due) - 1
     assert int(row["held"]) == 1
-    assert remaining_ids(run_env) == not_due | {held}
+    assert remaining_ids(cli_env) == not_due | {held}
     assert_no_personal_data(outcome)
 
 
-def test_run_without_dagster_home_is_refused(cli, run_env, quiz_rows, monkeypatch):
+def test_run_without_dagster_home_is_refused(cli, cli_env, quiz_rows, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME")
     outcome = cli("run", "quiz_responses")
     assert outcome.code == 2
     assert "DAGSTER_HOME" in outcome.err
-    assert remaining_ids(run_env) == quiz_rows[0] | quiz_rows[1]
+    assert remaining_ids(cli_env) == quiz_rows[0] | quiz_rows[1]
 
 
-def test_unknown_domain_is_refused_naming_the_known_ones(cli, run_env):
+def test_unknown_domain_is_refused_naming_the_known_ones(cli, cli_env):
     outcome = cli("run", "nosuch")
     assert outcome.code == 2
     assert outcome.err.startswith("retention: error: ")
@@ -227,7 +213,7 @@ def meal_plans_disabled(tmp_path, monkeypatch):
     return path
 
 
-def test_disabled_domain_is_refused(cli, run_env, meal_plans_disabled):
+def test_disabled_domain_is_refused(cli, cli_env, meal_plans_disabled):
     outcome = cli("run", "meal_plans")
     assert outcome.code == 2
     assert outcome.err.startswith("retention: error: ")
@@ -264,7 +250,7 @@ def test_console_script_exit_codes(tmp_path, monkeypatch, meal_plans_disabled):
         assert result.stdout == ""
 
 
-def test_run_without_a_domain_runs_every_enabled_domain(cli, run_env, quiz_rows):
+def test_run_without_a_domain_runs_every_enabled_domain(cli, cli_env, quiz_rows):
     outcome = cli("run")
     assert outcome.code == 0, outcome.text
     enabled = [name for name, policy in load_policies().domains.items() if policy.enabled]
@@ -272,7 +258,7 @@ def test_run_without_a_domain_runs_every_enabled_domain(cli, run_env, quiz_rows)
     assert sorted(job for _, job, _, _ in dagster_runs()) == sorted(f"{name}_retention_job" for name in enabled)
 
 
-def test_all_four_domains_on_postgresql_s3_and_redis(cli, run_env, s3_archive_url, redis_url, monkeypatch):
+def test_all_four_domains_on_postgresql_s3_and_redis(cli, cli_env, s3_archive_url, redis_url, monkeypatch):
     """The shipped policy file, end to end on the production parts: every domain brought into
     compliance by one `retention run`."""
     import uuid as uuid_module
@@ -290,17 +276,17 @@ def test_all_four_domains_on_postgresql_s3_and_redis(cli, run_env, s3_archive_ur
     monkeypatch.setenv("RETENTION_ARCHIVE_URL", s3_archive_url)
     monkeypatch.setenv("RETENTION_BLOB_URL", f"s3://{hot}")
     monkeypatch.setenv("RETENTION_REDIS_URL", redis_url)
-    now = run_env.now()
-    insert_quiz_rows(run_env, [td(hours=30)], email=ADDRESS)
-    insert_token_expiring_at(run_env, [now - td(minutes=5)])
-    plan = insert_meal_plans_at(run_env, [now - td(days=95)], ["plans/1.pdf"])[0]
-    insert_blacklist_at(run_env, [now - td(days=120)])
+    now = cli_env.now()
+    insert_quiz_rows(cli_env, [td(hours=30)], email=ADDRESS)
+    insert_token_expiring_at(cli_env, [now - td(minutes=5)])
+    plan = insert_meal_plans_at(cli_env, [now - td(days=95)], ["plans/1.pdf"])[0]
+    insert_blacklist_at(cli_env, [now - td(days=120)])
 
     outcome = cli("run")
     assert outcome.code == 0, outcome.text
     rows = {row["domain"]: row for row in parse_table(outcome.out)}
     assert set(rows) == {"quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"}
     assert all(row["status"] == "ok" and row["acted_on"] == "1" for row in rows.values()), outcome.out
-    assert meal_plan_rows(run_env)[plan][0] is None
+    assert meal_plan_rows(cli_env)[plan][0] is None
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=hot)
-    assert {e["action"] for e in audit_entries(run_env)} == {"deleted", "redacted"}
+    assert {e["action"] for e in audit_entries(cli_env)} == {"deleted", "redacted"}

@@ -152,7 +152,7 @@ def test_failures_in_a_row_open_a_breach_and_a_success_closes_it(policies, postg
 
     policy = policies.domains["quiz_responses"]
     jobs = list(build_domain_defs(policy, policies.policy_version).jobs)
-    finished, failed = build_run_sensors([policy], jobs)
+    finished, failed = build_run_sensors([policy], jobs, policies.policy_version)
     broken = RetentionStores(database_url=postgres_server.create_database(f"empty_{uuid.uuid4().hex[:6]}"),
                              archive_url=local_archive_url, redis_url=redis_url)  # no tables: every run fails
     stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url)
@@ -181,14 +181,16 @@ def test_a_run_over_its_time_limit_opens_a_run_duration_breach(policies, pg_url,
     stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url)
     result = run_job(policy, policies, stores, instance)
     assert result.success
-    finished, _ = build_run_sensors([hasty], list(build_domain_defs(policy, policies.policy_version).jobs))
+    finished, _ = build_run_sensors([hasty], list(build_domain_defs(policy, policies.policy_version).jobs),
+                                    policies.policy_version)
     evaluate_run_sensor(finished, result, instance, stores)
     [breach] = Breaches(pg_database).all()
     assert breach["kind"] == RUN_DURATION and breach["closed_at"] is None and breach["run_id"] == result.run_id
     assert breach["observed"] > breach["threshold"]
 
     # The same run judged against the shipped 30-minute limit closes it.
-    finished, _ = build_run_sensors([policy], list(build_domain_defs(policy, policies.policy_version).jobs))
+    finished, _ = build_run_sensors([policy], list(build_domain_defs(policy, policies.policy_version).jobs),
+                                    policies.policy_version)
     evaluate_run_sensor(finished, result, instance, stores)
     [breach] = Breaches(pg_database).all()
     assert breach["closed_at"] is not None
@@ -310,7 +312,7 @@ def test_failures_in_a_row_reaching_twice_the_limit_escalate_once(policies, post
     policy = policies.domains["quiz_responses"]
     limit = policy.sla.max_consecutive_failures
     jobs = list(build_domain_defs(policy, policies.policy_version).jobs)
-    finished, failed = build_run_sensors([policy], jobs)
+    finished, failed = build_run_sensors([policy], jobs, policies.policy_version)
     broken = RetentionStores(database_url=postgres_server.create_database(f"empty_{uuid.uuid4().hex[:6]}"),
                              archive_url=local_archive_url, redis_url=redis_url)  # no tables: every run fails
     stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,

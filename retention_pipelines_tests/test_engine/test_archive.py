@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine import ArchiveVerificationFailed, RetentionEngine
 from retention_pipelines.engine.archive_format import verify
+from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines_tests.app_rows import archive_root, insert_quiz_rows, remaining_ids
@@ -105,7 +106,11 @@ def test_an_object_that_reads_back_wrong_is_not_acted_on(any_database, policies,
     with pytest.raises(ArchiveVerificationFailed, match="sha256"):
         engine.run("corrupt-read")
     assert remaining_ids(any_database) == set(due)
-    assert audit_rows(any_database) == []
+    # Nothing acted on; the failed object reached a person, once, and that is audited.
+    assert [row["action"] for row in audit_rows(any_database)] == ["queue_opened"]
+    [item] = ManualQueue(any_database).list()
+    assert item.reason == "archive_verification_failed" and item.status == "open"
+    assert item.record_id.startswith(local_archive_url) and "sha256" in item.detail
 
 
 def overwrite(archive_url: str, key: str, data: bytes) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import boto3
-import pytest
 import sqlalchemy as sa
 
 from retention_pipelines import schema
@@ -16,13 +14,6 @@ from retention_pipelines.stores.blob import S3BlobStore
 from retention_pipelines_tests.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
 
 PDF = b"%PDF-1.4\n% a meal plan\n%%EOF\n"
-
-
-@pytest.fixture
-def hot_bucket(s3_env) -> str:
-    bucket = f"hot-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    return bucket
 
 
 def put_pdfs(bucket: str, keys: list[str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -16,35 +15,13 @@ from retention_pipelines import schema
 from retention_pipelines.policies import PolicyError, PolicyFile, load_policies
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.redaction import without_personal_data
-from retention_pipelines.logs import configure_logging
-from retention_pipelines.stores import (
-    AppDatabase, ConfigurationError, PolicyMismatch, RetentionSettings, StoreUnavailable, load_settings,
+from retention_pipelines.cli.common import (
+    EXIT_BAD_INPUT, EXIT_FAILED, LOOKS_LIKE_EMAIL, CliError, dagster_instance, failure_message, open_database,
+    print_table,
 )
-
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-LOOKS_LIKE_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
-
-
-class CliError(Exception):
-    """A refusal with an operator-ready message; exit_code says whether input or outcome was bad."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def print_table(rows: list[dict]) -> None:
-    if not rows:
-        print("(none)")
-        return
-    import pandas as pd  # already a dependency; its alignment saves a hand-written formatter
-
-    print(pd.DataFrame(rows).to_string(index=False))
-
-
-def _database(settings: RetentionSettings | None = None) -> AppDatabase:
-    return AppDatabase((settings or load_settings()).resolved_database_url())
-
+from retention_pipelines.cli.queue import add_queue_commands
+from retention_pipelines.logs import configure_logging
+from retention_pipelines.stores import ConfigurationError, PolicyMismatch, StoreUnavailable, load_settings
 
 def _domains(policies: PolicyFile, names: Sequence[str]) -> list[str]:
     if not names:
@@ -61,7 +38,7 @@ def _domains(policies: PolicyFile, names: Sequence[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     policies = load_policies()
     domains = _domains(policies, args.domains)
-    database = _database()
+    database = open_database()
     try:
         schema.ensure_current(database.engine)
     except sa.exc.OperationalError as exc:
@@ -76,15 +53,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(row["status"] == "ok" for row in rows) else EXIT_FAILED
 
 
-def _instance():
-    import dagster as dg
-
-    if not os.environ.get("DAGSTER_HOME"):
-        raise CliError("DAGSTER_HOME is not set: point it at the folder holding dagster.yaml "
-                       "(the repository root for the demo), so that runs appear in the UI")
-    return dg.DagsterInstance.get()
-
-
 def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None) -> dict:
     """Execute the domain's job for its latest partition on the DAGSTER_HOME instance."""
     import dagster as dg
@@ -94,18 +62,18 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None
 
     job = defs.resolve_job_def(job_name(domain))
     partition = job.partitions_def.get_last_partition_key()
-    with _instance() as instance, _lock_wait(wait_seconds):
+    with dagster_instance() as instance, _lock_wait(wait_seconds):
         result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
                                         tags={DRY_RUN_TAG: "true" if dry_run else "false"},
                                         # The terminal gets the summary table; step logs are in the UI.
-                                        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                                        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     metadata = {}
     for event in result.get_asset_materialization_events():
         metadata.update({k: v.value for k, v in event.materialization.metadata.items()})
     # A WARN check (rows left by a dry run, by design) informs; only an ERROR check fails the run.
     failed_checks = [e.check_name for e in result.get_asset_check_evaluations()
                      if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
-    failures = [_failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    failures = [failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     ok = result.success and not failed_checks
     acted = metadata.get("rows_redacted", metadata.get("rows_deleted", 0))
     return {
@@ -134,14 +102,6 @@ def _lock_wait(seconds: float | None):
             os.environ["RETENTION_LOCK_WAIT_SECONDS"] = saved
 
 
-def _failure_message(event) -> str:
-    data = event.step_failure_data
-    if data.user_failure_data and data.user_failure_data.description:
-        return data.user_failure_data.description
-    error = data.error.cause or data.error if data.error else None
-    return error.message.strip().splitlines()[-1] if error else "step failed"
-
-
 # retention demo ---------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from retention_pipelines import demo
@@ -156,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for folder in ("archive", "blobs"):
         shutil.rmtree(settings.home / folder, ignore_errors=True)
     demo_file.parent.mkdir(parents=True, exist_ok=True)
-    database = _database(settings)
+    database = open_database(settings)
     demo.create_app_tables(database)
     schema.upgrade(database.engine)
     seeded = demo.seed(database, rows_per_table=args.rows, blob_folder=(settings.home / "blobs").resolve())
@@ -192,7 +152,7 @@ def cmd_hold_add(args: argparse.Namespace) -> int:
     reason = _no_personal_data(args.reason.strip(), "--reason")
     if not record_id or not reason:
         raise CliError("--record-id and --reason must not be empty")
-    database = _database()
+    database = open_database()
     schema.ensure_current(database.engine)
     holds = schema.legal_holds
     with database.engine.begin() as connection:
@@ -208,7 +168,7 @@ def cmd_hold_add(args: argparse.Namespace) -> int:
 
 def cmd_hold_release(args: argparse.Namespace) -> int:
     record_id = args.record_id.strip()  # as `hold add` stored it
-    database = _database()
+    database = open_database()
     schema.ensure_current(database.engine)
     holds = schema.legal_holds
     with database.engine.begin() as connection:
@@ -222,7 +182,7 @@ def cmd_hold_release(args: argparse.Namespace) -> int:
 
 
 def cmd_hold_list(args: argparse.Namespace) -> int:
-    database = _database()
+    database = open_database()
     schema.ensure_current(database.engine)
     holds = schema.legal_holds
     query = sa.select(holds).order_by(holds.c.placed_at, holds.c.id)
@@ -252,7 +212,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 # retention db upgrade ---------------------------------------------------------------------------
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    database = _database()
+    database = open_database()
     try:
         before, after = schema.upgrade(database.engine)
     except sa.exc.OperationalError as exc:
@@ -299,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("health", help="probe every dependency of the retention runs").set_defaults(
         handler=cmd_health)
+
+    add_queue_commands(commands)
 
     db = commands.add_parser("db", help="the retention tables").add_subparsers(dest="db_command", required=True,
                                                                                 metavar="COMMAND")

@@ -1,0 +1,49 @@
+"""What the subcommands share: refusals, exit codes, tables on the terminal, the stores."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from retention_pipelines.stores import AppDatabase, RetentionSettings, load_settings
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+LOOKS_LIKE_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
+
+
+class CliError(Exception):
+    """A refusal with an operator-ready message; exit_code says whether input or outcome was bad."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    import pandas as pd  # already a dependency; its alignment saves a hand-written formatter
+
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+def open_database(settings: RetentionSettings | None = None) -> AppDatabase:
+    return AppDatabase((settings or load_settings()).resolved_database_url())
+
+
+def dagster_instance():
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise CliError("DAGSTER_HOME is not set: point it at the folder holding dagster.yaml "
+                       "(the repository root for the demo), so that runs appear in the UI")
+    return dg.DagsterInstance.get()
+
+
+def failure_message(event) -> str:
+    data = event.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error.cause or data.error if data.error else None
+    return error.message.strip().splitlines()[-1] if error else "step failed"

@@ -1,0 +1,51 @@
+"""A manual-queue item, retried: its record (or, for a failed run or archive, its whole domain) runs
+through the same engine as a scheduled run, under the domain's lock. The item is resolved when
+nothing of it is left to do; otherwise it stays as it was, with one more attempt counted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from retention_pipelines.engine.queue import RECORD_REASONS, ManualQueue, QueueItem
+from retention_pipelines.engine.results import ArchiveVerificationFailed
+from retention_pipelines.engine.retention import RetentionEngine
+from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.stores import HeldLock, LockLost, StoreUnavailable
+
+# What a retry can run into that leaves the item for another try; anything else is a bug and raises.
+RETRY_ERRORS = (StoreUnavailable, ArchiveVerificationFailed, LockLost, sa.exc.DBAPIError)
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    item_id: int
+    domain: str
+    reason: str
+    resolved: bool
+    message: str
+
+
+def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
+               lock: HeldLock | None = None) -> RetryOutcome:
+    one_record = item.reason in RECORD_REASONS
+    target = engine.for_retry([item.record_id] if one_record else None)
+
+    def failed(why: str) -> RetryOutcome:
+        queue.retry_failed(item.id, by, why, run_id)
+        return RetryOutcome(item.id, item.domain, item.reason, False, why)
+
+    try:
+        report = target.run(run_id, lock=lock)
+        left = target.count_remaining(engine.database.now()) if one_record else 0
+    except RETRY_ERRORS as exc:
+        reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
+        return failed(without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__))
+    if report.acted.failed:
+        return failed(f"{report.acted.failed} rows could not be {report.acted.action} yet")
+    if left:
+        return failed("the record is still due and was not acted on")
+    what = f"{report.acted.acted_on} rows {report.acted.action}" if report.acted.acted_on else "nothing was left to do"
+    queue.resolve(item.id, by, f"retried in run {run_id}: {what}", run_id)
+    return RetryOutcome(item.id, item.domain, item.reason, True, what)
