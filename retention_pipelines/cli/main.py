@@ -19,6 +19,7 @@ from retention_pipelines.cli.common import (
     EXIT_BAD_INPUT, EXIT_FAILED, LOOKS_LIKE_EMAIL, CliError, dagster_instance, failure_message, open_database,
     print_table,
 )
+from retention_pipelines.cli.audit import add_audit_commands
 from retention_pipelines.cli.queue import add_queue_commands
 from retention_pipelines.logs import configure_logging
 from retention_pipelines.stores import ConfigurationError, PolicyMismatch, StoreUnavailable, load_settings
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         handler=cmd_health)
 
     add_queue_commands(commands)
+    add_audit_commands(commands)
 
     db = commands.add_parser("db", help="the retention tables").add_subparsers(dest="db_command", required=True,
                                                                                 metavar="COMMAND")

@@ -1,0 +1,116 @@
+"""Benchmark: the evidence for one record (`retention audit show`) on a long audit log, as it is
+(a scan) and through a candidate index on record_id, and what each candidate index would cost the
+audit writes — each against its baseline in the same run.
+
+    python benchmarks/bench_audit_lookup.py [--rows 10000000] [--lookups 200] [--writes 1000000]
+
+On a fresh PostgreSQL started here, --rows audit entries (four domains, a uuid record id each,
+time-ordered as the log is) are written once. Then:
+
+  scan       record_evidence() for 5 random record ids on the log as it is: no index on record_id
+  indexed    the same for --lookups ids once a hash index on record_id is built (the candidate)
+  writes     --writes audit rows INSERTed into a copy of the table: without an index on record_id
+             (the baseline, as it is), with a btree and with a hash index
+
+It prints the scan's and the indexed lookup's times in ms, and the write throughput with each
+index as a ratio of that without one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+from retention_pipelines.engine.evidence import record_evidence  # noqa: E402
+from retention_pipelines.stores import AppDatabase  # noqa: E402
+from retention_pipelines_tests.servers import PostgresServer  # noqa: E402
+
+SERVER_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "shared_buffers": "512MB", "max_wal_size": "8GB",
+                   "checkpoint_timeout": "30min"}
+FILL = """
+    INSERT INTO retention_audit_log (domain, record_id, action, run_id, occurred_at, policy_version, deadline)
+    SELECT (ARRAY['quiz_responses','magic_link_tokens','meal_plans','email_blacklist'])[1 + mod(i, 4)],
+           md5(i::text)::uuid::text, 'deleted', 'run-' || (i / 10000), now() - make_interval(secs => ({rows} - i) / 10.0),
+           'bench+000000000000', now() - make_interval(secs => ({rows} - i) / 10.0)
+    FROM generate_series({start}, {stop}) AS i
+"""
+
+
+def fill(engine: sa.Engine, rows: int, chunk: int = 1_000_000) -> None:
+    for start in range(1, rows + 1, chunk):
+        with engine.begin() as connection:
+            connection.exec_driver_sql(FILL.format(rows=rows, start=start, stop=min(start + chunk - 1, rows)))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE retention_audit_log")
+
+
+def lookups(database: AppDatabase, ids: list[str]) -> list[float]:
+    times = []
+    for record_id in ids:
+        started = time.perf_counter()
+        found = record_evidence(database, record_id)
+        times.append((time.perf_counter() - started) * 1000)
+        assert len(found) == 1, (record_id, found)
+    return times
+
+
+def write_rate(engine: sa.Engine, writes: int, method: str | None) -> float:
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE IF EXISTS audit_copy")
+        connection.exec_driver_sql("CREATE TABLE audit_copy (LIKE retention_audit_log INCLUDING DEFAULTS)")
+        connection.exec_driver_sql("CREATE INDEX ON audit_copy USING brin (occurred_at)")
+        if method:
+            connection.exec_driver_sql(f"CREATE INDEX ON audit_copy USING {method} (record_id)")
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        connection.exec_driver_sql(FILL.replace("retention_audit_log", "audit_copy").format(
+            rows=writes, start=1, stop=writes))
+    return writes / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--lookups", type=int, default=200)
+    parser.add_argument("--writes", type=int, default=1_000_000)
+    args = parser.parse_args()
+    server = PostgresServer(SERVER_SETTINGS).start()
+    try:
+        url = server.create_app_database("bench_audit")
+        database = AppDatabase(url)
+        started = time.perf_counter()
+        fill(database.engine, args.rows)
+        print(f"{args.rows:,} audit rows written in {time.perf_counter() - started:.0f} s")
+        chosen = [str(uuid.UUID(hashlib.md5(str(i).encode()).hexdigest()))  # the ids FILL wrote
+                  for i in random.Random(7).sample(range(1, args.rows + 1), args.lookups)]
+        scans = sorted(lookups(database, chosen[:5]))
+        with database.engine.begin() as connection:
+            connection.exec_driver_sql("CREATE INDEX candidate_record_idx ON retention_audit_log USING hash (record_id)")
+        lookups(database, chosen[:10])  # warm the connection pool and the index's upper levels
+        indexed = sorted(lookups(database, chosen))
+        rates = {method: write_rate(database.engine, args.writes, method) for method in ("btree", "hash", None)}
+        database.dispose()
+    finally:
+        server.stop()
+    p50, p99 = statistics.median(indexed), indexed[min(len(indexed) - 1, int(0.99 * len(indexed)))]
+    print(f"as it is, a scan of the log (5 ids): median {statistics.median(scans):.0f} ms, max {scans[-1]:.0f} ms")
+    print(f"through a hash index on record_id ({args.lookups} ids): p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+          f"max {indexed[-1]:.2f} ms; the scan takes {statistics.median(scans) / p50:.0f}× as long")
+    for method in ("btree", "hash"):
+        print(f"audit writes with a {method} index on record_id: {rates[method]:,.0f} rows/s, "
+              f"{rates[method] / rates[None]:.2f}× the {rates[None]:,.0f} rows/s without")
+
+
+if __name__ == "__main__":
+    main()
