@@ -25,18 +25,21 @@ def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[st
                     additional_ins={"found": dg.AssetIn(keys["expired_records"])}, description=(
                         f"No row of `{policy.table}` outside a legal hold is left past its deadline: none due "
                         f"before the run's cutoff or before now − the allowed lag ({format_duration(policy.sla.max_lag)}), "
-                        "whichever is earlier. Blocks the audit seal when it fails."))
+                        "whichever is earlier. Rows the run could not finish, waiting for a person in the manual "
+                        "queue (on its own deadline), are counted apart. Blocks the audit seal when it fails."))
     def no_rows_past_deadline(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
                               deletion: Acted, found: Found) -> dg.AssetCheckResult:
         with domain_step(context, policy.name):
             domain_engine = engine(retention_stores)
             limit = min(found.cutoff, retention_stores.database.now() - policy.sla.max_lag)
             remaining = domain_engine.count_remaining(limit)
+            queued = domain_engine.count_remaining(limit, waiting_for_a_person=True)
         return dg.AssetCheckResult(
             passed=remaining == 0,
             # A dry run changes nothing, so rows remain by design: reported, never blocking.
             severity=dg.AssetCheckSeverity.WARN if deletion.dry_run else dg.AssetCheckSeverity.ERROR,
-            metadata={"rows_past_deadline": remaining, "deadline_limit": iso(limit), "dry_run": deletion.dry_run},
+            metadata={"rows_past_deadline": remaining, "rows_waiting_in_manual_queue": queued,
+                      "deadline_limit": iso(limit), "dry_run": deletion.dry_run},
         )
 
     @dg.asset_check(asset=keys["deletion"], name=EVERY_OBJECT_DELETED_CHECK, partitions_def=partitions,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
-from retention_pipelines.schema import audit_log, legal_holds
+from retention_pipelines.schema import audit_log, legal_holds, manual_queue
 
 
 UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
@@ -81,6 +81,18 @@ class DomainTable:
             legal_holds.c.released_at.is_(None),
         )
 
+    def not_waiting_for_a_person(self) -> sa.ColumnElement[bool]:
+        """No open or claimed manual-queue item about the row: what a run could not finish is in a
+        person's hands, on the queue's own deadline, and not counted again as retention lag."""
+        queued_id = manual_queue.c.record_id
+        if isinstance(self.pk.type, sa.Uuid):
+            queued_id = sa.func.lower(queued_id)
+        return ~sa.exists().where(
+            manual_queue.c.domain == self.policy.name,
+            queued_id == sa.cast(self.pk, sa.Text),
+            manual_queue.c.status.in_(("open", "claimed")),
+        )
+
     def due(self, clock_cutoff: datetime) -> list[sa.ColumnElement[bool]]:
         """Rows whose deadline has passed by the cutoff and that are still to be acted on."""
         conditions = [self.clock <= clock_cutoff]
@@ -90,14 +102,15 @@ class DomainTable:
             conditions.append(self.table.c[self.policy.redact.stamp_column].is_(None))
         return conditions
 
-    def count_due(self, clock_cutoff: datetime, window_start_clock: datetime | None) -> sa.Select:
+    def count_due(self, clock_cutoff: datetime, window_start_clock: datetime | None,
+                  *extra: sa.ColumnElement[bool]) -> sa.Select:
         """(due in the window, overdue from before it) among the rows not under a legal hold."""
         in_window = (
             sa.case((self.clock > window_start_clock, 1), else_=0) if window_start_clock is not None else sa.literal(1)
         )
         return sa.select(
             sa.func.coalesce(sa.func.sum(in_window), 0), sa.func.count()
-        ).where(*self.due(clock_cutoff), self.not_held())
+        ).where(*self.due(clock_cutoff), self.not_held(), *extra)
 
     def batches(
         self, engine: sa.Engine, columns: Sequence[sa.Column], clock_cutoff: datetime, batch_size: int

@@ -275,23 +275,29 @@ class RetentionEngine:
             return int(connection.execute(query).scalar_one())
 
     def retention_lag(self) -> timedelta:
-        """How long the oldest row outside a legal hold has been kept past its deadline (zero when
-        none is): the first entry of the clock index, one cheap query however large the table."""
+        """How long the oldest row outside a legal hold, and not waiting for a person in the manual
+        queue, has been kept past its deadline (zero when none is): the first entry of the clock
+        index, one cheap query however large the table."""
         now = self.database.now()
         oldest = sa.select(sa.func.min(self.table.clock)).where(
-            *self.table.due(self._bind(now - self.policy.retain_for)), self.table.not_held())
+            *self.table.due(self._bind(now - self.policy.retain_for)), self.table.not_held(),
+            self.table.not_waiting_for_a_person())
         with self._connect() as connection:
             clock = connection.execute(oldest).scalar_one()
         if clock is None:
             return timedelta(0)
         return max(now - (self.database.read_time(clock) + self.policy.retain_for), timedelta(0))
 
-    def count_remaining(self, deadline: datetime) -> int:
+    def count_remaining(self, deadline: datetime, waiting_for_a_person: bool | None = False) -> int:
         """Rows not under a legal hold whose deadline is at or before `deadline` and that are still
-        to be acted on: what a compliance check expects to be zero after a run."""
+        to be acted on: what a compliance check expects to be zero after a run. Rows with an open
+        manual-queue item are left out (False, the default), counted alone (True) or counted in
+        with the others (None)."""
         clock_cutoff = self._bind(deadline - self.policy.retain_for)
+        queued = self.table.not_waiting_for_a_person()
+        extra = {False: [queued], True: [~queued], None: []}[waiting_for_a_person]
         with self._connect() as connection:
-            return int(connection.execute(self.table.count_due(clock_cutoff, None)).one()[1])
+            return int(connection.execute(self.table.count_due(clock_cutoff, None, *extra)).one()[1])
 
     def verify_archive(self, archived: Archived) -> list[str]:
         """Each object of the run read back against its manifest: the problems found, if any."""

@@ -38,7 +38,7 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
 
     try:
         report = target.run(run_id, lock=lock)
-        left = target.count_remaining(engine.database.now()) if one_record else 0
+        left = target.count_remaining(engine.database.now(), waiting_for_a_person=None) if one_record else 0
     except RETRY_ERRORS as exc:
         reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
         return failed(without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__))

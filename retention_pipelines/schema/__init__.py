@@ -11,13 +11,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from retention_pipelines.schema.tables import (
-    VERSION_TABLE, audit_log, legal_holds, manual_queue, metadata, sla_breaches,
+    VERSION_TABLE, audit_log, erasure_requests, legal_holds, manual_queue, metadata, sla_breaches,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-__all__ = ["SchemaBehindError", "audit_log", "ensure_current", "legal_holds", "manual_queue", "metadata", "sla_breaches",
-           "upgrade"]
+__all__ = ["SchemaBehindError", "audit_log", "ensure_current", "erasure_requests", "legal_holds", "manual_queue",
+           "metadata", "sla_breaches", "upgrade"]
 
 
 class SchemaBehindError(Exception):

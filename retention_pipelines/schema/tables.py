@@ -99,3 +99,18 @@ manual_queue = sa.Table(
              sqlite_where=sa.text("status IN ('open', 'claimed')")),
     sa.Index("retention_manual_queue_due", "status", "due_at"),
 )
+
+# Requests for erasure (engine/erasure.py). The address is kept only while a request is open.
+erasure_requests = sa.Table(
+    "gdpr_erasure_requests",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("email", sa.Text(), nullable=True),
+    sa.Column("subject_hash", sa.String(64), nullable=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, server_default="received"),
+    sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("extension_reason", sa.Text(), nullable=True),
+    sa.Column("outcome", sa.Text(), nullable=True),
+)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError, model_validator
@@ -28,6 +30,11 @@ class RetentionSettings(BaseSettings):
     pagerduty_events_url: str | None = None  # e.g. https://events.eu.pagerduty.com/v2/enqueue
     pushgateway_url: str | None = None  # Prometheus Pushgateway for run metrics; unset: none pushed
     lock_ttl_seconds: float = 60.0
+    # Erasure requests: how long the company has (GDPR Art. 12(3): a month), and the secret key of
+    # the hash that replaces a subject's address once the request is complete. Unset, the key is
+    # made once and kept in RETENTION_HOME (the demo); production sets it from a secret store.
+    erasure_due_days: int = 30
+    erasure_hash_key: SecretStr | None = None
     lock_wait_seconds: float = 0.0
     # How often the retention-lag sensor measures each domain; read when the code location loads.
     lag_sensor_interval_seconds: int = 300
@@ -48,8 +55,39 @@ class RetentionSettings(BaseSettings):
     def resolved_blob_url(self) -> str:
         return self.blob_url or (self.home / "blobs").resolve().as_uri()
 
+    def resolved_erasure_hash_key(self) -> bytes:
+        if self.erasure_hash_key:
+            return self.erasure_hash_key.get_secret_value().encode()
+        key_file = (self.home / "erasure_hash.key").resolve()
+        if not key_file.exists():
+            _publish_once(key_file, secrets.token_hex(32))
+        key = key_file.read_text().strip()
+        if not key:
+            raise ConfigurationError(f"the erasure hash key file {key_file} is empty: restore it, or set "
+                                     "RETENTION_ERASURE_HASH_KEY")
+        return key.encode()
+
     def lock_dir(self) -> Path:
         return (self.home / "locks").resolve()
+
+
+def _publish_once(path: Path, content: str) -> None:
+    """Write `content` to `path` unless another process got there first: written whole and private
+    (0600) to a file of its own, then linked into place, which only one process can do; the losers
+    keep the winner's content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 class ConfigurationError(ValueError):

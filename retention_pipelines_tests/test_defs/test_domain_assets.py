@@ -12,7 +12,10 @@ from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import Acted
 from retention_pipelines.stores import domain_locks
+from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.queue_rows import NOTES_FK, create_notes_table, refer_to
+from retention_pipelines_tests.test_engine.helpers import engine_for
 
 EMAIL = "someone.private@example.invalid"
 
@@ -232,3 +235,47 @@ def test_an_unreachable_pushgateway_does_not_fail_the_run(policies, pg_database,
     result = materialize(policies, stores, instance)
     assert result.success and metadata_of(result)["audit"]["metrics_pushed"] is False
     assert remaining_ids(pg_database) == set()
+
+
+def test_a_blocked_row_is_queued_and_counted_apart_until_its_item_closes(
+        policies, pg_database, stores, instance, local_archive_url):
+    """A row a run cannot finish is in a person's hands: queued once, counted apart by the
+    no_rows_past_deadline check and by the retention lag, so that one blocked row does not fail
+    every run and request a catch-up run on every tick. Closed while the row remains, it counts
+    again until a run queues it anew."""
+    create_notes_table(pg_database)
+    due = insert_quiz_rows(pg_database, [timedelta(hours=30, minutes=i) for i in range(4)])
+    kept = insert_quiz_rows(pg_database, [timedelta(hours=2)])
+    refer_to(pg_database, due[0])
+
+    result = materialize(policies, stores, instance)
+    assert result.success
+    assert remaining_ids(pg_database) == {due[0], *kept}
+    [item] = ManualQueue(pg_database).list()
+    assert (item.record_id, item.reason, item.status) == (due[0], "delete_blocked", "open")
+    assert NOTES_FK in item.detail
+    check = check_results(result)["no_rows_past_deadline"]
+    assert check.passed
+    assert check.metadata["rows_past_deadline"].value == 0
+    assert check.metadata["rows_waiting_in_manual_queue"].value == 1
+    assert metadata_of(result)["audit"]["consistent"] is True
+
+    engine = engine_for(policies.domains["quiz_responses"], policies, pg_database, local_archive_url)
+    assert engine.retention_lag() == timedelta(0)
+    assert engine.count_remaining(pg_database.now(), waiting_for_a_person=None) == 1
+
+    # A second run meets the same row: one more attempt on the same item, and still no failure.
+    again = materialize(policies, stores, instance)
+    assert again.success and check_results(again)["no_rows_past_deadline"].passed
+    [item] = ManualQueue(pg_database).list()
+    assert item.attempts == 2
+
+    # Dismissed while the row still cannot go: it is retention lag again, until the next run meets
+    # it and puts it back in the queue as a new item.
+    ManualQueue(pg_database).dismiss(item.id, "oncall-ana", "the note must stay; handled elsewhere")
+    assert engine.retention_lag() > timedelta(hours=5)
+    third = materialize(policies, stores, instance)
+    assert third.success and check_results(third)["no_rows_past_deadline"].passed
+    dismissed, requeued = ManualQueue(pg_database).list()
+    assert (dismissed.status, requeued.status, requeued.attempts) == ("dismissed", "open", 1)
+    assert requeued.record_id == due[0] and engine.retention_lag() == timedelta(0)
