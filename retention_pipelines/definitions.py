@@ -24,7 +24,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions.merge(
         *domains,
         build_health_defs(enabled),
-        build_erasure_defs(),
+        build_erasure_defs(sensor_interval),
         build_manual_queue_defs(enabled, policies.policy_version, sensor_interval),
         dg.Definitions(
             sensors=[build_all_domains_sensor(enabled, retention_jobs),

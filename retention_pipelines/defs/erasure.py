@@ -4,13 +4,17 @@ import dagster as dg
 
 from retention_pipelines.defs.common import operator_errors
 from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.defs.sla_sensors import close_breach, open_breach
 from retention_pipelines.engine.erasure import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
+from retention_pipelines.policies.model import format_duration
 
 REQUESTS_KEY = dg.AssetKey(["gdpr", "erasure_requests"])
 NO_REQUEST_PAST_DUE_CHECK = "no_request_past_due"
+ERASURE_DOMAIN = "gdpr"  # the breach book's domain for what spans every domain
+ERASURE_OVERDUE = "erasure_overdue"  # the breach kind: a request for erasure open past its deadline
 
 
-def build_erasure_defs() -> dg.Definitions:
+def build_erasure_defs(sensor_interval_seconds: int = 300) -> dg.Definitions:
     @dg.asset(key=REQUESTS_KEY, group_name="gdpr", kinds={"sql"}, check_specs=[dg.AssetCheckSpec(
         NO_REQUEST_PAST_DUE_CHECK, asset=REQUESTS_KEY,
         description="No request for erasure is open past its deadline (GDPR Art. 12(3): a month, or the "
@@ -33,8 +37,28 @@ def build_erasure_defs() -> dg.Definitions:
             check_name=NO_REQUEST_PAST_DUE_CHECK, passed=not late, severity=dg.AssetCheckSeverity.ERROR,
             metadata={"past_due_request_ids": dg.MetadataValue.json([r.id for r in late])})])
 
+    @dg.sensor(name="erasure_deadline_sensor", minimum_interval_seconds=sensor_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING, description=(
+                   "Opens an `erasure_overdue` breach while any request for erasure is open past its deadline "
+                   "(escalating at 2× and 4× the time it was given), and closes it when none is."))
+    def erasure_deadline_sensor(context: dg.SensorEvaluationContext, retention_stores: RetentionStores):
+        with operator_errors():
+            late = ErasureRequests(retention_stores.database).past_due()
+            if not late:
+                close_breach(context, retention_stores, ERASURE_DOMAIN, ERASURE_OVERDUE, "no request is past due")
+            else:
+                now = retention_stores.database.now()
+                oldest = min(late, key=lambda request: request.received_at)
+                open_breach(context, retention_stores, ERASURE_DOMAIN, ERASURE_OVERDUE, now - oldest.received_at,
+                            oldest.due_at - oldest.received_at,
+                            f"{len(late)} requests for erasure past due; request {oldest.id} received "
+                            f"{format_duration(now - oldest.received_at)} ago",
+                            {"past_due_request_ids": [request.id for request in late]})
+        return dg.SkipReason("breaches only; this sensor launches no runs")
+
     job = dg.define_asset_job("erasure_requests_job", selection=dg.AssetSelection.assets(REQUESTS_KEY),
                               description="Check the deadlines of the requests for erasure.")
-    return dg.Definitions(assets=[erasure_requests], jobs=[job], schedules=[dg.ScheduleDefinition(
-        name="erasure_requests_schedule", job=job, cron_schedule="20 * * * *",
-        default_status=dg.DefaultScheduleStatus.RUNNING, description="Checks erasure deadlines every hour.")])
+    schedule = dg.ScheduleDefinition(name="erasure_requests_schedule", job=job, cron_schedule="20 * * * *",
+                                     default_status=dg.DefaultScheduleStatus.RUNNING,
+                                     description="Checks erasure deadlines every hour.")
+    return dg.Definitions(assets=[erasure_requests], jobs=[job], sensors=[erasure_deadline_sensor], schedules=[schedule])

@@ -95,12 +95,13 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
                         item.escalation_level, subject=str(item.id)))
                 overdue = queue.list(domain=policy.name, overdue=True)
                 if not overdue:
-                    close_breach(context, retention_stores, policy, QUEUE_OVERDUE, "no queue item is past due")
+                    close_breach(context, retention_stores, policy.name, QUEUE_OVERDUE, "no queue item is past due")
                     continue
                 oldest = queue.clock() - min(item.created_at for item in overdue)
-                open_breach(context, retention_stores, policy, QUEUE_OVERDUE, oldest, policy.sla.resolve_within,
+                open_breach(context, retention_stores, policy.name, QUEUE_OVERDUE, oldest, policy.sla.resolve_within,
                             f"{len(overdue)} queue items past due, the oldest open for {format_duration(oldest)}",
-                            {"overdue_items": len(overdue), "oldest_seconds": oldest.total_seconds()})
+                            {"overdue_items": len(overdue), "oldest_seconds": oldest.total_seconds()},
+                            policy.sla.escalate_at)
         return dg.SkipReason("escalation and breaches only; this sensor launches no runs")
 
     @dg.asset(key=HEALTH_KEY, group_name="manual_queue", kinds={"sql"}, check_specs=[dg.AssetCheckSpec(

@@ -11,7 +11,7 @@ from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.engine.sla import RETENTION_LAG, RUN_DURATION, RUN_FAILURES, Breach, Breaches
 from retention_pipelines.logs import get_logger, log_context
 from retention_pipelines.policies import DomainPolicy
-from retention_pipelines.policies.model import format_duration
+from retention_pipelines.policies.model import DEFAULT_ESCALATE_AT, escalation_level, format_duration
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import StoreUnavailable
 from retention_pipelines.stores.notifier import CLOSED, ESCALATED, OPENED, Alert
@@ -32,22 +32,23 @@ def alert(context, stores: RetentionStores, message: Alert) -> None:
         log.error(f"alert not delivered: {exc}", extra={"domain": message.domain, "kind": message.kind})
 
 
-def open_breach(context, stores: RetentionStores, policy: DomainPolicy, kind: str, observed: timedelta | int,
-                limit: timedelta | int, opened: str, details: dict, run_id: str | None = None) -> Breach:
+def open_breach(context, stores: RetentionStores, domain: str, kind: str, observed: timedelta | int,
+                limit: timedelta | int, opened: str, details: dict, escalate_at=DEFAULT_ESCALATE_AT,
+                run_id: str | None = None) -> Breach:
     """Open (or keep open) the domain's breach of this kind, and alert when it opens and each time
-    it escalates — never on the ticks in between."""
+    it escalates (at the `escalate_at` multiples of the limit) — never on the ticks in between."""
     amount = observed.total_seconds() if isinstance(observed, timedelta) else float(observed)
     allowed = limit.total_seconds() if isinstance(limit, timedelta) else float(limit)
     breaches = Breaches(stores.database)
-    breach = breaches.open(policy.name, kind, observed, limit, policy.sla.escalation_level(amount, allowed))
+    breach = breaches.open(domain, kind, observed, limit, escalation_level(amount, allowed, escalate_at))
     if run_id:
         breaches.attach_run(breach.id, run_id)
     details = {**details, "breach_id": breach.id}
     if breach.newly_opened:
-        alert(context, stores, Alert(policy.name, kind, OPENED, f"{opened}: breach {breach.id} opened", details,
+        alert(context, stores, Alert(domain, kind, OPENED, f"{opened}: breach {breach.id} opened", details,
                                      breach.level))
     elif breach.escalated:
-        alert(context, stores, Alert(policy.name, kind, ESCALATED, f"{opened}: breach {breach.id} still open, "
+        alert(context, stores, Alert(domain, kind, ESCALATED, f"{opened}: breach {breach.id} still open, "
                                      f"escalated to level {breach.level}", details, breach.level))
     return breach
 
@@ -60,10 +61,10 @@ def record_catch_up(stores: RetentionStores, run: dg.DagsterRun) -> None:
         Breaches(stores.database).attach_run(int(breach_id), run.run_id)
 
 
-def close_breach(context, stores: RetentionStores, policy: DomainPolicy, kind: str, why: str) -> None:
-    lasted = Breaches(stores.database).close(policy.name, kind)
+def close_breach(context, stores: RetentionStores, domain: str, kind: str, why: str) -> None:
+    lasted = Breaches(stores.database).close(domain, kind)
     if lasted is not None:
-        alert(context, stores, Alert(policy.name, kind, CLOSED, f"{why}; breach closed after {format_duration(lasted)}",
+        alert(context, stores, Alert(domain, kind, CLOSED, f"{why}; breach closed after {format_duration(lasted)}",
                                      {"lasted_seconds": lasted.total_seconds()}))
 
 
@@ -83,14 +84,15 @@ def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str
             with log_context(domain=policy.name), operator_errors():
                 lag = retention_stores.engine(policy, policy_version).retention_lag()
                 if lag <= policy.sla.max_lag:
-                    close_breach(context, retention_stores, policy, RETENTION_LAG,
+                    close_breach(context, retention_stores, policy.name, RETENTION_LAG,
                                  f"retention lag back under {format_duration(policy.sla.max_lag)}")
                     continue
                 breach = open_breach(
-                    context, retention_stores, policy, RETENTION_LAG, lag, policy.sla.max_lag,
+                    context, retention_stores, policy.name, RETENTION_LAG, lag, policy.sla.max_lag,
                     f"data kept {format_duration(lag)} past its deadline, over the SLA's "
                     f"{format_duration(policy.sla.max_lag)}; catch-up run requested",
-                    {"lag_seconds": lag.total_seconds(), "threshold_seconds": policy.sla.max_lag.total_seconds()})
+                    {"lag_seconds": lag.total_seconds(), "threshold_seconds": policy.sla.max_lag.total_seconds()},
+                    policy.sla.escalate_at)
                 log.warning(f"{policy.name}: retention lag {format_duration(lag)} over the SLA",
                             extra={"lag_seconds": lag.total_seconds(), "breach_id": breach.id,
                                    "escalation_level": breach.level})
@@ -130,14 +132,15 @@ def build_run_sensors(policies: list[DomainPolicy], jobs: list, policy_version: 
             log.info(f"{policy.name}: run finished in {format_duration(took)}",
                      extra={"duration_seconds": took.total_seconds()})
             record_catch_up(retention_stores, context.dagster_run)
-            close_breach(context, retention_stores, policy, RUN_FAILURES, f"run {run_id} succeeded")
+            close_breach(context, retention_stores, policy.name, RUN_FAILURES, f"run {run_id} succeeded")
             if took > policy.sla.max_run_duration:
-                open_breach(context, retention_stores, policy, RUN_DURATION, took, policy.sla.max_run_duration,
+                open_breach(context, retention_stores, policy.name, RUN_DURATION, took, policy.sla.max_run_duration,
                             f"run {run_id} took {format_duration(took)}, over the SLA's "
                             f"{format_duration(policy.sla.max_run_duration)}",
-                            {"duration_seconds": took.total_seconds()}, run_id=run_id)
+                            {"duration_seconds": took.total_seconds()}, policy.sla.escalate_at, run_id=run_id)
             else:
-                close_breach(context, retention_stores, policy, RUN_DURATION, f"run {run_id} finished within its time")
+                close_breach(context, retention_stores, policy.name, RUN_DURATION,
+                             f"run {run_id} finished within its time")
 
     @dg.run_failure_sensor(name="retention_run_failure_sensor", monitored_jobs=jobs,
                            default_status=dg.DefaultSensorStatus.RUNNING,
@@ -159,9 +162,9 @@ def build_run_sensors(policies: list[DomainPolicy], jobs: list, policy_version: 
                         extra={"failures_in_a_row": in_a_row})
             record_catch_up(retention_stores, context.dagster_run)
             if in_a_row >= limit:
-                open_breach(context, retention_stores, policy, RUN_FAILURES, in_a_row, limit,
+                open_breach(context, retention_stores, policy.name, RUN_FAILURES, in_a_row, limit,
                             f"{in_a_row} runs failed in a row (the SLA tolerates {limit - 1}); last: run {run_id}",
-                            {"failures_in_a_row": in_a_row}, run_id=run_id)
+                            {"failures_in_a_row": in_a_row}, policy.sla.escalate_at, run_id=run_id)
                 # Automation has given up on this window: a person takes it (one item per
                 # partition, each further failure counting an attempt).
                 partition = context.dagster_run.tags.get("dagster/partition") or job_name(policy.name)

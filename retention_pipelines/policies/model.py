@@ -78,13 +78,21 @@ class Schedule(StrictModel):
     hour_of_day: int | None = Field(default=None, ge=0, le=23)
 
 
+DEFAULT_ESCALATE_AT = (2.0, 4.0)
+
+
+def escalation_level(observed: float, limit: float, escalate_at=DEFAULT_ESCALATE_AT) -> int:
+    """1 for a breach just over its limit, one more for each multiple in escalate_at reached."""
+    return 1 + sum(observed >= multiple * limit for multiple in escalate_at)
+
+
 class Sla(StrictModel):
     max_lag: timedelta
     max_run_duration: timedelta
     max_consecutive_failures: int = Field(default=3, ge=1)
     # An open breach escalates (alerting again, at a higher level) when what it observes reaches
     # these multiples of its limit: by default level 2 at twice the limit, level 3 at four times.
-    escalate_at: list[float] = Field(default=[2.0, 4.0], max_length=5)
+    escalate_at: list[float] = Field(default=list(DEFAULT_ESCALATE_AT), max_length=5)
     # How long a person has to resolve what automation could not finish (a manual-queue item's
     # due date); its escalations follow escalate_at, as multiples of this time.
     resolve_within: timedelta = timedelta(days=2)
@@ -108,8 +116,7 @@ class Sla(StrictModel):
         return v
 
     def escalation_level(self, observed: float, limit: float) -> int:
-        """1 for a breach just over its limit, one more for each multiple in escalate_at reached."""
-        return 1 + sum(observed >= multiple * limit for multiple in self.escalate_at)
+        return escalation_level(observed, limit, self.escalate_at)
 
 
 class DomainPolicy(StrictModel):
