@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from retention_pipelines.cli.common import EXIT_FAILED, open_database, print_table
+from retention_pipelines.cli.common import EXIT_FAILED, open_current_database, print_table
 from retention_pipelines.engine.evidence import record_evidence
 from retention_pipelines.policies import load_policies
 from retention_pipelines.policies.model import format_duration
@@ -22,7 +22,7 @@ def _why(entry: dict, policies) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     policies = load_policies()
-    database = open_database()
+    database = open_current_database()
     try:
         entries = record_evidence(database, args.record_id, args.domain)
     finally:

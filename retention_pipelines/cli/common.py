@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 
+import sqlalchemy as sa
+
+from retention_pipelines import schema
 from retention_pipelines.stores import AppDatabase, RetentionSettings, load_settings
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -30,6 +33,20 @@ def print_table(rows: list[dict]) -> None:
 
 def open_database(settings: RetentionSettings | None = None) -> AppDatabase:
     return AppDatabase((settings or load_settings()).resolved_database_url())
+
+
+def open_current_database(settings: RetentionSettings | None = None) -> AppDatabase:
+    """The app database, refused with a clear message when it cannot be reached or its retention
+    migrations are behind this code."""
+    database = open_database(settings)
+    try:
+        schema.ensure_current(database.engine)
+    except (sa.exc.OperationalError, schema.SchemaBehindError) as exc:
+        database.dispose()
+        if isinstance(exc, sa.exc.OperationalError):
+            raise database.connect_error(exc) from None
+        raise
+    return database
 
 
 def dagster_instance():

@@ -6,22 +6,15 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-import sqlalchemy as sa
-
-from retention_pipelines import schema
-from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_database, print_table
+from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
 from retention_pipelines.engine.erasure import ErasureRefused, ErasureRequests
 from retention_pipelines.stores import load_settings
 
 
 def _requests() -> ErasureRequests:
     settings = load_settings()
-    database = open_database(settings)
-    try:
-        schema.ensure_current(database.engine)
-    except sa.exc.OperationalError as exc:
-        raise database.connect_error(exc) from None
-    return ErasureRequests(database, settings.resolved_erasure_hash_key(), timedelta(days=settings.erasure_due_days))
+    return ErasureRequests(open_current_database(settings), settings.resolved_erasure_hash_key(),
+                           timedelta(days=settings.erasure_due_days))
 
 
 def cmd_request(args: argparse.Namespace) -> int:

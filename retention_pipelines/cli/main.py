@@ -16,8 +16,8 @@ from retention_pipelines.policies import PolicyError, PolicyFile, load_policies
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.cli.common import (
-    EXIT_BAD_INPUT, EXIT_FAILED, LOOKS_LIKE_EMAIL, CliError, dagster_instance, failure_message, open_database,
-    print_table,
+    EXIT_BAD_INPUT, EXIT_FAILED, LOOKS_LIKE_EMAIL, CliError, dagster_instance, failure_message, open_current_database,
+    open_database, print_table,
 )
 from retention_pipelines.cli.audit import add_audit_commands
 from retention_pipelines.cli.erasure import add_erasure_commands
@@ -40,13 +40,7 @@ def _domains(policies: PolicyFile, names: Sequence[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     policies = load_policies()
     domains = _domains(policies, args.domains)
-    database = open_database()
-    try:
-        schema.ensure_current(database.engine)
-    except sa.exc.OperationalError as exc:
-        raise database.connect_error(exc) from None
-    finally:
-        database.dispose()
+    open_current_database().dispose()  # refuse before any run starts, not in each of them
     rows = [run_domain_job(domain, args.dry_run, args.wait) for domain in domains]
     print_table([{k: v for k, v in row.items() if k != "message"} for row in rows])
     for row in rows:
@@ -154,8 +148,7 @@ def cmd_hold_add(args: argparse.Namespace) -> int:
     reason = _no_personal_data(args.reason.strip(), "--reason")
     if not record_id or not reason:
         raise CliError("--record-id and --reason must not be empty")
-    database = open_database()
-    schema.ensure_current(database.engine)
+    database = open_current_database()
     holds = schema.legal_holds
     with database.engine.begin() as connection:
         active = connection.execute(sa.select(holds.c.id).where(
@@ -170,8 +163,7 @@ def cmd_hold_add(args: argparse.Namespace) -> int:
 
 def cmd_hold_release(args: argparse.Namespace) -> int:
     record_id = args.record_id.strip()  # as `hold add` stored it
-    database = open_database()
-    schema.ensure_current(database.engine)
+    database = open_current_database()
     holds = schema.legal_holds
     with database.engine.begin() as connection:
         released = connection.execute(sa.update(holds).where(
@@ -184,8 +176,7 @@ def cmd_hold_release(args: argparse.Namespace) -> int:
 
 
 def cmd_hold_list(args: argparse.Namespace) -> int:
-    database = open_database()
-    schema.ensure_current(database.engine)
+    database = open_current_database()
     holds = schema.legal_holds
     query = sa.select(holds).order_by(holds.c.placed_at, holds.c.id)
     if args.domain:

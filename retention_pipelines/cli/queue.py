@@ -5,22 +5,16 @@ from __future__ import annotations
 import argparse
 import getpass
 
-import sqlalchemy as sa
-
-from retention_pipelines import schema
-from retention_pipelines.cli.common import EXIT_FAILED, CliError, dagster_instance, failure_message, open_database, print_table
+from retention_pipelines.cli.common import (
+    EXIT_FAILED, CliError, dagster_instance, failure_message, open_current_database, print_table,
+)
 from retention_pipelines.engine.queue import ManualQueue, QueueItem, QueueRefused
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
 
 
 def _queue() -> ManualQueue:
-    database = open_database()
-    try:
-        schema.ensure_current(database.engine)
-    except sa.exc.OperationalError as exc:
-        raise database.connect_error(exc) from None
-    return ManualQueue(database, load_policies().policy_version)
+    return ManualQueue(open_current_database(), load_policies().policy_version)
 
 
 def _row(item: QueueItem, now) -> dict:

@@ -24,10 +24,9 @@ def build_erasure_defs(sensor_interval_seconds: int = 300) -> dg.Definitions:
         "deadline. Request ids only; no address."))
     def erasure_requests(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.MaterializeResult:
         with operator_errors():
-            requests = ErasureRequests(retention_stores.database)
-            every = requests.list()
-            late = requests.past_due()
+            every = ErasureRequests(retention_stores.database).list()
             now = retention_stores.database.now()
+        late = [request for request in every if request.past_due(now)]
         open_requests = [r for r in every if r.status in OPEN]
         return dg.MaterializeResult(metadata={
             "open": len(open_requests), "completed": sum(r.status == COMPLETED for r in every),

@@ -41,6 +41,9 @@ class ErasureRequest:
     extension_reason: str | None
     outcome: str | None
 
+    def past_due(self, now: datetime) -> bool:
+        return self.status in OPEN and self.due_at <= now
+
     def days_left(self, now: datetime) -> float:
         return round((self.due_at - now).total_seconds() / 86400, 1)
 
@@ -151,7 +154,7 @@ class ErasureRequests:
     def past_due(self) -> list[ErasureRequest]:
         """Open requests whose deadline has passed by the database's now."""
         now = self.database.now()
-        return [r for r in self.list() if r.status in OPEN and r.due_at <= now]
+        return [request for request in self.list() if request.past_due(now)]
 
     def _bind(self, moment: datetime) -> datetime:
         return self.database.bind_time(moment)

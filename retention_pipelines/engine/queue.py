@@ -134,7 +134,7 @@ class ManualQueue:
         """A retry that did not finish the job: one more attempt, the item stays as it was."""
         _no_personal_data("a retry's outcome", why)
         with self.database.begin() as connection:
-            item = self._locked(connection, item_id)
+            item = self._get(connection, item_id, lock=True)
             connection.execute(sa.update(manual_queue).where(manual_queue.c.id == item_id).values(
                 attempts=manual_queue.c.attempts + 1, last_attempt_at=self._bind(self.database.now())))
             self._audit(connection, item.domain, item.record_id, "queue_retry_failed", by, run_id,
@@ -162,7 +162,7 @@ class ManualQueue:
             raise QueueRefused(f"{command}: a note saying what was done is required (--note)")
         _no_personal_data("a resolution note", note)
         with self.database.begin() as connection:
-            item = self._locked(connection, item_id)
+            item = self._get(connection, item_id, lock=True)
             if item.status not in allowed:
                 holder = f" by {item.claimed_by}" if item.status == CLAIMED else ""
                 raise QueueRefused(f"queue item {item_id} is {item.status}{holder}: it cannot be {to}")
@@ -263,14 +263,10 @@ class ManualQueue:
         }
 
     # ---------------------------------------------------------------------------------------------
-    def _locked(self, connection: sa.Connection, item_id: int) -> QueueItem:
-        row = connection.execute(sa.select(manual_queue).where(manual_queue.c.id == item_id).with_for_update()).first()
-        if row is None:
-            raise QueueRefused(f"no queue item {item_id}")
-        return self._item(row)
-
-    def _get(self, connection: sa.Connection, item_id: int) -> QueueItem:
-        row = connection.execute(sa.select(manual_queue).where(manual_queue.c.id == item_id)).first()
+    def _get(self, connection: sa.Connection, item_id: int, lock: bool = False) -> QueueItem:
+        """The item; with `lock`, row-locked until the transaction ends (a change of status)."""
+        query = sa.select(manual_queue).where(manual_queue.c.id == item_id)
+        row = connection.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise QueueRefused(f"no queue item {item_id}")
         return self._item(row)

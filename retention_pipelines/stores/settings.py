@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError, model_validator
@@ -76,8 +77,8 @@ def _publish_once(path: Path, content: str) -> None:
     (0600) to a file of its own, then linked into place, which only one process can do; the losers
     keep the winner's content."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    draft = Path(name)
     try:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(content)
