@@ -114,3 +114,19 @@ erasure_requests = sa.Table(
     sa.Column("extension_reason", sa.Text(), nullable=True),
     sa.Column("outcome", sa.Text(), nullable=True),
 )
+
+# Data keys of the encrypted archives (engine/keys.py): kept only wrapped by the master key; a
+# destroyed key (erasure) leaves its row, with wrapped_key NULL, as the record that it was destroyed.
+data_keys = sa.Table(
+    "retention_data_keys",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("key_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("subject_hash", sa.String(64), nullable=True),
+    sa.Column("batch", sa.String(128), nullable=True, unique=True),
+    sa.Column("wrapped_key", sa.LargeBinary(), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("retention_data_keys_live_subject", "subject_hash", unique=True,
+             postgresql_where=sa.text("destroyed_at IS NULL"), sqlite_where=sa.text("destroyed_at IS NULL")),
+)
