@@ -5,6 +5,7 @@ import dagster as dg
 from retention_pipelines.defs.all_domains import build_all_domains_sensor
 from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.erasure import build_erasure_defs
+from retention_pipelines.defs.erasure_run import build_erasure_run_defs
 from retention_pipelines.defs.health import build_health_defs
 from retention_pipelines.defs.manual_queue import build_manual_queue_defs
 from retention_pipelines.defs.resources import RetentionStores
@@ -25,6 +26,7 @@ def build_definitions() -> dg.Definitions:
         *domains,
         build_health_defs(enabled),
         build_erasure_defs(sensor_interval),
+        build_erasure_run_defs(enabled, policies.policy_version),
         build_manual_queue_defs(enabled, policies.policy_version, sensor_interval),
         dg.Definitions(
             sensors=[build_all_domains_sensor(enabled, retention_jobs),

@@ -22,6 +22,16 @@ from retention_pipelines_tests.servers import MotoS3Server, PostgresServer, Push
 _names = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def retention_home(tmp_path_factory):
+    """The keys the engine falls back on (archive master key, hash key) live in RETENTION_HOME:
+    one folder for the session, never the repository's own .retention."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("retention_home")
+        patch.setenv("RETENTION_HOME", str(home))
+        yield home
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     server = PostgresServer().start()

@@ -4,9 +4,12 @@ address given is never printed back."""
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import timedelta
 
-from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
+from retention_pipelines.cli.common import (
+    EXIT_FAILED, CliError, dagster_instance, failure_message, open_current_database, print_table,
+)
 from retention_pipelines.engine.erasure import ErasureRefused, ErasureRequests
 from retention_pipelines.stores import load_settings
 
@@ -51,6 +54,41 @@ def cmd_extend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the erasure job for one request now, on the DAGSTER_HOME instance (what the sensor does)."""
+    from retention_pipelines.defs.common import DRY_RUN_TAG
+    from retention_pipelines.defs.erasure_run import ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY
+    from retention_pipelines.definitions import defs
+
+    try:
+        request = _requests().get(args.id)
+    except ErasureRefused as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    job = defs.resolve_job_def(ERASURE_JOB)
+    with dagster_instance() as instance:
+        instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(request.id)])
+        result = job.execute_in_process(instance=instance, partition_key=str(request.id), raise_on_error=False,
+                                        tags={DRY_RUN_TAG: "true" if args.dry_run else "false"},
+                                        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+    rows, outcome = [], {}
+    for event in result.get_asset_materialization_events():
+        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+        if event.asset_key == OUTCOME_KEY:
+            outcome = metadata
+        else:
+            rows.append({"domain": event.asset_key.path[-1], "erased": metadata["rows_erased"],
+                         "archived": metadata["rows_archived"], "kept_under_hold": metadata["records_kept_under_legal_hold"],
+                         "in_manual_queue": metadata["rows_waiting_in_manual_queue"]})
+    print_table(rows)
+    failures = [failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    if failures or not result.success:
+        print("; ".join(failures) or "the erasure run failed", file=sys.stderr)
+        return EXIT_FAILED
+    verb = "would be erased (dry run: nothing changed)" if args.dry_run else outcome.get("status", "")
+    print(f"erasure request {request.id}: {verb}" + (f"; {outcome['outcome']}" if outcome.get("outcome") else ""))
+    return 0
+
+
 def add_erasure_commands(commands) -> None:
     erasure = commands.add_parser("erasure", help="requests for erasure (GDPR Art. 17)").add_subparsers(
         dest="erasure_command", required=True, metavar="COMMAND")
@@ -65,3 +103,7 @@ def add_erasure_commands(commands) -> None:
     extend.add_argument("--days", type=int, required=True)
     extend.add_argument("--reason", required=True, help="why; no personal data")
     extend.set_defaults(handler=cmd_extend)
+    run = erasure.add_parser("run", help="erase a request's subject from every domain now (what the sensor launches)")
+    run.add_argument("id", type=int)
+    run.add_argument("--dry-run", action="store_true", help="count what would be erased; change nothing")
+    run.set_defaults(handler=cmd_run)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 from pydantic import PrivateAttr
 
 from retention_pipelines.engine import RetentionEngine
+from retention_pipelines.engine.erasure import ErasureRequests
+from retention_pipelines.engine.keys import ArchiveKeys
+from retention_pipelines.engine.subject_erasure import SubjectErasure
 from retention_pipelines.stores.metrics import push_run_metrics
 from retention_pipelines.stores.notifier import Notifier, notifier
 from retention_pipelines.policies import DomainPolicy
@@ -32,6 +37,7 @@ class RetentionStores(dg.ConfigurableResource):
     _archive: ArchiveStore | None = PrivateAttr(default=None)
     _blobs: BlobStore | None = PrivateAttr(default=None)
     _engines: dict = PrivateAttr(default_factory=dict)
+    _keys: ArchiveKeys | None = PrivateAttr(default=None)
     _locks: DomainLocks | None = PrivateAttr(default=None)
     _held: dict[str, HeldLock] = PrivateAttr(default_factory=dict)
 
@@ -76,15 +82,30 @@ class RetentionStores(dg.ConfigurableResource):
             return False
         return True
 
+    @property
+    def archive_keys(self) -> ArchiveKeys:
+        """The data keys of the encrypted archives, wrapped by RETENTION_ARCHIVE_MASTER_KEY."""
+        if self._keys is None:
+            self._keys = ArchiveKeys.from_settings(self.database, self.settings())
+        return self._keys
+
+    def subject_erasure(self, policy_version: str) -> SubjectErasure:
+        settings = self.settings()
+        requests = ErasureRequests(self.database, settings.resolved_erasure_hash_key(),
+                                   timedelta(days=settings.erasure_due_days))
+        return SubjectErasure(requests, self.archive_keys, self.archive_store, policy_version)
+
     def engine(self, policy: DomainPolicy, policy_version: str) -> RetentionEngine:
         """The domain's engine, built once per run (it checks the migrations and reflects the table)."""
         key = (policy.name, policy_version)
         if key not in self._engines:
-            self._engines[key] = RetentionEngine(policy, policy_version, self.database, self.archive_store,
-                                                 blob_store=self.blob_store if policy.blob_key_column else None)
+            self._engines[key] = RetentionEngine(
+                policy, policy_version, self.database, self.archive_store,
+                blob_store=self.blob_store if policy.blob_key_column else None,
+                keys=self.archive_keys if policy.archive.enabled else None)
         return self._engines[key]
 
-    def hold_domain_lock(self, domain: str) -> HeldLock:
+    def hold_domain_lock(self, domain: str, wait_seconds: float | None = None) -> HeldLock:
         """The domain's lock, taken by the run's first step and kept until the run ends.
 
         Domain jobs run their steps in one process (in_process_executor), where this resource
@@ -93,7 +114,8 @@ class RetentionStores(dg.ConfigurableResource):
             settings = self.settings()
             if self._locks is None:
                 self._locks = domain_locks(settings.redis_url, settings.lock_dir(), settings.lock_ttl_seconds)
-            self._held[domain] = self._locks.acquire(domain, settings.lock_wait_seconds)
+            wait = settings.lock_wait_seconds if wait_seconds is None else wait_seconds
+            self._held[domain] = self._locks.acquire(domain, wait)
         return self._held[domain]
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

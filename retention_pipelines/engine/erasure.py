@@ -10,14 +10,14 @@ address in it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine import keys
 from retention_pipelines.schema import erasure_requests
 from retention_pipelines.stores import AppDatabase
 
@@ -56,8 +56,9 @@ def normalized(address: str) -> str:
 
 
 def subject_hash(address: str, key: bytes) -> str:
-    """The keyed hash that replaces an address once its request is complete."""
-    return hmac.new(key, normalized(address).encode(), hashlib.sha256).hexdigest()
+    """The keyed hash that replaces an address once its request is complete: the same that names
+    the subject's data key (engine/keys.py)."""
+    return keys.subject_hash(normalized(address), key)
 
 
 class ErasureRequests:
@@ -104,8 +105,10 @@ class ErasureRequests:
                 due_at=self._bind(request.due_at + by), extension_reason=reason.strip()))
         return self.get(request_id)
 
-    def complete(self, request_id: int, outcome: str, partially_blocked: bool = False) -> ErasureRequest:
-        """The request done: its address replaced by the keyed hash, its outcome recorded."""
+    def complete(self, request_id: int, outcome: str, partially_blocked: bool = False,
+                 within: Callable[[sa.Connection], None] | None = None) -> ErasureRequest:
+        """The request done: its address replaced by the keyed hash, its outcome recorded; `within`
+        does its part in the same transaction (the erasure run destroys the subject's data key)."""
         if not self.hash_key:
             raise ErasureRefused("completing a request needs the hash key (RETENTION_ERASURE_HASH_KEY)")
         with self.database.begin() as connection:
@@ -115,6 +118,8 @@ class ErasureRequests:
                 raise ErasureRefused(f"no erasure request {request_id}")
             if row.status not in OPEN:
                 raise ErasureRefused(f"erasure request {request_id} is {row.status} already")
+            if within is not None:
+                within(connection)
             connection.execute(sa.update(erasure_requests).where(erasure_requests.c.id == request_id).values(
                 email=None, subject_hash=subject_hash(row.email, self.hash_key), outcome=outcome,
                 status=PARTIALLY_BLOCKED if partially_blocked else COMPLETED,

@@ -1,14 +1,17 @@
-"""Rows that point at an object in storage (meal_plans' PDFs): the object is archived, then
-deleted from hot storage, and only then is its row redacted and audited."""
+"""Rows that point at an object in storage (meal_plans' PDFs): the object is archived (encrypted
+with its subject's data key), then deleted from hot storage, and only then is its row redacted and
+audited."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.archive_format import encrypt_blob
+from retention_pipelines.engine.keys import DataKey
 from retention_pipelines.engine.queries import AuditStamp, DomainTable
 from retention_pipelines.engine.results import ArchiveVerificationFailed, Orphans
 from retention_pipelines.logs import get_logger
@@ -19,10 +22,6 @@ from retention_pipelines.stores import ArchiveStore, BlobStore
 log = get_logger("engine")
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
 class StoredObjects:
     """One domain's objects: where they are (blob store), where they go (archive store)."""
 
@@ -30,27 +29,34 @@ class StoredObjects:
         self.policy, self.table = policy, table
         self.blob_store, self.archive_store = blob_store, archive_store
 
-    def archive(self, rows: list, names: list[str], record_ids: list[str], dry_run: bool) -> dict:
-        """Copy each row's object to the archive store (cold) and verify it: {record id: where}.
-        An object already gone from hot storage is either archived by an earlier, interrupted
-        run (its copy is there) or missing, which the act step audits as such."""
-        key_at = names.index(self.policy.blob_key_column) + 2  # batches() puts clock and pk first
+    def archive(self, values: list, names: list[str], record_ids: list[str], row_keys: list[DataKey] | None) -> dict:
+        """Copy each row's object to the archive store (cold), encrypted with the row's data key
+        (its subject's: erasing them makes the copy unreadable), and verify it: {record id: where}.
+        row_keys None is a dry run: nothing is written. An object already gone from hot storage is
+        either archived by an earlier, interrupted run (its copy is there) or missing, which the act
+        step audits as such."""
+        key_at = names.index(self.policy.blob_key_column)
         blobs = {}
-        for record_id, row in zip(record_ids, rows):
+        for index, (record_id, row) in enumerate(zip(record_ids, values)):
             archive_key = f"{self.policy.name}/blobs/{record_id}"
             data = self.blob_store.get(row[key_at]) if row[key_at] else None
             if data is None:
                 earlier = self.archive_store.exists(archive_key)
                 blobs[record_id] = {"archive_key": archive_key, "earlier": True} if earlier else {"missing": True}
                 continue
-            digest = hashlib.sha256(data).hexdigest()
-            if not dry_run:
-                self.archive_store.put_cold(archive_key, data)
-                if not self.archive_store.holds(archive_key, data):
+            if row_keys is not None:
+                sealed = encrypt_blob(data, row_keys[index], self.policy.name)
+                self.archive_store.put_cold(archive_key, sealed)
+                if not self.archive_store.holds(archive_key, sealed):
                     raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
                                                     "it copies; no object or row of its batch was deleted",
                                                     self.archive_store.uri(archive_key))
-            blobs[record_id] = {"archive_key": archive_key, "sha256": digest}
+                # The digest of what is stored (ciphertext): a digest of the PDF itself would outlive
+                # its erasure and confirm a guess of it.
+                blobs[record_id] = {"archive_key": archive_key, "sha256": hashlib.sha256(sealed).hexdigest(),
+                                    "key": row_keys[index].key_id}
+            else:
+                blobs[record_id] = {"archive_key": archive_key}
         return blobs
 
     def act(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, pks: list,
@@ -76,9 +82,12 @@ class StoredObjects:
         for pk, clock in done:
             rid = table.record_id(pk)
             where = blobs.get(rid, {})
-            entries.append(replace(stamp, action="redacted" if "archive_key" in where else "redacted_blob_missing",
+            # An erasure's rows are all `erased`; a scheduled run's say whether their object was there.
+            action = stamp.action if stamp.action != "redacted" else (
+                "redacted" if "archive_key" in where else "redacted_blob_missing")
+            entries.append(replace(stamp, action=action,
                                    archive_uri=self.archive_store.uri(where["archive_key"]) if "archive_key" in where
-                                   else None).row(rid, _utc(clock) + self.policy.retain_for))
+                                   else None).row(rid, table.deadline_value(clock)))
         for rid in sorted(failed_ids):
             entries.append(replace(stamp, action="blob_delete_failed",
                                    archive_uri=self.archive_store.uri(blobs[rid]["archive_key"])).row(rid))

@@ -18,6 +18,8 @@ from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, legal_holds, manual_queue
 
 
+# batches() hands rows with the clock, the primary key and the subject first, then the columns asked for.
+LEADING = 3
 UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
@@ -30,6 +32,7 @@ class DomainTable:
         self.clock = table.c[policy.clock_column]
         self.archived_columns = [c for c in table.c if c.name not in policy.archive.exclude_columns]
         self.only: list | None = None  # primary keys a narrowed table is limited to
+        self.erasing: SubjectRows | None = None  # an erasure's subject, in place of the deadline
 
     def narrowed_to(self, record_ids: Sequence[str]) -> DomainTable:
         """The same table with every statement limited to these records (a manual-queue retry);
@@ -37,6 +40,15 @@ class DomainTable:
         narrowed = copy.copy(self)
         narrowed.only = [pk for rid in record_ids if (pk := self.pk_value(rid)) is not None]
         return narrowed
+
+    def for_subject(self, erasing: SubjectRows) -> DomainTable:
+        """The same table with every statement choosing one subject's rows (an erasure request)
+        instead of the rows past their deadline: the same batches, locks, holds and audit."""
+        if not self.policy.subject_column:
+            raise ValueError(f"domain {self.policy.name} has no subject column: nothing in it can be erased by subject")
+        subject = copy.copy(self)
+        subject.erasing = erasing
+        return subject
 
     def record_id(self, value: object) -> str:
         """Record ids are stored as text in the audit log and the legal holds."""
@@ -70,6 +82,12 @@ class DomainTable:
                 columns.append(column)
         return columns, raw_json
 
+    def subject(self) -> sa.ColumnElement:
+        """The subject's address of a row (the policy's subject column), or NULL where it has none."""
+        if self.policy.subject_column:
+            return self.table.c[self.policy.subject_column]
+        return sa.null()
+
     def not_held(self) -> sa.ColumnElement[bool]:
         """No unreleased legal hold on the row: checked again inside each delete transaction."""
         held_id = legal_holds.c.record_id
@@ -94,13 +112,27 @@ class DomainTable:
         )
 
     def due(self, clock_cutoff: datetime) -> list[sa.ColumnElement[bool]]:
-        """Rows whose deadline has passed by the cutoff and that are still to be acted on."""
-        conditions = [self.clock <= clock_cutoff]
+        """Rows whose deadline has passed by the cutoff and that are still to be acted on; for an
+        erasure, the subject's rows, whatever their deadline (an erased row no longer names them)."""
+        if self.erasing is not None:
+            conditions = [sa.func.lower(self.table.c[self.policy.subject_column]) == self.erasing.address]
+        else:
+            conditions = [self.clock <= clock_cutoff]
+            if self.policy.redact:  # a redacted row stays; it is done once its stamp is set
+                conditions.append(self.table.c[self.policy.redact.stamp_column].is_(None))
         if self.only is not None:
             conditions.append(self.pk.in_(self.only))
-        if self.policy.redact:  # a redacted row stays; it is done once its stamp is set
-            conditions.append(self.table.c[self.policy.redact.stamp_column].is_(None))
         return conditions
+
+    def deadline(self, clock: sa.ColumnElement) -> sa.ColumnElement:
+        """The audit row's deadline: the record's clock + its retention period; for an erasure, the
+        request's due date."""
+        if self.erasing is not None:
+            return sa.literal(self.erasing.due_at, sa.DateTime(timezone=True))
+        return clock + sa.literal(self.policy.retain_for, sa.Interval)
+
+    def deadline_value(self, clock: datetime) -> datetime:
+        return self.erasing.due_at if self.erasing is not None else _aware(clock) + self.policy.retain_for
 
     def count_due(self, clock_cutoff: datetime, window_start_clock: datetime | None,
                   *extra: sa.ColumnElement[bool]) -> sa.Select:
@@ -170,7 +202,7 @@ class DomainTable:
         done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(self.pk, self.clock)).all()
         if done:
             connection.execute(sa.insert(audit_log), [
-                stamp.row(self.record_id(pk), _aware(clock) + self.policy.retain_for) for pk, clock in done])
+                stamp.row(self.record_id(pk), self.deadline_value(clock)) for pk, clock in done])
         return len(done)
 
     def chosen(self, clock_cutoff: datetime, key_range: KeyRange) -> sa.Select:
@@ -188,11 +220,11 @@ class DomainTable:
             target = ctid == sa.any_(sa.func.array(chosen.with_only_columns(ctid).scalar_subquery()))
         gone = self._act(target, clock_cutoff).returning(self.pk, self.clock).cte("gone")
         audited = sa.insert(audit_log).from_select(
-            ["domain", "record_id", "action", "run_id", "policy_version", "archive_uri", "deadline"],
+            ["domain", "record_id", "action", "run_id", "policy_version", "archive_uri", "deadline", "detail"],
             sa.select(sa.literal(stamp.domain), sa.cast(gone.c[self.pk.name], sa.Text), sa.literal(stamp.action),
                       sa.literal(stamp.run_id), sa.literal(stamp.policy_version),
-                      sa.literal(stamp.archive_uri, sa.Text),
-                      gone.c[self.clock.name] + sa.literal(self.policy.retain_for, sa.Interval)),
+                      sa.literal(stamp.archive_uri, sa.Text), self.deadline(gone.c[self.clock.name]),
+                      sa.literal(stamp.detail, sa.Text)),
         ).returning(audit_log.c.id).cte("audited")
         return int(connection.execute(sa.select(sa.func.count()).select_from(audited)).scalar_one())
 
@@ -204,7 +236,12 @@ class DomainTable:
         where = [target, *self.due(clock_cutoff), self.not_held()]
         if self.policy.redact:
             values = {column: None for column in self.policy.redact.null_columns}
-            values[self.policy.redact.stamp_column] = sa.func.now()
+            stamp = self.table.c[self.policy.redact.stamp_column]
+            values[stamp.name] = sa.func.now() if self.erasing is None else sa.func.coalesce(stamp, sa.func.now())
+            if self.erasing is not None:
+                # The row stays (a purchase record, kept for the law); the subject's address goes.
+                subject = self.table.c[self.policy.subject_column]
+                values[subject.name] = None if subject.nullable else self.erasing.placeholder
             return sa.update(self.table).where(*where).values(values)
         return sa.delete(self.table).where(*where)
 
@@ -239,10 +276,30 @@ class AuditStamp:
     run_id: str
     policy_version: str
     archive_uri: str | None = None
+    detail: str | None = None
 
     def row(self, record_id: str, deadline: datetime | None = None) -> dict:
         return {"domain": self.domain, "record_id": record_id, "action": self.action, "run_id": self.run_id,
-                "policy_version": self.policy_version, "archive_uri": self.archive_uri, "deadline": deadline}
+                "policy_version": self.policy_version, "archive_uri": self.archive_uri, "deadline": deadline,
+                "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class SubjectRows:
+    """An erasure's subject: their normalised address (never logged), the request and its due date."""
+
+    address: str
+    request_id: int
+    due_at: datetime
+
+    @property
+    def placeholder(self) -> str:
+        """What replaces the address in a row that stays and cannot hold NULL: says which request
+        erased it, nothing of whom."""
+        return f"erased-by-request-{self.request_id}@erased.invalid"
+
+    def __repr__(self) -> str:  # never the address, in a traceback or a log line
+        return f"SubjectRows(request_id={self.request_id})"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 # The audit actions that mean "this row was acted on", by the policy's action.
-ACTED_ACTIONS = {"deleted": ("deleted",), "redacted": ("redacted", "redacted_blob_missing")}
+ACTED_ACTIONS = {"deleted": ("deleted",), "redacted": ("redacted", "redacted_blob_missing"), "erased": ("erased",)}
 
 
 class ArchiveVerificationFailed(Exception):

@@ -1,7 +1,8 @@
 """The retention run for any domain a policy describes, in the steps of the design:
 
 1. find    — the cutoff from the database's clock; count what is due (no ids kept in memory)
-2. archive — per batch: rows → gzip'd JSON lines + manifest → archive store, read back, verified
+2. archive — per batch: rows → JSON lines encrypted per subject + manifest → archive store, read back,
+             decrypted, verified
 3. act     — per batch, ONE transaction: DELETE (or redact) … RETURNING pk + one audit row per pk
 4. audit   — the run's audit rows counted back against what it acted on
 
@@ -23,9 +24,10 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import encode_batch, read_manifest, verify
+from retention_pipelines.engine.keys import ArchiveKeys, DataKey
 from retention_pipelines.engine.objects import StoredObjects
 from retention_pipelines.engine.parallel import bounded_parallel
-from retention_pipelines.engine.queries import AuditStamp, DomainTable, report_once
+from retention_pipelines.engine.queries import LEADING, AuditStamp, DomainTable, SubjectRows, report_once
 from retention_pipelines.engine.queue import SYSTEM_ACTOR, ManualQueue
 from retention_pipelines.engine.results import (
     ACTED_ACTIONS, Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Found, Orphans, RunReport,
@@ -43,7 +45,7 @@ class RetentionEngine:
     """One domain's retention, against one database and one archive store."""
 
     def __init__(self, policy: DomainPolicy, policy_version: str, database: AppDatabase,
-                 archive_store: ArchiveStore, blob_store: BlobStore | None = None):
+                 archive_store: ArchiveStore, blob_store: BlobStore | None = None, keys: ArchiveKeys | None = None):
         self.policy, self.policy_version = policy, policy_version
         self.database, self.archive_store, self.blob_store = database, archive_store, blob_store
         if policy.blob_key_column and blob_store is None:
@@ -53,9 +55,14 @@ class RetentionEngine:
         except sa.exc.OperationalError as exc:
             raise database.connect_error(exc) from None
         self.table = DomainTable(policy, database.app_table(policy))
+        # The data keys the archives are encrypted with (crypto-shredding); by default those of the
+        # configuration (RETENTION_ARCHIVE_MASTER_KEY, RETENTION_ERASURE_HASH_KEY).
+        self.keys = keys or (ArchiveKeys.from_settings(database) if policy.archive.enabled else None)
         self.objects = StoredObjects(policy, self.table, blob_store, archive_store) if blob_store else None
         # What the run cannot finish goes to a person; a retry of a queue item counts its own attempt.
         self.queue: ManualQueue | None = ManualQueue(database, policy_version)
+        self.action = policy.action_name  # the audit action of each row acted on
+        self.audit_detail: str | None = None
 
     def for_retry(self, record_ids: list[str] | None = None) -> RetentionEngine:
         """The same engine for a manual-queue retry, limited to these records (None: every due
@@ -68,6 +75,17 @@ class RetentionEngine:
             if self.objects is not None:
                 narrowed.objects = StoredObjects(self.policy, narrowed.table, self.blob_store, self.archive_store)
         return narrowed
+
+    def for_subject(self, erasing: SubjectRows) -> RetentionEngine:
+        """The same engine for an erasure request: every step (find, archive, act, audit) chooses
+        the subject's rows, whatever their deadline, under the same holds, archive rules and audit;
+        each row acted on is audited as `erased`, naming the request."""
+        subject = copy.copy(self)
+        subject.table = self.table.for_subject(erasing)
+        if self.objects is not None:
+            subject.objects = StoredObjects(self.policy, subject.table, self.blob_store, self.archive_store)
+        subject.action, subject.audit_detail = "erased", f"erasure request {erasing.request_id}"
+        return subject
 
     def _needs_person(self, record_id: str, reason: str, detail: str, run_id: str | None) -> None:
         if self.queue is not None:
@@ -117,18 +135,20 @@ class RetentionEngine:
 
         def archive_batch(rows: list) -> ArchivedBatch:
             record_ids = [self.table.record_id(row[1]) for row in rows]
-            values = [row[2:] for row in rows]  # batches() puts clock and pk first
+            values = [row[LEADING:] for row in rows]  # batches() puts clock, pk and subject first
             day = self.database.read_time(rows[0][0]).date()
-            blobs = self.objects.archive(rows, names, record_ids, dry_run) if self.objects else None
-            encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day, raw_json,
-                                   blobs)
+            row_keys = None if dry_run else self._row_keys(rows, record_ids)
+            blobs = self.objects.archive(values, names, record_ids, row_keys) if self.objects else None
+            encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day,
+                                   self.keys.hash_key, row_keys, raw_json, blobs)
             if not dry_run:
-                self._write_verified(encoded)
+                self._write_verified(encoded, row_keys)
             return ArchivedBatch(encoded.key, encoded.manifest_key, self.archive_store.uri(encoded.key),
                                  encoded.rows, encoded.sha256)
 
         # The walk reads the next batch while workers encode, write and verify the previous ones.
-        walk = self.table.batches(self.database.engine, columns, self._bind(found.clock_cutoff), self.policy.batch_size)
+        walk = self.table.batches(self.database.engine, [self.table.subject(), *columns],
+                                  self._bind(found.clock_cutoff), self.policy.batch_size)
         with self._failed_verification_to_queue(run_id):
             archived.batches.extend(bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
         archived.seconds = time.monotonic() - started
@@ -138,10 +158,24 @@ class RetentionEngine:
                         "rows_archived": archived.rows, "archive_objects": len(archived.batches)})
         return archived
 
-    def _write_verified(self, encoded) -> None:
+    def _row_keys(self, rows: list, record_ids: list[str]) -> list[DataKey]:
+        """Each row's data key: its subject's, or the batch's for rows without a subject."""
+        hashes = [self.keys.subject_hash(row[2]) if row[2] else None for row in rows]
+        by_subject = self.keys.for_subjects({h for h in hashes if h})
+        nobody = [rid for rid, h in zip(record_ids, hashes) if h is None]
+        batch_key = None
+        if nobody:
+            digest = hashlib.sha256("\n".join(nobody).encode()).hexdigest()
+            batch_key = self.keys.for_batch(f"{self.policy.name}:{digest}")
+        return [by_subject[h] if h else batch_key for h in hashes]
+
+    def _write_verified(self, encoded, row_keys: list[DataKey]) -> None:
         self.archive_store.put(encoded.key, encoded.data)
         self.archive_store.put(encoded.manifest_key, encoded.manifest)
-        problem = verify(self.archive_store.get(encoded.key), read_manifest(self.archive_store.get(encoded.manifest_key)))
+        # Read back, and decrypted with the keys it was written with: an archive that cannot be read
+        # protects nothing, so its rows stay.
+        problem = verify(self.archive_store.get(encoded.key), read_manifest(self.archive_store.get(encoded.manifest_key)),
+                         {k.key_id: k.key for k in row_keys})
         if problem:
             uri = self.archive_store.uri(encoded.key)
             raise ArchiveVerificationFailed(f"{uri}: {problem}; no row of it was deleted", uri)
@@ -149,7 +183,7 @@ class RetentionEngine:
     # 3. act: delete or redact, with the audit rows, one transaction per batch ------------------
     def act(self, found: Found, archived: Archived | None, run_id: str, dry_run: bool = False,
             lock: HeldLock | None = None) -> Acted:
-        acted = Acted(action=self.policy.action_name, dry_run=dry_run, since=found.database_now)
+        acted = Acted(action=self.action, dry_run=dry_run, since=found.database_now)
         if dry_run:
             acted.acted_on = archived.rows if self.policy.archive.enabled and archived else found.rows
             acted.skipped_legal_hold = found.held
@@ -161,7 +195,7 @@ class RetentionEngine:
         started = time.monotonic()
         acted.skipped_legal_hold = self._audit_held(found, run_id)
         clock_cutoff = self._bind(found.clock_cutoff)
-        stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version)
+        stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version, detail=self.audit_detail)
 
         def act_on(batch: dict) -> tuple[int, int, float]:
             batch_started = time.monotonic()
@@ -314,7 +348,8 @@ class RetentionEngine:
 
     def _run_entries(self, query: sa.Select, acted: Acted, run_id: str) -> sa.Select:
         """The run's audit entries, read through the time index: none is older than the run."""
-        query = query.where(audit_log.c.run_id == run_id)
+        # The domain too: an erasure run writes the entries of every domain under one run id.
+        query = query.where(audit_log.c.run_id == run_id, audit_log.c.domain == self.policy.name)
         if acted.since is not None:
             # Whole seconds, a second early: SQLite's clock (the cutoff's) stops at the second.
             since = acted.since.replace(microsecond=0) - timedelta(seconds=1)

@@ -14,7 +14,7 @@ from retention_pipelines.stores.database import StoreUnavailable
 
 
 class ArchiveStore(ABC):
-    """Keys are relative paths ('quiz_responses/2026/11/29/<sha>.jsonl.gz'); URIs are absolute."""
+    """Keys are relative paths ('email_blacklist/2026/11/29/<hmac>.jsonl.enc'); URIs are absolute."""
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
@@ -32,6 +32,11 @@ class ArchiveStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object (the health probe's; archives are removed by their retention job)."""
+
+    def key_of(self, uri: str) -> str | None:
+        """The key of one of this store's URIs (as in the audit log); None for another store's."""
+        base = self.uri("x")[:-1]
+        return uri[len(base):] if uri.startswith(base) and len(uri) > len(base) else None
 
     def put_cold(self, key: str, data: bytes) -> None:
         """Write an object meant to be kept, not read (a PDF): cold storage where the store has it."""

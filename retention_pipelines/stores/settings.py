@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import tempfile
@@ -35,7 +36,14 @@ class RetentionSettings(BaseSettings):
     # the hash that replaces a subject's address once the request is complete. Unset, the key is
     # made once and kept in RETENTION_HOME (the demo); production sets it from a secret store.
     erasure_due_days: int = 30
+    # An erasure run takes every domain's lock in turn: it waits this long for a scheduled run to end.
+    erasure_lock_wait_seconds: float = 600.0
     erasure_hash_key: SecretStr | None = None
+    # The master key of the encrypted archives (32 bytes, base64 or hex): it wraps every data key.
+    # Lose it and no archive can be read; leak it with the database and every live subject's can.
+    # Unset, it is made once and kept in RETENTION_HOME (the demo); production sets it from a
+    # secret store.
+    archive_master_key: SecretStr | None = None
     lock_wait_seconds: float = 0.0
     # How often the retention-lag sensor measures each domain; read when the code location loads.
     lag_sensor_interval_seconds: int = 300
@@ -68,8 +76,28 @@ class RetentionSettings(BaseSettings):
                                      "RETENTION_ERASURE_HASH_KEY")
         return key.encode()
 
+    def resolved_archive_master_key(self) -> bytes:
+        if self.archive_master_key:
+            return _key_bytes(self.archive_master_key.get_secret_value(), "RETENTION_ARCHIVE_MASTER_KEY")
+        key_file = (self.home / "archive_master.key").resolve()
+        if not key_file.exists():
+            _publish_once(key_file, secrets.token_hex(32))
+        return _key_bytes(key_file.read_text().strip(), f"the archive master key file {key_file}")
+
     def lock_dir(self) -> Path:
         return (self.home / "locks").resolve()
+
+
+def _key_bytes(text: str, where: str) -> bytes:
+    """32 bytes written as 64 hex digits or as base64; anything else is refused, naming where."""
+    try:
+        key = bytes.fromhex(text) if len(text) == 64 else base64.b64decode(text, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigurationError(f"{where}: must be 32 random bytes, as 64 hex digits or base64 "
+                                 "(e.g. `openssl rand -hex 32`)")
+    return key
 
 
 def _publish_once(path: Path, content: str) -> None:

@@ -26,6 +26,7 @@ from retention_pipelines_tests.app_rows import audit_entries, insert_meal_plans_
 from retention_pipelines_tests.queue_rows import age_item, allow_deletes, deny_deletes
 from retention_pipelines_tests.test_cli.conftest import EMAIL, dagster_home, with_password
 from retention_pipelines_tests.test_cli.test_queue import parse_items
+from retention_pipelines_tests.test_engine.helpers import archived_pdf
 from retention_pipelines_tests.test_engine.test_blobs import PDF, hot_keys, put_pdfs
 
 STUCK, FINE, YOUNG = "plans/stuck.pdf", "plans/fine.pdf", "plans/young.pdf"
@@ -116,7 +117,7 @@ def test_a_pdf_that_will_not_delete_is_queued_escalated_retried_and_resolved(
     assert hot_keys(hot_bucket) == {YOUNG}
     archive_bucket, prefix = s3_archive_url.removeprefix("s3://").split("/", 1)
     copy = boto3.client("s3").get_object(Bucket=archive_bucket, Key=f"{prefix}/meal_plans/blobs/{stuck}")
-    assert copy["Body"].read() == PDF + STUCK.encode()
+    assert archived_pdf(database, copy["Body"].read()) == PDF + STUCK.encode()
     pdf_key, deleted_at = meal_plan_rows(database)[stuck]
     assert pdf_key is None and deleted_at is not None
     resolved = queue.get(item.id)

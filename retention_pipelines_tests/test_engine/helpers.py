@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.archive_format import read_manifest
+from retention_pipelines.engine.archive_format import blob_key_id, decrypt_blob, read_manifest, read_rows
+from retention_pipelines.engine.keys import ArchiveKeys
 from retention_pipelines.stores import AppDatabase, archive_store_from_url
 
 QUIZ = "quiz_responses"
@@ -95,6 +96,19 @@ def archive_objects(url: str) -> dict[str, bytes]:
             relative = key[len(prefix) + 1:] if prefix and key.startswith(prefix + "/") else key
             found[relative] = client.get_object(Bucket=parsed.netloc, Key=key)["Body"].read()
     return found
+
+
+def archived_rows(database: AppDatabase, data: bytes, manifest: dict) -> list[tuple[str, dict | None]]:
+    """(record id, row) of an archive object, decrypted with the configured keys; None for a row
+    whose data key is destroyed."""
+    keys = ArchiveKeys.from_settings(database)
+    return list(read_rows(data, manifest, keys.unwrap({s["key"] for s in manifest["segments"]})))
+
+
+def archived_pdf(database: AppDatabase, sealed: bytes, domain: str = "meal_plans") -> bytes | None:
+    """An archived object (a PDF) decrypted with the configured keys; None once its key is destroyed."""
+    key = ArchiveKeys.from_settings(database).unwrap({blob_key_id(sealed)})[blob_key_id(sealed)]
+    return None if key is None else decrypt_blob(sealed, key, domain)
 
 
 def manifests(objects: dict[str, bytes]) -> dict[str, dict]:

@@ -220,7 +220,7 @@ def test_an_archive_that_does_not_verify_becomes_one_item_and_its_retry_reruns_t
             broken.run(f"corrupt-{attempt}")
         [item] = ManualQueue(pg_database).list()
         assert item.reason == "archive_verification_failed" and item.attempts == attempt
-        assert item.record_id.startswith(local_archive_url) and item.record_id.endswith(".jsonl.gz")
+        assert item.record_id.startswith(local_archive_url) and item.record_id.endswith(".jsonl.enc")
         assert "sha256" in item.detail and item.domain == "quiz_responses"
     assert remaining_ids(pg_database) == set(due)
     [opened] = queue_audit(pg_database)

@@ -1,0 +1,114 @@
+"""The erasure run in Dagster: one dynamic partition per request for erasure, one asset per domain
+that names its subjects, and the outcome that destroys the subject's archive key and completes
+the request. Built from the policy file: a domain with a `subject_column` is erased, no code."""
+
+import dagster as dg
+
+from retention_pipelines.defs.common import DRY_RUN_TAG, domain_step, is_dry_run, operator_errors
+from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.engine.erasure import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
+from retention_pipelines.engine.subject_erasure import DomainErasure, ErasureIncomplete
+from retention_pipelines.policies import DomainPolicy
+
+ERASURE_PARTITIONS = dg.DynamicPartitionsDefinition(name="erasure_requests")
+ERASURE_JOB = "gdpr_erasure_job"
+OUTCOME_KEY = dg.AssetKey(["gdpr", "erasure_outcome"])
+SUBJECT_ERASED_CHECK = "subject_erased"
+MAX_ATTEMPTS = 3  # runs the sensor launches for one request; then its deadline breach calls a person
+
+
+def build_erasure_run_defs(policies: list[DomainPolicy], policy_version: str,
+                           sensor_interval_seconds: int = 60) -> dg.Definitions:
+    erasable = [policy for policy in policies if policy.subject_column]
+    domain_assets = [_domain_erasure_asset(policy, policy_version) for policy in erasable]
+    domain_keys = {policy.name: dg.AssetKey(["gdpr", "erasure", policy.name]) for policy in erasable}
+
+    @dg.asset(key=OUTCOME_KEY, partitions_def=ERASURE_PARTITIONS, group_name="gdpr", kinds={"sql"},
+              ins={name: dg.AssetIn(key) for name, key in domain_keys.items()},
+              check_specs=[dg.AssetCheckSpec(SUBJECT_ERASED_CHECK, asset=OUTCOME_KEY, description=(
+                  "The request ended completed or partially blocked (records under a legal hold kept), with "
+                  "the subject's archive key destroyed unless a hold needs it."))],
+              description=(
+                  "The request's outcome, once every domain is done: in one transaction the subject's data key "
+                  "is destroyed (every archived copy of their rows and PDFs becomes unreadable) and the request "
+                  "is completed, its address replaced by a keyed hash. Partially blocked when a legal hold kept "
+                  "a record (each has a `legal_hold_conflict` item in the manual queue). Request ids only."))
+    def erasure_outcome(context: dg.AssetExecutionContext, retention_stores: RetentionStores,
+                        **parts: DomainErasure) -> dg.MaterializeResult:
+        request_id = int(context.partition_key)
+        held = sum(len(part.held) for part in parts.values())
+        figures = {"request_id": request_id, "rows_erased": sum(p.erased for p in parts.values()),
+                   "records_kept_under_legal_hold": held, "dry_run": is_dry_run(context)}
+        if is_dry_run(context):
+            return dg.MaterializeResult(metadata={**figures, "status": "dry run: nothing changed"}, check_results=[
+                dg.AssetCheckResult(check_name=SUBJECT_ERASED_CHECK, passed=True, metadata={"dry_run": True})])
+        with domain_step(context, "gdpr"):
+            try:
+                outcome = retention_stores.subject_erasure(policy_version).complete(
+                    request_id, list(parts.values()), context.run_id)
+            except ErasureIncomplete as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+        return dg.MaterializeResult(metadata={
+            **figures, "status": outcome.status, "outcome": outcome.outcome,
+            "archive_keys_destroyed": outcome.keys_destroyed, "archive_key_kept_for_a_hold": outcome.key_kept_for_hold,
+        }, check_results=[dg.AssetCheckResult(
+            check_name=SUBJECT_ERASED_CHECK, passed=outcome.status in (COMPLETED, PARTIALLY_BLOCKED),
+            severity=dg.AssetCheckSeverity.ERROR, metadata={"status": outcome.status})])
+
+    job = dg.define_asset_job(
+        ERASURE_JOB, selection=dg.AssetSelection.assets(*domain_keys.values(), OUTCOME_KEY),
+        partitions_def=ERASURE_PARTITIONS, executor_def=dg.in_process_executor,
+        description="Erase one request's subject from every domain that names subjects, then complete the request.")
+
+    @dg.sensor(name="erasure_request_sensor", job=job, minimum_interval_seconds=sensor_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING, description=(
+                   "Adds a partition for each new request for erasure and launches its erasure run; relaunches a "
+                   f"request whose run failed, up to {MAX_ATTEMPTS} runs (then its deadline breach calls a person)."))
+    def erasure_request_sensor(context: dg.SensorEvaluationContext, retention_stores: RetentionStores):
+        with operator_errors():
+            open_requests = [r for r in ErasureRequests(retention_stores.database).list() if r.status in OPEN]
+        known = set(context.instance.get_dynamic_partitions(ERASURE_PARTITIONS.name))
+        new = [str(r.id) for r in open_requests if str(r.id) not in known]
+        runs = []
+        for request in open_requests:
+            key = str(request.id)
+            earlier = context.instance.get_runs(dg.RunsFilter(job_name=ERASURE_JOB, tags={"dagster/partition": key}))
+            real = [run for run in earlier if run.tags.get(DRY_RUN_TAG, "false") != "true"]
+            if any(not run.is_finished for run in real) or any(run.is_success for run in real):
+                continue  # in flight, or done (the request completes in the run that succeeds)
+            if len(real) >= MAX_ATTEMPTS:
+                continue
+            runs.append(dg.RunRequest(partition_key=key, run_key=f"erasure-{key}-{len(real) + 1}",
+                                      tags={"retention/erasure_request": key}))
+        return dg.SensorResult(run_requests=runs,
+                               dynamic_partitions_requests=[ERASURE_PARTITIONS.build_add_request(new)] if new else [])
+
+    return dg.Definitions(assets=[*domain_assets, erasure_outcome], jobs=[job], sensors=[erasure_request_sensor])
+
+
+def _domain_erasure_asset(policy: DomainPolicy, policy_version: str) -> dg.AssetsDefinition:
+    name = policy.name
+    what = "redacted (the row stays, the address replaced)" if policy.redact else "deleted"
+
+    @dg.asset(key=dg.AssetKey(["gdpr", "erasure", name]), partitions_def=ERASURE_PARTITIONS, group_name="gdpr",
+              kinds={"sql"}, description=(
+                  f"The request's subject erased from `{policy.table}` (by `{policy.subject_column}`): rows {what} "
+                  "whatever their deadline" + (", archived first (encrypted with the subject's key)"
+                                               if policy.archive.enabled else "")
+                  + ", each with an `erased` audit entry, under the domain's lock. Records under a legal hold stay "
+                  "and get a `legal_hold_conflict` item in the manual queue."))
+    def domain_erasure(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.Output[DomainErasure]:
+        request_id = int(context.partition_key)
+        dry_run = is_dry_run(context)
+        with domain_step(context, name):
+            lock = None if dry_run else retention_stores.hold_domain_lock(
+                name, retention_stores.settings().erasure_lock_wait_seconds)
+            part = retention_stores.subject_erasure(policy_version).erase_domain(
+                retention_stores.engine(policy, policy_version), request_id, context.run_id, dry_run, lock)
+        return dg.Output(part, metadata={
+            "request_id": request_id, "dry_run": dry_run, "rows_erased": part.erased, "rows_archived": part.archived,
+            "records_kept_under_legal_hold": len(part.held), "held_record_ids": dg.MetadataValue.json(part.held),
+            "rows_waiting_in_manual_queue": part.failed, "policy_version": policy_version,
+        })
+
+    return domain_erasure

@@ -1,0 +1,249 @@
+"""The erasure run through Dagster, as issue 6's "done when" says: a subject present in all four
+domains, one of their records under a legal hold, erased in one run — every other record gone or
+redacted, their archived copies unreadable, the held record kept with a queue item, the request
+marked with its outcome. Real PostgreSQL, Redis, a Dagster instance, local archive and blob folders
+and S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from retention_pipelines import schema
+from retention_pipelines.defs.common import DRY_RUN_TAG
+from retention_pipelines.defs.erasure_run import (
+    ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY, SUBJECT_ERASED_CHECK, build_erasure_run_defs,
+)
+from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.engine.archive_format import decrypt_blob, read_manifest, read_rows
+from retention_pipelines.engine.erasure import ErasureRequests
+from retention_pipelines.engine.queue import ManualQueue
+from retention_pipelines.stores import archive_store_from_url, blob_store_from_url
+from retention_pipelines_tests.app_rows import _insert
+
+ANN = "Ann.Subject@Example.com"
+BOB = "bob.other@example.com"
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        yield instance
+
+
+@pytest.fixture(params=["local", "s3"])
+def stores(request, pg_url, redis_url, tmp_path):
+    archive_url = request.getfixturevalue("s3_archive_url") if request.param == "s3" else (tmp_path / "archive").as_uri()
+    return RetentionStores(database_url=pg_url, archive_url=archive_url, redis_url=redis_url,
+                           blob_url=(tmp_path / "blobs").as_uri())
+
+
+def rows_of(database, table: str) -> dict[str, dict]:
+    with database.engine.connect() as connection:
+        return {str(row.id): dict(row._mapping) for row in connection.execute(sa.text(f"SELECT * FROM {table}"))}
+
+
+class World:
+    """Ann in all four domains (one meal plan under a legal hold), Bob beside her everywhere;
+    earlier retention runs have archived some of both into the same objects."""
+
+    def __init__(self, database, stores: RetentionStores, policies):
+        self.database, self.stores, self.policies = database, stores, policies
+        now = database.now()
+        at = database.bind_time
+        blobs = blob_store_from_url(stores.settings().resolved_blob_url())
+        for key in ("plans/ann-new.pdf", "plans/ann-held.pdf", "plans/ann-old.pdf", "plans/bob-old.pdf"):
+            blobs.put(key, b"%PDF-1.7 " + key.encode())
+        self.quiz = {who: _insert(database, "quiz_responses", [
+            {"session_id": uuid.uuid4(), "email": email, "answers": {"weight_kg": 70}, "created_at": at(now - timedelta(hours=1))}])[0]
+            for who, email in (("ann", ANN.lower()), ("bob", BOB))}
+        self.tokens = {who: _insert(database, "magic_link_tokens", [
+            {"email": email, "token_hash": uuid.uuid4().hex, "created_at": at(now), "expires_at": at(now + timedelta(minutes=15))}])[0]
+            for who, email in (("ann", ANN), ("bob", BOB))}
+        plans = _insert(database, "meal_plans", [
+            {"payment_id": f"pay_{name}", "email": email, "pdf_blob_key": f"plans/{name}.pdf", "created_at": at(when)}
+            for name, email, when in (("ann-new", ANN, now - timedelta(days=3)), ("ann-held", ANN, now - timedelta(days=5)),
+                                      ("ann-old", ANN.upper(), now - timedelta(days=100)),
+                                      ("bob-old", BOB, now - timedelta(days=100)))])
+        self.plans = dict(zip(("ann-new", "ann-held", "ann-old", "bob-old"), plans))
+        listed = _insert(database, "email_blacklist", [
+            {"email": email, "reason": "chargeback", "created_at": at(when)}
+            for email, when in ((ANN, now - timedelta(days=95)), (BOB, now - timedelta(days=95)),
+                                (ANN.lower(), now - timedelta(days=2)), (BOB, now - timedelta(days=2)))])
+        self.blacklist = dict(zip(("ann-old", "bob-old", "ann-new", "bob-new"), listed))
+        # The scheduled runs archive (and delete or redact) the old ones of both, side by side.
+        for name in ("meal_plans", "email_blacklist"):
+            report = stores.engine(policies.domains[name], policies.policy_version).run(f"retention-{name}")
+            assert report.acted.acted_on == 2
+        with database.engine.begin() as connection:
+            connection.execute(sa.insert(schema.legal_holds).values(
+                domain="meal_plans", record_id=self.plans["ann-held"], reason="litigation hold, case 17"))
+        self.request = ErasureRequests(database, stores.settings().resolved_erasure_hash_key()).request(ANN)
+
+    def archive(self):
+        return archive_store_from_url(self.stores.settings().resolved_archive_url())
+
+    def archived_rows(self) -> dict[str, dict | None]:
+        """Every archived blacklist row, decrypted where its key lives: {record id: row or None}."""
+        store, keys, found = self.archive(), self.stores.archive_keys, {}
+        for uri in self.archive_uris("email_blacklist"):
+            key = store.key_of(uri)
+            manifest = read_manifest(store.get(key + ".manifest.json"))
+            wanted = keys.unwrap({segment["key"] for segment in manifest["segments"]})
+            found.update(dict(read_rows(store.get(key), manifest, wanted)))
+        return found
+
+    def archived_pdf(self, record_id: str) -> bytes | None:
+        store = self.archive()
+        sealed = store.get(f"meal_plans/blobs/{record_id}")
+        [(key_id, key)] = self.stores.archive_keys.unwrap({sealed[4:36].decode()}).items()
+        return None if key is None else decrypt_blob(sealed, key, "meal_plans")
+
+    def archive_uris(self, domain: str) -> set[str]:
+        with self.database.engine.connect() as connection:
+            return set(connection.execute(sa.select(schema.audit_log.c.archive_uri).where(
+                schema.audit_log.c.domain == domain, schema.audit_log.c.archive_uri.is_not(None))).scalars())
+
+
+def run_erasure(world: World, instance, tags=None):
+    defs = build_erasure_run_defs([p for p in world.policies.domains.values() if p.enabled],
+                                  world.policies.policy_version)
+    instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(world.request.id)])
+    job = dg.Definitions(assets=defs.assets, jobs=defs.jobs,
+                         resources={"retention_stores": world.stores}).resolve_job_def(ERASURE_JOB)
+    return job.execute_in_process(instance=instance, partition_key=str(world.request.id), tags=tags or {},
+                                  raise_on_error=False)
+
+
+def outcome_of(result) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == OUTCOME_KEY]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_a_subject_in_all_four_domains_is_erased_in_one_run_except_the_held_record(pg_database, stores, instance,
+                                                                                  policies):
+    world = World(pg_database, stores, policies)
+    before = world.archived_rows()
+    assert before[world.blacklist["ann-old"]]["email"] == ANN and before[world.blacklist["bob-old"]]["email"] == BOB
+    assert world.archived_pdf(world.plans["ann-old"]).startswith(b"%PDF")
+
+    result = run_erasure(world, instance)
+    assert result.success, [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+
+    # Every other record of Ann's gone or redacted; Bob's untouched.
+    assert set(rows_of(pg_database, "quiz_responses")) == {world.quiz["bob"]}
+    assert set(rows_of(pg_database, "magic_link_tokens")) == {world.tokens["bob"]}
+    assert set(rows_of(pg_database, "email_blacklist")) == {world.blacklist["bob-new"]}
+    plans = rows_of(pg_database, "meal_plans")
+    held, new, old = (plans[world.plans[name]] for name in ("ann-held", "ann-new", "ann-old"))
+    assert held["email"] == ANN and held["pdf_blob_key"] == "plans/ann-held.pdf" and held["pdf_deleted_at"] is None
+    for erased in (new, old):
+        assert erased["email"] == f"erased-by-request-{world.request.id}@erased.invalid"
+        assert erased["pdf_blob_key"] is None and erased["pdf_deleted_at"] is not None
+    assert plans[world.plans["bob-old"]]["email"] == BOB
+    blobs = blob_store_from_url(stores.settings().resolved_blob_url())
+    assert blobs.get("plans/ann-new.pdf") is None and blobs.get("plans/ann-held.pdf") is not None
+
+    # Her archived copies unreadable, Bob's in the very same objects still readable.
+    after = world.archived_rows()
+    assert after[world.blacklist["ann-old"]] is None and after[world.blacklist["ann-new"]] is None
+    assert after[world.blacklist["bob-old"]] == before[world.blacklist["bob-old"]]
+    assert world.archived_pdf(world.plans["ann-old"]) is None and world.archived_pdf(world.plans["ann-new"]) is None
+    assert world.archived_pdf(world.plans["bob-old"]).startswith(b"%PDF")
+
+    # The held record has its queue item; the request its outcome, its address gone.
+    [item] = [i for i in ManualQueue(pg_database, policies.policy_version).list() if i.reason == "legal_hold_conflict"]
+    assert (item.domain, item.record_id, item.status) == ("meal_plans", world.plans["ann-held"], "open")
+    request = ErasureRequests(pg_database).get(world.request.id)
+    assert request.status == "partially_blocked" and request.completed_at is not None
+    assert "1 kept under legal hold" in request.outcome and "unreadable" in request.outcome
+    with pg_database.engine.connect() as connection:
+        assert connection.execute(sa.select(schema.erasure_requests.c.email)).scalar_one() is None
+        audit = [dict(r._mapping) for r in connection.execute(sa.select(schema.audit_log))]
+    erased = {(a["domain"], a["record_id"]) for a in audit if a["action"] == "erased"}
+    assert erased == {("quiz_responses", world.quiz["ann"]), ("magic_link_tokens", world.tokens["ann"]),
+                      ("meal_plans", world.plans["ann-new"]), ("meal_plans", world.plans["ann-old"]),
+                      ("email_blacklist", world.blacklist["ann-new"])}
+    assert len([a for a in audit if a["action"] == "erased"]) == len(erased)
+    assert [a["domain"] for a in audit if a["action"] == "key_destroyed"] == ["gdpr"]
+    assert "@" not in json.dumps([{k: v for k, v in a.items() if k in ("record_id", "detail", "archive_uri")}
+                                  for a in audit])
+
+    outcome = outcome_of(result)
+    assert outcome["status"] == "partially_blocked" and outcome["archive_keys_destroyed"] == 1
+    assert outcome["records_kept_under_legal_hold"] == 1 and outcome["rows_erased"] == 5
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == SUBJECT_ERASED_CHECK]
+    assert check.passed
+    shown = json.dumps([{k: str(v.value) for k, v in e.materialization.metadata.items()}
+                        for e in result.get_asset_materialization_events()])
+    assert "@" not in shown
+
+    # A rerun does nothing twice.
+    again = run_erasure(world, instance)
+    assert again.success and outcome_of(again)["rows_erased"] == 0
+    with pg_database.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(schema.audit_log)).scalar_one() == len(audit)
+
+
+def test_a_dry_run_changes_nothing_and_creates_no_key(pg_database, stores, instance, policies):
+    world = World(pg_database, stores, policies)
+    with pg_database.engine.connect() as connection:
+        keys_before = connection.execute(sa.select(sa.func.count()).select_from(schema.data_keys)).scalar_one()
+    tables = {name: rows_of(pg_database, name) for name in ("quiz_responses", "magic_link_tokens", "meal_plans",
+                                                            "email_blacklist")}
+    result = run_erasure(world, instance, tags={DRY_RUN_TAG: "true"})
+    assert result.success
+    assert outcome_of(result)["rows_erased"] == 5
+    assert {name: rows_of(pg_database, name) for name in tables} == tables
+    assert ErasureRequests(pg_database).get(world.request.id).status == "received"
+    with pg_database.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(schema.data_keys)).scalar_one() == keys_before
+    assert ManualQueue(pg_database, policies.policy_version).list() == []
+
+
+def test_the_sensor_adds_a_partition_and_launches_one_run_per_open_request(pg_database, pg_url, redis_url, tmp_path,
+                                                                          instance, policies):
+    stores = RetentionStores(database_url=pg_url, archive_url=(tmp_path / "archive").as_uri(), redis_url=redis_url)
+    requests = ErasureRequests(pg_database, b"k" * 32)
+    first, second = requests.request("one@example.com"), requests.request("two@example.com")
+    requests.complete(second.id, "done by hand")
+    defs = build_erasure_run_defs([p for p in policies.domains.values() if p.enabled], policies.policy_version)
+    [sensor] = defs.sensors
+    with dg.build_sensor_context(instance=instance, resources={"retention_stores": stores}) as context:
+        result = sensor(context)
+    assert [r.partition_key for r in result.run_requests] == [str(first.id)]
+    assert result.run_requests[0].run_key == f"erasure-{first.id}-1"
+    [add] = result.dynamic_partitions_requests
+    assert list(add.partition_keys) == [str(first.id)]
+    assert "@" not in repr(result)
+
+
+def test_an_archive_copy_held_under_the_subjects_key_keeps_the_key(pg_database, stores, instance, policies):
+    """A hold placed on a blacklist entry already deleted (archived): destroying the key would
+    destroy what the hold keeps, so the key stays and the outcome says why."""
+    world = World(pg_database, stores, policies)
+    with pg_database.engine.begin() as connection:
+        connection.execute(sa.insert(schema.legal_holds).values(
+            domain="email_blacklist", record_id=world.blacklist["ann-old"], reason="fraud case 3"))
+    result = run_erasure(world, instance)
+    assert result.success
+    outcome = outcome_of(result)
+    assert outcome["archive_keys_destroyed"] == 0 and outcome["archive_key_kept_for_a_hold"] is True
+    assert world.archived_rows()[world.blacklist["ann-old"]]["email"] == ANN
+    request = ErasureRequests(pg_database).get(world.request.id)
+    assert request.status == "partially_blocked" and f"email_blacklist/{world.blacklist['ann-old']}" in request.outcome
+
+
+def test_archive_keys_are_in_the_database_only_wrapped(pg_database, stores, policies):
+    World(pg_database, stores, policies)
+    with pg_database.engine.connect() as connection:
+        wrapped = connection.execute(sa.select(schema.data_keys.c.wrapped_key)).scalars().all()
+    assert wrapped and all(len(w) == 12 + 32 + 16 for w in wrapped)
+    master = stores.settings().resolved_archive_master_key()
+    assert all(master not in bytes(w) for w in wrapped)
