@@ -130,7 +130,8 @@ def dump_all_tables(database: AppDatabase) -> dict[str, list[tuple]]:
     with database.engine.connect() as connection:
         for name in sorted(inspector.get_table_names()):
             rows = connection.exec_driver_sql(f'SELECT * FROM "{name}"').all()
-            dump[name] = sorted((tuple(repr(v) for v in row) for row in rows))
+            dump[name] = sorted((tuple(repr(bytes(v) if isinstance(v, memoryview) else v) for v in row)
+                                 for row in rows))
         if not database.is_sqlite:
             for (sequence,) in connection.exec_driver_sql(
                     "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1").all():

@@ -1,0 +1,66 @@
+"""`retention restore`: rows a run deleted in error, re-inserted from their archive (the rollback
+plan), under the domain's lock, each with a `restored` audit entry."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+
+from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
+from retention_pipelines.redaction import EMAIL
+from retention_pipelines.engine.restore import Restorer, RestoreRefused
+from retention_pipelines.engine.retention import RetentionEngine
+from retention_pipelines.policies import load_policies
+from retention_pipelines.stores import (
+    DomainLocked, StoreUnavailable, archive_store_from_url, blob_store_from_url, domain_locks, load_settings,
+)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    policies = load_policies()
+    policy = policies.domains.get(args.domain)
+    if policy is None:
+        raise CliError(f"--domain: no domain {args.domain!r} in the policy file "
+                       f"(domains: {', '.join(sorted(policies.domains))})")
+    if EMAIL.search(args.by):
+        raise CliError("--by: give a handle, not an e-mail address")
+    settings = load_settings()
+    database = open_current_database(settings)
+    lock = None
+    try:
+        engine = RetentionEngine(policy, policies.policy_version, database,
+                                 archive_store_from_url(settings.resolved_archive_url(), settings.archive_storage_class),
+                                 blob_store_from_url(settings.resolved_blob_url()) if policy.blob_key_column else None)
+        if not args.dry_run:
+            lock = domain_locks(settings.redis_url, settings.lock_dir(), settings.lock_ttl_seconds).acquire(
+                policy.name, settings.lock_wait_seconds)
+        report = Restorer(engine).restore(args.run, args.record_id or None, args.by, f"restore-{uuid.uuid4()}",
+                                          args.dry_run, lock)
+    except RestoreRefused as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    except (DomainLocked, StoreUnavailable) as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        if lock is not None:
+            lock.release()
+        database.dispose()
+    rows = [{"record_id": rid, "outcome": "would be restored" if args.dry_run else "restored"} for rid in report.restored]
+    rows += [{"record_id": rid, "outcome": f"refused: {why}"} for rid, why in sorted(report.refused.items())]
+    print_table(rows)
+    verb = "would restore" if args.dry_run else "restored"
+    print(f"{policy.name}: run {args.run} deleted {report.deleted_in_run} rows; {verb} {len(report.restored)}, "
+          f"refused {len(report.refused)}")
+    if report.still_due:
+        print(f"note: {report.still_due} restored rows are past their deadline: the next run deletes them again unless "
+              "the policy is changed or a legal hold is placed (`retention hold add`)")
+    return 0
+
+
+def add_restore_command(commands) -> None:
+    restore = commands.add_parser("restore", help="re-insert rows a run deleted in error, from their archive")
+    restore.add_argument("--domain", required=True)
+    restore.add_argument("--run", required=True, help="the run id that deleted them (in the audit log)")
+    restore.add_argument("--record-id", action="append", default=[], help="only these records (repeatable)")
+    restore.add_argument("--by", required=True, help="who restores: a handle, written in each audit entry")
+    restore.add_argument("--dry-run", action="store_true", help="say what would be restored; change nothing")
+    restore.set_defaults(handler=cmd_restore)

@@ -1,0 +1,61 @@
+"""`retention restore --domain D --run RUN_ID [--record-id …] [--dry-run] --by NAME` on PostgreSQL:
+the table of outcomes, the exit codes, and refusals that name what is wrong."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from retention_pipelines.engine import RetentionEngine
+from retention_pipelines.policies import load_policies
+from retention_pipelines.stores import archive_store_from_url, load_settings
+from retention_pipelines_tests.app_rows import _insert
+from retention_pipelines_tests.test_cli.conftest import EMAIL
+
+
+def deleted_by_a_run(database) -> list[str]:
+    now = database.now()
+    ids = _insert(database, "email_blacklist", [
+        {"email": f"person{i}@example.com", "reason": "refund_abuse", "created_at": now - timedelta(days=95)}
+        for i in range(2)])
+    policies = load_policies()
+    RetentionEngine(policies.domains["email_blacklist"], policies.policy_version, database,
+                    archive_store_from_url(load_settings().resolved_archive_url())).run("run-in-error")
+    return ids
+
+
+def present(database) -> set[str]:
+    with database.engine.connect() as connection:
+        return {str(i) for i in connection.execute(sa.text("SELECT id FROM email_blacklist")).scalars()}
+
+
+def test_dry_run_then_restore_then_again(cli, cli_env):
+    ids = deleted_by_a_run(cli_env)
+    dry = cli("restore", "--domain", "email_blacklist", "--run", "run-in-error", "--by", "ops-ines", "--dry-run")
+    assert dry.code == 0, dry.text
+    assert dry.out.count("would be restored") == 2 and "would restore 2, refused 0" in dry.out
+    assert present(cli_env) == set()
+
+    done = cli("restore", "--domain", "email_blacklist", "--run", "run-in-error", "--by", "ops-ines")
+    assert done.code == 0, done.text
+    assert "restored 2, refused 0" in done.out and "the next run deletes them again" in done.out
+    assert present(cli_env) == set(ids)
+    assert not EMAIL.search(done.text)
+
+    again = cli("restore", "--domain", "email_blacklist", "--run", "run-in-error", "--by", "ops-ines",
+                "--record-id", ids[0])
+    assert again.code == 0 and "refused: it exists again" in again.out and "restored 0, refused 1" in again.out
+
+
+def test_wrong_arguments_are_named(cli, cli_env):
+    unknown = cli("restore", "--domain", "nope", "--run", "r", "--by", "ops")
+    assert unknown.code == 2 and "--domain: no domain 'nope'" in unknown.err
+    person = cli("restore", "--domain", "email_blacklist", "--run", "r", "--by", "ines@example.com")
+    assert person.code == 2 and "--by: give a handle" in person.err and "ines@example.com" not in person.text
+    nothing = cli("restore", "--domain", "email_blacklist", "--run", "never-ran", "--by", "ops")
+    assert nothing.code == 1 and "run never-ran deleted nothing in email_blacklist" in nothing.err
+    redacting = cli("restore", "--domain", "meal_plans", "--run", "r", "--by", "ops")
+    assert redacting.code == 1 and "meal_plans redacts" in redacting.err
+    missing = cli("restore", "--domain", "email_blacklist", "--run", "r")
+    assert missing.code == 2 and "--by" in missing.err
