@@ -84,18 +84,24 @@ class ArchiveKeys:
         found = self.live_subject_keys(hashes)
         missing = sorted(hashes - set(found))
         if missing:
-            rows = [self._new_row(subject_hash=h) for h in missing]
+            made = {h: self._new_key(subject_hash=h) for h in missing}
             with self.database.begin() as connection:
                 # Another run may make the same subject's key at the same moment: one is kept.
-                connection.execute(_insert_once(connection, "subject").values(rows))
-            found.update(self.live_subject_keys(set(missing)))
+                # executemany (not one multi-VALUES statement, which SQLAlchemy compiles anew for
+                # every size) and RETURNING: the keys made here need not be read back and unwrapped.
+                kept = connection.execute(_insert_once(connection, "subject").returning(data_keys.c.subject_hash),
+                                          [row for row, _ in made.values()]).scalars().all()
+            found.update({h: made[h][1] for h in kept})
+            lost = set(missing) - set(kept)
+            if lost:
+                found.update(self.live_subject_keys(lost))
         return found
 
     def for_batch(self, batch: str) -> DataKey:
         """The key of a batch's rows that have no subject, named by what the batch is, so that a
         rerun over the same rows finds the same key."""
         with self.database.begin() as connection:
-            connection.execute(_insert_once(connection, "batch").values([self._new_row(batch=batch)]))
+            connection.execute(_insert_once(connection, "batch"), [self._new_key(batch=batch)[0]])
             row = connection.execute(sa.select(data_keys.c.key_id, data_keys.c.wrapped_key).where(
                 data_keys.c.batch == batch)).one()
         return DataKey(row.key_id, self._unwrap(row.key_id, row.wrapped_key))
@@ -138,11 +144,12 @@ class ArchiveKeys:
                     found[row.subject_hash] = DataKey(row.key_id, self._unwrap(row.key_id, row.wrapped_key))
         return found
 
-    def _new_row(self, subject_hash: str | None = None, batch: str | None = None) -> dict:
-        key_id = secrets.token_hex(16)
-        nonce = os.urandom(NONCE_BYTES)
-        wrapped = nonce + self._master.encrypt(nonce, secrets.token_bytes(KEY_BYTES), key_id.encode())
-        return {"key_id": key_id, "subject_hash": subject_hash, "batch": batch, "wrapped_key": wrapped}
+    def _new_key(self, subject_hash: str | None = None, batch: str | None = None) -> tuple[dict, DataKey]:
+        """A fresh random data key: (its row, wrapped by the master key; the key itself)."""
+        key_id, key, nonce = secrets.token_hex(16), secrets.token_bytes(KEY_BYTES), os.urandom(NONCE_BYTES)
+        wrapped = nonce + self._master.encrypt(nonce, key, key_id.encode())
+        return ({"key_id": key_id, "subject_hash": subject_hash, "batch": batch, "wrapped_key": wrapped},
+                DataKey(key_id, key))
 
     def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
         from cryptography.exceptions import InvalidTag
