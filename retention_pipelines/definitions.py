@@ -8,6 +8,7 @@ from retention_pipelines.defs.erasure import build_erasure_defs
 from retention_pipelines.defs.erasure_run import build_erasure_run_defs
 from retention_pipelines.defs.health import build_health_defs
 from retention_pipelines.defs.manual_queue import build_manual_queue_defs
+from retention_pipelines.defs.report import build_report_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor, build_run_sensors
 from retention_pipelines.policies import load_policies
@@ -28,6 +29,7 @@ def build_definitions() -> dg.Definitions:
         build_erasure_defs(sensor_interval),
         build_erasure_run_defs(enabled, policies.policy_version),
         build_manual_queue_defs(enabled, policies.policy_version, sensor_interval),
+        build_report_defs(policies),
         dg.Definitions(
             sensors=[build_all_domains_sensor(enabled, retention_jobs),
                      build_retention_lag_sensor(enabled, policies.policy_version, retention_jobs,

@@ -23,6 +23,7 @@ from retention_pipelines.cli.audit import add_audit_commands
 from retention_pipelines.cli.erasure import add_erasure_commands
 from retention_pipelines.cli.restore import add_restore_command
 from retention_pipelines.cli.queue import add_queue_commands
+from retention_pipelines.cli.report import add_report_commands
 from retention_pipelines.logs import configure_logging
 from retention_pipelines.stores import ConfigurationError, PolicyMismatch, StoreUnavailable, load_settings
 
@@ -258,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(commands)
     add_erasure_commands(commands)
     add_restore_command(commands)
+    add_report_commands(commands)
 
     db = commands.add_parser("db", help="the retention tables").add_subparsers(dest="db_command", required=True,
                                                                                 metavar="COMMAND")

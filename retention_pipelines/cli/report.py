@@ -1,0 +1,61 @@
+"""`retention report --month YYYY-MM [--out DIR]`: the monthly compliance report, written locally
+(the Dagster asset compliance/report writes the same files to the archive store)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from pathlib import Path
+
+from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
+from retention_pipelines.engine.report import ALL_DOMAINS, ReportRefused, build_report, month_bounds
+from retention_pipelines.policies import load_policies
+from retention_pipelines.stores import load_settings
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    month = args.month.strip()
+    try:
+        month_bounds(month)
+    except ReportRefused as exc:
+        raise CliError(f"--month {exc}") from None
+    out = Path(args.out) if args.out else Path(f"compliance-report-{month}")
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file: name a folder")
+    settings = load_settings()
+    policies = load_policies()
+    database = open_current_database(settings)
+    try:
+        report = build_report(database, policies, month, erasure_due=timedelta(days=settings.erasure_due_days))
+    except ReportRefused as exc:
+        raise CliError(f"--month {exc}") from None
+    finally:
+        database.dispose()
+
+    from retention_pipelines.engine.report_render import html_name, render_report  # matplotlib: only here
+
+    files = render_report(report)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (out / name).write_bytes(data)
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot write the report: {exc.strerror or exc}", EXIT_FAILED) from None
+    totals = [t for t in report.totals() if t.domain == ALL_DOMAINS][0]
+    erasure = report.erasure_summary()
+    print_table([{"domain": t.domain, **t.actions, "queue_items": t.queue_items, "sla_breaches": t.sla_breaches,
+                  "legal_holds_active": t.legal_holds_active} for t in report.totals()])
+    print(f"erasure requests: {erasure['requests']} (deadline met {erasure['met']}, missed {erasure['missed']}, "
+          f"open {erasure['open']}, partially blocked {erasure['partially_blocked']}); "
+          f"audit chain: {report.chain.label}; {totals.actions['removed']} records removed or redacted"
+          + (f" (month in progress: as of {report.as_of:%Y-%m-%d %H:%M} UTC)" if report.in_progress else ""))
+    print(f"compliance report for {month} written to {out.resolve()}: {html_name(month)} and "
+          f"{len(files) - 1} CSV files")
+    return 0
+
+
+def add_report_commands(commands) -> None:
+    report = commands.add_parser("report", help="the monthly compliance report (HTML and CSVs), written locally")
+    report.add_argument("--month", required=True, help="the month, YYYY-MM (UTC), e.g. 2026-11")
+    report.add_argument("--out", metavar="DIR", help="folder to write to (default ./compliance-report-YYYY-MM/)")
+    report.set_defaults(handler=cmd_report)
