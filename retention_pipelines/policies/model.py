@@ -31,7 +31,7 @@ def parse_duration(value: object) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """The policy file's own spelling of a duration: 86400 s → '24h', 90 days → '90d'."""
+    """A duration in the policy file's units, the largest that divides it: 86400 s → '1d', 7200 s → '2h'."""
     seconds = int(value.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:

@@ -6,6 +6,8 @@ and S3 (moto)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from datetime import timedelta
@@ -23,6 +25,8 @@ from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.archive_format import decrypt_blob, read_manifest, read_rows
 from retention_pipelines.engine.erasure import ErasureRequests
 from retention_pipelines.engine.queue import ManualQueue
+from retention_pipelines.engine.report import build_report
+from retention_pipelines.engine.report_render import render_report
 from retention_pipelines.stores import archive_store_from_url, blob_store_from_url
 from retention_pipelines_tests.app_rows import _insert
 
@@ -183,6 +187,24 @@ def test_a_subject_in_all_four_domains_is_erased_in_one_run_except_the_held_reco
     shown = json.dumps([{k: str(v.value) for k, v in e.materialization.metadata.items()}
                         for e in result.get_asset_materialization_events()])
     assert "@" not in shown
+
+    # The month's report shows it: the request with its outcome, the records erased per domain, the
+    # conflict in the queue, the key destroyed; no address anywhere in it.
+    month = f"{pg_database.now():%Y-%m}"
+    files = render_report(build_report(pg_database, policies, month))
+    tables = {name: list(csv.DictReader(io.StringIO(data.decode())))
+              for name, data in files.items() if name.endswith(".csv")}
+    [listed] = [r for r in tables["erasure_requests.csv"] if r["id"] == str(world.request.id)]
+    assert listed["status"] == "partially_blocked" and listed["deadline"] == "met"
+    assert tables["erasure_summary.csv"][0]["partially_blocked"] == "1"
+    today = [r for r in tables["removals_per_day.csv"] if r["day"] == f"{pg_database.now():%Y-%m-%d}"]
+    assert {r["domain"]: int(r["erased"]) for r in today if int(r["erased"])} == {
+        "quiz_responses": 1, "magic_link_tokens": 1, "meal_plans": 2, "email_blacklist": 1}
+    [conflict] = [r for r in tables["queue_items.csv"] if r["reason"] == "legal_hold_conflict"]
+    assert conflict["record_id"] == world.plans["ann-held"] and conflict["status"] == "open"
+    assert {r["domain"]: r["keys_destroyed"] for r in tables["summary.csv"]}.get("gdpr") == "1"
+    for name, data in files.items():
+        assert ANN.lower().encode() not in data.lower() and BOB.encode() not in data, name
 
     # A rerun does nothing twice.
     again = run_erasure(world, instance)
