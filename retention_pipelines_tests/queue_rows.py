@@ -87,3 +87,13 @@ def allow_deletes(bucket: str) -> None:
     import boto3
 
     boto3.client("s3").delete_bucket_policy(Bucket=bucket)
+
+
+def place_hold(database, domain: str, record_id: str, reason: str = "litigation hold") -> None:
+    """An unreleased legal hold on a record."""
+    import sqlalchemy as sa
+
+    from retention_pipelines.schema import legal_holds
+
+    with database.engine.begin() as connection:
+        connection.execute(sa.insert(legal_holds).values(domain=domain, record_id=record_id, reason=reason))

@@ -44,7 +44,7 @@ def build_erasure_run_defs(policies: list[DomainPolicy], policy_version: str,
                 dg.AssetCheckResult(check_name=SUBJECT_ERASED_CHECK, passed=True, metadata={"dry_run": True})])
         with domain_step(context, "gdpr"):
             try:
-                outcome = retention_stores.subject_erasure(policy_version).complete(
+                outcome = retention_stores.subject_erasure(policy_version, policies).complete(
                     request_id, list(parts.values()), context.run_id)
             except ErasureIncomplete as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from None

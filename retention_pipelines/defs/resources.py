@@ -89,11 +89,12 @@ class RetentionStores(dg.ConfigurableResource):
             self._keys = ArchiveKeys.from_settings(self.database, self.settings())
         return self._keys
 
-    def subject_erasure(self, policy_version: str) -> SubjectErasure:
+    def subject_erasure(self, policy_version: str, policies: list[DomainPolicy] = ()) -> SubjectErasure:
         settings = self.settings()
         requests = ErasureRequests(self.database, settings.resolved_erasure_hash_key(),
                                    timedelta(days=settings.erasure_due_days))
-        return SubjectErasure(requests, self.archive_keys, self.archive_store, policy_version)
+        return SubjectErasure(requests, self.archive_keys, self.archive_store, policy_version,
+                              {policy.name: policy.sla.resolve_within for policy in policies})
 
     def engine(self, policy: DomainPolicy, policy_version: str) -> RetentionEngine:
         """The domain's engine, built once per run (it checks the migrations and reflects the table)."""

@@ -40,6 +40,7 @@ class ErasureRequest:
     completed_at: datetime | None
     extension_reason: str | None
     outcome: str | None
+    subject_hash: str | None = None  # once complete: the keyed hash of the address (never the address)
 
     def past_due(self, now: datetime) -> bool:
         return self.status in OPEN and self.due_at <= now

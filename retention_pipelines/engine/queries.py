@@ -115,7 +115,12 @@ class DomainTable:
         """Rows whose deadline has passed by the cutoff and that are still to be acted on; for an
         erasure, the subject's rows, whatever their deadline (an erased row no longer names them)."""
         if self.erasing is not None:
-            conditions = [sa.func.lower(self.table.c[self.policy.subject_column]) == self.erasing.address]
+            # A record kept by a hold is erased by its id once the hold is released (the request's
+            # address is gone by then): then `only` names it.
+            conditions = [] if self.erasing.address is None else [
+                sa.func.lower(self.table.c[self.policy.subject_column]) == self.erasing.address]
+            if self.erasing.address is None and self.only is None:
+                raise ValueError("an erasure without its subject's address must name its records")
         else:
             conditions = [self.clock <= clock_cutoff]
             if self.policy.redact:  # a redacted row stays; it is done once its stamp is set
@@ -286,9 +291,10 @@ class AuditStamp:
 
 @dataclass(frozen=True)
 class SubjectRows:
-    """An erasure's subject: their normalised address (never logged), the request and its due date."""
+    """An erasure's subject: their normalised address (never logged; None when erasing records by
+    id after the request completed), the request and its due date."""
 
-    address: str
+    address: str | None
     request_id: int
     due_at: datetime
 

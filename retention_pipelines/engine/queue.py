@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.redaction import EMAIL
-from retention_pipelines.schema import audit_log, manual_queue
+from retention_pipelines.schema import audit_log, legal_holds, manual_queue
 from retention_pipelines.stores import AppDatabase
 
 REASONS = ("blob_delete_failed", "archive_verification_failed", "delete_blocked", "legal_hold_conflict", "run_failed")
@@ -147,10 +147,17 @@ class ManualQueue:
             item = self._get(connection, item_id)
         if item.status not in ACTIVE:
             raise QueueRefused(f"queue item {item_id} is {item.status}: there is nothing to retry")
-        if item.reason == "legal_hold_conflict":
+        if item.reason == "legal_hold_conflict" and self._held(item):
             raise QueueRefused(f"queue item {item_id} is a legal-hold conflict: a retry cannot override a hold; "
-                               "release the hold, or dismiss the item with a note")
+                               "release the hold first (then a retry erases the record), or dismiss the item "
+                               "with a note")
         return item
+
+    def _held(self, item: QueueItem) -> bool:
+        with self.database.connect() as connection:
+            return connection.execute(sa.select(legal_holds.c.id).where(
+                legal_holds.c.domain == item.domain, legal_holds.c.record_id == item.record_id,
+                legal_holds.c.released_at.is_(None))).first() is not None
 
     def _transition(self, item_id: int, command: str, by: str, note: str | None, run_id: str = "manual") -> QueueItem:
         allowed, to = TRANSITIONS[command]

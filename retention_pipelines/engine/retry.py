@@ -36,6 +36,8 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
         queue.retry_failed(item.id, by, why, run_id)
         return RetryOutcome(item.id, item.domain, item.reason, False, why)
 
+    if item.reason == "legal_hold_conflict":  # the hold was released (retryable checked): erase it now
+        return _erase_released(queue, item, engine, run_id, by, lock, failed)
     try:
         report = target.run(run_id, lock=lock)
         left = target.count_remaining(engine.database.now(), waiting_for_a_person=None) if one_record else 0
@@ -47,5 +49,24 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
     if left:
         return failed("the record is still due and was not acted on")
     what = f"{report.acted.acted_on} rows {report.acted.action}" if report.acted.acted_on else "nothing was left to do"
+    queue.resolve(item.id, by, f"retried in run {run_id}: {what}", run_id)
+    return RetryOutcome(item.id, item.domain, item.reason, True, what)
+
+
+def _erase_released(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
+                    lock: HeldLock | None, failed) -> RetryOutcome:
+    from retention_pipelines.engine.erasure import ErasureRequests
+    from retention_pipelines.engine.keys import ArchiveKeys
+    from retention_pipelines.engine.subject_erasure import SubjectErasure
+
+    erasure = SubjectErasure(ErasureRequests(engine.database), engine.keys or ArchiveKeys.from_settings(engine.database),
+                             engine.archive_store, engine.policy_version)
+    try:
+        done, what = erasure.erase_released(engine, item, run_id, lock)
+    except RETRY_ERRORS as exc:
+        reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
+        return failed(without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__))
+    if not done:
+        return failed(what)
     queue.resolve(item.id, by, f"retried in run {run_id}: {what}", run_id)
     return RetryOutcome(item.id, item.domain, item.reason, True, what)

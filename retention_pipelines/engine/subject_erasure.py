@@ -17,7 +17,9 @@ not destroyed twice, a completed request is not completed twice. Nothing here lo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -25,7 +27,7 @@ from retention_pipelines.engine.archive_format import read_manifest
 from retention_pipelines.engine.erasure import OPEN, ErasureRequests
 from retention_pipelines.engine.keys import ArchiveKeys
 from retention_pipelines.engine.queries import SubjectRows
-from retention_pipelines.engine.queue import ManualQueue
+from retention_pipelines.engine.queue import ManualQueue, QueueItem
 from retention_pipelines.engine.retention import RetentionEngine
 from retention_pipelines.logs import get_logger
 from retention_pipelines.schema import audit_log, legal_holds
@@ -33,6 +35,7 @@ from retention_pipelines.stores import ArchiveStore, HeldLock
 
 log = get_logger("erasure")
 LEGAL_HOLD_CONFLICT = "legal_hold_conflict"
+DEFAULT_RESOLVE_WITHIN = timedelta(days=2)
 
 
 @dataclass
@@ -68,9 +71,12 @@ class ErasureOutcome:
 class SubjectErasure:
     """Erases the subject of one open request, domain by domain, then completes the request."""
 
-    def __init__(self, requests: ErasureRequests, keys: ArchiveKeys, archive_store: ArchiveStore, policy_version: str):
+    def __init__(self, requests: ErasureRequests, keys: ArchiveKeys, archive_store: ArchiveStore, policy_version: str,
+                 resolve_within: dict[str, timedelta] | None = None):
         self.requests, self.keys, self.policy_version = requests, keys, policy_version
         self.archive_store = archive_store
+        # Each domain's time for a person to resolve a queue item (its policy's sla.resolve_within).
+        self.resolve_within = resolve_within or {}
         self.database = requests.database
 
     def subject(self, request_id: int) -> SubjectRows:
@@ -121,6 +127,13 @@ class SubjectErasure:
         if blocking:
             summary += (f"; the archive key was kept: {len(blocking)} held records exist only in the archive "
                         f"({', '.join(blocking)})")
+            queue = ManualQueue(self.database, self.policy_version)
+            for held_record in blocking:
+                domain, record_id = held_record.split("/", 1)
+                queue.add(domain, record_id, LEGAL_HOLD_CONFLICT,
+                          f"erasure request {request_id}: the record is under a legal hold and exists only in the "
+                          "archive, so the subject's archive key was kept; a retry once the hold is released "
+                          "destroys it", self.resolve_within.get(domain, DEFAULT_RESOLVE_WITHIN), run_id)
         destroyed: list[str] = []
 
         def destroy_key(connection: sa.Connection) -> None:
@@ -133,6 +146,31 @@ class SubjectErasure:
         log.info(f"erasure request {request_id}: {request.status}; {len(destroyed)} archive keys destroyed",
                  extra={"step": "complete", "request_id": request_id, "keys_destroyed": len(destroyed)})
         return ErasureOutcome(request_id, request.status, outcome, len(destroyed), bool(blocking))
+
+    def erase_released(self, engine: RetentionEngine, item: QueueItem, run_id: str,
+                       lock: HeldLock | None = None) -> tuple[bool, str]:
+        """A `legal_hold_conflict` item whose hold is released: its record erased now (by id, the
+        request's address being gone), and the subject's archive key destroyed once no other hold
+        keeps a copy under it. Returns (done, what happened)."""
+        request_id = _request_of(item)
+        request = self.requests.get(request_id)
+        with self.database.connect() as connection:
+            still_held = connection.execute(sa.select(legal_holds.c.id).where(
+                legal_holds.c.domain == item.domain, legal_holds.c.record_id == item.record_id,
+                legal_holds.c.released_at.is_(None))).first() is not None
+        if still_held:
+            return False, "the record is still under a legal hold"
+        target = engine.for_subject(SubjectRows(None, request_id, request.due_at)).for_retry([item.record_id])
+        report = target.run(run_id, lock=lock)
+        if report.acted.failed:
+            return False, f"{report.acted.failed} records could not be erased yet"
+        destroyed: list[str] = []
+        if request.subject_hash and not self._held_archived_under(request.subject_hash):
+            with self.database.begin() as connection:
+                destroyed = self.keys.destroy_subject(connection, request.subject_hash, run_id, self.policy_version,
+                                                      f"erasure request {request_id}: hold released")
+        return True, (f"erasure request {request_id}: {report.acted.acted_on} records erased after the hold was "
+                      f"released; {len(destroyed)} archive keys destroyed")
 
     def _held_archived_under(self, hashed_subject: str) -> list[str]:
         """Held records (domain/record id) whose row is gone and whose archived copy is encrypted
@@ -166,6 +204,13 @@ class SubjectErasure:
             if record_id in ids:
                 return segment["key"] == key_id
         return False
+
+
+def _request_of(item: QueueItem) -> int:
+    match = re.match(r"erasure request (\d+)", item.detail or "")
+    if match is None:
+        raise ValueError(f"queue item {item.id} does not name its erasure request")
+    return int(match[1])
 
 
 class ErasureIncomplete(Exception):

@@ -12,7 +12,7 @@ import pytest
 from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.queue_rows import age_item, create_notes_table, drop_notes, queue_audit, refer_to
+from retention_pipelines_tests.queue_rows import age_item, create_notes_table, place_hold, drop_notes, queue_audit, refer_to
 from retention_pipelines_tests.test_cli.conftest import EMAIL, with_password
 from retention_pipelines_tests.test_engine.helpers import engine_for
 
@@ -244,6 +244,7 @@ def test_retry_of_a_closed_or_unknown_item_is_refused_before_any_run(cli, cli_en
             f"queue item {first.id} is dismissed: there is nothing to retry")
     refused(cli("queue", "retry", "31337"), "no queue item 31337")
     hold = queue.add("quiz_responses", rows[2], "legal_hold_conflict", "held", DAY).item
+    place_hold(cli_env, "quiz_responses", rows[2])
     refused(cli("queue", "retry", str(hold.id)), "a retry cannot override a hold")
     assert dagster_runs() == []
     assert queue.get(second.id).attempts == 1

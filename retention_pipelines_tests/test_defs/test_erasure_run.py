@@ -269,3 +269,32 @@ def test_archive_keys_are_in_the_database_only_wrapped(pg_database, stores, poli
     assert wrapped and all(len(w) == 12 + 32 + 16 for w in wrapped)
     master = stores.settings().resolved_archive_master_key()
     assert all(master not in bytes(w) for w in wrapped)
+
+
+def test_once_the_hold_is_released_a_retry_of_the_conflict_erases_the_record(pg_database, stores, instance, policies):
+    from retention_pipelines.engine.retry import retry_item
+
+    world = World(pg_database, stores, policies)
+    assert run_erasure(world, instance).success
+    queue = ManualQueue(pg_database, policies.policy_version)
+    [item] = [i for i in queue.list() if i.reason == "legal_hold_conflict"]
+    engine = stores.engine(policies.domains["meal_plans"], policies.policy_version)
+
+    with pytest.raises(Exception, match="a retry cannot override a hold"):
+        queue.retryable(item.id)
+    with pg_database.engine.begin() as connection:
+        connection.execute(sa.update(schema.legal_holds).values(released_at=sa.func.now()))
+    outcome = retry_item(queue, queue.retryable(item.id), engine, "retry-run", "ops-ines")
+
+    assert outcome.resolved, outcome.message
+    assert "1 records erased after the hold was released" in outcome.message
+    held = rows_of(pg_database, "meal_plans")[world.plans["ann-held"]]
+    assert held["email"] == f"erased-by-request-{world.request.id}@erased.invalid" and held["pdf_blob_key"] is None
+    assert blob_store_from_url(stores.settings().resolved_blob_url()).get("plans/ann-held.pdf") is None
+    # Archived just before, under a new key of the subject's, which the retry destroyed too.
+    assert world.archived_pdf(world.plans["ann-held"]) is None
+    assert queue.get(item.id).status == "resolved"
+    with pg_database.engine.connect() as connection:
+        actions = connection.execute(sa.select(schema.audit_log.c.action).where(
+            schema.audit_log.c.record_id == world.plans["ann-held"])).scalars().all()
+    assert actions.count("erased") == 1

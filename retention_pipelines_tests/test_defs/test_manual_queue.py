@@ -25,7 +25,7 @@ from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.engine.sla import Breaches
 from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.queue_rows import (
-    age_item, create_notes_table, drop_notes, queue_audit, queue_rows, refer_to, set_item,
+    age_item, create_notes_table, drop_notes, place_hold, queue_audit, queue_rows, refer_to, set_item,
 )
 from retention_pipelines_tests.test_engine.helpers import engine_for
 
@@ -148,6 +148,7 @@ def test_the_retry_job_refuses_a_hold_conflict_an_unknown_item_and_a_domain_it_d
         policies, quiz_policy, pg_database, stores, instance):
     queue = ManualQueue(pg_database, policies.policy_version)
     hold = queue.add("quiz_responses", "rec-h", "legal_hold_conflict", "held", DAY).item
+    place_hold(pg_database, "quiz_responses", "rec-h")
     elsewhere = queue.add("meal_plans", str(uuid.uuid4()), "blob_delete_failed", "AccessDenied", DAY).item
     definitions = queue_definitions(policies, [quiz_policy], stores)  # only quiz_responses runs here
 

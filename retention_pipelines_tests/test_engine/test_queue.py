@@ -11,7 +11,7 @@ import pytest
 
 from retention_pipelines.engine.queue import REASONS, ManualQueue, QueueRefused
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.queue_rows import queue_audit, queue_rows, set_item
+from retention_pipelines_tests.queue_rows import place_hold, queue_audit, queue_rows, set_item
 
 VERSION = "test-policies-1"
 DOMAIN = "meal_plans"
@@ -289,8 +289,9 @@ def test_a_closed_item_is_not_retryable(queue, status):
         queue.retryable(item.id)
 
 
-def test_a_legal_hold_conflict_is_not_retryable(queue):
+def test_a_legal_hold_conflict_is_not_retryable_while_its_hold_stands(queue):
     item = add(queue, reason="legal_hold_conflict").item
+    place_hold(queue.database, DOMAIN, RECORD)
     with pytest.raises(QueueRefused, match="a retry cannot override a hold"):
         queue.retryable(item.id)
     with pytest.raises(QueueRefused, match="^no queue item 424242$"):
