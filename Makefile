@@ -31,3 +31,4 @@ test: setup test-servers
 benchmark: setup test-servers
 	$(BIN)/python benchmarks/bench_quiz_responses.py
 	$(BIN)/python benchmarks/bench_meal_plans_pdfs.py
+	$(BIN)/python benchmarks/bench_audit_chain.py

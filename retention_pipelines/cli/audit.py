@@ -1,10 +1,11 @@
-"""`retention audit …`: the evidence the audit log holds."""
+"""`retention audit …`: the evidence the audit log holds, and the hash chains that make it tamper-evident."""
 
 from __future__ import annotations
 
 import argparse
 
 from retention_pipelines.cli.common import EXIT_FAILED, open_current_database, print_table
+from retention_pipelines.engine import audit_chain
 from retention_pipelines.engine.evidence import record_evidence
 from retention_pipelines.policies import load_policies
 from retention_pipelines.policies.model import format_duration
@@ -40,6 +41,50 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _archive_store():
+    from retention_pipelines.stores import archive_store_from_url, load_settings
+
+    settings = load_settings()
+    return archive_store_from_url(settings.resolved_archive_url(), settings.archive_storage_class)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check the chains as they are: nothing is sealed first, so that what was sealed is what is checked."""
+    database = open_current_database()
+    try:
+        verification = audit_chain.verify(database, None if args.no_anchors else _archive_store(),
+                                          [args.domain] if args.domain else None)
+    finally:
+        database.dispose()
+    print(f"{verification.rows_checked:,} audit rows checked in {verification.seconds:.1f} s, "
+          f"{verification.anchors_checked} anchored positions, {verification.unsealed:,} rows not yet sealed")
+    print_table([{
+        "domain": chain.domain, "positions": chain.positions, "rows_checked": chain.rows_checked,
+        "not_yet_sealed": chain.unsealed, "status": "intact" if chain.intact else "BROKEN",
+        "problems": chain.problems,
+    } for chain in verification.domains])
+    for link in verification.broken:
+        print(f"first broken link: {link.message}")
+    if not verification.intact:
+        return EXIT_FAILED
+    print("every chain is intact")
+    return 0
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    database = open_current_database()
+    try:
+        report = audit_chain.seal(database, [args.domain] if args.domain else None)
+    finally:
+        database.dispose()
+    if not report.settled:
+        print("writers of the audit log stayed open: nothing sealed; try again")
+        return EXIT_FAILED
+    print_table([{"domain": domain, "rows_sealed": rows} for domain, rows in report.sealed.items()])
+    print(f"{report.rows:,} audit rows sealed in {report.seconds:.1f} s (every row up to id {report.horizon})")
+    return 0
+
+
 def add_audit_commands(commands) -> None:
     audit = commands.add_parser("audit", help="the evidence in the audit log").add_subparsers(
         dest="audit_command", required=True, metavar="COMMAND")
@@ -47,3 +92,10 @@ def add_audit_commands(commands) -> None:
     show.add_argument("--record-id", required=True)
     show.add_argument("--domain")
     show.set_defaults(handler=cmd_show)
+    verify = audit.add_parser("verify", help="check the audit log's hash chains and their anchors; exit 1 when broken")
+    verify.add_argument("--domain", help="only this domain's chain")
+    verify.add_argument("--no-anchors", action="store_true", help="skip the anchors in the archive store")
+    verify.set_defaults(handler=cmd_verify)
+    seal = audit.add_parser("seal", help="chain the audit rows written since the last seal")
+    seal.add_argument("--domain", help="only this domain's rows")
+    seal.set_defaults(handler=cmd_seal)

@@ -40,6 +40,42 @@ audit_log = sa.Table(
              sqlite_where=sa.text("action = 'skipped_legal_hold'")),
 )
 
+# The audit log's hash chains (engine/audit_chain.py), one per domain, sealed after the rows are
+# written so that nothing is added to the transactions that write them: each row's hash is
+# sha256(previous row's hash + the row's content), the rows in id order. One block per sealed
+# chunk: its rows' ids, the first 16 bytes of each row's hash, the full hash before and after it.
+# No foreign key to the audit log: the verifier, not the database, reports a deleted audit row.
+audit_chain = sa.Table(
+    "retention_audit_chain",
+    metadata,
+    sa.Column("domain", sa.String(63), primary_key=True),
+    sa.Column("block", sa.BigInteger(), primary_key=True),
+    sa.Column("first_seq", sa.BigInteger(), nullable=False),
+    sa.Column("rows", sa.Integer(), nullable=False),
+    sa.Column("first_id", sa.BigInteger(), nullable=False),
+    sa.Column("last_id", sa.BigInteger(), nullable=False),
+    sa.Column("ids", sa.LargeBinary(), nullable=False),
+    sa.Column("row_hashes", sa.LargeBinary(), nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("sealed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+# Each chain's end, and how far its domain is sealed: every audit row of the domain with an id at
+# or below sealed_through is in the chain (the sealer takes only ids below which no open
+# transaction can still commit a row).
+audit_chain_heads = sa.Table(
+    "retention_audit_chain_heads",
+    metadata,
+    sa.Column("domain", sa.String(63), primary_key=True),
+    sa.Column("last_block", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("last_seq", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("last_id", sa.BigInteger(), nullable=True),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("sealed_through", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("sealed_at", sa.DateTime(timezone=True), nullable=True),
+)
+
 legal_holds = sa.Table(
     "retention_legal_holds",
     metadata,

@@ -7,6 +7,7 @@ import hashlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -37,6 +38,10 @@ class ArchiveStore(ABC):
         """The key of one of this store's URIs (as in the audit log); None for another store's."""
         base = self.uri("x")[:-1]
         return uri[len(base):] if uri.startswith(base) and len(uri) > len(base) else None
+
+    @abstractmethod
+    def keys(self, prefix: str) -> Iterator[str]:
+        """The keys of the objects whose key starts with `prefix`, in key order."""
 
     def put_cold(self, key: str, data: bytes) -> None:
         """Write an object meant to be kept, not read (a PDF): cold storage where the store has it."""
@@ -87,6 +92,15 @@ class LocalArchiveStore(ArchiveStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        # Walk only the folder the prefix names (a prefix may end inside a file name).
+        folder = self._path(prefix) if prefix.endswith("/") else self._path(prefix).parent
+        if not folder.is_dir():
+            return
+        found = (path.relative_to(self.root).as_posix() for path in folder.rglob("*")
+                 if path.is_file() and not path.name.startswith(".partial-"))
+        yield from sorted(key for key in found if key.startswith(prefix))
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
@@ -153,6 +167,18 @@ class S3ArchiveStore(ArchiveStore):
 
     def delete(self, key: str) -> None:
         self._call("delete", key, self.client.delete_object)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        strip = len(self._key(""))
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                              Prefix=self._key(prefix)):
+                for item in page.get("Contents", []):
+                    yield item["Key"][strip:]
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreUnavailable(f"archive store: list {self.uri(prefix)} failed: {exc}") from None
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

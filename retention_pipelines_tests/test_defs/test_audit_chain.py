@@ -1,0 +1,79 @@
+"""The asset audit/chain: it seals, verifies and anchors; its check fails on tampering, naming the
+first broken link by ids and positions only. The daily job and schedule are in the code location."""
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dagster as dg
+import sqlalchemy as sa
+
+from retention_pipelines import schema
+from retention_pipelines.defs.audit_chain import AUDIT_CHAIN_KEY, INTACT_CHECK, build_audit_chain_defs
+from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.definitions import defs
+from retention_pipelines_tests.test_engine.test_audit_chain import execute, ids_of, write_audit_rows
+
+
+def materialize(pg_url, local_archive_url):
+    [asset] = build_audit_chain_defs().assets
+    result = dg.materialize([asset], resources={"retention_stores": RetentionStores(
+        database_url=pg_url, archive_url=local_archive_url)}, raise_on_error=False)
+    assert result.success
+    [materialization] = result.asset_materializations_for_node(asset.op.name)
+    [check] = result.get_asset_check_evaluations()
+    return {k: v.value for k, v in materialization.metadata.items()}, check
+
+
+def anchors(local_archive_url) -> list[Path]:
+    return sorted((Path(urlparse(local_archive_url).path) / "audit_anchors").rglob("*.json"))
+
+
+def test_the_asset_seals_verifies_and_anchors(pg_url, pg_database, local_archive_url):
+    write_audit_rows(pg_database, 12)
+    metadata, check = materialize(pg_url, local_archive_url)
+    assert check.check_name == INTACT_CHECK and check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert (metadata["rows_sealed"], metadata["rows_checked"], metadata["rows_not_yet_sealed"]) == (12, 12, 0)
+    [anchor] = anchors(local_archive_url)
+    assert {h["domain"]: h["last_seq"] for h in json.loads(anchor.read_text())["heads"]} == {"alpha": 6, "beta": 6}
+    assert metadata["anchor"].endswith(anchor.relative_to(Path(urlparse(local_archive_url).path)).as_posix())
+
+    write_audit_rows(pg_database, 2, start=100)
+    metadata, check = materialize(pg_url, local_archive_url)
+    assert check.passed and metadata["rows_sealed"] == 2 and check.metadata["anchors_checked"].value == 2
+
+
+def test_the_check_fails_on_tampering_naming_ids_and_positions_only(pg_url, pg_database, local_archive_url):
+    write_audit_rows(pg_database, 12)
+    materialize(pg_url, local_archive_url)
+    target = ids_of(pg_database, "beta")[3]
+    execute(pg_database, "UPDATE retention_audit_log SET record_id = 'secret-record' WHERE id = :id", id=target)
+
+    metadata, check = materialize(pg_url, local_archive_url)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    [link] = check.metadata["first_broken_links"].value
+    assert link == {"domain": "beta", "kind": "content_changed", "position": 4, "audit_id": target,
+                    "message": f"domain beta, audit row id {target} (chain position 4): content changed"}
+    assert "secret-record" not in repr(check.metadata) + repr(metadata)
+    assert metadata["broken_domains"] == 1
+
+
+def test_the_check_fails_when_a_sealed_row_is_deleted(pg_url, pg_database, local_archive_url):
+    write_audit_rows(pg_database, 6)
+    materialize(pg_url, local_archive_url)
+    with pg_database.begin() as connection:
+        connection.execute(sa.delete(schema.audit_log).where(schema.audit_log.c.id == ids_of(pg_database, "alpha")[0]))
+    _, check = materialize(pg_url, local_archive_url)
+    assert not check.passed
+    assert check.metadata["first_broken_links"].value[0]["kind"] == "row_deleted"
+
+
+def test_the_code_location_runs_it_daily():
+    graph = defs.resolve_asset_graph()
+    assert AUDIT_CHAIN_KEY in graph.get_all_asset_keys()
+    assert graph.get(AUDIT_CHAIN_KEY).group_name == "audit"
+    assert {k.name for k in graph.asset_check_keys if k.asset_key == AUDIT_CHAIN_KEY} == {INTACT_CHECK}
+    schedule = defs.resolve_schedule_def("audit_chain_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule.endswith("* * *") and schedule.job_name == "audit_chain_job"
