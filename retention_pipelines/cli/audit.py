@@ -6,7 +6,7 @@ import argparse
 
 from retention_pipelines.cli.common import EXIT_FAILED, open_current_database, print_table
 from retention_pipelines.engine import audit_chain
-from retention_pipelines.engine.evidence import record_evidence
+from retention_pipelines.engine.evidence import index_records, record_evidence
 from retention_pipelines.policies import load_policies
 from retention_pipelines.policies.model import format_duration
 
@@ -75,13 +75,15 @@ def cmd_seal(args: argparse.Namespace) -> int:
     database = open_current_database()
     try:
         report = audit_chain.seal(database, [args.domain] if args.domain else None)
+        indexed = index_records(database) if report.settled else 0
     finally:
         database.dispose()
     if not report.settled:
         print("writers of the audit log stayed open: nothing sealed; try again")
         return EXIT_FAILED
     print_table([{"domain": domain, "rows_sealed": rows} for domain, rows in report.sealed.items()])
-    print(f"{report.rows:,} audit rows sealed in {report.seconds:.1f} s (every row up to id {report.horizon})")
+    print(f"{report.rows:,} audit rows sealed in {report.seconds:.1f} s (every row up to id {report.horizon}); "
+          f"{indexed:,} added to the evidence index")
     return 0
 
 

@@ -146,7 +146,7 @@ def seal(database: AppDatabase, domains: Iterable[str] | None = None, *, chunk_r
     and safe to kill: a rerun goes on from the head. `after_chunk(domain, rows)` is called inside
     each chunk's transaction, before it commits (a test's way to kill a seal halfway)."""
     started = time.monotonic()
-    horizon = _settled_horizon(database, settle_seconds)
+    horizon = settled_horizon(database, settle_seconds)
     report = SealReport(horizon=horizon or 0, settled=horizon is not None)
     if horizon is None:
         log.warning(f"audit chain: writers of the audit log still open after {settle_seconds:g} s; nothing sealed "
@@ -158,17 +158,7 @@ def seal(database: AppDatabase, domains: Iterable[str] | None = None, *, chunk_r
     return report
 
 
-def seal_after_run(database: AppDatabase, domain: str) -> int:
-    """The end of a run's audit step: the domain's new audit rows sealed into its chain."""
-    report = seal(database, [domain])
-    sealed = report.sealed.get(domain, 0)
-    log.info(f"{domain}: {sealed} audit rows sealed into the domain's chain",
-             extra={"domain": domain, "step": "seal", "rows_sealed": sealed, "settled": report.settled,
-                    "seconds": round(report.seconds, 3)})
-    return sealed
-
-
-def _settled_horizon(database: AppDatabase, settle_seconds: float) -> int | None:
+def settled_horizon(database: AppDatabase, settle_seconds: float) -> int | None:
     """The highest audit-row id at or below which no row can still be committed; None when writers
     that could still commit one stayed open longer than settle_seconds."""
     with database.connect() as connection:
@@ -629,4 +619,4 @@ def _anchor_keys(archive_store: ArchiveStore) -> Iterator[str]:
 
 
 __all__ = ["ANCHOR_PREFIX", "BrokenLink", "CONTENT_COLUMNS", "DomainChain", "GENESIS", "SealReport", "Verification",
-           "anchor", "anchor_key", "link_hash", "seal", "seal_after_run", "verify"]
+           "anchor", "anchor_key", "link_hash", "seal", "settled_horizon", "verify"]

@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import encode_batch, read_manifest, verify
-from retention_pipelines.engine.audit_chain import seal_after_run
 from retention_pipelines.engine.keys import ArchiveKeys, DataKey
 from retention_pipelines.engine.objects import StoredObjects
 from retention_pipelines.engine.parallel import bounded_parallel
@@ -298,8 +297,6 @@ class RetentionEngine:
         query = query.group_by(audit_log.c.action)
         with self._connect() as connection:
             counts = dict(connection.execute(query).all())
-        if not acted.dry_run:
-            seal_after_run(self.database, self.policy.name)  # the run's audit rows into the domain's hash chain
         return Audited(run_id, sum(int(counts.get(a, 0)) for a in ACTED_ACTIONS[acted.action]), acted.acted_on,
                        int(counts.get("skipped_legal_hold", 0)))
 

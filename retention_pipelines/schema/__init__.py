@@ -11,12 +11,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from retention_pipelines.schema.tables import (
-    VERSION_TABLE, audit_chain, audit_chain_heads, audit_log, data_keys, erasure_requests, legal_holds, manual_queue, metadata, sla_breaches,
+    VERSION_TABLE, audit_chain, audit_chain_heads, audit_log, audit_record_index, audit_record_index_state, data_keys,
+    erasure_requests, legal_holds, manual_queue, metadata, sla_breaches,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-__all__ = ["SchemaBehindError", "audit_chain", "audit_chain_heads", "audit_log", "data_keys", "ensure_current", "erasure_requests", "legal_holds", "manual_queue",
+__all__ = ["SchemaBehindError", "audit_chain", "audit_chain_heads", "audit_log", "audit_record_index",
+           "audit_record_index_state", "data_keys", "ensure_current", "erasure_requests", "legal_holds", "manual_queue",
            "metadata", "sla_breaches", "upgrade"]
 
 

@@ -166,3 +166,18 @@ data_keys = sa.Table(
     sa.Index("retention_data_keys_live_subject", "subject_hash", unique=True,
              postgresql_where=sa.text("destroyed_at IS NULL"), sqlite_where=sa.text("destroyed_at IS NULL")),
 )
+
+# The evidence index (engine/evidence.py): audit rows by record id, filled after the fact by the seal
+# job, so that no batch transaction maintains an index over random record ids.
+audit_record_index = sa.Table(
+    "retention_audit_record_index",
+    metadata,
+    sa.Column("record_id", sa.Text(), primary_key=True),
+    sa.Column("audit_id", sa.BigInteger(), primary_key=True),
+)
+audit_record_index_state = sa.Table(
+    "retention_audit_record_index_state",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("indexed_through", sa.BigInteger(), nullable=False, server_default="0"),
+)

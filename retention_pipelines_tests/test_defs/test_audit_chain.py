@@ -77,3 +77,27 @@ def test_the_code_location_runs_it_daily():
     schedule = defs.resolve_schedule_def("audit_chain_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule.endswith("* * *") and schedule.job_name == "audit_chain_job"
+
+
+def test_the_seal_job_every_15_minutes_seals_and_indexes_what_runs_wrote(pg_url, pg_database, local_archive_url):
+    from retention_pipelines.engine import audit_chain
+    from retention_pipelines.engine.evidence import record_evidence
+
+    write_audit_rows(pg_database, 9)
+    definitions = build_audit_chain_defs()
+    job = dg.Definitions(jobs=definitions.jobs, resources={"retention_stores": RetentionStores(
+        database_url=pg_url, archive_url=local_archive_url)}).resolve_job_def("audit_seal_job")
+    result = job.execute_in_process(raise_on_error=False)
+    assert result.success
+    [materialization] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = {k: v.value for k, v in materialization.event_specific_data.metadata.items()}
+    assert (metadata["rows_sealed"], metadata["rows_indexed"]) == (9, 9)
+    verification = audit_chain.verify(pg_database)
+    assert verification.intact and verification.unsealed == 0
+    with pg_database.connect() as connection:
+        assert connection.execute(sa.select(schema.audit_record_index_state.c.indexed_through)).scalar_one() == max(
+            ids_of(pg_database, "alpha") + ids_of(pg_database, "beta"))
+    assert len(record_evidence(pg_database, "rec-3")) == 1
+    [schedule] = [s for s in definitions.schedules if s.name == "audit_seal_schedule"]
+    assert schedule.cron_schedule == "*/15 * * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
