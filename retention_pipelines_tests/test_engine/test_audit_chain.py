@@ -214,7 +214,7 @@ def test_a_forged_row_inserted_below_the_head_is_named(sealed):
 
 def test_a_forged_row_with_a_forged_hash_breaks_the_chain(sealed):
     """The forger adds the row to its block with hashes recomputed: the next block no longer follows."""
-    alpha, beta = ids_of(sealed, "alpha"), ids_of(sealed, "beta")
+    beta = ids_of(sealed, "beta")
     gap = beta[3]
     execute(sealed, "DELETE FROM retention_audit_log WHERE id = :id", id=gap)
     execute(sealed, "INSERT INTO retention_audit_log (id, domain, record_id, action, run_id, policy_version) "
