@@ -8,9 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
+from retention_pipelines.engine import audit_chain
 from retention_pipelines.engine.report import ALL_DOMAINS, ReportRefused, build_report, month_bounds
 from retention_pipelines.policies import load_policies
-from retention_pipelines.stores import load_settings
+from retention_pipelines.stores import archive_store_from_url, load_settings
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -26,7 +27,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     policies = load_policies()
     database = open_current_database(settings)
     try:
-        report = build_report(database, policies, month, erasure_due=timedelta(days=settings.erasure_due_days))
+        chain = None if args.no_chain else audit_chain.verify(
+            database, archive_store_from_url(settings.resolved_archive_url())).as_status()
+        report = build_report(database, policies, month, chain_status=chain,
+                              erasure_due=timedelta(days=settings.erasure_due_days))
     except ReportRefused as exc:
         raise CliError(f"--month {exc}") from None
     finally:
@@ -58,4 +62,6 @@ def add_report_commands(commands) -> None:
     report = commands.add_parser("report", help="the monthly compliance report (HTML and CSVs), written locally")
     report.add_argument("--month", required=True, help="the month, YYYY-MM (UTC), e.g. 2026-11")
     report.add_argument("--out", metavar="DIR", help="folder to write to (default ./compliance-report-YYYY-MM/)")
+    report.add_argument("--no-chain", action="store_true",
+                        help="skip verifying the audit log's hash chains (the report then says 'not verified')")
     report.set_defaults(handler=cmd_report)

@@ -8,6 +8,7 @@ import dagster as dg
 
 from retention_pipelines.defs.common import operator_errors
 from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.engine import audit_chain
 from retention_pipelines.engine.report import ALL_DOMAINS, build_report
 from retention_pipelines.policies import PolicyFile
 
@@ -45,8 +46,10 @@ def build_report_defs(policies: PolicyFile) -> dg.Definitions:
         month = context.partition_key[:7]
         with operator_errors():
             settings = retention_stores.settings()
-            # The audit chain's verification is not wired yet: the report says "not verified".
-            report = build_report(retention_stores.database, policies, month, chain_status=None,
+            # The month has ended: what it wrote is sealed now, then every chain verified against its anchors.
+            audit_chain.seal(retention_stores.database)
+            chain = audit_chain.verify(retention_stores.database, retention_stores.archive_store).as_status()
+            report = build_report(retention_stores.database, policies, month, chain_status=chain,
                                   erasure_due=timedelta(days=settings.erasure_due_days))
             uris = store_report(render_report(report), retention_stores.archive_store, month)
         page = uris[html_name(month)]

@@ -317,6 +317,11 @@ class Verification:
     def intact(self) -> bool:
         return not self.broken
 
+    def as_status(self) -> dict:
+        """What the compliance report shows of it."""
+        return {"intact": self.intact, "rows_checked": self.rows_checked, "unsealed": self.unsealed,
+                "first_broken": self.broken[0].message if self.broken else None}
+
 
 @dataclass(frozen=True)
 class _Anchor:

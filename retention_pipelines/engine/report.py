@@ -153,6 +153,7 @@ class ChainStatus:
     intact: bool | None
     rows_checked: int | None
     first_broken: str | None
+    unsealed: int | None = None  # rows written since the last seal: not yet in a chain
 
     @property
     def label(self) -> str:
@@ -166,7 +167,7 @@ class ChainStatus:
             return cls(False, None, None, None)
         broken = status.get("first_broken")
         return cls(True, bool(status["intact"]), int(status.get("rows_checked") or 0),
-                   None if broken is None else str(broken))
+                   None if broken is None else str(broken), int(status.get("unsealed") or 0))
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,9 @@ class _Gatherer:
             day += timedelta(days=1)
         query = (sa.select(self._day(audit_log.c.occurred_at).label("day"), audit_log.c.domain, audit_log.c.action,
                            sa.func.count())
-                 .where(self._within(audit_log.c.occurred_at, self.start, self.as_of),
+                 # To the month's end, not to as_of: an entry of the month in progress stamped in the very
+                 # second the report is made (SQLite's clock stops at the second) is the month's too.
+                 .where(self._within(audit_log.c.occurred_at, self.start, self.end),
                         audit_log.c.action.in_(COUNTED_ACTIONS))
                  .group_by(sa.literal_column("day"), audit_log.c.domain, audit_log.c.action))
         with self.database.connect() as connection:

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from retention_pipelines.engine import audit_chain
 from retention_pipelines.engine.report import build_report
 from retention_pipelines.engine.report_render import html_name, render_report
+from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.report_rows import ADDRESSES, MONTH, month_of_activity
 from retention_pipelines_tests.test_cli.conftest import EMAIL, dagster_home
@@ -53,11 +55,18 @@ def test_report_writes_the_engines_report_to_the_folder_given(cli, cli_env, tmp_
     assert not EMAIL.search(outcome.text)
     assert_no_address(out)
     # The same figures as the engine's own report of the month, cell for cell (the CSVs hold no clock time).
-    expected = render_report(build_report(cli_env, load_policies(), MONTH, erasure_due=timedelta(days=30)))
+    chain = audit_chain.verify(cli_env, archive_store_from_url((tmp_path / "archive").as_uri())).as_status()
+    assert chain["intact"] and chain["unsealed"] > 0  # verified, nothing sealed yet: the command seals nothing
+    expected = render_report(build_report(cli_env, load_policies(), MONTH, chain_status=chain,
+                                          erasure_due=timedelta(days=30)))
     for name in FILES - {html_name(MONTH)}:
         assert (out / name).read_bytes() == expected[name], name
     assert int(summary_total(out)["removed"]) == removed_in(cli_env, "2026-10-01 00:00+00", "2026-11-01 00:00+00") > 0
-    assert "not verified" in (out / html_name(MONTH)).read_text()
+    [verified] = csv.DictReader(io.StringIO((out / "audit_chain.csv").read_text()))
+    assert verified["result"] == "intact" and int(verified["rows_not_yet_sealed"]) == chain["unsealed"]
+
+    skipped = cli("report", "--month", MONTH, "--out", str(tmp_path / "unverified"), "--no-chain")
+    assert skipped.code == 0 and "not verified" in (tmp_path / "unverified" / html_name(MONTH)).read_text()
 
 
 def test_report_writes_to_the_months_folder_by_default(cli, cli_env, tmp_path, monkeypatch):

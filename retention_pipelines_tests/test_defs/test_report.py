@@ -13,7 +13,9 @@ import pytest
 
 from retention_pipelines.defs.report import REPORT_JOB, REPORT_KEY, REPORT_SCHEDULE, build_report_defs
 from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.engine import audit_chain
 from retention_pipelines.engine.report import build_report
+from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.engine.report_render import html_name, render_report
 from retention_pipelines_tests.report_rows import ADDRESSES, MONTH, month_of_activity
 from retention_pipelines_tests.test_engine.helpers import archive_objects
@@ -50,7 +52,11 @@ def test_the_report_is_stored_and_linked_with_the_months_totals(store, request, 
     metadata = {key: value.value for key, value in event.materialization.metadata.items()}
 
     stored = {key: data for key, data in archive_objects(archive_url).items() if key not in before}
-    expected = render_report(build_report(pg_database, policies, MONTH, erasure_due=timedelta(days=30)))
+    # The asset sealed the log before verifying it: every row checked, none left unsealed.
+    chain = audit_chain.verify(pg_database, archive_store_from_url(archive_url)).as_status()
+    assert chain["intact"] and chain["unsealed"] == 0 and chain["rows_checked"] > 0
+    expected = render_report(build_report(pg_database, policies, MONTH, chain_status=chain,
+                                          erasure_due=timedelta(days=30)))
     assert set(stored) == {f"reports/{MONTH}/{name}" for name in expected}
     for name, data in expected.items():
         if name.endswith(".csv"):  # the same figures; the page differs only by when it was made
@@ -72,7 +78,7 @@ def test_the_report_is_stored_and_linked_with_the_months_totals(store, request, 
     [erasure] = csv.DictReader(io.StringIO(expected["erasure_summary.csv"].decode()))
     assert (metadata["erasure_met"], metadata["erasure_missed"]) == (int(erasure["deadline_met"]),
                                                                      int(erasure["deadline_missed"]))
-    assert metadata["removed/quiz_responses"] > 0 and metadata["audit_chain"] == "not verified"
+    assert metadata["removed/quiz_responses"] > 0 and metadata["audit_chain"] == "intact"
     text = repr(metadata) + page
     assert "@" not in repr(metadata) and not any(address in text for address in ADDRESSES)
 

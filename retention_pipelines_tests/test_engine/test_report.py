@@ -298,7 +298,7 @@ def test_the_page_shows_the_csvs_cell_for_cell_with_charts_and_every_section(oct
     [erasure] = read_csv(files["erasure_summary.csv"])
     assert parsed.figures["erasure deadlines met / missed"] == f"{erasure['deadline_met']} / {erasure['deadline_missed']}"
     assert parsed.figures["audit chain"] == "intact"
-    assert read_csv(files["audit_chain.csv"]) == [{"result": "intact", "rows_checked": "1234", "first_broken": ""}]
+    assert read_csv(files["audit_chain.csv"]) == [{"result": "intact", "rows_checked": "1234", "rows_not_yet_sealed": "0", "first_broken": ""}]
     assert "<script" not in files[html_name(MONTH)].decode() and "http:" not in files[html_name(MONTH)].decode()
     assert "https:" not in files[html_name(MONTH)].decode()  # no network: nothing fetched
 
@@ -317,7 +317,7 @@ def test_no_address_appears_in_any_file(pg_database, october):
 def test_the_chain_is_not_verified_until_it_is_wired_and_a_break_shows(pg_database, policies):
     report = build_report(pg_database, policies, MONTH)
     files = render_report(report)
-    assert read_csv(files["audit_chain.csv"]) == [{"result": "not verified", "rows_checked": "", "first_broken": ""}]
+    assert read_csv(files["audit_chain.csv"]) == [{"result": "not verified", "rows_checked": "", "rows_not_yet_sealed": "", "first_broken": ""}]
     assert "was not verified" in files[html_name(MONTH)].decode()
     broken = render_report(build_report(pg_database, policies, MONTH, chain_status={
         "intact": False, "rows_checked": 77, "first_broken": "entry 41"}))
