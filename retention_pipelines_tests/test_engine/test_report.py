@@ -321,7 +321,8 @@ def test_the_chain_is_not_verified_until_it_is_wired_and_a_break_shows(pg_databa
     assert "was not verified" in files[html_name(MONTH)].decode()
     broken = render_report(build_report(pg_database, policies, MONTH, chain_status={
         "intact": False, "rows_checked": 77, "first_broken": "entry 41"}))
-    assert read_csv(broken["audit_chain.csv"]) == [{"result": "BROKEN", "rows_checked": "77", "first_broken": "entry 41"}]
+    assert read_csv(broken["audit_chain.csv"]) == [{"result": "BROKEN", "rows_checked": "77", "rows_not_yet_sealed": "0",
+                                                         "first_broken": "entry 41"}]
     assert "audit chain is broken" in broken[html_name(MONTH)].decode()
 
 
