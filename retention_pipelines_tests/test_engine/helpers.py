@@ -145,7 +145,10 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 class RunnerProcess:
-    """runner.py in a subprocess; its JSON events are collected by a thread as they come."""
+    """runner.py (or another MODULE of the same kind) in a subprocess; its JSON events are collected
+    by a thread as they come."""
+
+    MODULE = "retention_pipelines_tests.test_engine.runner"
 
     def __init__(self, **config):
         import json
@@ -157,7 +160,7 @@ class RunnerProcess:
         self.events: queue.Queue = queue.Queue()
         self.seen: list[dict] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "retention_pipelines_tests.test_engine.runner", json.dumps(config)],
+            [sys.executable, "-m", self.MODULE, json.dumps(config)],
             cwd=REPOSITORY, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
