@@ -22,6 +22,8 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
+
 from retention_pipelines.engine.keys import DataKey, open_sealed, seal
 
 FORMAT = "retention-archive/2"
@@ -160,7 +162,10 @@ def verify(data: bytes, manifest: dict, keys: dict[str, bytes | None] | None = N
     for segment in found:
         key = (keys or {}).get(segment["key"])
         if keys is not None and key is not None:
-            lines = _decrypt(segment, key, manifest["domain"]).count(b"\n")
+            try:
+                lines = _decrypt(segment, key, manifest["domain"]).count(b"\n")
+            except (InvalidTag, ValueError, zlib.error):
+                return f"segment of key {segment['key']} does not decrypt: changed, or written with another key"
             if lines != segment["rows"]:
                 return f"segment of key {segment['key']}: {lines} rows decrypted, {segment['rows']} written"
     rows = sum(segment["rows"] for segment in found)

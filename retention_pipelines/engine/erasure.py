@@ -31,6 +31,10 @@ class ErasureRefused(ValueError):
     """A request that cannot be taken or changed; the message never contains the address."""
 
 
+class AlreadyComplete(ErasureRefused):
+    """The request was completed (by another run, at the same moment)."""
+
+
 @dataclass(frozen=True)
 class ErasureRequest:
     id: int
@@ -118,7 +122,7 @@ class ErasureRequests:
             if row is None:
                 raise ErasureRefused(f"no erasure request {request_id}")
             if row.status not in OPEN:
-                raise ErasureRefused(f"erasure request {request_id} is {row.status} already")
+                raise AlreadyComplete(f"erasure request {request_id} is {row.status} already")
             if within is not None:
                 within(connection)
             connection.execute(sa.update(erasure_requests).where(erasure_requests.c.id == request_id).values(
@@ -135,7 +139,7 @@ class ErasureRequests:
         if row is None:
             raise ErasureRefused(f"no erasure request {request_id}")
         if row.status not in OPEN or row.email is None:
-            raise ErasureRefused(f"erasure request {request_id} is {row.status}: its address is gone")
+            raise AlreadyComplete(f"erasure request {request_id} is {row.status}: its address is gone")
         return normalized(row.email)
 
     def get(self, request_id: int) -> ErasureRequest:

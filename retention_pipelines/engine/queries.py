@@ -18,6 +18,7 @@ from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, legal_holds, manual_queue
 
 
+ERASED_PLACEHOLDER_PATTERN = "erased-by-request-%@erased.invalid"  # LIKE pattern; % is the request id
 # batches() hands rows with the clock, the primary key and the subject first, then the columns asked for.
 LEADING = 3
 UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
@@ -121,6 +122,9 @@ class DomainTable:
                 sa.func.lower(self.table.c[self.policy.subject_column]) == self.erasing.address]
             if self.erasing.address is None and self.only is None:
                 raise ValueError("an erasure without its subject's address must name its records")
+            if self.erasing.address is None and self.policy.redact:  # an erased row stays, its address gone
+                subject = self.table.c[self.policy.subject_column]
+                conditions += [subject.is_not(None), ~subject.like(ERASED_PLACEHOLDER_PATTERN)]
         else:
             conditions = [self.clock <= clock_cutoff]
             if self.policy.redact:  # a redacted row stays; it is done once its stamp is set
@@ -302,7 +306,7 @@ class SubjectRows:
     def placeholder(self) -> str:
         """What replaces the address in a row that stays and cannot hold NULL: says which request
         erased it, nothing of whom."""
-        return f"erased-by-request-{self.request_id}@erased.invalid"
+        return ERASED_PLACEHOLDER_PATTERN.replace("%", str(self.request_id))
 
     def __repr__(self) -> str:  # never the address, in a traceback or a log line
         return f"SubjectRows(request_id={self.request_id})"

@@ -88,6 +88,8 @@ class RetentionEngine:
         return subject
 
     def _needs_person(self, record_id: str, reason: str, detail: str, run_id: str | None) -> None:
+        if self.audit_detail:  # an erasure's item says so: its retry erases the record, deadline or not
+            detail = f"{self.audit_detail}: {detail}"
         if self.queue is not None:
             self.queue.add(self.policy.name, record_id, reason, detail, self.policy.sla.resolve_within,
                            run_id or SYSTEM_ACTOR)

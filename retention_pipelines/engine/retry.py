@@ -4,6 +4,7 @@ nothing of it is left to do; otherwise it stays as it was, with one more attempt
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -13,6 +14,8 @@ from retention_pipelines.engine.results import ArchiveVerificationFailed
 from retention_pipelines.engine.retention import RetentionEngine
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import HeldLock, LockLost, StoreUnavailable
+
+ERASURE_ITEM = re.compile(r"^erasure request \d+: ")
 
 # What a retry can run into that leaves the item for another try; anything else is a bug and raises.
 RETRY_ERRORS = (StoreUnavailable, ArchiveVerificationFailed, LockLost, sa.exc.DBAPIError)
@@ -36,8 +39,10 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
         queue.retry_failed(item.id, by, why, run_id)
         return RetryOutcome(item.id, item.domain, item.reason, False, why)
 
-    if item.reason == "legal_hold_conflict":  # the hold was released (retryable checked): erase it now
-        return _erase_released(queue, item, engine, run_id, by, lock, failed)
+    if item.reason == "legal_hold_conflict" or ERASURE_ITEM.match(item.detail or ""):
+        # An erasure's record (its hold released, retryable checked; or one the erasure run could not
+        # finish): erased by id now, whatever its retention deadline.
+        return _erase_record(queue, item, engine, run_id, by, lock, failed)
     try:
         report = target.run(run_id, lock=lock)
         left = target.count_remaining(engine.database.now(), waiting_for_a_person=None) if one_record else 0
@@ -53,7 +58,7 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
     return RetryOutcome(item.id, item.domain, item.reason, True, what)
 
 
-def _erase_released(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
+def _erase_record(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
                     lock: HeldLock | None, failed) -> RetryOutcome:
     from retention_pipelines.engine.erasure import ErasureRequests
     from retention_pipelines.engine.keys import ArchiveKeys
@@ -62,7 +67,7 @@ def _erase_released(queue: ManualQueue, item: QueueItem, engine: RetentionEngine
     erasure = SubjectErasure(ErasureRequests(engine.database), engine.keys or ArchiveKeys.from_settings(engine.database),
                              engine.archive_store, engine.policy_version)
     try:
-        done, what = erasure.erase_released(engine, item, run_id, lock)
+        done, what = erasure.erase_record(engine, item, run_id, lock)
     except RETRY_ERRORS as exc:
         reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
         return failed(without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__))

@@ -24,7 +24,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import read_manifest
-from retention_pipelines.engine.erasure import OPEN, ErasureRequests
+from retention_pipelines.engine.erasure import OPEN, AlreadyComplete, ErasureRequests
 from retention_pipelines.engine.keys import ArchiveKeys
 from retention_pipelines.engine.queries import SubjectRows
 from retention_pipelines.engine.queue import ManualQueue, QueueItem
@@ -112,10 +112,11 @@ class SubjectErasure:
     def complete(self, request_id: int, parts: list[DomainErasure], run_id: str) -> ErasureOutcome:
         """Destroy the subject's data key and complete the request, in one transaction. A request
         completed already (a rerun) is reported as it ended, nothing done twice."""
-        request = self.requests.get(request_id)
-        if request.status not in OPEN:
+        try:
+            address = self.requests.address(request_id)
+        except AlreadyComplete:  # a rerun, or another run a moment ago: the request as it ended
+            request = self.requests.get(request_id)
             return ErasureOutcome(request_id, request.status, request.outcome or "", 0, False)
-        address = self.requests.address(request_id)
         hashed = self.keys.subject_hash(address)
         blocking = self._held_archived_under(hashed)
         held = sum(len(part.held) for part in parts) + len(blocking)
@@ -142,16 +143,22 @@ class SubjectErasure:
                                                            f"erasure request {request_id}"))
 
         outcome = summary + ("; archived copies made unreadable" if not blocking else "")
-        request = self.requests.complete(request_id, outcome, partially_blocked=bool(held), within=destroy_key)
+        try:
+            request = self.requests.complete(request_id, outcome, partially_blocked=bool(held), within=destroy_key)
+        except AlreadyComplete:  # another run completed it a moment ago (locked, re-read): as it ended
+            request = self.requests.get(request_id)
+            return ErasureOutcome(request_id, request.status, request.outcome or "", 0, False)
         log.info(f"erasure request {request_id}: {request.status}; {len(destroyed)} archive keys destroyed",
                  extra={"step": "complete", "request_id": request_id, "keys_destroyed": len(destroyed)})
         return ErasureOutcome(request_id, request.status, outcome, len(destroyed), bool(blocking))
 
-    def erase_released(self, engine: RetentionEngine, item: QueueItem, run_id: str,
-                       lock: HeldLock | None = None) -> tuple[bool, str]:
-        """A `legal_hold_conflict` item whose hold is released: its record erased now (by id, the
-        request's address being gone), and the subject's archive key destroyed once no other hold
-        keeps a copy under it. Returns (done, what happened)."""
+    def erase_record(self, engine: RetentionEngine, item: QueueItem, run_id: str,
+                     lock: HeldLock | None = None) -> tuple[bool, str]:
+        """An erasure's queue item, retried: its record erased now, by id (the request's address may
+        be gone), whatever its deadline — a record a hold kept, once the hold is released, or one the
+        run could not finish (a PDF the store kept). Once the request is complete, the subject's
+        archive key is destroyed again unless another hold keeps a copy under it (the archive step
+        may have made them a new one). Returns (done, what happened)."""
         request_id = _request_of(item)
         request = self.requests.get(request_id)
         with self.database.connect() as connection:
@@ -164,13 +171,18 @@ class SubjectErasure:
         report = target.run(run_id, lock=lock)
         if report.acted.failed:
             return False, f"{report.acted.failed} records could not be erased yet"
+        with self.database.connect() as connection:
+            left = connection.execute(sa.select(sa.func.count()).select_from(target.table.table).where(
+                *target.table.due(None))).scalar_one()
+        if left:
+            return False, "the record is still there and was not erased"
         destroyed: list[str] = []
-        if request.subject_hash and not self._held_archived_under(request.subject_hash):
+        if request.status not in OPEN and request.subject_hash and not self._held_archived_under(request.subject_hash):
             with self.database.begin() as connection:
                 destroyed = self.keys.destroy_subject(connection, request.subject_hash, run_id, self.policy_version,
-                                                      f"erasure request {request_id}: hold released")
-        return True, (f"erasure request {request_id}: {report.acted.acted_on} records erased after the hold was "
-                      f"released; {len(destroyed)} archive keys destroyed")
+                                                      f"erasure request {request_id}: a kept record erased")
+        return True, (f"erasure request {request_id}: {report.acted.acted_on} records erased; "
+                      f"{len(destroyed)} archive keys destroyed")
 
     def _held_archived_under(self, hashed_subject: str) -> list[str]:
         """Held records (domain/record id) whose row is gone and whose archived copy is encrypted

@@ -287,7 +287,7 @@ def test_once_the_hold_is_released_a_retry_of_the_conflict_erases_the_record(pg_
     outcome = retry_item(queue, queue.retryable(item.id), engine, "retry-run", "ops-ines")
 
     assert outcome.resolved, outcome.message
-    assert "1 records erased after the hold was released" in outcome.message
+    assert f"erasure request {world.request.id}: 1 records erased; 1 archive keys destroyed" == outcome.message
     held = rows_of(pg_database, "meal_plans")[world.plans["ann-held"]]
     assert held["email"] == f"erased-by-request-{world.request.id}@erased.invalid" and held["pdf_blob_key"] is None
     assert blob_store_from_url(stores.settings().resolved_blob_url()).get("plans/ann-held.pdf") is None
