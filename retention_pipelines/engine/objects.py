@@ -30,7 +30,8 @@ class StoredObjects:
         self.policy, self.table = policy, table
         self.blob_store, self.archive_store = blob_store, archive_store
 
-    def archive(self, rows: list, names: list[str], record_ids: list[str], dry_run: bool) -> dict:
+    def archive(self, rows: list, names: list[str], record_ids: list[str], dry_run: bool,
+                retain_until: datetime | None = None) -> dict:
         """Copy each row's object to the archive store (cold) and verify it: {record id: where}.
         An object already gone from hot storage is either archived by an earlier, interrupted
         run (its copy is there) or missing, which the act step audits as such."""
@@ -45,7 +46,7 @@ class StoredObjects:
                 continue
             digest = hashlib.sha256(data).hexdigest()
             if not dry_run:
-                self.archive_store.put_cold(archive_key, data)
+                self.archive_store.put_cold(archive_key, data, retain_until=retain_until)
                 if not self.archive_store.holds(archive_key, data):
                     raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
                                                     "it copies; no object or row of its batch was deleted",

@@ -119,11 +119,14 @@ class RetentionEngine:
             record_ids = [self.table.record_id(row[1]) for row in rows]
             values = [row[2:] for row in rows]  # batches() puts clock and pk first
             day = self.database.read_time(rows[0][0]).date()
-            blobs = self.objects.archive(rows, names, record_ids, dry_run) if self.objects else None
+            # An S3 Object Lock (where configured) keeps each object until the database's now + keep_for.
+            retain_until = None if dry_run else self.archive_store.retain_until(self.database.now,
+                                                                                self.policy.archive.keep_for)
+            blobs = self.objects.archive(rows, names, record_ids, dry_run, retain_until) if self.objects else None
             encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day, raw_json,
                                    blobs)
             if not dry_run:
-                self._write_verified(encoded)
+                self._write_verified(encoded, retain_until)
             return ArchivedBatch(encoded.key, encoded.manifest_key, self.archive_store.uri(encoded.key),
                                  encoded.rows, encoded.sha256)
 
@@ -138,9 +141,9 @@ class RetentionEngine:
                         "rows_archived": archived.rows, "archive_objects": len(archived.batches)})
         return archived
 
-    def _write_verified(self, encoded) -> None:
-        self.archive_store.put(encoded.key, encoded.data)
-        self.archive_store.put(encoded.manifest_key, encoded.manifest)
+    def _write_verified(self, encoded, retain_until: datetime | None = None) -> None:
+        self.archive_store.put(encoded.key, encoded.data, retain_until=retain_until)
+        self.archive_store.put(encoded.manifest_key, encoded.manifest, retain_until=retain_until)
         problem = verify(self.archive_store.get(encoded.key), read_manifest(self.archive_store.get(encoded.manifest_key)))
         if problem:
             uri = self.archive_store.uri(encoded.key)
