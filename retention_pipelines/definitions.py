@@ -3,6 +3,7 @@
 import dagster as dg
 
 from retention_pipelines.defs.all_domains import build_all_domains_sensor
+from retention_pipelines.defs.archive_retention import build_archive_retention_defs
 from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.erasure import build_erasure_defs
 from retention_pipelines.defs.health import build_health_defs
@@ -24,6 +25,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions.merge(
         *domains,
         build_health_defs(enabled),
+        build_archive_retention_defs(enabled, policies.policy_version),
         build_erasure_defs(sensor_interval),
         build_manual_queue_defs(enabled, policies.policy_version, sensor_interval),
         dg.Definitions(
