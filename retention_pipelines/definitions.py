@@ -3,6 +3,7 @@
 import dagster as dg
 
 from retention_pipelines.defs.all_domains import build_all_domains_sensor
+from retention_pipelines.defs.archive_retention import build_archive_retention_defs
 from retention_pipelines.defs.audit_chain import build_audit_chain_defs
 from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.erasure import build_erasure_defs
@@ -28,6 +29,7 @@ def build_definitions() -> dg.Definitions:
         *domains,
         build_health_defs(enabled),
         build_audit_chain_defs(),
+        build_archive_retention_defs(enabled, policies.policy_version),
         build_erasure_defs(sensor_interval),
         build_erasure_run_defs(enabled, policies.policy_version),
         build_manual_queue_defs(enabled, policies.policy_version, sensor_interval),

@@ -18,6 +18,8 @@ def _why(entry: dict, policies) -> str:
         return f"by {entry['actor']}"
     if policy is None or entry["policy_version"] != policies.policy_version:
         return f"policy version {entry['policy_version']}"
+    if entry["action"] == "archive_expired":  # an archive object, kept its archive.keep_for
+        return f"written + {format_duration(policy.archive.keep_for)} ({policies.policy_version})"
     return f"{policy.clock_column} + {format_duration(policy.retain_for)} ({policies.policy_version})"
 
 

@@ -19,6 +19,7 @@ from retention_pipelines.cli.common import (
     EXIT_BAD_INPUT, EXIT_FAILED, LOOKS_LIKE_EMAIL, CliError, dagster_instance, failure_message, open_current_database,
     open_database, print_table,
 )
+from retention_pipelines.cli.archive import add_archive_commands
 from retention_pipelines.cli.audit import add_audit_commands
 from retention_pipelines.cli.erasure import add_erasure_commands
 from retention_pipelines.cli.restore import add_restore_command
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_erasure_commands(commands)
     add_restore_command(commands)
     add_report_commands(commands)
+    add_archive_commands(commands)
 
     db = commands.add_parser("db", help="the retention tables").add_subparsers(dest="db_command", required=True,
                                                                                 metavar="COMMAND")

@@ -56,7 +56,9 @@ class RetentionStores(dg.ConfigurableResource):
     def archive_store(self) -> ArchiveStore:
         if self._archive is None:
             settings = self.settings()
-            self._archive = archive_store_from_url(settings.resolved_archive_url(), settings.archive_storage_class)
+            self._archive = archive_store_from_url(settings.resolved_archive_url(), settings.archive_storage_class,
+                                                   settings.archive_batch_storage_class,
+                                                   settings.archive_object_lock_mode)
         return self._archive
 
     @property

@@ -29,12 +29,13 @@ class StoredObjects:
         self.policy, self.table = policy, table
         self.blob_store, self.archive_store = blob_store, archive_store
 
-    def archive(self, values: list, names: list[str], record_ids: list[str], row_keys: list[DataKey] | None) -> dict:
+    def archive(self, values: list, names: list[str], record_ids: list[str], row_keys: list[DataKey] | None,
+                retain_until: datetime | None = None) -> dict:
         """Copy each row's object to the archive store (cold), encrypted with the row's data key
         (its subject's: erasing them makes the copy unreadable), and verify it: {record id: where}.
         row_keys None is a dry run: nothing is written. An object already gone from hot storage is
         either archived by an earlier, interrupted run (its copy is there) or missing, which the act
-        step audits as such."""
+        step audits as such. retain_until: the S3 Object Lock date, where one is configured."""
         key_at = names.index(self.policy.blob_key_column)
         blobs = {}
         for index, (record_id, row) in enumerate(zip(record_ids, values)):
@@ -46,7 +47,7 @@ class StoredObjects:
                 continue
             if row_keys is not None:
                 sealed = encrypt_blob(data, row_keys[index], self.policy.name)
-                self.archive_store.put_cold(archive_key, sealed)
+                self.archive_store.put_cold(archive_key, sealed, retain_until=retain_until)
                 if not self.archive_store.holds(archive_key, sealed):
                     raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
                                                     "it copies; no object or row of its batch was deleted",

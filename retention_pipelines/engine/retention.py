@@ -140,11 +140,14 @@ class RetentionEngine:
             values = [row[LEADING:] for row in rows]  # batches() puts clock, pk and subject first
             day = self.database.read_time(rows[0][0]).date()
             row_keys = None if dry_run else self._row_keys(rows, record_ids)
-            blobs = self.objects.archive(values, names, record_ids, row_keys) if self.objects else None
+            # An S3 Object Lock (where configured) keeps each object until the database's now + keep_for.
+            retain_until = None if dry_run else self.archive_store.retain_until(self.database.now,
+                                                                                self.policy.archive.keep_for)
+            blobs = self.objects.archive(values, names, record_ids, row_keys, retain_until) if self.objects else None
             encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day,
                                    self.keys.hash_key, row_keys, raw_json, blobs)
             if not dry_run:
-                self._write_verified(encoded, row_keys)
+                self._write_verified(encoded, row_keys, retain_until)
             return ArchivedBatch(encoded.key, encoded.manifest_key, self.archive_store.uri(encoded.key),
                                  encoded.rows, encoded.sha256)
 
@@ -171,9 +174,9 @@ class RetentionEngine:
             batch_key = self.keys.for_batch(f"{self.policy.name}:{digest}")
         return [by_subject[h] if h else batch_key for h in hashes]
 
-    def _write_verified(self, encoded, row_keys: list[DataKey]) -> None:
-        self.archive_store.put(encoded.key, encoded.data)
-        self.archive_store.put(encoded.manifest_key, encoded.manifest)
+    def _write_verified(self, encoded, row_keys: list[DataKey], retain_until: datetime | None = None) -> None:
+        self.archive_store.put(encoded.key, encoded.data, retain_until=retain_until)
+        self.archive_store.put(encoded.manifest_key, encoded.manifest, retain_until=retain_until)
         # Read back, and decrypted with the keys it was written with: an archive that cannot be read
         # protects nothing, so its rows stay.
         problem = verify(self.archive_store.get(encoded.key), read_manifest(self.archive_store.get(encoded.manifest_key)),

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.archive_retention import QUEUE_REASON as ARCHIVE_QUEUE_REASON
+from retention_pipelines.engine.archive_retention import ArchiveRetention, is_archive_key
 from retention_pipelines.engine.queue import RECORD_REASONS, ManualQueue, QueueItem
 from retention_pipelines.engine.results import ArchiveVerificationFailed
 from retention_pipelines.engine.retention import RetentionEngine
@@ -32,6 +34,8 @@ class RetryOutcome:
 
 def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
                lock: HeldLock | None = None) -> RetryOutcome:
+    if item.reason == ARCHIVE_QUEUE_REASON and is_archive_key(item.domain, item.record_id):
+        return _retry_archive_object(queue, item, engine, run_id, by, lock)
     one_record = item.reason in RECORD_REASONS
     target = engine.for_retry([item.record_id] if one_record else None)
 
@@ -59,7 +63,7 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
 
 
 def _erase_record(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
-                    lock: HeldLock | None, failed) -> RetryOutcome:
+                  lock: HeldLock | None, failed) -> RetryOutcome:
     from retention_pipelines.engine.erasure import ErasureRequests
     from retention_pipelines.engine.keys import ArchiveKeys
     from retention_pipelines.engine.subject_erasure import SubjectErasure
@@ -73,5 +77,29 @@ def _erase_record(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, 
         return failed(without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__))
     if not done:
         return failed(what)
+    queue.resolve(item.id, by, f"retried in run {run_id}: {what}", run_id)
+    return RetryOutcome(item.id, item.domain, item.reason, True, what)
+
+
+def _retry_archive_object(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
+                          lock: HeldLock | None) -> RetryOutcome:
+    """An archive object the store refused to delete: its unit goes through the archive expiry
+    again (still only once past keep_for, audited once); resolved when the object is gone."""
+    def failed(why: str) -> RetryOutcome:
+        queue.retry_failed(item.id, by, why, run_id)
+        return RetryOutcome(item.id, item.domain, item.reason, False, why)
+
+    try:
+        expiry = ArchiveRetention(engine.policy, engine.policy_version, engine.database,
+                                  engine.archive_store).for_retry().expire(run_id, lock=lock, key=item.record_id)
+        still_there = engine.archive_store.exists(item.record_id)
+    except RETRY_ERRORS as exc:
+        reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
+        return failed(without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__))
+    if still_there:
+        why = ("it is under an Object Lock or legal hold" if expiry.objects_skipped_locked else
+               "the store refused the delete" if expiry.objects_refused else "it is not past its keep_for")
+        return failed(f"the archive object is still there: {why}")
+    what = "the archive object was deleted" if expiry.objects_deleted else "the archive object was already gone"
     queue.resolve(item.id, by, f"retried in run {run_id}: {what}", run_id)
     return RetryOutcome(item.id, item.domain, item.reason, True, what)

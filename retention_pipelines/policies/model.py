@@ -19,6 +19,10 @@ DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 # an abuser protects the business for 90 days, "never one second earlier".
 MINIMUM_RETENTION = {"email_blacklist": timedelta(days=90)}
 
+# Prefixes of the archive store that hold no domain's archives (audit anchors, compliance reports,
+# the health probe): an archived domain of one of these names would hand them to its expiry job.
+RESERVED_ARCHIVE_PREFIXES = frozenset({"audit_anchors", "reports", "_health"})
+
 
 def parse_duration(value: object) -> timedelta:
     """'90d', '24h', '30m', '0s' → timedelta; anything else is refused with the accepted form."""
@@ -64,8 +68,28 @@ class RedactAction(StrictModel):
 class Archive(StrictModel):
     enabled: bool = False
     exclude_columns: list[str] = []
+    # How long each archive object lives after it was written (the store's own timestamp): the
+    # daily archive expiry job deletes it then, and an S3 Object Lock (where configured) keeps it
+    # until then. Required for an archived domain: either default would be wrong for some domain
+    # (kept too long is a breach of storage limitation, too short of a legal duty to keep).
+    keep_for: timedelta | None = None
 
     _names = field_validator("exclude_columns")(lambda cls, v: [identifier(c) for c in v])
+    _keep = field_validator("keep_for", mode="before")(lambda cls, v: None if v is None else parse_duration(v))
+
+    @field_validator("keep_for")
+    @classmethod
+    def _keep_positive(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return v
+
+    @model_validator(mode="after")
+    def _keep_for_when_archived(self) -> Archive:
+        if self.enabled and self.keep_for is None:
+            raise ValueError("archive.keep_for is required when archive.enabled is true: how long each archive "
+                             "object is kept before the archive expiry job deletes it, e.g. keep_for: 365d")
+        return self
 
 
 class Partitions(StrictModel):
@@ -187,6 +211,9 @@ class DomainPolicy(StrictModel):
                              "(action.redact.null_columns), so that no row points at a deleted object")
         if self.blob_key_column and not self.archive.enabled:
             raise ValueError("archive.enabled: objects are archived before they are deleted")
+        if self.archive.enabled and self.name in RESERVED_ARCHIVE_PREFIXES:
+            raise ValueError(f"name: {self.name}/ in the archive store holds no domain's archives; "
+                             "an archived domain needs another name")
         if self.schedule.hour_of_day is not None and self.partitions.cadence == "hourly":
             raise ValueError("schedule.hour_of_day: an hourly domain runs every hour; leave it out")
         return self

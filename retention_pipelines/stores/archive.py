@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from retention_pipelines.stores.database import StoreUnavailable
 
 
+class DeleteRefused(StoreUnavailable):
+    """The store would not delete an object: an Object Lock or legal hold on it, or a permission."""
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """An S3 Object Lock on an object: its mode and retain-until date, and whether a legal hold is on."""
+
+    mode: str | None
+    retain_until: datetime | None
+    legal_hold: bool
+
+    def in_force(self, now: datetime) -> bool:
+        """Whether the store refuses to delete the object at `now`."""
+        return self.legal_hold or (self.retain_until is not None and self.retain_until > now)
+
+
 class ArchiveStore(ABC):
     """Keys are relative paths ('email_blacklist/2026/11/29/<hmac>.jsonl.enc'); URIs are absolute."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes) -> None:
-        """Write the object durably; a reader that sees it sees all of it."""
+    def put(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
+        """Write the object durably; a reader that sees it sees all of it. retain_until: the
+        Object Lock date, where the store has Object Lock configured (see `retain_until`)."""
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...
@@ -32,20 +53,36 @@ class ArchiveStore(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None:
-        """Remove an object (the health probe's; archives are removed by their retention job)."""
+        """Remove an object for good (the health probe's, and archives past their keep_for); an
+        object already gone is no error. A refusal (an Object Lock) raises DeleteRefused."""
 
     def key_of(self, uri: str) -> str | None:
         """The key of one of this store's URIs (as in the audit log); None for another store's."""
         base = self.uri("x")[:-1]
         return uri[len(base):] if uri.startswith(base) and len(uri) > len(base) else None
 
-    @abstractmethod
     def keys(self, prefix: str) -> Iterator[str]:
         """The keys of the objects whose key starts with `prefix`, in key order."""
+        return iter(sorted(key for key, _ in self.objects(prefix)))
 
-    def put_cold(self, key: str, data: bytes) -> None:
+    @abstractmethod
+    def objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Every object whose key starts with `prefix`, with when it was written by the store's own
+        clock (UTC), in key order (within each folder, for a local store)."""
+
+    def put_cold(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         """Write an object meant to be kept, not read (a PDF): cold storage where the store has it."""
-        self.put(key, data)
+        self.put(key, data, retain_until=retain_until)
+
+    def retain_until(self, now: Callable[[], datetime], keep_for: timedelta | None) -> datetime | None:
+        """The Object Lock date for an archive object of a domain written now (`now`: the database's
+        clock, read only when a lock is configured): now + the domain's keep_for. None where the
+        store has no Object Lock configured."""
+        return None
+
+    def lock(self, key: str) -> ObjectLock | None:
+        """The object's Object Lock, if the store has such a thing and the object has one."""
+        return None
 
     def holds(self, key: str, data: bytes) -> bool:
         """Whether the stored object is exactly these bytes."""
@@ -64,7 +101,9 @@ class LocalArchiveStore(ArchiveStore):
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
+        # A folder has no Object Lock: retain_until is for stores that do (settings refuse a lock
+        # mode with a file:// archive).
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,14 +132,26 @@ class LocalArchiveStore(ArchiveStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def keys(self, prefix: str) -> Iterator[str]:
-        # Walk only the folder the prefix names (a prefix may end inside a file name).
-        folder = self._path(prefix) if prefix.endswith("/") else self._path(prefix).parent
-        if not folder.is_dir():
+    def objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        folder = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
+        yield from ((key, written) for key, written in self._walk(folder) if key.startswith(prefix))
+
+    def _walk(self, folder: Path) -> Iterator[tuple[str, datetime]]:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except FileNotFoundError:
             return
-        found = (path.relative_to(self.root).as_posix() for path in folder.rglob("*")
-                 if path.is_file() and not path.name.startswith(".partial-"))
-        yield from sorted(key for key in found if key.startswith(prefix))
+        except OSError as exc:
+            raise StoreUnavailable(f"archive folder {folder} cannot be listed: {exc.strerror or exc}") from None
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(".partial-"):
+                try:
+                    written = datetime.fromtimestamp(entry.stat().st_mtime_ns / 1e9, UTC)
+                except FileNotFoundError:  # gone since the folder was read
+                    continue
+                yield Path(entry.path).relative_to(self.root).as_posix(), written
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
@@ -109,11 +160,15 @@ class LocalArchiveStore(ArchiveStore):
 class S3ArchiveStore(ArchiveStore):
     """An S3 bucket and prefix; AWS_ENDPOINT_URL points boto3 at an S3-compatible store."""
 
-    def __init__(self, bucket: str, prefix: str, storage_class: str | None = None, client=None):
+    def __init__(self, bucket: str, prefix: str, storage_class: str | None = None, client=None,
+                 batch_storage_class: str | None = None, object_lock_mode: str | None = None):
         import boto3
         from botocore.config import Config
 
         self.bucket, self.prefix, self.storage_class = bucket, prefix.strip("/"), storage_class
+        # Batches are read back right after they are written: a class readable at once (settings).
+        self.batch_storage_class = batch_storage_class
+        self.object_lock_mode = object_lock_mode  # GOVERNANCE, COMPLIANCE or None
         # botocore's own retry mode handles throttling and transient errors with backoff.
         self.client = client or boto3.client(
             "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
@@ -122,28 +177,70 @@ class S3ArchiveStore(ArchiveStore):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, what: str, key: str, call, **kwargs):
+    def _relative(self, full_key: str) -> str:
+        return full_key[len(self.prefix) + 1:] if self.prefix else full_key
+
+    @contextlib.contextmanager
+    def _errors(self, what: str, key: str):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return call(Bucket=self.bucket, Key=self._key(key), **kwargs)
+            yield
         except ClientError as exc:
-            if what == "head" and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
             code = exc.response.get("Error", {}).get("Code", "error")
             raise StoreUnavailable(f"archive store: {what} {self.uri(key)} failed: {code}") from None
         except BotoCoreError as exc:
             raise StoreUnavailable(f"archive store {self.uri('')} is unreachable: {exc}") from None
 
-    def put(self, key: str, data: bytes) -> None:
-        self._call("put", key, self.client.put_object, Body=data)
+    def _call(self, what: str, key: str, call, **kwargs):
+        from botocore.exceptions import ClientError
 
-    def put_cold(self, key: str, data: bytes) -> None:
+        with self._errors(what, key):
+            try:
+                return call(Bucket=self.bucket, Key=self._key(key), **kwargs)
+            except ClientError as exc:
+                if what == "head" and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+
+    def _put(self, key: str, data: bytes, storage_class: str | None, retain_until: datetime | None) -> None:
         # S3 checks the SHA-256 on arrival and keeps it, so that `holds` can verify an object in a
         # cold storage class (GLACIER, DEEP_ARCHIVE), which cannot be read back without a restore.
-        extra = {"StorageClass": self.storage_class} if self.storage_class else {}
+        # ChecksumAlgorithm sends the header S3 requires of a put under an Object Lock.
+        extra = {"StorageClass": storage_class} if storage_class else {}
+        if retain_until is not None and self.object_lock_mode:
+            extra.update(ObjectLockMode=self.object_lock_mode, ObjectLockRetainUntilDate=retain_until)
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        self._call("put", key, self.client.put_object, Body=data, ChecksumSHA256=checksum, **extra)
+        self._call("put", key, self.client.put_object, Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
+                   **extra)
+
+    def put(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
+        self._put(key, data, self.batch_storage_class, retain_until)
+
+    def put_cold(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
+        self._put(key, data, self.storage_class, retain_until)
+
+    def retain_until(self, now: Callable[[], datetime], keep_for: timedelta | None) -> datetime | None:
+        if not self.object_lock_mode:
+            return None
+        if keep_for is None:
+            raise ValueError("an Object Lock date needs the domain's archive.keep_for")
+        return now() + keep_for
+
+    def lock(self, key: str) -> ObjectLock | None:
+        head = self._call("head", key, self.client.head_object)
+        if head is None or not (head.get("ObjectLockMode") or head.get("ObjectLockLegalHoldStatus") == "ON"):
+            return None
+        until = head.get("ObjectLockRetainUntilDate")
+        return ObjectLock(head.get("ObjectLockMode"), until.astimezone(UTC) if until else None,
+                          head.get("ObjectLockLegalHoldStatus") == "ON")
+
+    def objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+        with self._errors("list", prefix):
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield self._relative(item["Key"]), item["LastModified"].astimezone(UTC)
 
     def holds(self, key: str, data: bytes) -> bool:
         """Verified by the store's own digest of what it keeps, without reading an object that a
@@ -166,30 +263,44 @@ class S3ArchiveStore(ArchiveStore):
         return self._call("head", key, self.client.head_object) is not None
 
     def delete(self, key: str) -> None:
-        self._call("delete", key, self.client.delete_object)
+        """Every version of the key, the current one last. In a versioned bucket (which Object
+        Lock requires) a plain DELETE only hides the object behind a delete marker and keeps its
+        bytes; deleting each version removes them, and a version under a lock is refused there.
+        Needs s3:ListBucketVersions and s3:DeleteObjectVersion."""
+        from botocore.exceptions import ClientError
 
-    def keys(self, prefix: str) -> Iterator[str]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        strip = len(self._key(""))
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                              Prefix=self._key(prefix)):
-                for item in page.get("Contents", []):
-                    yield item["Key"][strip:]
-        except (BotoCoreError, ClientError) as exc:
-            raise StoreUnavailable(f"archive store: list {self.uri(prefix)} failed: {exc}") from None
+        full_key = self._key(key)
+        versions = []
+        pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=full_key)
+        with self._errors("list versions of", key):
+            for page in pages:
+                found = page.get("Versions", []) + page.get("DeleteMarkers", [])
+                versions += [version for version in found if version["Key"] == full_key]
+        # The current version last: a refusal before it leaves the object listed for the next run.
+        for version in sorted(versions, key=lambda v: bool(v.get("IsLatest"))):
+            with self._errors("delete", key):
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=full_key, VersionId=version["VersionId"])
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") == "AccessDenied":
+                        raise DeleteRefused(f"archive store: delete {self.uri(key)} refused: AccessDenied (an Object "
+                                            "Lock, a legal hold, or a missing permission)") from None
+                    raise
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
 
-def archive_store_from_url(url: str, storage_class: str | None = None) -> ArchiveStore:
+def archive_store_from_url(url: str, storage_class: str | None = None, batch_storage_class: str | None = None,
+                           object_lock_mode: str | None = None) -> ArchiveStore:
     """`s3://bucket/prefix` or `file:///absolute/folder`; anything else is refused by name.
-    storage_class (RETENTION_ARCHIVE_STORAGE_CLASS) is where S3 keeps archived PDFs."""
+    storage_class (RETENTION_ARCHIVE_STORAGE_CLASS) is where S3 keeps archived PDFs,
+    batch_storage_class (RETENTION_ARCHIVE_BATCH_STORAGE_CLASS) the batches and manifests, and
+    object_lock_mode (RETENTION_ARCHIVE_OBJECT_LOCK_MODE) the lock on each domain's objects."""
     parsed = urlparse(url)
     if parsed.scheme == "s3" and parsed.netloc:
-        return S3ArchiveStore(parsed.netloc, parsed.path, storage_class)
+        return S3ArchiveStore(parsed.netloc, parsed.path, storage_class, batch_storage_class=batch_storage_class,
+                              object_lock_mode=object_lock_mode)
     if parsed.scheme == "file" and parsed.path:
         return LocalArchiveStore(Path(unquote(parsed.path)))
     raise StoreUnavailable(f"RETENTION_ARCHIVE_URL {url!r} is neither s3://bucket/prefix nor file:///folder")

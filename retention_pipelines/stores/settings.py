@@ -8,8 +8,13 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError, model_validator
+from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+# S3 storage classes an object can be read from at once, without a restore.
+INSTANT_READ_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
 
 class RetentionSettings(BaseSettings):
@@ -23,6 +28,12 @@ class RetentionSettings(BaseSettings):
     redis_url: str | None = None
     blob_url: str | None = None
     archive_storage_class: str | None = None  # e.g. GLACIER or DEEP_ARCHIVE, for an S3 archive
+    # The S3 storage class of archived batches and their manifests: each is read back right after it
+    # is written (verified before any row goes), so only a class readable at once will do.
+    archive_batch_storage_class: str | None = None
+    # S3 Object Lock on every archive object of a domain, until written + the domain's keep_for:
+    # GOVERNANCE (a privileged user may lift it) or COMPLIANCE (nobody may). Unset: no lock.
+    archive_object_lock_mode: str | None = None
     # Alerts go to every channel configured here; none configured: a JSON log line.
     alert_webhook_url: str | None = None  # a generic JSON webhook (or a Slack incoming webhook)
     slack_token: SecretStr | None = None  # a Slack bot token with chat:write
@@ -47,6 +58,34 @@ class RetentionSettings(BaseSettings):
     lock_wait_seconds: float = 0.0
     # How often the retention-lag sensor measures each domain; read when the code location loads.
     lag_sensor_interval_seconds: int = 300
+
+    @field_validator("archive_batch_storage_class", "archive_object_lock_mode", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() or None if isinstance(value, str) else value
+
+    @field_validator("archive_batch_storage_class")
+    @classmethod
+    def _readable_at_once(cls, value: str | None) -> str | None:
+        if value is not None and value not in INSTANT_READ_STORAGE_CLASSES:
+            raise ValueError(f"must be one of {', '.join(INSTANT_READ_STORAGE_CLASSES)}: archived batches are read "
+                             "back right after they are written, so their storage class must be readable at once "
+                             "(GLACIER and DEEP_ARCHIVE are for RETENTION_ARCHIVE_STORAGE_CLASS, the PDFs)")
+        return value
+
+    @field_validator("archive_object_lock_mode")
+    @classmethod
+    def _lock_mode(cls, value: str | None) -> str | None:
+        if value is not None and value not in OBJECT_LOCK_MODES:
+            raise ValueError(f"must be {' or '.join(OBJECT_LOCK_MODES)} (or unset: no Object Lock)")
+        return value
+
+    @model_validator(mode="after")
+    def _object_lock_needs_s3(self) -> RetentionSettings:
+        if self.archive_object_lock_mode and not (self.archive_url or "").startswith("s3://"):
+            raise ValueError("RETENTION_ARCHIVE_OBJECT_LOCK_MODE is set but RETENTION_ARCHIVE_URL is not an s3:// "
+                             "URL: only S3 has Object Lock (on a bucket created with it enabled)")
+        return self
 
     @model_validator(mode="after")
     def _slack_needs_a_channel(self) -> RetentionSettings:

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from retention_pipelines.defs.archive_retention import NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK
 from retention_pipelines.defs.common import DOMAIN_TAG
 from retention_pipelines.defs.domain_checks import (
     ARCHIVE_MATCHES_MANIFESTS_CHECK, AUDIT_MATCHES_ACTED_ON_CHECK, EVERY_OBJECT_DELETED_CHECK,
@@ -31,7 +32,8 @@ def test_each_domain_is_four_assets_in_a_line(domain):
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys() if key.path[0] == domain}
     orphans = {f"{domain}/orphans"} if POLICIES.domains[domain].blob_key_column else set()
-    assert keys == {f"{domain}/{step}" for step in STEPS} | orphans
+    expiry = {f"{domain}/archive_expiry"} if POLICIES.domains[domain].archive.enabled else set()
+    assert keys == {f"{domain}/{step}" for step in STEPS} | orphans | expiry
 
     def parents(step):
         return {p.to_user_string() for p in graph.get(dg.AssetKey([domain, step])).parent_keys}
@@ -45,7 +47,9 @@ def test_each_domain_is_four_assets_in_a_line(domain):
 def test_each_domain_has_its_checks_job_and_schedule(domain):
     graph = defs.resolve_asset_graph()
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys if k.asset_key.path[0] == domain}
-    assert checks == {(f"{domain}/deletion", NO_ROWS_PAST_DEADLINE_CHECK),
+    expiry = ({(f"{domain}/archive_expiry", NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK)}
+              if POLICIES.domains[domain].archive.enabled else set())
+    assert checks == expiry | {(f"{domain}/deletion", NO_ROWS_PAST_DEADLINE_CHECK),
                       (f"{domain}/archive", ARCHIVE_MATCHES_MANIFESTS_CHECK),
                       (f"{domain}/audit", AUDIT_MATCHES_ACTED_ON_CHECK),
                       (f"{domain}/audit", NOTHING_ACTED_ON_EARLY_CHECK),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,7 +23,8 @@ def engine_for(policy, policies, database: AppDatabase, archive_url: str) -> Ret
 
 
 def archiving(policy, batch_size: int | None = None, exclude_columns: list[str] | None = None):
-    archive = policy.archive.model_copy(update={"enabled": True, "exclude_columns": exclude_columns or []})
+    archive = policy.archive.model_copy(update={"enabled": True, "exclude_columns": exclude_columns or [],
+                                                "keep_for": timedelta(days=365)})
     update = {"archive": archive}
     if batch_size is not None:
         update["batch_size"] = batch_size

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 
@@ -29,7 +30,7 @@ def main() -> int:
     policy = policies.domains["quiz_responses"]
     update = {"batch_size": config.get("batch_size", 50)}
     if config.get("archive"):
-        update["archive"] = policy.archive.model_copy(update={"enabled": True})
+        update["archive"] = policy.archive.model_copy(update={"enabled": True, "keep_for": timedelta(days=365)})
     policy = policy.model_copy(update=update)
     database = AppDatabase(config["database_url"])
     engine = RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(config["archive_url"]))

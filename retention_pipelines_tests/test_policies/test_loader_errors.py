@@ -87,6 +87,24 @@ CORPUS.append(case(setting("meal_plans", "action", "redact", "stamp_column", "Qu
                    ["action.redact.stamp_column"], "'Quiz'", "identifier", id="stamp_column=Quiz"))
 
 
+def renaming(domain: str, to: str):
+    return lambda data: data["domains"].update({to: data["domains"].pop(domain)})
+
+
+# archive.keep_for: required where the domain is archived, a duration longer than zero.
+CORPUS += [
+    case(lambda data: data["domains"]["email_blacklist"]["archive"].pop("keep_for"), "email_blacklist",
+         ["archive", "archive.keep_for"], "required when archive.enabled is true", id="archived-without-keep-for"),
+    case(setting("meal_plans", "archive", "keep_for", "0d"), "meal_plans", ["archive.keep_for"], "longer than zero",
+         id="keep-for-zero"),
+    case(setting("meal_plans", "archive", "keep_for", "ten years"), "meal_plans", ["archive.keep_for"],
+         "'ten years'", "duration", id="keep-for-not-a-duration"),
+    # A domain named like a prefix of the archive store that is no domain's archive.
+    case(renaming("email_blacklist", "reports"), "reports", ["name"], "holds no domain's archives",
+         id="archived-domain-named-reports"),
+]
+
+
 def refusal(tmp_path: Path, text: str, name: str = "retention_policies.yaml") -> tuple[Path, str]:
     path = tmp_path / name
     path.write_text(text)

@@ -56,6 +56,7 @@ def test_meal_plans_are_redacted_not_deleted(shipped):
     assert plans.action_name == "redacted"
     assert plans.archive.enabled is True
     assert plans.archive.exclude_columns == ["email"]
+    assert plans.archive.keep_for == timedelta(days=3650)  # ten years: purchase records
     assert plans.partitions.cadence == "daily"
 
 
@@ -65,6 +66,20 @@ def test_email_blacklist_is_kept_90_days_and_archived(shipped):
     assert blacklist.retain_for == timedelta(days=90)
     assert blacklist.action_name == "deleted"
     assert blacklist.archive.enabled is True
+    assert blacklist.archive.keep_for == timedelta(days=365)
+
+
+def test_every_archived_domain_says_how_long_its_archive_lives_and_why(shipped):
+    text = default_policy_path().read_text()
+    for name, policy in shipped.domains.items():
+        if policy.archive.enabled:
+            assert policy.archive.keep_for > timedelta(0), name
+            # The reason is written next to the value, as a comment in the domain's archive entry.
+            entry = text[text.index(f"\n  {name}:\n"):]
+            archive = entry[entry.index("    archive:\n"):entry.index("      keep_for:")]
+            assert "      # " in archive, name
+        else:
+            assert policy.archive.keep_for is None, name
 
 
 def test_policy_version_is_declared_version_plus_a_digest_of_the_file(shipped):

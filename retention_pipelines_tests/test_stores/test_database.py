@@ -56,7 +56,7 @@ def test_policy_naming_what_the_database_lacks(any_database, quiz_policy, update
 
 def test_excluded_archive_column_missing(any_database, quiz_policy):
     policy = quiz_policy.model_copy(update={"archive": quiz_policy.archive.model_copy(
-        update={"enabled": True, "exclude_columns": ["phone_number"]})})
+        update={"enabled": True, "exclude_columns": ["phone_number"], "keep_for": timedelta(days=365)})})
     with pytest.raises(PolicyMismatch, match=r"domain quiz_responses, field archive\.exclude_columns.*'phone_number'"):
         any_database.app_table(policy)
 

@@ -1,0 +1,92 @@
+"""For each archived domain: its archive objects deleted once past `archive.keep_for`, every day.
+
+    <domain>/archive_expiry  (check: no_archive_kept_beyond_keep_for)
+
+Built from the policy like the domain's other assets: a new archived domain is a policy entry.
+"""
+
+import dagster as dg
+
+from retention_pipelines.defs.common import DOMAIN_TAG, domain_step, is_dry_run, iso
+from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.engine.archive_retention import GRACE, ArchiveRetention
+from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.policies.model import format_duration
+
+NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK = "no_archive_kept_beyond_keep_for"
+# Daily, after the domains' nightly retention runs (02:20, 02:30) and the orphans report (03:45).
+ARCHIVE_EXPIRY_CRON = "15 4 * * *"
+
+
+def archive_expiry_job_name(domain: str) -> str:
+    return f"{domain}_archive_expiry_job"
+
+
+def build_archive_retention_defs(policies: list[DomainPolicy], policy_version: str) -> dg.Definitions:
+    """The archive expiry of every archived domain among `policies`."""
+    archived = [policy for policy in policies if policy.archive.enabled]
+    return dg.Definitions.merge(*(_domain_archive_expiry(policy, policy_version) for policy in archived)) \
+        if archived else dg.Definitions()
+
+
+def _domain_archive_expiry(policy: DomainPolicy, policy_version: str) -> dg.Definitions:
+    name = policy.name
+    key = dg.AssetKey([name, "archive_expiry"])
+    keep_for = format_duration(policy.archive.keep_for)
+
+    def archive_retention(stores: RetentionStores) -> ArchiveRetention:
+        return ArchiveRetention(policy, policy_version, stores.database, stores.archive_store)
+
+    @dg.asset(key=key, group_name=name, kinds={"s3"}, description=(
+        f"{name}'s archive objects (`{name}/` in the archive store: batches with their manifests"
+        + (", archived PDFs" if policy.blob_key_column else "") + f") deleted once kept {keep_for} "
+        "(archive.keep_for) after they were written, by the store's own timestamp against the database's "
+        "now. Each deletion has its `archive_expired` audit entry, committed before the object goes. "
+        "An object under an S3 Object Lock is skipped and counted, and tried again the next day. "
+        "Takes the domain's lock (not in a dry run, which deletes nothing and counts what it would)."))
+    def archive_expiry(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.MaterializeResult:
+        dry_run = is_dry_run(context)
+        with domain_step(context, name):
+            lock = None if dry_run else retention_stores.hold_domain_lock(name)
+            expiry = archive_retention(retention_stores).expire(context.run_id, dry_run, lock)
+        return dg.MaterializeResult(metadata={
+            "policy_version": policy_version, "dry_run": dry_run, "keep_for": keep_for,
+            "database_now": iso(expiry.database_now), "objects_past_keep_for": expiry.objects_due,
+            "objects_deleted": 0 if dry_run else expiry.objects_deleted,
+            "objects_would_delete": expiry.objects_deleted if dry_run else 0,
+            "objects_skipped_object_lock": expiry.objects_skipped_locked, "objects_refused": expiry.objects_refused,
+            "audit_entries": expiry.audit_entries, "manual_queue_items": expiry.queued,
+            "oldest_written_at_past_keep_for": iso(expiry.oldest_due_written_at),
+            "duration_seconds": round(expiry.seconds, 3),
+        })
+
+    @dg.asset_check(asset=key, name=NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK, description=(
+        f"No archive object of {name} is kept beyond its keep_for ({keep_for}) plus "
+        f"{format_duration(GRACE)} of grace for the daily job. Fails (error) on any such object; only a warning "
+        "when every one of them is under an S3 Object Lock still in force, which nobody here can lift, or in "
+        "a dry run, which leaves them by design. Counts and ages only, no keys."))
+    def no_archive_kept_beyond_keep_for(context: dg.AssetCheckExecutionContext,
+                                        retention_stores: RetentionStores) -> dg.AssetCheckResult:
+        with domain_step(context, name):
+            overdue = archive_retention(retention_stores).count_overdue()
+        error = overdue.overdue_unlocked and not is_dry_run(context)
+        return dg.AssetCheckResult(
+            passed=overdue.overdue == 0,
+            severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
+            metadata={"objects": overdue.objects, "objects_past_keep_for_and_grace": overdue.overdue,
+                      "of_which_under_object_lock": overdue.overdue_under_lock,
+                      "oldest_object_age_days": round(overdue.oldest_age.total_seconds() / 86400, 2),
+                      "keep_for": keep_for, "grace": format_duration(overdue.grace)})
+
+    job = dg.define_asset_job(
+        archive_expiry_job_name(name), selection=dg.AssetSelection.assets(key),
+        # One run per domain at a time (dagster.yaml), as for its retention runs: both take its lock.
+        tags={DOMAIN_TAG: name, "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
+        executor_def=dg.in_process_executor,
+        description=f"Delete {name}'s archive objects kept {keep_for}, each with its audit entry.")
+    schedule = dg.ScheduleDefinition(name=f"{name}_archive_expiry_schedule", job=job,
+                                     cron_schedule=ARCHIVE_EXPIRY_CRON,
+                                     default_status=dg.DefaultScheduleStatus.RUNNING,
+                                     description=f"Expires {name}'s archive objects past keep_for, daily.")
+    return dg.Definitions(assets=[archive_expiry], asset_checks=[no_archive_kept_beyond_keep_for], jobs=[job],
+                          schedules=[schedule])
