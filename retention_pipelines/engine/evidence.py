@@ -22,9 +22,11 @@ INDEX_CHUNK = 200_000  # audit ids per indexing transaction
 def record_evidence(database: AppDatabase, record_id: str, domain: str | None = None) -> list[dict]:
     """The record's audit entries, oldest first."""
     indexed = sa.select(audit_record_index.c.audit_id).where(audit_record_index.c.record_id == record_id)
-    through = sa.select(audit_record_index_state.c.indexed_through).scalar_subquery()
     columns = [audit_log.c.id, *(audit_log.c[name] for name in EVIDENCE_COLUMNS)]
     with database.connect() as connection:
+        # Read first and bound as a value: the planner then sees the tail's id range (a short range
+        # of the primary key), which it cannot through a subquery.
+        through = connection.execute(sa.select(audit_record_index_state.c.indexed_through)).scalar_one()
         ids = connection.execute(indexed).scalars().all()
         rows = []
         if ids:
