@@ -118,8 +118,9 @@ class DomainTable:
         if self.erasing is not None:
             # A record kept by a hold is erased by its id once the hold is released (the request's
             # address is gone by then): then `only` names it.
+            # Compared as the keys' subject hash is made: trimmed, in lower case.
             conditions = [] if self.erasing.address is None else [
-                sa.func.lower(self.table.c[self.policy.subject_column]) == self.erasing.address]
+                sa.func.lower(sa.func.trim(self.table.c[self.policy.subject_column])) == self.erasing.address]
             if self.erasing.address is None and self.only is None:
                 raise ValueError("an erasure without its subject's address must name its records")
             if self.erasing.address is None and self.policy.redact:  # an erased row stays, its address gone

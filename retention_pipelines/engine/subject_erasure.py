@@ -24,6 +24,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import read_manifest
+from retention_pipelines.engine.archive_upgrade import upgrade_legacy_batches, upgrade_legacy_blobs
 from retention_pipelines.engine.erasure import OPEN, AlreadyComplete, ErasureRequests
 from retention_pipelines.engine.keys import ArchiveKeys
 from retention_pipelines.engine.queries import SubjectRows
@@ -93,6 +94,10 @@ class SubjectErasure:
         if self.requests.get(request_id).status not in OPEN:  # a rerun after the request completed
             return DomainErasure(policy.name, dry_run=dry_run, already_complete=True)
         subject = engine.for_subject(self.subject(request_id))
+        if policy.archive.enabled and not dry_run:
+            # Copies written in clear before the archives were encrypted would outlive the key.
+            upgrade_legacy_batches(engine)
+            upgrade_legacy_blobs(engine, subject.table)
         report = subject.run(run_id, dry_run=dry_run, lock=lock)
         with self.database.connect() as connection:
             held = subject.table.held_due(connection, report.found.clock_cutoff)
