@@ -15,6 +15,10 @@ from retention_pipelines.schema import SchemaBehindError
 from retention_pipelines.stores import ConfigurationError, DomainLocked, LockLost, PolicyMismatch, StoreUnavailable
 
 DOMAIN_TAG = "retention/domain"
+# The steps that delete, redact or archive rows of the app database: the instance limits how many run
+# at once across all runs (deploy/dagster.yaml, concurrency.pools), so that backfills and catch-up
+# runs never crowd the app out of its own database.
+APP_DATABASE_POOL = "app_database"
 DRY_RUN_TAG = "retention/dry_run"
 
 # The engine's own errors carry operator-ready messages (what failed, naming the store, the

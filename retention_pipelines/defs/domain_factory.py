@@ -10,7 +10,7 @@ from datetime import timedelta
 import dagster as dg
 
 from retention_pipelines.defs.common import (
-    DOMAIN_TAG, URIS_IN_METADATA, domain_partitions, domain_step, is_dry_run, iso, job_name,
+    APP_DATABASE_POOL, DOMAIN_TAG, URIS_IN_METADATA, domain_partitions, domain_step, is_dry_run, iso, job_name,
 )
 from retention_pipelines.defs.domain_checks import build_domain_checks
 from retention_pipelines.defs.orphans import build_orphans_defs
@@ -52,9 +52,11 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
             "rows_overdue_caught_up": found.overdue, "rows_under_legal_hold": found.held,
         })
 
-    @dg.asset(key=keys["archive"], **common, ins={"found": dg.AssetIn(keys["expired_records"])}, description=(
-        f"Archive copies of the due rows of `{policy.table}`: gzip'd JSON lines with a manifest (rows, "
-        "sha256), each read back and verified before any of its rows is deleted. "
+    @dg.asset(key=keys["archive"], **common, pool=APP_DATABASE_POOL, ins={"found": dg.AssetIn(keys["expired_records"])},
+              description=(
+        f"Archive copies of the due rows of `{policy.table}`: JSON lines, each row encrypted with its subject's "
+        "key (erasing the subject makes it unreadable), with a manifest (rows, sha256); each object read back, "
+        "decrypted and verified before any of its rows is deleted. "
         + ("" if policy.archive.enabled else "This domain is not archived: nothing is written.")))
     def archive(context: dg.AssetExecutionContext, retention_stores: RetentionStores, found: Found) -> dg.Output[Archived]:
         with domain_step(context, name):
@@ -75,7 +77,7 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
     freshness = dg.FreshnessPolicy.time_window(fail_window=cadence + policy.sla.max_lag,
                                                warn_window=cadence + policy.sla.max_lag / 2)
 
-    @dg.asset(key=keys["deletion"], **common, freshness_policy=freshness,
+    @dg.asset(key=keys["deletion"], **common, freshness_policy=freshness, pool=APP_DATABASE_POOL,
               ins={"found": dg.AssetIn(keys["expired_records"]), "archived": dg.AssetIn(keys["archive"])},
               description=(
                   f"The due rows of `{policy.table}` {policy.action_name}, batch by batch: each batch and "

@@ -4,7 +4,7 @@ the request. Built from the policy file: a domain with a `subject_column` is era
 
 import dagster as dg
 
-from retention_pipelines.defs.common import DRY_RUN_TAG, domain_step, is_dry_run, operator_errors
+from retention_pipelines.defs.common import APP_DATABASE_POOL, DRY_RUN_TAG, domain_step, is_dry_run, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.erasure import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
 from retention_pipelines.engine.subject_erasure import DomainErasure, ErasureIncomplete
@@ -91,7 +91,7 @@ def _domain_erasure_asset(policy: DomainPolicy, policy_version: str) -> dg.Asset
     what = "redacted (the row stays, the address replaced)" if policy.redact else "deleted"
 
     @dg.asset(key=dg.AssetKey(["gdpr", "erasure", name]), partitions_def=ERASURE_PARTITIONS, group_name="gdpr",
-              kinds={"sql"}, description=(
+              kinds={"sql"}, pool=APP_DATABASE_POOL, description=(
                   f"The request's subject erased from `{policy.table}` (by `{policy.subject_column}`): rows {what} "
                   "whatever their deadline" + (", archived first (encrypted with the subject's key)"
                                                if policy.archive.enabled else "")

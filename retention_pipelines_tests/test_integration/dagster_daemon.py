@@ -19,7 +19,7 @@ from retention_pipelines_tests.servers import PostgresServer
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 WORKSPACE = REPOSITORY / "workspace.yaml"
-REPOSITORY_DAGSTER_YAML = REPOSITORY / "dagster.yaml"
+PRODUCTION_DAGSTER_YAML = REPOSITORY / "deploy" / "dagster.yaml"
 DOMAIN_TAG_LIMIT = {"key": "retention/domain", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
 
 
@@ -34,24 +34,22 @@ def script(name: str) -> str:
     return found
 
 
-def write_dagster_home(folder: Path, server: PostgresServer, storage_database: str) -> Path:
-    """DAGSTER_HOME with the repository's instance settings (telemetry off, run monitoring, the
-    one-run-per-domain tag limit) and PostgreSQL storage in a database of its own on `server`."""
+def write_dagster_home(folder: Path, server: PostgresServer, storage_database: str) -> tuple[Path, dict[str, str]]:
+    """DAGSTER_HOME with the production instance settings exactly as shipped (deploy/dagster.yaml:
+    PostgreSQL storage, the queued run coordinator with one run per retention/domain, the
+    app_database pool, run monitoring and retries), and the DAGSTER_PG_* variables that point its
+    storage at a database of its own on `server`."""
     server.create_database(storage_database)
-    config = yaml.safe_load(REPOSITORY_DAGSTER_YAML.read_text()) or {}
-    limits = config.get("concurrency", {}).get("runs", {}).get("tag_concurrency_limits", [])
+    config = yaml.safe_load(PRODUCTION_DAGSTER_YAML.read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
     if DOMAIN_TAG_LIMIT not in limits:
-        raise AssertionError(f"{REPOSITORY_DAGSTER_YAML} no longer limits runs to one per retention/domain: {limits}")
-    config.pop("run_coordinator", None)  # the default: the queued run coordinator, with the limits above
-    config["telemetry"] = {"enabled": False}
-    config["run_monitoring"] = {**(config.get("run_monitoring") or {}), "enabled": True}
-    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg (3), which is not installed: name the driver.
-    config["storage"] = {"postgres": {"postgres_db": {
-        "username": "postgres", "hostname": "127.0.0.1", "db_name": storage_database, "port": server.port,
-        "scheme": "postgresql+psycopg2"}}}
+        raise AssertionError(f"{PRODUCTION_DAGSTER_YAML} no longer limits runs to one per retention/domain: {limits}")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return folder
+    shutil.copy(PRODUCTION_DAGSTER_YAML, folder / "dagster.yaml")
+    # The test server trusts loopback connections: any password is accepted.
+    return folder, {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(server.port),
+                    "DAGSTER_PG_DB": storage_database, "DAGSTER_PG_USERNAME": "postgres",
+                    "DAGSTER_PG_PASSWORD": "trusted-on-loopback"}
 
 
 def dagster(env: dict[str, str], *args: str, timeout: float = 180) -> str:

@@ -128,16 +128,18 @@ def stop_schedules_keep_sensor(env: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def deployment(tmp_path, postgres_server, redis_url, s3_env):
+def deployment(tmp_path, postgres_server, redis_url, s3_env, monkeypatch):
     """The app database, buckets and a DAGSTER_HOME on PostgreSQL; the environment of the daemon."""
     s3 = boto3.client("s3")
     archive_bucket, hot_bucket = f"archive-{uuid.uuid4().hex[:10]}", f"hot-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=archive_bucket)
     s3.create_bucket(Bucket=hot_bucket)
     app_url = new_database(postgres_server)
-    home = write_dagster_home(tmp_path / "dagster_home", postgres_server, f"dagster_{uuid.uuid4().hex[:8]}")
-    env = daemon_env(tmp_path, home, app_url, redis_url, f"s3://{archive_bucket}/archive",
-                     f"s3://{hot_bucket}/{BLOB_PREFIX}")
+    home, storage = write_dagster_home(tmp_path / "dagster_home", postgres_server, f"dagster_{uuid.uuid4().hex[:8]}")
+    for name, value in storage.items():  # for the instance the test opens itself
+        monkeypatch.setenv(name, value)
+    env = {**daemon_env(tmp_path, home, app_url, redis_url, f"s3://{archive_bucket}/archive",
+                        f"s3://{hot_bucket}/{BLOB_PREFIX}"), **storage}
     database = AppDatabase(app_url)
     try:
         yield {"env": env, "home": home, "database": database, "archive_bucket": archive_bucket,

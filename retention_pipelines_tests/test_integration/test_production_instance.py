@@ -1,0 +1,56 @@
+"""deploy/dagster.yaml, the production instance, opened on a real PostgreSQL from its DAGSTER_PG_*
+variables: storage in PostgreSQL, the queued run coordinator with one run per retention domain, the
+app_database pool that the row-changing steps are in, run monitoring and retries, tick retention."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import pytest
+from dagster._core.scheduler.instigation import InstigatorType, TickStatus  # not exported by dagster
+
+from retention_pipelines.defs.common import APP_DATABASE_POOL
+from retention_pipelines.definitions import defs
+from retention_pipelines_tests.test_integration.dagster_daemon import DOMAIN_TAG_LIMIT, write_dagster_home
+
+
+@pytest.fixture
+def production_home(tmp_path, postgres_server, monkeypatch):
+    home, storage = write_dagster_home(tmp_path / "home", postgres_server, f"dagster_{uuid.uuid4().hex[:8]}")
+    for name, value in storage.items():
+        monkeypatch.setenv(name, value)
+    return home
+
+
+def test_the_production_instance_keeps_everything_in_postgresql_and_queues_runs(production_home):
+    with dg.DagsterInstance.from_config(str(production_home)) as instance:
+        for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+            assert type(storage).__module__.startswith("dagster_postgres"), type(storage)
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == 6
+        assert DOMAIN_TAG_LIMIT in queue.tag_concurrency_limits
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 3
+        assert instance.run_monitoring_enabled
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert not instance.run_retries_retry_on_asset_or_op_failure
+        purge = instance.get_tick_retention_settings(InstigatorType.SENSOR)
+        assert purge[TickStatus.SKIPPED] == 7 and purge[TickStatus.SUCCESS] == -1
+        # The storage is real: a run written is read back.
+        run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), run_id=str(uuid.uuid4()))
+        assert instance.get_run_by_id(run.run_id).job_name == "noop"
+
+
+def test_a_missing_connection_variable_is_named(production_home, monkeypatch):
+    monkeypatch.delenv("DAGSTER_PG_HOST")
+    with pytest.raises(Exception, match="DAGSTER_PG_HOST"):
+        dg.DagsterInstance.from_config(str(production_home))
+
+
+def test_the_steps_that_change_rows_are_in_the_app_database_pool():
+    pooled = {key.to_user_string() for assets in defs.assets for key in assets.keys
+              if getattr(assets, "op", None) is not None and assets.op.pool == APP_DATABASE_POOL}
+    assert {"quiz_responses/deletion", "meal_plans/archive", "meal_plans/deletion", "email_blacklist/archive",
+            "gdpr/erasure/meal_plans"} <= pooled
+    assert "quiz_responses/expired_records" not in pooled and "compliance/report" not in pooled
