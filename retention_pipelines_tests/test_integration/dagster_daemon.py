@@ -117,3 +117,57 @@ class Daemon:
             os.killpg(group, which)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+class Webserver(Daemon):
+    """`dagster-webserver` on a free loopback port, in a process group of its own like the daemon."""
+
+    def __init__(self, env: dict[str, str], log: Path, port: int):
+        super().__init__(env, log)
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Webserver:
+        with open(self.log, "w") as output:
+            self.process = subprocess.Popen(
+                [script("dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", str(WORKSPACE)],
+                cwd=REPOSITORY, env=self.env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, seconds: float = 180) -> None:
+        """Until the webserver answers and has loaded the code location; raises with its log if not."""
+        import json
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + seconds
+        query = '{"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"}'
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError(f"dagster-webserver exited:\n{self.tail()}")
+            try:
+                request = urllib.request.Request(f"{self.url}/graphql", data=query.encode(),
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
+                if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+                    return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise AssertionError(f"dagster-webserver did not load the code location in {seconds:g} s:\n{self.tail()}")
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        import json
+        import urllib.request
+
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.load(response)
+        if answer.get("errors"):
+            raise AssertionError(f"GraphQL errors: {answer['errors']}")
+        return answer["data"]

@@ -1,0 +1,125 @@
+"""The deployment as operators use it: `dagster-webserver` and `dagster-daemon run` on the production
+instance (deploy/dagster.yaml, PostgreSQL storage), a backfill of three partitions launched through
+the webserver's GraphQL API and run by the daemon, then the UI in a real headless Chromium: the asset
+catalog, a domain's deletion asset (its materializations and metadata, its checks) and its
+partitions. Screenshots are saved under test-artifacts/ui/. Nothing is mocked."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from retention_pipelines.defs.common import domain_partitions, job_name
+from retention_pipelines.policies import load_policies
+from retention_pipelines_tests.app_rows import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.servers import free_port
+from retention_pipelines_tests.test_integration.dagster_daemon import REPOSITORY, Daemon, Webserver
+from retention_pipelines_tests.test_integration import test_daemon_sla
+
+deployment = test_daemon_sla.deployment  # the same fixture: app database, buckets, DAGSTER_HOME on PostgreSQL
+ARTIFACTS = REPOSITORY / "test-artifacts" / "ui"
+DOMAIN = "quiz_responses"
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}"""
+
+
+def wait_for_backfill_runs(instance: dg.DagsterInstance, backfill_id: str, count: int, daemon: Daemon,
+                           seconds: float = 420) -> list[dg.DagsterRun]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        if len(runs) == count and all(run.is_finished for run in runs):
+            return runs
+        if not daemon.alive():
+            raise AssertionError(f"dagster-daemon exited:\n{daemon.tail()}")
+        time.sleep(2)
+    raise AssertionError(f"the backfill's {count} runs did not finish in {seconds:g} s; runs: "
+                         f"{[(r.run_id[:8], r.status) for r in runs]}\n{daemon.tail()}")
+
+
+def chromium():
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"  # Debian's chromium; nothing is downloaded
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1100"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver"), options=options)
+
+
+def page(driver, url: str, expected: list[str], screenshot: Path, seconds: float = 90) -> str:
+    """Open `url`, wait until the page shows every expected text, save a screenshot; the page text."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    try:
+        WebDriverWait(driver, seconds, poll_frequency=1).until(
+            lambda d: all(text in d.find_element(By.TAG_NAME, "body").text for text in expected))
+    except TimeoutException:
+        driver.save_screenshot(str(screenshot.with_name(screenshot.stem + "-timeout.png")))
+        shown = driver.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"{url} never showed {expected}; it showed:\n{shown[:3000]}") from None
+    # The first visit greets with a "Join the Dagster community" dialog: skipped once, it stays away.
+    for button in driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
+        button.click()
+    time.sleep(1)  # the last requests settle before the picture
+    assert not driver.find_elements(By.XPATH, "//*[normalize-space()='Join the Dagster community']"), url
+    driver.save_screenshot(str(screenshot))
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def test_a_backfill_through_the_api_then_the_ui_in_a_browser(deployment, tmp_path):
+    env, database = deployment["env"], deployment["database"]
+    due = insert_quiz_rows(database, [timedelta(hours=30, minutes=i) for i in range(12)])
+    policy = load_policies().domains[DOMAIN]
+    partitions = domain_partitions(policy).get_partition_keys()[-5:-2]  # three complete past hours
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    webserver = Webserver(env, tmp_path / "webserver.log", free_port()).start()
+    daemon = Daemon(env, tmp_path / "daemon.log").start()
+    try:
+        webserver.wait_ready()
+        launched = webserver.graphql(LAUNCH_BACKFILL, {"params": {
+            "selector": {"partitionSetName": f"{job_name(DOMAIN)}_partition_set",
+                         "repositorySelector": {"repositoryLocationName": "retention_pipelines",
+                                                "repositoryName": "__repository__"}},
+            "partitionNames": partitions}})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        with dg.DagsterInstance.from_config(str(deployment["home"])) as instance:
+            runs = wait_for_backfill_runs(instance, launched["backfillId"], 3, daemon)
+        assert sorted(run.tags["dagster/partition"] for run in runs) == sorted(partitions)
+        assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs), [(r.run_id, r.status) for r in runs]
+        assert not set(due) & remaining_ids(database)
+
+        driver = chromium()
+        try:
+            catalog = page(driver, f"{webserver.url}/assets", [DOMAIN, "email_blacklist", "meal_plans"],
+                           ARTIFACTS / "1-asset-catalog.png")
+            assert "magic_link_tokens" in catalog
+            events = page(driver, f"{webserver.url}/assets/{DOMAIN}/deletion?view=events",
+                          ["rows_deleted", "policy_version"], ARTIFACTS / "2-deletion-materializations.png")
+            assert "rows_skipped_legal_hold" in events
+            checks = page(driver, f"{webserver.url}/assets/{DOMAIN}/deletion?view=checks",
+                          ["no_rows_past_deadline"], ARTIFACTS / "3-deletion-checks.png")
+            assert "Passed" in checks or "Succeeded" in checks, checks[:2000]
+            page(driver, f"{webserver.url}/assets/{DOMAIN}/deletion?view=partitions", [partitions[0][:10]],
+                 ARTIFACTS / "4-deletion-partitions.png")
+        finally:
+            driver.quit()
+    finally:
+        daemon.stop()
+        webserver.stop()
+    for name in ("1-asset-catalog", "2-deletion-materializations", "3-deletion-checks", "4-deletion-partitions"):
+        assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000, name
