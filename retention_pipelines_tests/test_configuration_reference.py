@@ -36,7 +36,8 @@ def env_references(node) -> set[str]:
 def read_by_the_code() -> set[str]:
     prefix = RetentionSettings.model_config["env_prefix"]
     settings = {f"{prefix}{name}".upper() for name in RetentionSettings.model_fields}
-    instance = env_references(yaml.safe_load((REPOSITORY / "deploy" / "dagster.yaml").read_text()))
+    instance = set().union(*(env_references(yaml.safe_load((REPOSITORY / "deploy" / name).read_text()))
+                             for name in ("dagster.yaml", "workspace.yaml")))
     return settings | instance | {LEVEL_VARIABLE, POLICIES_ENV, "DAGSTER_HOME"}
 
 

@@ -21,6 +21,7 @@ from retention_pipelines.cli.common import (
 )
 from retention_pipelines.cli.archive import add_archive_commands
 from retention_pipelines.cli.audit import add_audit_commands
+from retention_pipelines.cli.alerts import add_alerts_commands
 from retention_pipelines.cli.erasure import add_erasure_commands
 from retention_pipelines.cli.restore import add_restore_command
 from retention_pipelines.cli.queue import add_queue_commands
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(commands)
     add_erasure_commands(commands)
     add_restore_command(commands)
+    add_alerts_commands(commands)
     add_report_commands(commands)
     add_archive_commands(commands)
 
