@@ -1,6 +1,7 @@
 """The deployment as operators use it: `dagster-webserver` and `dagster-daemon run` on the production
-instance (deploy/dagster.yaml, PostgreSQL storage), a backfill of three partitions launched through
-the webserver's GraphQL API and run by the daemon, then the UI in a real headless Chromium: the asset
+instance (deploy/dagster.yaml, PostgreSQL storage); a domain's schedule turned off and on through the
+webserver's GraphQL API and run by the daemon at its minute; a backfill of three partitions launched
+through the API and run by the daemon; then the UI in a real headless Chromium: the asset
 catalog, a domain's deletion asset (its materializations and metadata, its checks) and its
 partitions. Screenshots are saved under test-artifacts/ui/. Nothing is mocked."""
 
@@ -11,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from retention_pipelines.defs.common import domain_partitions, job_name
 from retention_pipelines.policies import load_policies
@@ -22,6 +24,19 @@ from retention_pipelines_tests.test_integration import test_daemon_sla
 deployment = test_daemon_sla.deployment  # the same fixture: app database, buckets, DAGSTER_HOME on PostgreSQL
 ARTIFACTS = REPOSITORY / "test-artifacts" / "ui"
 DOMAIN = "quiz_responses"
+REPOSITORY_SELECTOR = {"repositoryLocationName": "retention_pipelines", "repositoryName": "__repository__"}
+SCHEDULE_STATE = """
+query State($selector: ScheduleSelector!) {
+  scheduleOrError(scheduleSelector: $selector) { ... on Schedule { cronSchedule scheduleState { id status } } }
+}"""
+STOP_SCHEDULE = """
+mutation Stop($id: String!) {
+  stopRunningSchedule(id: $id) { __typename ... on ScheduleStateResult { scheduleState { status } } }
+}"""
+START_SCHEDULE = """
+mutation Start($selector: ScheduleSelector!) {
+  startSchedule(scheduleSelector: $selector) { __typename ... on ScheduleStateResult { scheduleState { status } } }
+}"""
 LAUNCH_BACKFILL = """
 mutation Launch($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
@@ -45,6 +60,33 @@ def wait_for_backfill_runs(instance: dg.DagsterInstance, backfill_id: str, count
         time.sleep(2)
     raise AssertionError(f"the backfill's {count} runs did not finish in {seconds:g} s; runs: "
                          f"{[(r.run_id[:8], r.status) for r in runs]}\n{daemon.tail()}")
+
+
+def policies_scheduled_soon(folder: Path) -> tuple[Path, int]:
+    """The shipped policy file with quiz_responses' schedule at the minute after next (UTC), so that
+    the daemon's scheduler launches its run while the test waits."""
+    from datetime import UTC, datetime
+
+    source = Path(load_policies().domains[DOMAIN].source)
+    document = yaml.safe_load(source.read_text())
+    minute = (datetime.now(UTC) + timedelta(minutes=2)).minute
+    document["domains"][DOMAIN]["schedule"]["minute_of_hour"] = minute
+    path = folder / "policies.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path, minute
+
+
+def wait_for_scheduled_run(instance: dg.DagsterInstance, schedule: str, daemon: Daemon,
+                           seconds: float = 300) -> dg.DagsterRun:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/schedule_name": schedule}))
+        if runs and runs[0].is_finished:
+            return runs[0]
+        if not daemon.alive():
+            raise AssertionError(f"dagster-daemon exited:\n{daemon.tail()}")
+        time.sleep(2)
+    raise AssertionError(f"no run of {schedule} finished in {seconds:g} s\n{daemon.tail()}")
 
 
 def chromium():
@@ -83,6 +125,8 @@ def page(driver, url: str, expected: list[str], screenshot: Path, seconds: float
 def test_a_backfill_through_the_api_then_the_ui_in_a_browser(deployment, tmp_path):
     env, database = deployment["env"], deployment["database"]
     due = insert_quiz_rows(database, [timedelta(hours=30, minutes=i) for i in range(12)])
+    policy_file, minute = policies_scheduled_soon(tmp_path)
+    env = {**env, "RETENTION_POLICIES_FILE": str(policy_file)}
     policy = load_policies().domains[DOMAIN]
     partitions = domain_partitions(policy).get_partition_keys()[-5:-2]  # three complete past hours
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -91,10 +135,22 @@ def test_a_backfill_through_the_api_then_the_ui_in_a_browser(deployment, tmp_pat
     daemon = Daemon(env, tmp_path / "daemon.log").start()
     try:
         webserver.wait_ready()
+        # The domain's schedule, turned off and on again through the API; the daemon runs it at its minute.
+        schedule = f"{DOMAIN}_retention_schedule"
+        selector = {"selector": {**REPOSITORY_SELECTOR, "scheduleName": schedule}}
+        state = webserver.graphql(SCHEDULE_STATE, selector)["scheduleOrError"]
+        assert state["cronSchedule"] == f"{minute} * * * *", state
+        stopped = webserver.graphql(STOP_SCHEDULE, {"id": state["scheduleState"]["id"]})["stopRunningSchedule"]
+        assert stopped["scheduleState"]["status"] == "STOPPED", stopped
+        started = webserver.graphql(START_SCHEDULE, selector)["startSchedule"]
+        assert started["scheduleState"]["status"] == "RUNNING", started
+        with dg.DagsterInstance.from_config(str(deployment["home"])) as instance:
+            scheduled = wait_for_scheduled_run(instance, schedule, daemon)
+        assert scheduled.status == dg.DagsterRunStatus.SUCCESS, (scheduled.run_id, scheduled.status)
+
         launched = webserver.graphql(LAUNCH_BACKFILL, {"params": {
             "selector": {"partitionSetName": f"{job_name(DOMAIN)}_partition_set",
-                         "repositorySelector": {"repositoryLocationName": "retention_pipelines",
-                                                "repositoryName": "__repository__"}},
+                         "repositorySelector": REPOSITORY_SELECTOR},
             "partitionNames": partitions}})["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         with dg.DagsterInstance.from_config(str(deployment["home"])) as instance:
