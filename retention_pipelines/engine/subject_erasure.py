@@ -18,7 +18,7 @@ not destroyed twice, a completed request is not completed twice. Nothing here lo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -129,6 +129,9 @@ class SubjectErasure:
         if failed:
             raise ErasureIncomplete(f"erasure request {request_id}: {failed} records wait in the manual queue; "
                                     "the request stays open until they are done")
+        # Counted from the audit log, every run of the request: a run killed halfway erased some already.
+        erased = self._erased_for(request_id)
+        parts = [replace(part, erased=erased.get(part.domain, 0)) for part in parts]
         summary = "; ".join(part.summary() for part in parts)
         if blocking:
             summary += (f"; the archive key was kept: {len(blocking)} held records exist only in the archive "
@@ -188,6 +191,17 @@ class SubjectErasure:
                                                       f"erasure request {request_id}: a kept record erased")
         return True, (f"erasure request {request_id}: {report.acted.acted_on} records erased; "
                       f"{len(destroyed)} archive keys destroyed")
+
+    def _erased_for(self, request_id: int) -> dict[str, int]:
+        """Records erased for the request so far, by domain: its `erased` audit entries, read through
+        the time index from when the request was received."""
+        request = self.requests.get(request_id)
+        since = request.received_at.replace(microsecond=0) - timedelta(seconds=1)  # SQLite's clock: whole seconds
+        query = sa.select(audit_log.c.domain, sa.func.count()).where(
+            audit_log.c.occurred_at >= self.database.bind_time(since), audit_log.c.action == "erased",
+            audit_log.c.detail == f"erasure request {request_id}").group_by(audit_log.c.domain)
+        with self.database.connect() as connection:
+            return {domain: int(count) for domain, count in connection.execute(query)}
 
     def _held_archived_under(self, hashed_subject: str) -> list[str]:
         """Held records (domain/record id) whose row is gone and whose archived copy is encrypted

@@ -359,3 +359,20 @@ def test_a_retry_of_the_erasures_queue_item_does_not_resolve_it_while_the_store_
     assert erasure.blob_store.get("plans/ann-new.pdf") is not None  # the store still refuses: nothing was done
     assert table_rows(any_database, "meal_plans")[stuck]["email"] == ANN
     assert not outcome.resolved and queue.get(item.id).status == "open", outcome.message
+
+
+def test_the_outcome_counts_what_every_run_of_the_request_erased(any_database, erasure, rows):
+    """A run killed after some domains (here: quiz_responses erased by a first run that never
+    completed) and its rerun: the outcome counts the records of both, from the audit log."""
+    request = erasure.requests.request(ANN)
+    first = erasure.erase("quiz_responses", request.id, "killed-run")
+    assert first.erased == len(rows["quiz_responses"]["ann"])
+
+    outcome = erasure.run(request.id, "rerun")
+
+    erased = {entry["domain"] for entry in audit(any_database, "erased")}
+    assert erased == {"quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"}
+    assert f"quiz_responses: {len(rows['quiz_responses']['ann'])} erased" in outcome.outcome
+    for domain in ("magic_link_tokens", "email_blacklist"):
+        count = len([e for e in audit(any_database, "erased") if e["domain"] == domain])
+        assert f"{domain}: {count} erased" in outcome.outcome
