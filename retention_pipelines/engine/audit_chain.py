@@ -43,7 +43,7 @@ import orjson
 import sqlalchemy as sa
 
 from retention_pipelines.logs import get_logger
-from retention_pipelines.schema import audit_chain, audit_chain_heads, audit_log
+from retention_pipelines.schema import audit_chain, audit_chain_heads, audit_log, conflict_insert
 from retention_pipelines.stores import AppDatabase, ArchiveStore
 
 log = get_logger("audit_chain")
@@ -188,11 +188,7 @@ def _domains_in_log(database: AppDatabase) -> list[str]:
 
 
 def _new_head(connection: sa.Connection, domain: str) -> sa.Insert:
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(audit_chain_heads).values(domain=domain, last_block=0, last_seq=0, last_hash=GENESIS.hex(),
+    return conflict_insert(connection.dialect.name, audit_chain_heads).values(domain=domain, last_block=0, last_seq=0, last_hash=GENESIS.hex(),
                                             sealed_through=0).on_conflict_do_nothing(index_elements=["domain"])
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from retention_pipelines.schema import audit_log, data_keys
+from retention_pipelines.schema import audit_log, conflict_insert, data_keys
 from retention_pipelines.stores import AppDatabase
 
 KEY_BYTES = 32  # AES-256
@@ -162,11 +162,8 @@ class ArchiveKeys:
 
 
 def _insert_once(connection: sa.Connection, owner: str) -> sa.Insert:
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = conflict_insert(connection.dialect.name, data_keys)
     if owner == "subject":
-        return insert(data_keys).on_conflict_do_nothing(index_elements=["subject_hash"],
-                                                        index_where=data_keys.c.destroyed_at.is_(None))
-    return insert(data_keys).on_conflict_do_nothing(index_elements=["batch"])
+        return insert.on_conflict_do_nothing(index_elements=["subject_hash"],
+                                             index_where=data_keys.c.destroyed_at.is_(None))
+    return insert.on_conflict_do_nothing(index_elements=["batch"])

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
-from retention_pipelines.schema import audit_log, legal_holds, manual_queue
+from retention_pipelines.schema import audit_log, conflict_insert, legal_holds, manual_queue
 
 
 ERASED_PLACEHOLDER_PATTERN = "erased-by-request-%@erased.invalid"  # LIKE pattern; % is the request id
@@ -321,13 +321,17 @@ class KeyRange:
     upto: tuple | None
 
 
+def under_legal_hold(database, domain: str, record_id: str) -> bool:
+    """Whether an unreleased legal hold is on the record."""
+    with database.connect() as connection:
+        return connection.execute(sa.select(legal_holds.c.id).where(
+            legal_holds.c.domain == domain, legal_holds.c.record_id == record_id,
+            legal_holds.c.released_at.is_(None))).first() is not None
+
+
 def report_once(connection: sa.Connection, rows: list[dict]) -> sa.Insert:
     """INSERT of legal-hold reports that skips any already made (unique in the database),
     RETURNING one row per report written."""
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(audit_log).values(rows).on_conflict_do_nothing(
+    return conflict_insert(connection.dialect.name, audit_log).values(rows).on_conflict_do_nothing(
         index_elements=["domain", "record_id"], index_where=audit_log.c.action == "skipped_legal_hold",
     ).returning(audit_log.c.id)

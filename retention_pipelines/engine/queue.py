@@ -24,7 +24,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.redaction import EMAIL
-from retention_pipelines.schema import audit_log, legal_holds, manual_queue
+from retention_pipelines.engine.queries import under_legal_hold
+from retention_pipelines.schema import audit_log, conflict_insert, manual_queue
 from retention_pipelines.stores import AppDatabase
 
 REASONS = ("blob_delete_failed", "archive_verification_failed", "delete_blocked", "legal_hold_conflict", "run_failed")
@@ -95,11 +96,7 @@ class ManualQueue:
             raise QueueRefused(f"unknown queue reason {reason!r}: one of {', '.join(REASONS)}")
         _no_personal_data("a queue item's detail", detail)
         now = self.database.now()
-        if self.database.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        statement = insert(manual_queue).values(
+        statement = conflict_insert(self.database.engine.dialect.name, manual_queue).values(
             domain=domain, record_id=record_id, reason=reason, detail=detail, status=OPEN,
             created_at=self._bind(now), due_at=self._bind(now + resolve_within), last_attempt_at=self._bind(now),
         ).on_conflict_do_nothing(index_elements=["domain", "record_id", "reason"],
@@ -147,17 +144,11 @@ class ManualQueue:
             item = self._get(connection, item_id)
         if item.status not in ACTIVE:
             raise QueueRefused(f"queue item {item_id} is {item.status}: there is nothing to retry")
-        if item.reason == "legal_hold_conflict" and self._held(item):
+        if item.reason == "legal_hold_conflict" and under_legal_hold(self.database, item.domain, item.record_id):
             raise QueueRefused(f"queue item {item_id} is a legal-hold conflict: a retry cannot override a hold; "
                                "release the hold first (then a retry erases the record), or dismiss the item "
                                "with a note")
         return item
-
-    def _held(self, item: QueueItem) -> bool:
-        with self.database.connect() as connection:
-            return connection.execute(sa.select(legal_holds.c.id).where(
-                legal_holds.c.domain == item.domain, legal_holds.c.record_id == item.record_id,
-                legal_holds.c.released_at.is_(None))).first() is not None
 
     def _transition(self, item_id: int, command: str, by: str, note: str | None, run_id: str = "manual") -> QueueItem:
         allowed, to = TRANSITIONS[command]

@@ -34,72 +34,65 @@ class RetryOutcome:
 
 def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
                lock: HeldLock | None = None) -> RetryOutcome:
+    """One attempt at the item, by what it is about; resolved when nothing of it is left to do,
+    else left as it was with one more attempt and why."""
     if item.reason == ARCHIVE_QUEUE_REASON and is_archive_key(item.domain, item.record_id):
-        return _retry_archive_object(queue, item, engine, run_id, by, lock)
-    one_record = item.reason in RECORD_REASONS
-    target = engine.for_retry([item.record_id] if one_record else None)
-
-    def failed(why: str) -> RetryOutcome:
-        queue.retry_failed(item.id, by, why, run_id)
-        return RetryOutcome(item.id, item.domain, item.reason, False, why)
-
-    if item.reason == "legal_hold_conflict" or ERASURE_ITEM.match(item.detail or ""):
+        attempt = _retry_archive_object
+    elif item.reason == "legal_hold_conflict" or ERASURE_ITEM.match(item.detail or ""):
         # An erasure's record (its hold released, retryable checked; or one the erasure run could not
         # finish): erased by id now, whatever its retention deadline.
-        return _erase_record(queue, item, engine, run_id, by, lock, failed)
+        attempt = _erase_record
+    else:
+        attempt = _retry_records
     try:
-        report = target.run(run_id, lock=lock)
-        left = target.count_remaining(engine.database.now(), waiting_for_a_person=None) if one_record else 0
+        done, what = attempt(item, engine, run_id, lock)
     except RETRY_ERRORS as exc:
-        reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
-        return failed(without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__))
-    if report.acted.failed:
-        return failed(f"{report.acted.failed} rows could not be {report.acted.action} yet")
-    if left:
-        return failed("the record is still due and was not acted on")
-    what = f"{report.acted.acted_on} rows {report.acted.action}" if report.acted.acted_on else "nothing was left to do"
+        done, what = False, _reason(exc)
+    if not done:
+        queue.retry_failed(item.id, by, what, run_id)
+        return RetryOutcome(item.id, item.domain, item.reason, False, what)
     queue.resolve(item.id, by, f"retried in run {run_id}: {what}", run_id)
     return RetryOutcome(item.id, item.domain, item.reason, True, what)
 
 
-def _erase_record(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
-                  lock: HeldLock | None, failed) -> RetryOutcome:
+def _retry_records(item: QueueItem, engine: RetentionEngine, run_id: str, lock: HeldLock | None) -> tuple[bool, str]:
+    """The item's record (or, for a failed run or archive, its whole domain) through a run."""
+    one_record = item.reason in RECORD_REASONS
+    target = engine.for_retry([item.record_id] if one_record else None)
+    report = target.run(run_id, lock=lock)
+    left = target.count_remaining(engine.database.now(), waiting_for_a_person=None) if one_record else 0
+    if report.acted.failed:
+        return False, f"{report.acted.failed} rows could not be {report.acted.action} yet"
+    if left:
+        return False, "the record is still due and was not acted on"
+    return True, f"{report.acted.acted_on} rows {report.acted.action}" if report.acted.acted_on else "nothing was left to do"
+
+
+def _erase_record(item: QueueItem, engine: RetentionEngine, run_id: str, lock: HeldLock | None) -> tuple[bool, str]:
     from retention_pipelines.engine.erasure import ErasureRequests
     from retention_pipelines.engine.keys import ArchiveKeys
     from retention_pipelines.engine.subject_erasure import SubjectErasure
 
     erasure = SubjectErasure(ErasureRequests(engine.database), engine.keys or ArchiveKeys.from_settings(engine.database),
                              engine.archive_store, engine.policy_version)
-    try:
-        done, what = erasure.erase_record(engine, item, run_id, lock)
-    except RETRY_ERRORS as exc:
-        reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
-        return failed(without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__))
-    if not done:
-        return failed(what)
-    queue.resolve(item.id, by, f"retried in run {run_id}: {what}", run_id)
-    return RetryOutcome(item.id, item.domain, item.reason, True, what)
+    return erasure.erase_record(engine, item, run_id, lock)
 
 
-def _retry_archive_object(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
-                          lock: HeldLock | None) -> RetryOutcome:
+def _retry_archive_object(item: QueueItem, engine: RetentionEngine, run_id: str,
+                          lock: HeldLock | None) -> tuple[bool, str]:
     """An archive object the store refused to delete: its unit goes through the archive expiry
-    again (still only once past keep_for, audited once); resolved when the object is gone."""
-    def failed(why: str) -> RetryOutcome:
-        queue.retry_failed(item.id, by, why, run_id)
-        return RetryOutcome(item.id, item.domain, item.reason, False, why)
-
-    try:
-        expiry = ArchiveRetention(engine.policy, engine.policy_version, engine.database,
-                                  engine.archive_store).for_retry().expire(run_id, lock=lock, key=item.record_id)
-        still_there = engine.archive_store.exists(item.record_id)
-    except RETRY_ERRORS as exc:
-        reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
-        return failed(without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__))
-    if still_there:
+    again (still only once past keep_for, audited once); done when the object is gone."""
+    expiry = ArchiveRetention(engine.policy, engine.policy_version, engine.database,
+                              engine.archive_store).for_retry().expire(run_id, lock=lock, key=item.record_id)
+    if engine.archive_store.exists(item.record_id):
         why = ("it is under an Object Lock or legal hold" if expiry.objects_skipped_locked else
                "the store refused the delete" if expiry.objects_refused else "it is not past its keep_for")
-        return failed(f"the archive object is still there: {why}")
-    what = "the archive object was deleted" if expiry.objects_deleted else "the archive object was already gone"
-    queue.resolve(item.id, by, f"retried in run {run_id}: {what}", run_id)
-    return RetryOutcome(item.id, item.domain, item.reason, True, what)
+        return False, f"the archive object is still there: {why}"
+    return True, "the archive object was deleted" if expiry.objects_deleted else "the archive object was already gone"
+
+
+def _reason(exc: Exception) -> str:
+    """A retry's failure in one line, for the item's history: the driver's message for a database
+    error, never personal data."""
+    reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
+    return without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__)

@@ -27,7 +27,7 @@ from retention_pipelines.engine.archive_format import read_manifest
 from retention_pipelines.engine.archive_upgrade import upgrade_legacy_batches, upgrade_legacy_blobs
 from retention_pipelines.engine.erasure import OPEN, AlreadyComplete, ErasureRequests
 from retention_pipelines.engine.keys import ArchiveKeys
-from retention_pipelines.engine.queries import SubjectRows
+from retention_pipelines.engine.queries import SubjectRows, under_legal_hold
 from retention_pipelines.engine.queue import ManualQueue, QueueItem
 from retention_pipelines.engine.retention import RetentionEngine
 from retention_pipelines.logs import get_logger
@@ -169,11 +169,7 @@ class SubjectErasure:
         may have made them a new one). Returns (done, what happened)."""
         request_id = _request_of(item)
         request = self.requests.get(request_id)
-        with self.database.connect() as connection:
-            still_held = connection.execute(sa.select(legal_holds.c.id).where(
-                legal_holds.c.domain == item.domain, legal_holds.c.record_id == item.record_id,
-                legal_holds.c.released_at.is_(None))).first() is not None
-        if still_held:
+        if under_legal_hold(self.database, item.domain, item.record_id):
             return False, "the record is still under a legal hold"
         target = engine.for_subject(SubjectRows(None, request_id, request.due_at)).for_retry([item.record_id])
         report = target.run(run_id, lock=lock)

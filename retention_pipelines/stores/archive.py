@@ -6,7 +6,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from retention_pipelines.stores.database import StoreUnavailable
+from retention_pipelines.stores.files import DRAFT_PREFIX, write_whole
 
 
 class DeleteRefused(StoreUnavailable):
@@ -104,19 +104,8 @@ class LocalArchiveStore(ArchiveStore):
     def put(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         # A folder has no Object Lock: retain_until is for stores that do (settings refuse a lock
         # mode with a file:// archive).
-        path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            write_whole(self._path(key), data)
         except OSError as exc:
             raise StoreUnavailable(f"archive folder {self.root} cannot be written: {exc.strerror or exc}") from None
 
@@ -146,7 +135,7 @@ class LocalArchiveStore(ArchiveStore):
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 yield from self._walk(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(".partial-"):
+            elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(DRAFT_PREFIX):
                 try:
                     written = datetime.fromtimestamp(entry.stat().st_mtime_ns / 1e9, UTC)
                 except FileNotFoundError:  # gone since the folder was read

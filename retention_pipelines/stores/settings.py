@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from retention_pipelines.stores.files import write_whole
 
 
 # S3 storage classes an object can be read from at once, without a restore.
@@ -140,23 +140,9 @@ def _key_bytes(text: str, where: str) -> bytes:
 
 
 def _publish_once(path: Path, content: str) -> None:
-    """Write `content` to `path` unless another process got there first: written whole and private
-    (0600) to a file of its own, then linked into place, which only one process can do; the losers
-    keep the winner's content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    draft = Path(name)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(draft, path)
-    except FileExistsError:
-        pass
-    finally:
-        draft.unlink(missing_ok=True)
-
+    """Write `content` to `path` unless another process got there first (the losers keep the
+    winner's content): a key must never change once something was encrypted or hashed with it."""
+    write_whole(path, content.encode(), keep_existing=True)
 
 class ConfigurationError(ValueError):
     """A RETENTION_* variable that cannot be used; the message names it, never its value."""
