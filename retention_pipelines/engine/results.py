@@ -67,6 +67,9 @@ class Acted:
     skipped_legal_hold: int = 0
     batches: int = 0
     longest_batch_seconds: float = 0.0
+    # Every batch transaction's wall time, in the order they finished (a few thousand floats for
+    # the largest run): the benchmarks' p99, and the batch sizer's evidence.
+    batch_seconds: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
 

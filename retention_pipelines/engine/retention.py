@@ -222,6 +222,7 @@ class RetentionEngine:
             acted.failed += failed
             acted.batches += 1
             acted.longest_batch_seconds = max(acted.longest_batch_seconds, seconds)
+            acted.batch_seconds.append(seconds)
         acted.seconds = time.monotonic() - started
         log.info(f"{self.policy.name}: {acted.action} {acted.acted_on} rows in {acted.batches} batches, "
                  f"{acted.skipped_legal_hold} newly reported under legal hold",
