@@ -28,7 +28,6 @@ test-servers:
 test: setup test-servers
 	$(BIN)/pytest
 
+# Issue 8's targets, every case in one run: a table, benchmarks/results/benchmarks.json, exit 1 on a miss.
 benchmark: setup test-servers
-	$(BIN)/python benchmarks/bench_quiz_responses.py
-	$(BIN)/python benchmarks/bench_meal_plans_pdfs.py
-	$(BIN)/python benchmarks/bench_audit_chain.py
+	$(BIN)/python benchmarks/run_all.py
