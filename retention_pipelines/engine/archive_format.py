@@ -108,10 +108,12 @@ def encode_batch(domain: str, policy_version: str, columns: Sequence[str], rows:
         grouped.setdefault(data_key.key_id, (data_key, []))[1].append(index)
     segments, ordered_ids, manifest_segments = [], [], []
     for key_id, (data_key, indexes) in grouped.items():
-        plaintext = zlib.compress(b"".join(lines[i] for i in indexes), 1)
+        plaintext = _compress(b"".join(lines[i] for i in indexes))
         nonce, ciphertext = seal(data_key.key, plaintext, _associated(domain, key_id))
-        segments.append(json.dumps({"key": key_id, "nonce": _b64(nonce), "rows": len(indexes),
-                                    "data": _b64(ciphertext)}, separators=(",", ":")) + "\n")
+        # The segment's JSON line written out: its values are hex, base64 and a number, nothing to
+        # escape (json.dumps took a tenth of the archive's time, one segment per subject).
+        segments.append(f'{{"key":"{key_id}","nonce":"{_b64(nonce)}","rows":{len(indexes)},'
+                        f'"data":"{_b64(ciphertext)}"}}\n')
         ordered_ids.extend(record_ids[i] for i in indexes)
         manifest_segments.append({"key": key_id, "rows": len(indexes)})
     data = "".join(segments).encode()
@@ -124,6 +126,14 @@ def encode_batch(domain: str, policy_version: str, columns: Sequence[str], rows:
     }
     return EncodedBatch(key, key + ".manifest.json", data, json.dumps(manifest, sort_keys=True).encode(), digest,
                         len(rows))
+
+
+def _compress(data: bytes) -> bytes:
+    """zlib at level 1 with a 4 KB window and small memory: a segment is often one row of a
+    kilobyte or two, and setting up zlib's default 32 KB window and 128 KB hash cost 14 µs a
+    segment against 4 (the most of an archive's time). Still a plain zlib stream for the reader."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
+    return compressor.compress(data) + compressor.flush()
 
 
 def _associated(domain: str, key_id: str) -> bytes:
