@@ -70,6 +70,7 @@ class Acted:
     # Every batch transaction's wall time, in the order they finished (a few thousand floats for
     # the largest run): the benchmarks' p99, and the batch sizer's evidence.
     batch_seconds: list[float] = field(default_factory=list)
+    paused_seconds: float = 0.0  # the workers' rests while the database was busy (engine/pacing.py)
     seconds: float = 0.0
 
 

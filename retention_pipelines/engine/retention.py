@@ -25,7 +25,9 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import encode_batch, read_manifest, verify
 from retention_pipelines.engine.keys import ArchiveKeys, DataKey
+from retention_pipelines.engine.memory import give_large_blocks_back
 from retention_pipelines.engine.objects import StoredObjects
+from retention_pipelines.engine.pacing import BatchPacer
 from retention_pipelines.engine.parallel import bounded_parallel
 from retention_pipelines.engine.queries import LEADING, AuditStamp, DomainTable, SubjectRows, report_once
 from retention_pipelines.engine.queue import SYSTEM_ACTOR, ManualQueue
@@ -63,6 +65,7 @@ class RetentionEngine:
         self.queue: ManualQueue | None = ManualQueue(database, policy_version)
         self.action = policy.action_name  # the audit action of each row acted on
         self.audit_detail: str | None = None
+        give_large_blocks_back()  # a long run's memory stays where a short run's is
 
     def for_retry(self, record_ids: list[str] | None = None) -> RetentionEngine:
         """The same engine for a manual-queue retry, limited to these records (None: every due
@@ -139,8 +142,12 @@ class RetentionEngine:
         started = time.monotonic()
         columns, raw_json = self.table.archive_select()
         names = [c.name for c in columns]
+        # Objects keep the policy's batch_size (a rerun must find the same objects); the pacer
+        # only rests the workers while the database is busy.
+        pacer = BatchPacer(self.policy, self.database.engine, fixed_size=True)
 
         def archive_batch(rows: list) -> ArchivedBatch:
+            batch_started = time.monotonic()
             record_ids = [self.table.record_id(row[1]) for row in rows]
             values = [row[LEADING:] for row in rows]  # batches() puts clock, pk and subject first
             day = self.database.read_time(rows[0][0]).date()
@@ -153,6 +160,7 @@ class RetentionEngine:
                                    self.keys.hash_key, row_keys, raw_json, blobs)
             if not dry_run:
                 self._write_verified(encoded, row_keys, retain_until)
+                pacer.after_batch(len(rows), time.monotonic() - batch_started)
             return ArchivedBatch(encoded.key, encoded.manifest_key, self.archive_store.uri(encoded.key),
                                  encoded.rows, encoded.sha256)
 
@@ -207,20 +215,25 @@ class RetentionEngine:
         clock_cutoff = self._bind(found.clock_cutoff)
         stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version, detail=self.audit_detail)
 
+        pacer = BatchPacer(self.policy, self.database.engine)
+
         def act_on(batch: dict) -> tuple[int, int, float]:
-            batch_started = time.monotonic()
-            try:
-                count, refused = self._act_on_batch(batch, clock_cutoff, stamp, lock)
-            except sa.exc.IntegrityError:
-                # A row that another table still refers to (a foreign key) fails its whole batch:
-                # the batch goes again row by row, and the rows refused go to a person.
-                count, refused = self._act_row_by_row(batch, clock_cutoff, stamp, lock)
+            with pacer.turn():
+                batch_started = time.monotonic()
+                try:
+                    count, refused = self._act_on_batch(batch, clock_cutoff, stamp, lock)
+                except sa.exc.IntegrityError:
+                    # A row that another table still refers to (a foreign key) fails its whole
+                    # batch: the batch goes again row by row, and the rows refused go to a person.
+                    count, refused = self._act_row_by_row(batch, clock_cutoff, stamp, lock)
+                seconds = time.monotonic() - batch_started
             for record_id, (reason, why) in refused.items():
                 self._needs_person(record_id, reason, why, run_id)
-            return count, len(refused), time.monotonic() - batch_started
+            pacer.after_batch(count, seconds)
+            return count, len(refused), seconds
 
         with self._failed_verification_to_queue(run_id):
-            acting = list(bounded_parallel(act_on, self._batches_to_act_on(found, archived),
+            acting = list(bounded_parallel(act_on, self._batches_to_act_on(found, archived, pacer),
                                            self.policy.parallel_batches))
         for count, failed, seconds in acting:
             acted.acted_on += count
@@ -228,13 +241,14 @@ class RetentionEngine:
             acted.batches += 1
             acted.longest_batch_seconds = max(acted.longest_batch_seconds, seconds)
             acted.batch_seconds.append(seconds)
-        acted.seconds = time.monotonic() - started
+        acted.seconds, acted.paused_seconds = time.monotonic() - started, pacer.slept_seconds
         log.info(f"{self.policy.name}: {acted.action} {acted.acted_on} rows in {acted.batches} batches, "
                  f"{acted.skipped_legal_hold} newly reported under legal hold",
                  extra={"domain": self.policy.name, "step": "act", "action": acted.action, "rows": acted.acted_on,
                         "rows_failed": acted.failed, "batches": acted.batches,
                         "rows_skipped_legal_hold": acted.skipped_legal_hold,
                         "longest_batch_ms": round(acted.longest_batch_seconds * 1000, 1),
+                        "paused_for_load_seconds": round(acted.paused_seconds, 3),
                         "seconds": round(acted.seconds, 3)})
         return acted
 
@@ -271,12 +285,12 @@ class RetentionEngine:
             refused.update(failed)
         return count, refused
 
-    def _batches_to_act_on(self, found: Found, archived: Archived | None) -> Iterator[dict]:
+    def _batches_to_act_on(self, found: Found, archived: Archived | None, pacer: BatchPacer) -> Iterator[dict]:
         """Archived domains act on exactly the rows of each verified object (listed in its
         manifest); the others on consecutive key ranges of due rows."""
         if not self.policy.archive.enabled:
             for key_range in self.table.key_ranges(self.database.engine, self._bind(found.clock_cutoff),
-                                                   self.policy.batch_size):
+                                                   pacer.next_size):
                 yield {"pks": None, "key_range": key_range, "archive_uri": None}
             return
         for batch in archived.batches:

@@ -143,6 +143,18 @@ class Sla(StrictModel):
         return escalation_level(observed, limit, self.escalate_at)
 
 
+class Pacing(StrictModel):
+    """Batch sizes and pauses (engine/pacing.py): each batch transaction aims at batch_target_ms
+    (none: the policy's batch_size, always);
+    while at least busy_sessions of the app's sessions were at work in the last second, each
+    worker rests sleep_coefficient × its last batch's time after it (0: never)."""
+
+    batch_target_ms: int | None = Field(default=100, ge=10, le=10_000)  # None: every batch batch_size rows
+    min_batch_size: int = Field(default=500, ge=1, le=100_000)
+    sleep_coefficient: float = Field(default=3.0, ge=0, le=100)
+    busy_sessions: int = Field(default=1, ge=1)
+
+
 class DomainPolicy(StrictModel):
     """One retention domain: which rows of which table expire when, and what happens to them."""
 
@@ -167,6 +179,7 @@ class DomainPolicy(StrictModel):
     # Batches deleted side by side, each in its own transaction on its own connection: the
     # database works on more than one core, as the bare DELETE it is measured against cannot.
     parallel_batches: int = Field(default=2, ge=1, le=8)
+    pacing: Pacing = Pacing()
     subject_column: str | None = None
     partitions: Partitions
     schedule: Schedule = Schedule()

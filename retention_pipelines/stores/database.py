@@ -111,11 +111,17 @@ def _uuids_as_text(inspector, table, column_info) -> None:
         column_info["type"] = sa.Uuid(as_uuid=False)
 
 
+APPLICATION_NAME = "retention_pipelines"
+
+
 def _engine_options(url: str) -> dict:
     if url.startswith("sqlite"):
         # The demo shares one file between the CLI, Dagster's steps and the webserver.
         return {"connect_args": {"timeout": 30}}
-    return {"connect_args": {"connect_timeout": 10}}
+    # Named, so that a DBA sees the runs in pg_stat_activity and a run's pacing (engine/pacing.py)
+    # tells the app's sessions from its own.
+    named = {} if "application_name=" in url else {"application_name": APPLICATION_NAME}
+    return {"connect_args": {"connect_timeout": 10, **named}}
 
 
 def _named_columns(policy: DomainPolicy):

@@ -24,11 +24,13 @@ def main() -> int:
     config = json.loads(sys.argv[1])
     from retention_pipelines.engine import RetentionEngine
     from retention_pipelines.policies import load_policies
+    from retention_pipelines.policies.model import Pacing
     from retention_pipelines.stores import AppDatabase, DomainLocked, archive_store_from_url, domain_locks
 
     policies = load_policies()
     policy = policies.domains["quiz_responses"]
-    update = {"batch_size": config.get("batch_size", 50)}
+    # Batches of exactly batch_size rows: what the kill and concurrency tests count in.
+    update = {"batch_size": config.get("batch_size", 50), "pacing": Pacing(batch_target_ms=None)}
     if config.get("archive"):
         update["archive"] = policy.archive.model_copy(update={"enabled": True, "keep_for": timedelta(days=365)})
     policy = policy.model_copy(update=update)

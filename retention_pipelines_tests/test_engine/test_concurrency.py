@@ -11,6 +11,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from retention_pipelines.policies.model import Pacing
 from retention_pipelines.stores import LockLost
 from retention_pipelines.stores.lock import RedisDomainLocks
 from retention_pipelines_tests.app_rows import remaining_ids
@@ -157,7 +158,8 @@ def test_a_run_that_loses_its_lock_stops_deleting(pg_database, redis_url, polici
     """The lock's key is taken away mid-run: the run raises LockLost and commits no batch after
     the ones already past their lock check."""
     inserted, fresh = rows
-    policy = quiz_policy.model_copy(update={"batch_size": 20})
+    # Batches of exactly batch_size rows (no pacing), so that what one batch can add is known.
+    policy = quiz_policy.model_copy(update={"batch_size": 20, "pacing": Pacing(batch_target_ms=None)})
     engine = engine_for(policy, policies, pg_database, local_archive_url)
     held = RedisDomainLocks(redis_url, ttl_seconds=30).acquire("quiz_responses")
     at_loss: dict[str, int] = {}
