@@ -26,7 +26,7 @@ QUIZ_TARGETS = {  # case → (comparison, target)
     "6 memory": ("≤", 1.2),
     "7 work-proportional": ("≤", 1.5),
 }
-REPORTED = {"scattered: delete + audit", "scattered: archive + delete + audit"}
+REPORTED = {"2 without subjects", "scattered: delete + audit", "scattered: archive + delete + audit"}
 
 
 def test_run_all_smoke_reports_every_quiz_target(tmp_path):

@@ -254,8 +254,9 @@ def orm_loop(server, database: str, rows: int) -> dict:
 
 
 # the engine, in a child process so that its peak RSS is its own ----------------------------------
-def run_engine(url: str, archive: bool, retain_for: timedelta | None = None) -> dict:
-    spec = {"url": url, "archive": archive, "retain_seconds": retain_for.total_seconds() if retain_for else None}
+def run_engine(url: str, archive: bool, retain_for: timedelta | None = None, subjects: bool = True) -> dict:
+    spec = {"url": url, "archive": archive, "retain_seconds": retain_for.total_seconds() if retain_for else None,
+            "subjects": subjects}
     result = subprocess.run([sys.executable, __file__, "engine", json.dumps(spec)], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"engine run failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
@@ -274,6 +275,8 @@ def engine_child(spec: dict) -> None:
     archive = policy.archive.model_copy(update={"enabled": spec["archive"]}
                                         | ({"keep_for": timedelta(days=30)} if spec["archive"] else {}))
     update = {"archive": archive}
+    if not spec.get("subjects", True):  # no subject column: one data key per batch, not per row
+        update["subject_column"] = None
     if spec["retain_seconds"] is not None:
         update["retain_for"] = timedelta(seconds=spec["retain_seconds"])
     policy = policy.model_copy(update=update)
@@ -364,6 +367,7 @@ def percentile(values: list[float], p: float) -> float:
 NAMES = {  # case → (measure, compare, target, unit): every result this module reports
     "1 delete + audit": ("engine rows/s ÷ bare DELETE's", "≥", 0.5, "×"),
     "2 archive + delete + audit": ("engine rows/s ÷ COPY TO + DELETE's", "≥", 0.5, "×"),
+    "2 without subjects": ("as 2, no subject column: one data key per batch", "≥", 0.5, "×"),
     "3 vs ORM loop": ("engine rows/s ÷ ORM row-by-row loop's", "≥", 40.0, "×"),
     "4 batch p99": ("p99 of batch transactions (worse of 1, 2)", "≤", 300.0, "ms"),
     "4 batch max": ("longest batch transaction (worse of 1, 2)", "≤", 1000.0, "ms"),
@@ -374,7 +378,7 @@ NAMES = {  # case → (measure, compare, target, unit): every result this module
     "scattered: delete + audit": ("as 1, rows in random physical order", "≥", 0.5, "×"),
     "scattered: archive + delete + audit": ("as 2, rows in random physical order", "≥", 0.5, "×"),
 }
-REPORTED_ONLY = {"scattered: delete + audit", "scattered: archive + delete + audit"}
+REPORTED_ONLY = {"2 without subjects", "scattered: delete + audit", "scattered: archive + delete + audit"}
 
 
 def _result(case: str, value: float, details: dict) -> Result:
@@ -433,6 +437,8 @@ def run(size: str = "full") -> list[Result]:
               on_copy("quiz_main", lambda db: copy_then_delete(server, db)))
         phase("t2_engine", "2: engine run, archive (local folder) + delete + audit",
               on_copy("quiz_main", lambda db: run_engine(server.url(db), archive=True)))
+        phase("t2_batch_keys", "2 (reported): the same without a subject column: one data key per batch",
+              on_copy("quiz_main", lambda db: run_engine(server.url(db), archive=True, subjects=False)))
         phase("t3_orm", f"3: ORM row-by-row loop over {s.orm_rows:,} expired rows",
               on_copy("quiz_main", lambda db: orm_loop(server, db, s.orm_rows)))
         phase("t5_idle", f"5: the writer alone for {s.writer_seconds:.0f}s",
@@ -551,6 +557,7 @@ def results(m: dict, errors: dict, s: Size) -> list[Result]:
         return value, details
 
     need("2 archive + delete + audit", ["t2_base", "t2_engine"], t2)
+    need("2 without subjects", ["t2_base", "t2_batch_keys"], lambda: ratio("t2_base", "t2_batch_keys"))
     need("3 vs ORM loop", ["t1_engine", "t3_orm"],
          lambda: (m["t1_engine"]["rows_per_s"] / m["t3_orm"]["rows_per_s"],
                   {"engine_rows_per_s": m["t1_engine"]["rows_per_s"], "orm": m["t3_orm"]}))
