@@ -41,6 +41,7 @@ from retention_pipelines.policies import load_policies  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
 from retention_pipelines.stores.archive import S3ArchiveStore  # noqa: E402
 from retention_pipelines.stores.blob import S3BlobStore  # noqa: E402
+from retention_pipelines.stores.s3 import s3_client  # noqa: E402
 from retention_pipelines_tests.app_rows import insert_meal_plans_at, meal_plan_rows  # noqa: E402
 from retention_pipelines_tests.servers import MotoS3Server, PostgresServer  # noqa: E402
 
@@ -102,12 +103,13 @@ def engine_run(database: AppDatabase, hot: str, archive: str, objects: int) -> d
     now = database.now()
     insert_meal_plans_at(database, [now - timedelta(days=91, seconds=i) for i in range(objects)], keys)
 
+    # The stores' own client (its connection pool sized as in production), timed.
     clock = {"seconds": 0.0, "calls": 0}
     policies = load_policies()
     engine = RetentionEngine(
         policies.domains["meal_plans"], policies.policy_version, database,
-        S3ArchiveStore(archive, "retention", client=TimedClient(boto3.client("s3"), clock)),
-        blob_store=S3BlobStore(hot, "", client=TimedClient(boto3.client("s3"), clock)))
+        S3ArchiveStore(archive, "retention", client=TimedClient(s3_client(), clock)),
+        blob_store=S3BlobStore(hot, "", client=TimedClient(s3_client(), clock)))
     started = time.perf_counter()
     report = engine.run("bench-pdfs")
     seconds = time.perf_counter() - started
