@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import encrypt_blob
 from retention_pipelines.engine.keys import DataKey
+from retention_pipelines.engine.parallel import in_parallel
 from retention_pipelines.engine.queries import AuditStamp, DomainTable
 from retention_pipelines.engine.results import ArchiveVerificationFailed, Orphans
 from retention_pipelines.logs import get_logger
@@ -35,30 +36,43 @@ class StoredObjects:
         (its subject's: erasing them makes the copy unreadable), and verify it: {record id: where}.
         row_keys None is a dry run: nothing is written. An object already gone from hot storage is
         either archived by an earlier, interrupted run (its copy is there) or missing, which the act
-        step audits as such. retain_until: the S3 Object Lock date, where one is configured."""
+        step audits as such. retain_until: the S3 Object Lock date, where one is configured.
+
+        The objects go side by side (`object_threads`): each is a few round trips to the stores,
+        which wait on the network, not on this process. Nothing is deleted here, so the order in
+        which copies land does not matter; what matters is that all of them are verified before
+        this returns, and that none of the batch's objects is deleted if one is not."""
         key_at = names.index(self.policy.blob_key_column)
-        blobs = {}
-        for index, (record_id, row) in enumerate(zip(record_ids, values)):
-            archive_key = f"{self.policy.name}/blobs/{record_id}"
-            data = self.blob_store.get(row[key_at]) if row[key_at] else None
-            if data is None:
-                earlier = self.archive_store.exists(archive_key)
-                blobs[record_id] = {"archive_key": archive_key, "earlier": True} if earlier else {"missing": True}
-                continue
-            if row_keys is not None:
-                sealed = encrypt_blob(data, row_keys[index], self.policy.name)
-                self.archive_store.put_cold(archive_key, sealed, retain_until=retain_until)
-                if not self.archive_store.holds(archive_key, sealed):
-                    raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
-                                                    "it copies; no object or row of its batch was deleted",
-                                                    self.archive_store.uri(archive_key))
-                # The digest of what is stored (ciphertext): a digest of the PDF itself would outlive
-                # its erasure and confirm a guess of it.
-                blobs[record_id] = {"archive_key": archive_key, "sha256": hashlib.sha256(sealed).hexdigest(),
-                                    "key": row_keys[index].key_id}
-            else:
-                blobs[record_id] = {"archive_key": archive_key}
-        return blobs
+        jobs = [(record_id, row[key_at], row_keys[index] if row_keys is not None else None)
+                for index, (record_id, row) in enumerate(zip(record_ids, values))]
+        copies = in_parallel(lambda job: self._archive_one(*job, dry_run=row_keys is None, retain_until=retain_until),
+                             jobs, self.object_threads(), f"{self.policy.name}-objects")
+        return dict(zip(record_ids, copies))
+
+    def object_threads(self) -> int:
+        """Objects of one batch in flight at once: as many requests as the stores' connection
+        pools take, shared between the batches the engine runs side by side."""
+        slots = min(self.blob_store.max_parallel_requests, self.archive_store.max_parallel_requests)
+        return max(1, slots // max(1, self.policy.parallel_batches))
+
+    def _archive_one(self, record_id: str, blob_key: str | None, data_key: DataKey | None, dry_run: bool,
+                     retain_until: datetime | None) -> dict:
+        """One row's object: read from hot storage, encrypted, written cold and verified."""
+        archive_key = f"{self.policy.name}/blobs/{record_id}"
+        data = self.blob_store.get(blob_key) if blob_key else None
+        if data is None:
+            earlier = self.archive_store.exists(archive_key)
+            return {"archive_key": archive_key, "earlier": True} if earlier else {"missing": True}
+        if dry_run:
+            return {"archive_key": archive_key}
+        sealed = encrypt_blob(data, data_key, self.policy.name)
+        if not self.archive_store.put_cold_verified(archive_key, sealed, retain_until=retain_until):
+            raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
+                                            "it copies; no object or row of its batch was deleted",
+                                            self.archive_store.uri(archive_key))
+        # The digest of what is stored (ciphertext): a digest of the PDF itself would outlive
+        # its erasure and confirm a guess of it.
+        return {"archive_key": archive_key, "sha256": hashlib.sha256(sealed).hexdigest(), "key": data_key.key_id}
 
     def act(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, pks: list,
             blobs: dict) -> tuple[int, dict[str, str]]:

@@ -1,9 +1,10 @@
-"""Batches side by side, with memory that stays flat however many there are."""
+"""Work side by side: batches (drawn lazily, so memory stays flat however many there are), and the
+objects of one batch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, ThreadPoolExecutor, as_completed, wait
 
 
 def bounded_parallel(work: Callable, items: Iterable, workers: int) -> Iterator:
@@ -22,3 +23,21 @@ def bounded_parallel(work: Callable, items: Iterable, workers: int) -> Iterator:
                 yield from (future.result() for future in done)
         for future in as_completed(in_flight):
             yield future.result()
+
+
+def in_parallel(work: Callable, items: Sequence, workers: int, name: str) -> list:
+    """[work(item) for item in items], `workers` at a time, results in the items' order. The
+    first error cancels the items not yet started; once those running have finished, the error
+    of the earliest failed item is raised (so nothing is left running behind the caller)."""
+    if workers <= 1 or len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(min(workers, len(items)), thread_name_prefix=name) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        _, not_done = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in not_done:
+            future.cancel()
+    # Leaving the `with` waited for the running ones; a cancelled item never ran.
+    failed = [future.exception() for future in futures if not future.cancelled() and future.exception()]
+    if failed:
+        raise failed[0]
+    return [future.result() for future in futures]

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 
 from retention_pipelines.stores.database import StoreUnavailable
 from retention_pipelines.stores.files import DRAFT_PREFIX, write_whole
+from retention_pipelines.stores.s3 import pool_connections, s3_client
 
 
 class DeleteRefused(StoreUnavailable):
@@ -70,9 +71,18 @@ class ArchiveStore(ABC):
         """Every object whose key starts with `prefix`, with when it was written by the store's own
         clock (UTC), in key order (within each folder, for a local store)."""
 
+    # How many requests the store may be sent at once (the engine's object threads). A local
+    # folder: enough to overlap the fsyncs, few enough for a laptop.
+    max_parallel_requests = 8
+
     def put_cold(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         """Write an object meant to be kept, not read (a PDF): cold storage where the store has it."""
         self.put(key, data, retain_until=retain_until)
+
+    def put_cold_verified(self, key: str, data: bytes, retain_until: datetime | None = None) -> bool:
+        """put_cold, then whether the store holds exactly these bytes under the key (`holds`)."""
+        self.put_cold(key, data, retain_until=retain_until)
+        return self.holds(key, data)
 
     def retain_until(self, now: Callable[[], datetime], keep_for: timedelta | None) -> datetime | None:
         """The Object Lock date for an archive object of a domain written now (`now`: the database's
@@ -151,17 +161,15 @@ class S3ArchiveStore(ArchiveStore):
 
     def __init__(self, bucket: str, prefix: str, storage_class: str | None = None, client=None,
                  batch_storage_class: str | None = None, object_lock_mode: str | None = None):
-        import boto3
-        from botocore.config import Config
-
         self.bucket, self.prefix, self.storage_class = bucket, prefix.strip("/"), storage_class
         # Batches are read back right after they are written: a class readable at once (settings).
         self.batch_storage_class = batch_storage_class
         self.object_lock_mode = object_lock_mode  # GOVERNANCE, COMPLIANCE or None
-        # botocore's own retry mode handles throttling and transient errors with backoff.
-        self.client = client or boto3.client(
-            "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
-        )
+        self.client = client or s3_client()
+
+    @property
+    def max_parallel_requests(self) -> int:
+        return pool_connections(self.client)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -192,7 +200,7 @@ class S3ArchiveStore(ArchiveStore):
                     return None
                 raise
 
-    def _put(self, key: str, data: bytes, storage_class: str | None, retain_until: datetime | None) -> None:
+    def _put(self, key: str, data: bytes, storage_class: str | None, retain_until: datetime | None) -> dict:
         # S3 checks the SHA-256 on arrival and keeps it, so that `holds` can verify an object in a
         # cold storage class (GLACIER, DEEP_ARCHIVE), which cannot be read back without a restore.
         # ChecksumAlgorithm sends the header S3 requires of a put under an Object Lock.
@@ -200,14 +208,24 @@ class S3ArchiveStore(ArchiveStore):
         if retain_until is not None and self.object_lock_mode:
             extra.update(ObjectLockMode=self.object_lock_mode, ObjectLockRetainUntilDate=retain_until)
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        self._call("put", key, self.client.put_object, Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
-                   **extra)
+        return self._call("put", key, self.client.put_object, Body=data, ChecksumAlgorithm="SHA256",
+                          ChecksumSHA256=checksum, **extra)
 
     def put(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         self._put(key, data, self.batch_storage_class, retain_until)
 
     def put_cold(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         self._put(key, data, self.storage_class, retain_until)
+
+    def put_cold_verified(self, key: str, data: bytes, retain_until: datetime | None = None) -> bool:
+        """Verified from the PUT's own answer, without the HEAD that `holds` would send. As strong:
+        S3 answers a PUT only once the object is stored, and the digests in its answer are the
+        ones a HEAD would read back (the SHA-256 it checked the bytes against on arrival and
+        keeps, or the ETag, the MD5 of what it received), of the very version the PUT wrote. An
+        answer that carries neither (a store that keeps no checksum, an ETag that is no MD5)
+        falls back to `holds`."""
+        matches = self._digest_matches(self._put(key, data, self.storage_class, retain_until), data)
+        return self.holds(key, data) if matches is None else matches
 
     def retain_until(self, now: Callable[[], datetime], keep_for: timedelta | None) -> datetime | None:
         if not self.object_lock_mode:
@@ -238,12 +256,19 @@ class S3ArchiveStore(ArchiveStore):
         head = self._call("head", key, self.client.head_object, ChecksumMode="ENABLED")
         if head is None:
             return False
-        if head.get("ChecksumSHA256"):
-            return base64.b64decode(head["ChecksumSHA256"]) == hashlib.sha256(data).digest()
-        etag = head.get("ETag", "").strip('"')
+        matches = self._digest_matches(head, data)
+        return super().holds(key, data) if matches is None else matches
+
+    @staticmethod
+    def _digest_matches(answer: dict, data: bytes) -> bool | None:
+        """Whether the digest S3 gives of an object (a HEAD's or a PUT's answer) is the digest
+        of `data`; None when the answer carries no digest that can tell."""
+        if answer.get("ChecksumSHA256"):
+            return base64.b64decode(answer["ChecksumSHA256"]) == hashlib.sha256(data).digest()
+        etag = answer.get("ETag", "").strip('"')
         if etag and "-" not in etag:
             return etag == hashlib.md5(data).hexdigest()  # noqa: S324 (integrity, not security)
-        return super().holds(key, data)
+        return None
 
     def get(self, key: str) -> bytes:
         return self._call("get", key, self.client.get_object)["Body"].read()

@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlparse
 from tenacity import RetryError, retry, retry_if_result, stop_after_attempt, wait_exponential
 
 from retention_pipelines.stores.database import StoreUnavailable
+from retention_pipelines.stores.s3 import pool_connections, s3_client
 
 S3_DELETE_LIMIT = 1000  # keys per DeleteObjects request
 # S3 error codes worth another try: throttling and the service's own transient failures.
@@ -18,6 +19,10 @@ TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", 
 
 
 class BlobStore(ABC):
+    # How many requests the store may be sent at once (the engine's object threads). A local
+    # folder: enough to overlap the disk's waits, few enough for a laptop.
+    max_parallel_requests = 8
+
     @abstractmethod
     def get(self, key: str) -> bytes | None:
         """The object's bytes; None when there is no such object."""
@@ -79,13 +84,13 @@ class LocalBlobStore(BlobStore):
 
 class S3BlobStore(BlobStore):
     def __init__(self, bucket: str, prefix: str, client=None, attempts: int = 5, wait_max_seconds: float = 8.0):
-        import boto3
-        from botocore.config import Config
-
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = client or boto3.client(
-            "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60))
+        self.client = client or s3_client()
         self.attempts, self.wait_max = attempts, wait_max_seconds
+
+    @property
+    def max_parallel_requests(self) -> int:
+        return pool_connections(self.client)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

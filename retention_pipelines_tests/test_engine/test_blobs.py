@@ -5,13 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import boto3
+import pytest
 import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines.engine import RetentionEngine
+from retention_pipelines.engine import ArchiveVerificationFailed, RetentionEngine
+from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.stores import archive_store_from_url
+from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.blob import S3BlobStore
+from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
 from retention_pipelines_tests.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
+from retention_pipelines_tests.s3_clients import MisstoringS3, SlowReadsS3
 
 PDF = b"%PDF-1.4\n% a meal plan\n%%EOF\n"
 
@@ -188,3 +193,48 @@ def test_a_plan_bought_exactly_90_days_before_the_cutoff_goes_one_a_second_young
     assert hot_keys(hot_bucket) == {"plans/younger.pdf"}
     assert meal_plan_rows(pg_database)[younger][0] == "plans/younger.pdf"
     assert meal_plan_rows(pg_database)[at][0] is None
+
+
+def test_a_copy_that_does_not_verify_deletes_nothing_reaches_a_person_and_the_rerun_finishes(
+        pg_database, policies, s3_archive_url, hot_bucket):
+    now = pg_database.now()
+    keys = [f"plans/v{i}.pdf" for i in range(6)]
+    put_pdfs(hot_bucket, keys)
+    ids = insert_meal_plans_at(pg_database, [now - timedelta(days=100)] * 6, keys)
+    bucket, prefix = s3_archive_url.removeprefix("s3://").split("/", 1)
+    policy = policies.domains["meal_plans"].model_copy(update={"batch_size": 3})
+
+    # The store keeps other bytes for one PDF, in the middle of its batch's copies.
+    bad = S3ArchiveStore(bucket, prefix, client=MisstoringS3(bad_endings=(f"/blobs/{ids[1]}",)))
+    with pytest.raises(ArchiveVerificationFailed, match="does not match"):
+        RetentionEngine(policy, policies.policy_version, pg_database, bad,
+                        blob_store=S3BlobStore(hot_bucket, "")).run("bad-copy")
+    assert hot_keys(hot_bucket) == set(keys)  # not one PDF deleted, of its batch or of another
+    assert all(key is not None for key, _ in meal_plan_rows(pg_database).values())
+    assert [e["action"] for e in audit_entries(pg_database)] == ["queue_opened"]
+    [item] = ManualQueue(pg_database).list()
+    assert item.reason == "archive_verification_failed"
+    assert item.record_id == f"{s3_archive_url}/meal_plans/blobs/{ids[1]}"
+
+    # A store that keeps what it is sent: the rerun archives, deletes and redacts each plan once.
+    again = meal_plans_engine(policies, pg_database, s3_archive_url, S3BlobStore(hot_bucket, ""), batch_size=3)
+    assert again.run("good-copy").acted.acted_on == 6
+    assert hot_keys(hot_bucket) == set()
+    assert sorted(e["record_id"] for e in audit_entries(pg_database) if e["action"] == "redacted") == sorted(ids)
+
+
+def test_the_objects_of_a_batch_are_copied_side_by_side_as_many_as_the_connections_allow(
+        pg_database, policies, s3_archive_url, hot_bucket):
+    now = pg_database.now()
+    keys = [f"plans/p{i}.pdf" for i in range(24)]
+    put_pdfs(hot_bucket, keys)
+    insert_meal_plans_at(pg_database, [now - timedelta(days=100)] * 24, keys)
+    reads = SlowReadsS3(s3_client())
+    engine = meal_plans_engine(policies, pg_database, s3_archive_url, S3BlobStore(hot_bucket, "", client=reads))
+    threads = engine.objects.object_threads()
+    # The two stores' pools (S3_POOL_CONNECTIONS each) shared by the batches that run side by side.
+    assert threads == S3_POOL_CONNECTIONS // engine.policy.parallel_batches > 1
+
+    assert engine.run("side-by-side").acted.acted_on == 24  # one batch: its objects only
+    assert 1 < reads.most <= threads
+    assert hot_keys(hot_bucket) == set()

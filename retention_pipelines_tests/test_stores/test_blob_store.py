@@ -6,9 +6,13 @@ import uuid
 
 import boto3
 import pytest
+from botocore.config import Config
 
 from retention_pipelines.stores import StoreUnavailable, archive_store_from_url, blob_store_from_url
+from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
+from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
+from retention_pipelines_tests.s3_clients import DigestlessS3, MisstoringS3
 
 
 class CountingS3:
@@ -74,3 +78,33 @@ def test_a_local_cold_copy_is_verified(local_archive_url):
     store = archive_store_from_url(local_archive_url)
     store.put_cold("meal_plans/blobs/x", b"the plan")
     assert store.holds("meal_plans/blobs/x", b"the plan") and not store.holds("meal_plans/blobs/x", b"other")
+
+
+def s3_archive_store(s3_archive_url: str, client, storage_class: str | None = None) -> S3ArchiveStore:
+    bucket, prefix = s3_archive_url.removeprefix("s3://").split("/", 1)
+    return S3ArchiveStore(bucket, prefix, storage_class, client=client)
+
+
+@pytest.mark.parametrize("storage_class", [None, "GLACIER"])
+def test_a_cold_copy_is_verified_from_the_answer_to_its_put(s3_archive_url, storage_class):
+    client = MisstoringS3(bad_endings=("/bad",))
+    store = s3_archive_store(s3_archive_url, client, storage_class)
+    assert store.put_cold_verified("meal_plans/blobs/good", b"the plan")
+    assert not store.put_cold_verified("meal_plans/blobs/bad", b"the plan")  # the store kept other bytes
+    assert client.heads == 0  # no HEAD after the PUT: its answer told
+    assert store.holds("meal_plans/blobs/good", b"the plan") and not store.holds("meal_plans/blobs/bad", b"the plan")
+
+
+def test_a_put_answer_without_a_digest_is_verified_by_asking_the_store(s3_archive_url):
+    client = DigestlessS3(bad_endings=("/bad",))
+    store = s3_archive_store(s3_archive_url, client)
+    assert store.put_cold_verified("meal_plans/blobs/good", b"the plan")
+    assert not store.put_cold_verified("meal_plans/blobs/bad", b"the plan")
+    assert client.heads == 2
+
+
+def test_the_stores_take_as_many_requests_at_once_as_their_client_has_connections(bucket, s3_archive_url):
+    assert S3BlobStore(bucket, "").max_parallel_requests == S3_POOL_CONNECTIONS
+    assert s3_archive_store(s3_archive_url, s3_client()).max_parallel_requests == S3_POOL_CONNECTIONS
+    small = boto3.client("s3", config=Config(max_pool_connections=3))  # a caller's own client keeps its pool
+    assert S3BlobStore(bucket, "", client=small).max_parallel_requests == 3

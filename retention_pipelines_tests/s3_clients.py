@@ -1,0 +1,64 @@
+"""Real boto3 clients (on moto's server) with one behaviour changed, for the failures a test needs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+
+import boto3
+
+
+class MisstoringS3:
+    """Stores other bytes than it is sent under the keys that end with one of `bad_endings`, and
+    answers with their digests, as S3 does when bytes change on the way (its checksum is checked
+    against what arrived): the copy does not match. `heads` counts HeadObject calls."""
+
+    def __init__(self, bad_endings=(), client=None):
+        self.client, self.bad_endings, self.heads = client or boto3.client("s3"), tuple(bad_endings), 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def put_object(self, **kwargs):
+        if self.bad_endings and kwargs["Key"].endswith(self.bad_endings):
+            body = kwargs["Body"] + b" altered"
+            checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+            kwargs = {**kwargs, "Body": body, "ChecksumSHA256": checksum}
+        return self.client.put_object(**kwargs)
+
+    def head_object(self, **kwargs):
+        self.heads += 1
+        return self.client.head_object(**kwargs)
+
+
+class DigestlessS3(MisstoringS3):
+    """As MisstoringS3, but its PUT answers carry no digest (as a store that keeps no checksum
+    and gives no MD5 ETag): a copy has to be verified another way."""
+
+    def put_object(self, **kwargs):
+        answer = super().put_object(**kwargs)
+        return {key: value for key, value in answer.items() if key not in ("ChecksumSHA256", "ETag")}
+
+
+class SlowReadsS3:
+    """Each GetObject waits `seconds` first; `most` is the most that were in flight at once."""
+
+    def __init__(self, client, seconds: float = 0.05):
+        self.client, self.seconds = client, seconds
+        self.lock, self.in_flight, self.most = threading.Lock(), 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def get_object(self, **kwargs):
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            time.sleep(self.seconds)
+            return self.client.get_object(**kwargs)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
