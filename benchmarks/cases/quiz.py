@@ -291,6 +291,7 @@ def engine_child(spec: dict) -> None:
     print(json.dumps({
         "rows": report.acted.acted_on, "found": report.found.rows, "seconds": run_finished - run_started,
         "batches": report.acted.batches, "batch_seconds": report.acted.batch_seconds,
+        "paused_for_load_seconds": report.acted.paused_seconds,
         "longest_batch_ms": report.acted.longest_batch_seconds * 1000,
         "archive_seconds": report.archived.seconds, "act_seconds": report.acted.seconds,
         "audit_consistent": report.audited.consistent if report.audited else None,

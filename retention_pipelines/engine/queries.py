@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -176,78 +176,96 @@ class DomainTable:
             last = (rows[-1][0], rows[-1][1])
 
     def _keyset(self, query: sa.Select, after: tuple | None, upto: tuple | None = None) -> sa.Select:
-        """Rows strictly after `after` and up to `upto` (inclusive) in (clock, pk) order. Spelled
-        out rather than as row-value comparisons so that every planner uses the clock index."""
+        """Rows strictly after `after` and up to `upto` (inclusive) in (clock, pk) order; a bound
+        whose key is None is the clock's alone (a lane's edge: every row of that instant is on one
+        side). Spelled out rather than as row-value comparisons so that every planner uses the
+        clock index."""
         if after is not None:
-            query = query.where(self.clock >= after[0], sa.or_(self.clock > after[0], self.pk > after[1]))
+            query = query.where(self.clock > after[0]) if after[1] is None else query.where(
+                self.clock >= after[0], sa.or_(self.clock > after[0], self.pk > after[1]))
         if upto is not None:
-            query = query.where(self.clock <= upto[0], sa.or_(self.clock < upto[0], self.pk <= upto[1]))
+            query = query.where(self.clock <= upto[0]) if upto[1] is None else query.where(
+                self.clock <= upto[0], sa.or_(self.clock < upto[0], self.pk <= upto[1]))
         return query
 
-    def key_ranges(self, engine: sa.Engine, clock_cutoff: datetime,
-                   batch_size: Callable[[], int]) -> Iterator[KeyRange]:
-        """Consecutive keyset ranges of batch_size() due rows each (asked anew for every range: the
-        size adapts to the time batches take, engine/pacing.py), read ahead of the deleters from
-        the index alone (the batch_size-th key after the last range), so that batches can be
-        deleted side by side. The last range is open-ended: everything left up to the cutoff.
-        Held rows count towards a range's size (each batch leaves them, checking the holds
-        itself): checking here too would read every row for its key, doubling the walk's cost."""
-        after = None
-        while True:
-            query = self._keyset(sa.select(self.clock, self.pk).where(*self.due(clock_cutoff)), after)
-            with engine.connect() as connection:
-                row = connection.execute(query.order_by(self.clock, self.pk).offset(batch_size() - 1).limit(1)).first()
-            if row is None:
-                yield KeyRange(after, None)
-                return
-            yield KeyRange(after, (row[0], row[1]))
-            after = (row[0], row[1])
+    def lanes(self, engine: sa.Engine, clock_cutoff: datetime, due_rows: int, count: int,
+              batch_size: int) -> list[KeyRange]:
+        """The due rows cut into `count` lanes of about as many rows each, at clock instants read
+        from the clock index alone (an index-only scan): lanes are walked side by side, each batch
+        choosing its own next rows (act_next), so that no row is read twice to plan the batches."""
+        if count <= 1 or due_rows < 2 * batch_size:
+            return [KeyRange(None, None)]
+        edges = []
+        with engine.connect() as connection:
+            for k in range(1, count):
+                edge = connection.execute(sa.select(self.clock).where(*self.due(clock_cutoff)).order_by(self.clock)
+                                          .offset(k * due_rows // count).limit(1)).scalar()
+                if edge is not None and (not edges or edge > edges[-1]):
+                    edges.append(edge)
+        bounds = [None, *((edge, None) for edge in edges), None]
+        return [KeyRange(after, upto) for after, upto in zip(bounds, bounds[1:])]
 
-    def act_batch(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, *,
-                  pks: Sequence[object] | None = None, key_range: KeyRange | None = None) -> int:
-        """DELETE (or redact) one batch and write one audit row per row acted on, in the caller's
-        transaction; returns how many. The batch is either the given pks (rows of a verified
-        archive object) or the due rows of a key range. Deadline and holds are checked again in
+    def act_next(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, lane: KeyRange,
+                 limit: int) -> tuple[int, tuple | None]:
+        """Choose the next `limit` due rows (not held) of a lane, after lane.after, and DELETE (or
+        redact) and audit them in the caller's transaction: (rows acted on, the (clock, key) of
+        the last row chosen, None when none was left). Deadline and holds are checked again in
         the statement itself, and only the rows it RETURNs are audited."""
-        if pks is None:
-            chosen = self.chosen(clock_cutoff, key_range)
-        if connection.dialect.name == "postgresql":
-            return self._act_batch_in_one_statement(connection, clock_cutoff, stamp, pks, chosen if pks is None else None)
-        if pks is None:
-            pks = connection.execute(chosen).scalars().all()
+        chosen = self.next_rows(clock_cutoff, lane, limit)
+        if connection.dialect.name != "postgresql":
+            keys = connection.execute(chosen).all()
+            if not keys:
+                return 0, None
+            return self.act_batch(connection, clock_cutoff, stamp, pks=[pk for _, pk in keys]), tuple(keys[-1])
+        # PostgreSQL: choose, delete and audit in one statement (data-modifying CTEs), rows deleted
+        # by their physical address (ctid), so that no id travels to the worker and back.
+        ctid = sa.literal_column("ctid")
+        picked = chosen.add_columns(ctid.label("row_ctid")).cte("chosen")
+        gone = self._act(ctid == sa.any_(sa.func.array(sa.select(picked.c.row_ctid).scalar_subquery())),
+                         clock_cutoff).returning(self.pk, self.clock).cte("gone")
+        last = sa.select(picked).order_by(picked.c[self.clock.name].desc(), picked.c[self.pk.name].desc()).limit(1)
+        last = last.subquery("last")
+        row = connection.execute(sa.select(
+            sa.select(sa.func.count()).select_from(self._audited(gone, stamp)).scalar_subquery(),
+            sa.select(last.c[self.clock.name]).scalar_subquery(),
+            sa.select(last.c[self.pk.name]).scalar_subquery())).one()
+        return int(row[0]), None if row[1] is None else (row[1], row[2])
+
+    def act_batch(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp,
+                  pks: Sequence[object]) -> int:
+        """DELETE (or redact) these rows (those of a verified archive object, or chosen by
+        act_next) and write one audit row per row acted on, in the caller's transaction; returns
+        how many. Deadline and holds are checked again in the statement itself, and only the rows
+        it RETURNs are audited."""
         if not pks:
             return 0
+        if connection.dialect.name == "postgresql":
+            # One statement (data-modifying CTEs) and one array parameter: `IN` with 10,000 bound
+            # values is compiled, sent and parsed as 10,000 parameters.
+            keys = sa.literal([str(pk) for pk in pks], sa.ARRAY(sa.Text))
+            target = self.pk == sa.any_(sa.cast(keys, sa.ARRAY(self.pk.type)))
+            gone = self._act(target, clock_cutoff).returning(self.pk, self.clock).cte("gone")
+            return int(connection.execute(sa.select(sa.func.count()).select_from(self._audited(gone, stamp))).scalar_one())
         done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(self.pk, self.clock)).all()
         if done:
             connection.execute(sa.insert(audit_log), [
                 stamp.row(self.record_id(pk), self.deadline_value(clock)) for pk, clock in done])
         return len(done)
 
-    def chosen(self, clock_cutoff: datetime, key_range: KeyRange) -> sa.Select:
-        """The primary keys of the due rows (not held) of a key range."""
-        return self._keyset(sa.select(self.pk).where(*self.due(clock_cutoff), self.not_held()),
-                            key_range.after, key_range.upto)
+    def next_rows(self, clock_cutoff: datetime, lane: KeyRange, limit: int) -> sa.Select:
+        """(clock, key) of the next `limit` due rows (not held) of a lane, in (clock, key) order."""
+        return self._keyset(sa.select(self.clock, self.pk).where(*self.due(clock_cutoff), self.not_held()),
+                            lane.after, lane.upto).order_by(self.clock, self.pk).limit(limit)
 
-    def _act_batch_in_one_statement(self, connection, clock_cutoff, stamp, pks, chosen) -> int:
-        """PostgreSQL: choose, delete and audit in one statement (data-modifying CTEs), so that no
-        id travels to the worker and back; rows are deleted by their physical address (ctid)."""
-        if pks is not None:
-            # One array parameter: `IN` with 10,000 bound values is compiled, sent and parsed as
-            # 10,000 parameters (a third of an archived batch's transaction).
-            keys = sa.literal([str(pk) for pk in pks], sa.ARRAY(sa.Text))
-            target = self.pk == sa.any_(sa.cast(keys, sa.ARRAY(self.pk.type)))
-        else:
-            ctid = sa.literal_column("ctid")
-            target = ctid == sa.any_(sa.func.array(chosen.with_only_columns(ctid).scalar_subquery()))
-        gone = self._act(target, clock_cutoff).returning(self.pk, self.clock).cte("gone")
-        audited = sa.insert(audit_log).from_select(
+    def _audited(self, gone: sa.CTE, stamp: AuditStamp) -> sa.CTE:
+        """The audit INSERT of every row a DELETE/UPDATE … RETURNING (`gone`) handed back."""
+        return sa.insert(audit_log).from_select(
             ["domain", "record_id", "action", "run_id", "policy_version", "archive_uri", "deadline", "detail"],
             sa.select(sa.literal(stamp.domain), sa.cast(gone.c[self.pk.name], sa.Text), sa.literal(stamp.action),
                       sa.literal(stamp.run_id), sa.literal(stamp.policy_version),
                       sa.literal(stamp.archive_uri, sa.Text), self.deadline(gone.c[self.clock.name]),
                       sa.literal(stamp.detail, sa.Text)),
         ).returning(audit_log.c.id).cte("audited")
-        return int(connection.execute(sa.select(sa.func.count()).select_from(audited)).scalar_one())
 
     def redact_rows(self, pks: Sequence[object], clock_cutoff: datetime) -> sa.Update:
         """Redact exactly these rows (still due, not held), RETURNING (pk, clock) of each."""

@@ -29,7 +29,7 @@ from retention_pipelines.engine.memory import give_large_blocks_back
 from retention_pipelines.engine.objects import StoredObjects
 from retention_pipelines.engine.pacing import BatchPacer
 from retention_pipelines.engine.parallel import bounded_parallel
-from retention_pipelines.engine.queries import LEADING, AuditStamp, DomainTable, SubjectRows, report_once
+from retention_pipelines.engine.queries import LEADING, AuditStamp, DomainTable, KeyRange, SubjectRows, report_once
 from retention_pipelines.engine.queue import SYSTEM_ACTOR, ManualQueue
 from retention_pipelines.engine.results import (
     ACTED_ACTIONS, Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Found, Orphans, RunReport,
@@ -217,25 +217,40 @@ class RetentionEngine:
 
         pacer = BatchPacer(self.policy, self.database.engine)
 
-        def act_on(batch: dict) -> tuple[int, int, float]:
+        def act_on(batch: dict) -> tuple[int, int, float, tuple | None]:
             with pacer.turn():
                 batch_started = time.monotonic()
                 try:
-                    count, refused = self._act_on_batch(batch, clock_cutoff, stamp, lock)
+                    count, refused, last = self._act_on_batch(batch, clock_cutoff, stamp, lock)
                 except sa.exc.IntegrityError:
                     # A row that another table still refers to (a foreign key) fails its whole
                     # batch: the batch goes again row by row, and the rows refused go to a person.
-                    count, refused = self._act_row_by_row(batch, clock_cutoff, stamp, lock)
+                    count, refused, last = self._act_row_by_row(batch, clock_cutoff, stamp, lock)
                 seconds = time.monotonic() - batch_started
             for record_id, (reason, why) in refused.items():
                 self._needs_person(record_id, reason, why, run_id)
             pacer.after_batch(count, seconds)
-            return count, len(refused), seconds
+            return count, len(refused), seconds, last
+
+        def walk_lane(lane: KeyRange) -> list[tuple[int, int, float, tuple | None]]:
+            """A lane's batches one after another, each choosing the rows after the last one's."""
+            done, after = [], lane.after
+            while True:
+                done.append(act_on({"pks": None, "lane": KeyRange(after, lane.upto), "limit": pacer.next_size(),
+                                    "archive_uri": None}))
+                if done[-1][3] is None:
+                    return done
+                after = done[-1][3]
 
         with self._failed_verification_to_queue(run_id):
-            acting = list(bounded_parallel(act_on, self._batches_to_act_on(found, archived, pacer),
-                                           self.policy.parallel_batches))
-        for count, failed, seconds in acting:
+            if self.policy.archive.enabled:  # exactly the rows of each verified object
+                acting = list(bounded_parallel(act_on, self._verified_objects(archived),
+                                               self.policy.parallel_batches))
+            else:  # the due rows, in lanes side by side
+                lanes = self.table.lanes(self.database.engine, clock_cutoff, found.rows, self.policy.parallel_batches,
+                                         self.policy.batch_size)
+                acting = [batch for lane in bounded_parallel(walk_lane, lanes, len(lanes)) for batch in lane]
+        for count, failed, seconds, _ in acting:
             acted.acted_on += count
             acted.failed += failed
             acted.batches += 1
@@ -253,46 +268,45 @@ class RetentionEngine:
         return acted
 
     def _act_on_batch(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp,
-                      lock: HeldLock | None) -> tuple[int, dict[str, tuple[str, str]]]:
-        """One batch in one transaction: (rows acted on, {record id: (queue reason, why)})."""
+                      lock: HeldLock | None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
+        """One batch in one transaction: (rows acted on, {record id: (queue reason, why)}, and for
+        a lane's batch the (clock, key) of the last row it chose, None when none was left)."""
+        last = None
         with self._begin() as connection:
             if batch.get("blobs") is not None:
                 count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"])
                 refused = {rid: ("blob_delete_failed", why) for rid, why in failed.items()}
+            elif batch["pks"] is None:
+                (count, last), refused = self.table.act_next(connection, clock_cutoff, stamp, batch["lane"],
+                                                             batch["limit"]), {}
             else:
                 count, refused = self.table.act_batch(connection, clock_cutoff,
-                                                      replace(stamp, archive_uri=batch["archive_uri"]),
-                                                      pks=batch["pks"], key_range=batch["key_range"]), {}
+                                                      replace(stamp, archive_uri=batch["archive_uri"]), batch["pks"]), {}
             if lock is not None:
                 lock.ensure_held()  # a run that lost its lock must not commit another batch
-        return count, refused
+        return count, refused, last
 
     def _act_row_by_row(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp,
-                        lock: HeldLock | None) -> tuple[int, dict[str, tuple[str, str]]]:
-        pks = batch["pks"]
-        if pks is None:
+                        lock: HeldLock | None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
+        pks, last = batch["pks"], None
+        if pks is None:  # a lane's batch: the rows it would have chosen
             with self._connect() as connection:
-                pks = connection.execute(self.table.chosen(clock_cutoff, batch["key_range"])).scalars().all()
+                keys = connection.execute(self.table.next_rows(clock_cutoff, batch["lane"], batch["limit"])).all()
+            pks, last = [pk for _, pk in keys], (tuple(keys[-1]) if keys else None)
         count, refused = 0, {}
         for pk in pks:
             try:
-                done, failed = self._act_on_batch({**batch, "pks": [pk], "key_range": None}, clock_cutoff, stamp, lock)
+                done, failed, _ = self._act_on_batch({**batch, "pks": [pk]}, clock_cutoff, stamp, lock)
             except sa.exc.IntegrityError as exc:
                 constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or "a constraint"
                 refused[self.table.record_id(pk)] = ("delete_blocked", f"the database refused: {constraint}")
                 continue
             count += done
             refused.update(failed)
-        return count, refused
+        return count, refused, last
 
-    def _batches_to_act_on(self, found: Found, archived: Archived | None, pacer: BatchPacer) -> Iterator[dict]:
-        """Archived domains act on exactly the rows of each verified object (listed in its
-        manifest); the others on consecutive key ranges of due rows."""
-        if not self.policy.archive.enabled:
-            for key_range in self.table.key_ranges(self.database.engine, self._bind(found.clock_cutoff),
-                                                   pacer.next_size):
-                yield {"pks": None, "key_range": key_range, "archive_uri": None}
-            return
+    def _verified_objects(self, archived: Archived) -> Iterator[dict]:
+        """An archived domain acts on exactly the rows of each verified object (its manifest's)."""
         for batch in archived.batches:
             # Read back once more: an object changed or gone since it was verified protects nothing.
             try:
@@ -303,7 +317,7 @@ class RetentionEngine:
             if not digest == batch.sha256 == manifest["sha256"]:
                 raise ArchiveVerificationFailed(f"{batch.uri} changed since it was verified; its rows stay", batch.uri)
             pks = [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None]
-            yield {"pks": pks, "key_range": None, "archive_uri": batch.uri, "blobs": manifest.get("blobs")}
+            yield {"pks": pks, "archive_uri": batch.uri, "blobs": manifest.get("blobs")}
 
     def _audit_held(self, found: Found, run_id: str) -> int:
         """One `skipped_legal_hold` audit row per held, due record, written once ever."""

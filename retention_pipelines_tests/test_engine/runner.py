@@ -30,7 +30,8 @@ def main() -> int:
     policies = load_policies()
     policy = policies.domains["quiz_responses"]
     # Batches of exactly batch_size rows: what the kill and concurrency tests count in.
-    update = {"batch_size": config.get("batch_size", 50), "pacing": Pacing(batch_target_ms=None)}
+    update = {"batch_size": config.get("batch_size", 50), "pacing": Pacing(batch_target_ms=None),
+              "parallel_batches": config.get("parallel_batches", policy.parallel_batches)}
     if config.get("archive"):
         update["archive"] = policy.archive.model_copy(update={"enabled": True, "keep_for": timedelta(days=365)})
     policy = policy.model_copy(update=update)

@@ -115,7 +115,9 @@ def test_killed_inside_a_batch(postgres_server, pg_url, pg_database, policies, q
         locked_batch = [record_id for (record_id,) in cursor.fetchall()]
         locked_id = locked_batch[0]
         cursor.execute("SELECT id FROM quiz_responses WHERE id = %s FOR UPDATE", (locked_id,))
-    runner = start_runner(f"{pg_url}?application_name=retention-killed", archive_url, archived)
+    # One lane: the batches are the consecutive runs of BATCH rows counted above (with two lanes the
+    # second lane's batches start at its edge instead).
+    runner = start_runner(f"{pg_url}?application_name=retention-killed", archive_url, archived, parallel_batches=1)
     try:
         waiting = []
         deadline = time.monotonic() + 60
