@@ -236,11 +236,12 @@ class RetentionEngine:
             """A lane's batches one after another, each choosing the rows after the last one's."""
             done, after = [], lane.after
             while True:
-                done.append(act_on({"pks": None, "lane": KeyRange(after, lane.upto), "limit": pacer.next_size(),
-                                    "archive_uri": None}))
-                if done[-1][3] is None:
+                batch = act_on({"pks": None, "lane": KeyRange(after, lane.upto), "limit": pacer.next_size(),
+                                "archive_uri": None})
+                if batch[3] is None:  # nothing left to choose: the lane is done (no batch to count)
                     return done
-                after = done[-1][3]
+                done.append(batch)
+                after = batch[3]
 
         with self._failed_verification_to_queue(run_id):
             if self.policy.archive.enabled:  # exactly the rows of each verified object
