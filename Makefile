@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # so that `make ui` shows the runs `make demo` made.
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: setup demo ui test test-servers benchmark
+.PHONY: setup demo ui test test-servers benchmark reliability
 
 $(BIN)/retention: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,8 @@ test: setup test-servers
 # Issue 8's targets, every case in one run: a table, benchmarks/results/benchmarks.json, exit 1 on a miss.
 benchmark: setup test-servers
 	$(BIN)/python benchmarks/run_all.py
+
+# Issue 9's reliability and security suite alone, at full size (50 kills): its table at the end and in
+# test-artifacts/reliability.json. `make test` runs the same tests with 12 kills.
+reliability: setup test-servers
+	RELIABILITY_KILLS=50 $(BIN)/pytest -p no:cacheprovider retention_pipelines_tests/reliability

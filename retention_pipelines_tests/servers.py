@@ -76,16 +76,32 @@ class PostgresServer:
             raise ServerFailed(f"initdb failed:\n{result.stdout}\n{result.stderr}")
         options = {"listen_addresses": "127.0.0.1", "port": str(self.port), "unix_socket_directories": str(self.folder),
                    "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", **self.settings}
-        args = [_pg_bin("postgres"), "-D", str(self.data)]
+        self._args = [_pg_bin("postgres"), "-D", str(self.data)]
         for key, value in options.items():
-            args += ["-c", f"{key}={value}"]
-        log = open(self.log, "w")
+            self._args += ["-c", f"{key}={value}"]
+        self._launch("w")
+        return self
+
+    def _launch(self, mode: str) -> None:
+        log = open(self.log, mode)
         if os.geteuid() == 0:
             shutil.chown(self.log, "postgres", "postgres")
-        self.process = subprocess.Popen(_as_postgres(args), stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(_as_postgres(self._args), stdout=log, stderr=subprocess.STDOUT)
         _wait_for_port(self.port, "PostgreSQL", self.process, self.log)
         self._wait_ready()
-        return self
+
+    def stop_fast(self) -> None:
+        """Stop the server as an operator's `pg_ctl stop -m fast` does: open sessions are cut off
+        at once, their transactions rolled back; the data folder stays for `start_again`."""
+        result = subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(self.data)]),
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ServerFailed(f"pg_ctl stop failed:\n{result.stdout}\n{result.stderr}")
+        self.process.wait(30)
+
+    def start_again(self) -> None:
+        """The stopped server started again on the same data folder and port."""
+        self._launch("a")
 
     def _wait_ready(self) -> None:
         import psycopg2
@@ -163,10 +179,14 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
+        self.stop_process()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def stop_process(self) -> None:
+        """The server stopped, its folder kept, so that `start` can run it again on the same port."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _installed(binary: str, package: str) -> str:

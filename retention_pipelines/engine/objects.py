@@ -10,7 +10,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.archive_format import encrypt_blob
+from retention_pipelines.engine.archive_format import encrypt_blob, read_manifest
 from retention_pipelines.engine.keys import DataKey
 from retention_pipelines.engine.parallel import in_parallel
 from retention_pipelines.engine.queries import AuditStamp, DomainTable
@@ -73,6 +73,17 @@ class StoredObjects:
         # The digest of what is stored (ciphertext): a digest of the PDF itself would outlive
         # its erasure and confirm a guess of it.
         return {"archive_key": archive_key, "sha256": hashlib.sha256(sealed).hexdigest(), "key": data_key.key_id}
+
+    def keep_earlier_digests(self, blobs: dict, manifest_key: str) -> dict:
+        """Objects gone from hot storage whose copies an interrupted run wrote and verified (killed
+        after it deleted them, before it redacted their rows) keep, in the rerun's manifest, the
+        entries that run's manifest gave them (the copy's digest and key): the rerun only finds the
+        copy there, and its manifest replaces the earlier one under the same name."""
+        if not any(where.get("earlier") for where in blobs.values()) or not self.archive_store.exists(manifest_key):
+            return blobs
+        earlier = read_manifest(self.archive_store.get(manifest_key)).get("blobs", {})
+        return {rid: earlier[rid] if where.get("earlier") and "sha256" in earlier.get(rid, {}) else where
+                for rid, where in blobs.items()}
 
     def act(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, pks: list,
             blobs: dict) -> tuple[int, dict[str, str]]:

@@ -156,6 +156,11 @@ class RetentionEngine:
             retain_until = None if dry_run else self.archive_store.retain_until(self.database.now,
                                                                                 self.policy.archive.keep_for)
             blobs = self.objects.archive(values, names, record_ids, row_keys, retain_until) if self.objects else None
+            if blobs and not dry_run:
+                # Same rows, same object name: a rerun rewrites the manifest an interrupted run wrote.
+                name = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day,
+                                    self.keys.hash_key, None, raw_json).manifest_key
+                blobs = self.objects.keep_earlier_digests(blobs, name)
             encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day,
                                    self.keys.hash_key, row_keys, raw_json, blobs)
             if not dry_run:

@@ -271,7 +271,10 @@ class S3ArchiveStore(ArchiveStore):
         return None
 
     def get(self, key: str) -> bytes:
-        return self._call("get", key, self.client.get_object)["Body"].read()
+        # The body is read after the answer's headers: a connection cut meanwhile is the store's
+        # failure too (ResponseStreamingError), not a traceback.
+        with self._errors("get", key):
+            return self._call("get", key, self.client.get_object)["Body"].read()
 
     def exists(self, key: str) -> bool:
         return self._call("head", key, self.client.head_object) is not None

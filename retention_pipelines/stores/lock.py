@@ -104,12 +104,22 @@ class RedisDomainLocks(DomainLocks):
             raise StoreUnavailable(f"lock service {self.display_url} is unreachable: {exc}") from None
         if not acquired:
             raise DomainLocked(_locked_message(domain, wait_seconds))
-        return _RedisHeldLock(domain, lock, self.ttl)
+        return _RedisHeldLock(domain, lock, self.ttl, self.display_url)
+
+
+def _unreachable(exc: Exception) -> str | None:
+    """Redis's own one-line reason when `exc` says the lock service cannot be reached, else None."""
+    import redis
+
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
 
 
 class _RedisHeldLock(HeldLock):
-    def __init__(self, domain: str, lock, ttl: float):
-        self.domain, self._lock, self._lost = domain, lock, False
+    def __init__(self, domain: str, lock, ttl: float, service: str):
+        self.domain, self._lock, self._lost, self._service = domain, lock, False, service
+        self._unreachable: str | None = None  # why the lock service could not be reached, if it could not
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, args=(ttl / 3,), daemon=True, name=f"lock-{domain}")
         self._renewer.start()
@@ -118,16 +128,20 @@ class _RedisHeldLock(HeldLock):
         while not self._stop.wait(every):
             try:
                 self._lock.reacquire()
-            except Exception:  # expired, taken over, or Redis gone: the run must stop deleting
+            except Exception as exc:  # expired, taken over, or Redis gone: the run must stop deleting
+                self._unreachable = _unreachable(exc)
                 self._lost = True
                 return
 
     def ensure_held(self) -> None:
         try:
             owned = not self._lost and self._lock.owned()
-        except Exception:
-            owned = False
+        except Exception as exc:
+            self._unreachable, owned = _unreachable(exc) or self._unreachable, False
         if not owned:
+            if self._unreachable:  # the operator must hear which dependency failed, not only that the lock went
+                raise LockLost(f"domain {self.domain}: lock service {self._service} is unreachable "
+                               f"({self._unreachable}); stopping before the next batch")
             raise LockLost(f"domain {self.domain}: the run's lock expired or was lost; stopping before the next batch")
 
     def release(self) -> None:

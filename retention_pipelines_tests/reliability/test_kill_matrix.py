@@ -1,0 +1,134 @@
+"""Issue 9, part 1: the kill matrix. figures.kills() runs over seeded databases, each SIGKILLed at a
+random instant of one step (find, archive write, archive verify, delete transaction, audit seal,
+blob delete, row redact); after each kill the invariants must hold, and a rerun must finish the job
+without doing anything twice."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from datetime import timedelta
+
+import boto3
+
+from retention_pipelines.engine import audit_chain
+from retention_pipelines.stores import AppDatabase
+from retention_pipelines_tests.app_rows import insert_meal_plans_at, remaining_ids
+from retention_pipelines_tests.conftest import new_database
+from retention_pipelines_tests.reliability.figures import kills, record
+from retention_pipelines_tests.reliability.invariants import Seeded, assert_invariants, converged
+from retention_pipelines_tests.reliability.runner import build_engine
+from retention_pipelines_tests.test_engine.helpers import RunnerProcess, bulk_insert_pg
+
+SEED = 9  # the matrix is the same on every machine: a failure can be replayed kill by kill
+STEPS = ["find", "archive write", "archive verify", "delete transaction", "audit seal", "blob delete", "row redact"]
+# How far into each step a kill may land: counted in calls of its kill points (runner.KILL_POINTS),
+# each batch's calls within the runs below (400 quiz rows or 40 meal plans, batches of 50 or 10).
+OCCURRENCES = {"find": 2, "archive write": 24, "archive verify": 24, "delete transaction": 12,
+               "audit seal": 6, "blob delete": 6, "row redact": 6}
+QUIZ_ROWS, QUIZ_BATCH, PLANS, PLANS_BATCH, SEAL_CHUNK = 400, 50, 40, 10, 50
+
+
+class MatrixRunner(RunnerProcess):
+    MODULE = "retention_pipelines_tests.reliability.runner"
+
+
+def seed(step: str, database: AppDatabase, url: str, tmp_path, archived: bool) -> tuple[Seeded, dict]:
+    """The case's rows (all due) and its runner's config."""
+    archive_url = (tmp_path / "archive").as_uri()
+    if step in ("blob delete", "row redact"):
+        bucket = f"hot-{uuid.uuid4().hex[:10]}"
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=bucket)
+        keys = [f"plans/{i}.pdf" for i in range(PLANS)]
+        for key in keys:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"%PDF-1.4\n" + key.encode())
+        ids = insert_meal_plans_at(database, [database.now() - timedelta(days=95, minutes=i) for i in range(PLANS)],
+                                   keys)
+        return (Seeded("meal_plans", set(ids), archive_url, bucket, dict(zip(ids, keys))),
+                {"domain": "meal_plans", "hot_bucket": bucket, "batch_size": PLANS_BATCH, "archive_url": archive_url,
+                 "database_url": url, "run_id": "killed"})
+    bulk_insert_pg(database, QUIZ_ROWS, "2 days")
+    return (Seeded("quiz_responses", remaining_ids(database), archive_url if archived else None),
+            {"domain": "quiz_responses", "archive": archived, "batch_size": QUIZ_BATCH, "archive_url": archive_url,
+             "database_url": url, "run_id": "killed"})
+
+
+def backend_gone(database: AppDatabase, application_name: str) -> None:
+    """A killed client's backend notices and rolls back its transaction; wait until it is gone."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with database.engine.connect() as connection:
+            if not connection.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = %(n)s",
+                                              {"n": application_name}).scalar_one():
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"the killed run's backend ({application_name}) is still there after 30 s")
+
+
+def seal_violations(database: AppDatabase, settled: bool) -> list[str]:
+    """The audit chain intact (a killed seal leaves whole blocks or none); settled: every row sealed."""
+    verification = audit_chain.verify(database)
+    problems = [f"audit chain broken: {link.message}" for link in verification.broken]
+    if settled and verification.unsealed:
+        problems.append(f"{verification.unsealed} audit rows left unsealed after the second seal")
+    return problems
+
+
+def kill_once(index: int, step: str, rng: random.Random, postgres_server, tmp_path) -> tuple[list[str], list[str]]:
+    """One kill: (violations after the kill, what the rerun failed to do)."""
+    name = f"kill-matrix-{index}"
+    url = new_database(postgres_server)
+    database = AppDatabase(url)
+    folder = tmp_path / name
+    hold = rng.random() < 0.5  # held at the kill point, or killed a random delay after it
+    kill_at = {"step": step, "occurrence": rng.randint(1, OCCURRENCES[step]), "hold": hold}
+    delay = 0.0 if hold else rng.uniform(0.0, 0.05)
+    seeded, config = seed(step, database, f"{url}?application_name={name}", folder,
+                          archived=step in ("archive write", "archive verify") or rng.random() < 0.5)
+    if step == "audit seal":  # a whole run first: the audit rows to seal
+        build_engine({**config, "database_url": url})[1].run("before-the-seal")
+        config = {"database_url": config["database_url"], "seal": True, "chunk_rows": SEAL_CHUNK}
+    runner = MatrixRunner(**config, kill_at=kill_at)
+    try:
+        runner.wait_for("at", timeout=90)
+        time.sleep(delay)
+        runner.kill()
+    finally:
+        runner.close()
+    try:
+        assert runner.process.returncode == -9, f"kill {index} ({step}): the runner ended by itself"
+        backend_gone(database, name)
+        violations = assert_invariants(database, seeded)
+        if step == "audit seal":
+            violations += seal_violations(database, settled=False)
+            audit_chain.seal(database, chunk_rows=SEAL_CHUNK)
+            failures = converged(database, seeded) + seal_violations(database, settled=True)
+        else:
+            report = build_engine({**config, "database_url": url})[1].run("rerun")
+            failures = converged(database, seeded) + ([] if report.audited.consistent else ["rerun audit inconsistent"])
+    finally:
+        database.dispose()
+    where = f"kill {index} ({step}, {kill_at}, delay {delay:.3f}s)"
+    return [f"{where}: {v}" for v in violations], [f"{where}: {f}" for f in failures]
+
+
+def test_kill_matrix(postgres_server, s3_env, tmp_path):
+    rng = random.Random(SEED)
+    total = kills()
+    # Every step at least once (in turn), then the rest of the matrix's steps drawn at random.
+    steps = [STEPS[i] if i < len(STEPS) else rng.choice(STEPS) for i in range(total)]
+    violations, unconverged = [], []
+    for index, step in enumerate(steps):
+        after_kill, after_rerun = kill_once(index, step, rng, postgres_server, tmp_path)
+        violations += after_kill
+        unconverged += [after_rerun] if after_rerun else []
+    covered = sorted(set(steps))
+    record("kill matrix: kills", str(total), f"{total} ({len(covered)} of {len(STEPS)} steps)",
+           len(covered) == min(total, len(STEPS)))
+    record("kill matrix: invariant violations", "0", f"{len(violations)} in {total} kills", not violations)
+    record("kill matrix: reruns converged", f"{total}/{total}", f"{total - len(unconverged)}/{total}",
+           not unconverged)
+    assert not violations, "\n".join(violations)
+    assert not unconverged, "\n".join(line for failed in unconverged for line in failed)
