@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import encode_batch, read_manifest, verify
+from retention_pipelines.engine.fence import DomainFence
 from retention_pipelines.engine.keys import ArchiveKeys, DataKey
 from retention_pipelines.engine.memory import give_large_blocks_back
 from retention_pipelines.engine.objects import StoredObjects
@@ -221,16 +222,19 @@ class RetentionEngine:
         stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version, detail=self.audit_detail)
 
         pacer = BatchPacer(self.policy, self.database.engine)
+        # Under a lock, the domain's fencing token too: no batch of a run that lost the lock commits
+        # once this one begins (engine/fence.py).
+        fence = DomainFence.take(self.database, self.policy.name) if lock is not None else None
 
         def act_on(batch: dict) -> tuple[int, int, float, tuple | None]:
             with pacer.turn():
                 batch_started = time.monotonic()
                 try:
-                    count, refused, last = self._act_on_batch(batch, clock_cutoff, stamp, lock)
+                    count, refused, last = self._act_on_batch(batch, clock_cutoff, stamp, lock, fence)
                 except sa.exc.IntegrityError:
                     # A row that another table still refers to (a foreign key) fails its whole
                     # batch: the batch goes again row by row, and the rows refused go to a person.
-                    count, refused, last = self._act_row_by_row(batch, clock_cutoff, stamp, lock)
+                    count, refused, last = self._act_row_by_row(batch, clock_cutoff, stamp, lock, fence)
                 seconds = time.monotonic() - batch_started
             for record_id, (reason, why) in refused.items():
                 self._needs_person(record_id, reason, why, run_id)
@@ -273,8 +277,8 @@ class RetentionEngine:
                         "seconds": round(acted.seconds, 3)})
         return acted
 
-    def _act_on_batch(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp,
-                      lock: HeldLock | None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
+    def _act_on_batch(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
+                      fence: DomainFence | None = None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
         """One batch in one transaction: (rows acted on, {record id: (queue reason, why)}, and for
         a lane's batch the (clock, key) of the last row it chose, None when none was left)."""
         last = None
@@ -290,10 +294,12 @@ class RetentionEngine:
                                                       replace(stamp, archive_uri=batch["archive_uri"]), batch["pks"]), {}
             if lock is not None:
                 lock.ensure_held()  # a run that lost its lock must not commit another batch
+            if fence is not None:
+                fence.check(connection)  # nor one stopped since that check while another run took over
         return count, refused, last
 
-    def _act_row_by_row(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp,
-                        lock: HeldLock | None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
+    def _act_row_by_row(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
+                        fence: DomainFence | None = None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
         pks, last = batch["pks"], None
         if pks is None:  # a lane's batch: the rows it would have chosen
             with self._connect() as connection:
@@ -302,7 +308,7 @@ class RetentionEngine:
         count, refused = 0, {}
         for pk in pks:
             try:
-                done, failed, _ = self._act_on_batch({**batch, "pks": [pk]}, clock_cutoff, stamp, lock)
+                done, failed, _ = self._act_on_batch({**batch, "pks": [pk]}, clock_cutoff, stamp, lock, fence)
             except sa.exc.IntegrityError as exc:
                 constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or "a constraint"
                 refused[self.table.record_id(pk)] = ("delete_blocked", f"the database refused: {constraint}")

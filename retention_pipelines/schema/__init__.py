@@ -12,13 +12,13 @@ from alembic.script import ScriptDirectory
 
 from retention_pipelines.schema.tables import (
     VERSION_TABLE, audit_chain, audit_chain_heads, audit_log, audit_record_index, audit_record_index_state, data_keys,
-    erasure_requests, legal_holds, manual_queue, metadata, sla_breaches,
+    domain_fences, erasure_requests, legal_holds, manual_queue, metadata, sla_breaches,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 __all__ = ["SchemaBehindError", "audit_chain", "conflict_insert", "audit_chain_heads", "audit_log", "audit_record_index",
-           "audit_record_index_state", "data_keys", "ensure_current", "erasure_requests", "legal_holds", "manual_queue",
+           "audit_record_index_state", "data_keys", "domain_fences", "ensure_current", "erasure_requests", "legal_holds", "manual_queue",
            "metadata", "sla_breaches", "upgrade"]
 
 

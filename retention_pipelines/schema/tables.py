@@ -167,6 +167,15 @@ data_keys = sa.Table(
              postgresql_where=sa.text("destroyed_at IS NULL"), sqlite_where=sa.text("destroyed_at IS NULL")),
 )
 
+# Fencing tokens (engine/fence.py, migration 0009): the run that takes a domain's lock raises its
+# token; each batch transaction reads it FOR SHARE and stops unless it is its own.
+domain_fences = sa.Table(
+    "retention_domain_fences",
+    metadata,
+    sa.Column("domain", sa.String(63), primary_key=True),
+    sa.Column("token", sa.BigInteger(), nullable=False),
+)
+
 # The evidence index (engine/evidence.py): audit rows by record id, filled after the fact by the seal
 # job, so that no batch transaction maintains an index over random record ids.
 audit_record_index = sa.Table(

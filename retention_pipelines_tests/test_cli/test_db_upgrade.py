@@ -13,7 +13,7 @@ from retention_pipelines_tests.test_cli.conftest import dagster_home, run_script
 
 RETENTION_TABLES = {"retention_audit_log", "retention_legal_holds", "retention_sla_breaches", "retention_manual_queue",
                     "gdpr_erasure_requests", "retention_data_keys", "retention_audit_record_index", "retention_audit_record_index_state",
-                    "retention_audit_chain", "retention_audit_chain_heads",
+                    "retention_audit_chain", "retention_audit_chain_heads", "retention_domain_fences",
                     VERSION_TABLE}
 
 
