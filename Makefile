@@ -35,4 +35,4 @@ benchmark: setup test-servers
 # Issue 9's reliability and security suite alone, at full size (50 kills): its table at the end and in
 # test-artifacts/reliability.json. `make test` runs the same tests with 12 kills.
 reliability: setup test-servers
-	RELIABILITY_KILLS=50 $(BIN)/pytest -p no:cacheprovider retention_pipelines_tests/reliability
+	RELIABILITY_KILLS=50 RELIABILITY_FULL=1 $(BIN)/pytest -p no:cacheprovider retention_pipelines_tests/reliability

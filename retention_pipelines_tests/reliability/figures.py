@@ -36,6 +36,12 @@ def kills() -> int:
     return int(os.environ.get("RELIABILITY_KILLS", "12"))
 
 
+def full() -> bool:
+    """The full suite (`make reliability`, RELIABILITY_FULL=1): every case at its issue's size, the
+    slow paths too; CI runs a sample of those inside `make test`."""
+    return os.environ.get("RELIABILITY_FULL") == "1"
+
+
 def table(figures: list[Figure]) -> str:
     lines = ["| case | target | result | |", "| --- | --- | --- | --- |"]
     lines += [f"| {f.case} | {f.target} | {f.result} | {'met' if f.met else 'MISSED'} |" for f in figures]
