@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 # The steps of the kill matrix and the calls that are inside them: (owner, method name, before or
 # after the real call). The act step's statements run inside its batch transaction, uncommitted.
@@ -135,30 +134,16 @@ def main() -> int:
     config = json.loads(sys.argv[1])
     if config.get("seal"):
         return seal(config)
-    from retention_pipelines.stores import DomainLocked, domain_locks
+    from retention_pipelines_tests.test_engine.runner import run_under_lock
 
     database, engine = build_engine(config)
     if config.get("kill_at"):
         place_kill_point(engine, config["kill_at"])
     emit(event="ready")
-    lock = None
-    if config.get("redis_url"):
-        locks = domain_locks(config["redis_url"], Path("/nonexistent"), config.get("lock_ttl", 30.0))
-        try:
-            lock = locks.acquire(engine.policy.name, wait_seconds=config.get("lock_wait", 0.0))
-        except DomainLocked as exc:
-            emit(event="locked", message=str(exc))
-            return 3
-        emit(event="acquired", at=time.time())
-    if config.get("wait_for_go"):
-        sys.stdin.readline()
-    released_at = None
-    try:
-        report = engine.run(config["run_id"], lock=lock)
-    finally:
-        if lock is not None:
-            released_at = time.time()
-            lock.release()
+    ran = run_under_lock(engine, config)
+    if ran is None:
+        return 3
+    report, released_at = ran
     emit(event="done", acted_on=report.acted.acted_on, consistent=report.audited.consistent,
          released_at=released_at, finished_at=time.time())
     if config.get("kill_at"):

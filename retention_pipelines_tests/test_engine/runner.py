@@ -20,12 +20,40 @@ def emit(**event) -> None:
     sys.stdout.flush()
 
 
+def run_under_lock(engine, config: dict):
+    """The run as the tests start it: under the domain's Redis lock when config has redis_url
+    (emitting acquired, or locked and returning None), after a line on stdin with wait_for_go.
+    Returns (report, when the lock was released)."""
+    from retention_pipelines.stores import DomainLocked, domain_locks
+
+    lock = None
+    if config.get("redis_url"):
+        locks = domain_locks(config["redis_url"], Path(config.get("lock_dir", "/nonexistent")),
+                             config.get("lock_ttl", 30.0))
+        try:
+            lock = locks.acquire(engine.policy.name, wait_seconds=config.get("lock_wait", 0.0))
+        except DomainLocked as exc:
+            emit(event="locked", message=str(exc))
+            return None
+        emit(event="acquired", at=time.time())
+    if config.get("wait_for_go"):
+        sys.stdin.readline()
+    released_at = None
+    try:
+        report = engine.run(config["run_id"], lock=lock)
+    finally:
+        if lock is not None:
+            released_at = time.time()
+            lock.release()
+    return report, released_at
+
+
 def main() -> int:
     config = json.loads(sys.argv[1])
     from retention_pipelines.engine import RetentionEngine
     from retention_pipelines.policies import load_policies
     from retention_pipelines.policies.model import Pacing
-    from retention_pipelines.stores import AppDatabase, DomainLocked, archive_store_from_url, domain_locks
+    from retention_pipelines.stores import AppDatabase, archive_store_from_url
 
     policies = load_policies()
     policy = policies.domains["quiz_responses"]
@@ -38,26 +66,10 @@ def main() -> int:
     database = AppDatabase(config["database_url"])
     engine = RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(config["archive_url"]))
     emit(event="ready")
-
-    lock = None
-    if config.get("redis_url"):
-        locks = domain_locks(config["redis_url"], Path(config.get("lock_dir", "/nonexistent")),
-                             config.get("lock_ttl", 30.0))
-        try:
-            lock = locks.acquire("quiz_responses", wait_seconds=config.get("lock_wait", 0.0))
-        except DomainLocked as exc:
-            emit(event="locked", message=str(exc))
-            return 3
-        emit(event="acquired", at=time.time())
-    if config.get("wait_for_go"):
-        sys.stdin.readline()
-    released_at = None
-    try:
-        report = engine.run(config["run_id"], lock=lock)
-    finally:
-        if lock is not None:
-            released_at = time.time()
-            lock.release()
+    ran = run_under_lock(engine, config)
+    if ran is None:
+        return 3
+    report, released_at = ran
     emit(event="done", acted_on=report.acted.acted_on, archived=report.archived.rows,
          consistent=report.audited.consistent, released_at=released_at)
     return 0
