@@ -66,12 +66,15 @@ class Acted:
     failed: int = 0  # rows left untouched because their object could not be deleted
     skipped_legal_hold: int = 0
     batches: int = 0
-    longest_batch_seconds: float = 0.0
     # Every batch transaction's wall time, in the order they finished (a few thousand floats for
     # the largest run): the benchmarks' p99, and the batch sizer's evidence.
     batch_seconds: list[float] = field(default_factory=list)
     paused_seconds: float = 0.0  # the workers' rests while the database was busy (engine/pacing.py)
     seconds: float = 0.0
+
+    @property
+    def longest_batch_seconds(self) -> float:
+        return max(self.batch_seconds, default=0.0)
 
 
 @dataclass(frozen=True)

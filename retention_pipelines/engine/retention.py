@@ -264,7 +264,6 @@ class RetentionEngine:
             acted.acted_on += count
             acted.failed += failed
             acted.batches += 1
-            acted.longest_batch_seconds = max(acted.longest_batch_seconds, seconds)
             acted.batch_seconds.append(seconds)
         acted.seconds, acted.paused_seconds = time.monotonic() - started, pacer.slept_seconds
         log.info(f"{self.policy.name}: {acted.action} {acted.acted_on} rows in {acted.batches} batches, "

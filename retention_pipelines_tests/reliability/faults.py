@@ -151,13 +151,13 @@ def loss(database, inserted: set[str], archive_url: str | None) -> str | None:
     return None
 
 
-def rerun_outcome(engine, database, inserted: set[str], archive_url: str | None) -> str | None:
-    """A rerun once the dependency is back: None when it finished the job (nothing left, each row
-    audited once, nothing lost), else what is wrong."""
+def rerun_outcome(engine, database, inserted: set[str], archive_url: str | None, rerun=None) -> str | None:
+    """A rerun once the dependency is back (`rerun`, by default the engine's own run): None when it
+    finished the job (nothing left, each row audited once, nothing lost), else what is wrong."""
     from retention_pipelines_tests.app_rows import remaining_ids
     from retention_pipelines_tests.test_engine.helpers import audit_rows
 
-    failed = outcome(lambda: engine.run("rerun"))
+    failed = outcome(rerun or (lambda: engine.run("rerun")))
     if failed:
         return f"the rerun failed: {failed}"
     left, audited = len(remaining_ids(database)), len(audit_rows(database, "deleted"))

@@ -11,7 +11,7 @@ import pytest
 from retention_pipelines.stores import HeldLock, domain_locks
 from retention_pipelines.stores.lock import RedisDomainLocks
 from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.reliability.faults import clear_failure, fixed_batches, loss, outcome
+from retention_pipelines_tests.reliability.faults import clear_failure, fixed_batches, loss, outcome, rerun_outcome
 from retention_pipelines_tests.reliability.figures import record
 from retention_pipelines_tests.servers import RedisServer
 from retention_pipelines_tests.test_engine.helpers import audit_rows, bulk_insert_pg, engine_for
@@ -58,13 +58,7 @@ def run_locked(engine, redis_url: str, run_id: str, lock_wrapper=None) -> None:
 def rerun_with_redis_back(engine, database, redis: RedisServer, inserted: set[str]) -> str | None:
     """Redis started again on its port; a run under its lock finishes the job, each row once."""
     redis.start()
-    failed = outcome(lambda: run_locked(engine, redis.url, "rerun"))
-    if failed:
-        return f"the rerun failed: {failed}"
-    left, audited = len(remaining_ids(database)), len(audit_rows(database, "deleted"))
-    if left or audited != len(inserted):
-        return f"after the rerun {left} rows are left and {audited} audit rows for {len(inserted)} rows"
-    return loss(database, inserted, None)
+    return rerun_outcome(engine, database, inserted, None, rerun=lambda: run_locked(engine, redis.url, "rerun"))
 
 
 def test_redis_down_before_the_run(pg_database, policies, quiz_policy, local_archive_url, own_redis):

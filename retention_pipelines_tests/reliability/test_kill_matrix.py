@@ -19,7 +19,7 @@ from retention_pipelines_tests.conftest import new_database
 from retention_pipelines_tests.reliability.figures import kills, record
 from retention_pipelines_tests.reliability.invariants import Seeded, assert_invariants, converged
 from retention_pipelines_tests.reliability.runner import build_engine
-from retention_pipelines_tests.test_engine.helpers import RunnerProcess, bulk_insert_pg
+from retention_pipelines_tests.test_engine.helpers import RunnerProcess, backend_gone, bulk_insert_pg
 
 SEED = 9  # the matrix is the same on every machine: a failure can be replayed kill by kill
 STEPS = ["find", "archive write", "archive verify", "delete transaction", "audit seal", "blob delete", "row redact"]
@@ -53,18 +53,6 @@ def seed(step: str, database: AppDatabase, url: str, tmp_path, archived: bool) -
     return (Seeded("quiz_responses", remaining_ids(database), archive_url if archived else None),
             {"domain": "quiz_responses", "archive": archived, "batch_size": QUIZ_BATCH, "archive_url": archive_url,
              "database_url": url, "run_id": "killed"})
-
-
-def backend_gone(database: AppDatabase, application_name: str) -> None:
-    """A killed client's backend notices and rolls back its transaction; wait until it is gone."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with database.engine.connect() as connection:
-            if not connection.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = %(n)s",
-                                              {"n": application_name}).scalar_one():
-                return
-        time.sleep(0.02)
-    raise AssertionError(f"the killed run's backend ({application_name}) is still there after 30 s")
 
 
 def seal_violations(database: AppDatabase, settled: bool) -> list[str]:

@@ -238,3 +238,17 @@ class RunnerProcess:
                 stream.close()
             except Exception:
                 pass
+
+
+def backend_gone(database: AppDatabase, application_name: str) -> None:
+    """A killed client's backend notices and rolls back its transaction; wait until it is gone."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with database.engine.connect() as connection:
+            if not connection.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = %(n)s",
+                                              {"n": application_name}).scalar_one():
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"the killed run's backend ({application_name}) is still there after 30 s")

@@ -18,7 +18,7 @@ from retention_pipelines_tests.erasure_rows import (
     ANN, ANN_SPELLINGS, DOMAINS, PDF, Erasure, audit, data_key_rows, insert_subject_rows, no_address_in_audit,
     table_rows,
 )
-from retention_pipelines_tests.test_engine.helpers import RunnerProcess
+from retention_pipelines_tests.test_engine.helpers import RunnerProcess, backend_gone
 
 BATCH = 20
 MANY = {"meal_plans": 300, "email_blacklist": 3000}  # Ann's rows beyond the few of insert_subject_rows
@@ -113,18 +113,6 @@ class Killed:
 @pytest.fixture
 def killed(pg_database, tmp_path) -> Killed:
     return Killed(pg_database, tmp_path)
-
-
-def backend_gone(database, application_name: str) -> None:
-    """A killed client's backend notices and rolls back; wait for it to be gone."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with database.engine.connect() as connection:
-            if not connection.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = %(n)s",
-                                              {"n": application_name}).scalar_one():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the killed run's backend ({application_name}) is still there")
 
 
 @pytest.mark.parametrize("domain", ["meal_plans", "email_blacklist"])
