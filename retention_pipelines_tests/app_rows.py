@@ -84,3 +84,10 @@ def meal_plan_rows(database: AppDatabase) -> dict[str, tuple]:
     with database.engine.connect() as connection:
         rows = connection.exec_driver_sql("SELECT id, pdf_blob_key, pdf_deleted_at FROM meal_plans").all()
     return {str(rid): (key, deleted) for rid, key, deleted in rows}
+
+
+def uuid_spellings(record_id: str) -> list[str]:
+    """Spellings of one uuid that PostgreSQL's uuid type accepts, none of them its canonical text."""
+    plain = record_id.replace("-", "")
+    return [record_id.upper(), plain, plain.upper(), "{" + record_id + "}", f"  {record_id}  ",
+            "-".join(plain[i:i + 4] for i in range(0, 32, 4))]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from retention_pipelines.cli.common import EXIT_FAILED, open_current_database, print_table
+from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
 from retention_pipelines.engine import audit_chain
 from retention_pipelines.engine.evidence import index_records, record_evidence
+from retention_pipelines.engine.record_ids import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.policies import load_policies
 from retention_pipelines.policies.model import format_duration
+from retention_pipelines.stores import PolicyMismatch
 
 
 def _why(entry: dict, policies) -> str:
@@ -23,11 +25,31 @@ def _why(entry: dict, policies) -> str:
     return f"{policy.clock_column} + {format_duration(policy.retain_for)} ({policies.policy_version})"
 
 
+def _spellings_of(database, policies, given: str, domain: str | None) -> list[str]:
+    """The ids the audit log may name the record by: its canonical form in the domain's key type
+    (in every domain's, without --domain), and the text as given, which names an archive object."""
+    if domain is not None and domain not in policies.domains:
+        raise CliError(f"--domain: no domain {domain!r} in the policy file "
+                       f"(domains: {', '.join(sorted(policies.domains))})")
+    names = {given}
+    for policy in policies.domains.values():
+        if domain is not None and policy.name != domain:
+            continue
+        try:
+            names.update(canonical_record_ids(database, database.app_table(policy).c[policy.primary_key], [given]))
+        except (RecordIdInvalid, PolicyMismatch):
+            continue  # not a key of this domain (or a table this database lacks): nothing to look up there
+    return sorted(names)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     policies = load_policies()
     database = open_current_database()
     try:
-        entries = record_evidence(database, args.record_id, args.domain)
+        entries = []
+        for record_id in _spellings_of(database, policies, args.record_id, args.domain):
+            entries += record_evidence(database, record_id, args.domain)
+        entries.sort(key=lambda entry: entry["occurred_at"])
     finally:
         database.dispose()
     if not entries:

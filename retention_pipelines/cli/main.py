@@ -144,38 +144,62 @@ def _no_personal_data(value: str, what: str) -> str:
     return value
 
 
-def cmd_hold_add(args: argparse.Namespace) -> int:
+def _hold_book(domain: str):
+    """The policy of a known domain, its key column and the hold book, for `hold add | release`."""
+    from retention_pipelines.engine.holds import LegalHolds
+
     policies = load_policies()
-    if args.domain not in policies.domains:
-        raise CliError(f"unknown domain {args.domain!r}; the policy file has: {', '.join(policies.domains)}")
-    record_id = _no_personal_data(args.record_id.strip(), "--record-id")
-    reason = _no_personal_data(args.reason.strip(), "--reason")
-    if not record_id or not reason:
-        raise CliError("--record-id and --reason must not be empty")
+    if domain not in policies.domains:
+        raise CliError(f"unknown domain {domain!r}; the policy file has: {', '.join(policies.domains)}")
+    policy = policies.domains[domain]
     database = open_current_database()
-    holds = schema.legal_holds
-    with database.engine.begin() as connection:
-        active = connection.execute(sa.select(holds.c.id).where(
-            holds.c.domain == args.domain, holds.c.record_id == record_id, holds.c.released_at.is_(None))).first()
-        if active:
-            raise CliError(f"record {record_id} of {args.domain} is already under legal hold {active.id}", EXIT_FAILED)
-        hold_id = connection.execute(sa.insert(holds).values(
-            domain=args.domain, record_id=record_id, reason=reason).returning(holds.c.id)).scalar_one()
-    print(f"legal hold {hold_id} placed on {args.domain} record {record_id}")
+    key = database.app_table(policy).c[policy.primary_key]
+    return LegalHolds(database, policies.policy_version), key
+
+
+def _handle(value: str, what: str) -> str:
+    value = _no_personal_data(value.strip(), what)
+    if not value:
+        raise CliError(f"{what} must not be empty: say who you are (a handle, no e-mail address)")
+    return value
+
+
+def cmd_hold_add(args: argparse.Namespace) -> int:
+    from retention_pipelines.engine.holds import HoldRefused, RecordIdInvalid
+
+    _no_personal_data(args.record_id, "--record-id")
+    reason = _no_personal_data(args.reason.strip(), "--reason")
+    if not args.record_id.strip() or not reason:
+        raise CliError("--record-id and --reason must not be empty")
+    by = _handle(args.by, "--by")
+    holds, key = _hold_book(args.domain)
+    try:
+        placed = holds.place(args.domain, key, args.record_id, reason, by, force=args.force)
+    except RecordIdInvalid as exc:
+        raise CliError(f"--record-id: {exc}") from None
+    except HoldRefused as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        holds.database.dispose()
+    print(f"legal hold {placed.hold_id} placed on {args.domain} record {placed.record_id} by {by}")
     return 0
 
 
 def cmd_hold_release(args: argparse.Namespace) -> int:
-    record_id = args.record_id.strip()  # as `hold add` stored it
-    database = open_current_database()
-    holds = schema.legal_holds
-    with database.engine.begin() as connection:
-        released = connection.execute(sa.update(holds).where(
-            holds.c.domain == args.domain, holds.c.record_id == record_id, holds.c.released_at.is_(None),
-        ).values(released_at=sa.func.now())).rowcount
-    if not released:
-        raise CliError(f"no active legal hold on {args.domain} record {record_id}", EXIT_FAILED)
-    print(f"legal hold released on {args.domain} record {record_id}")
+    from retention_pipelines.engine.holds import HoldRefused, RecordIdInvalid
+
+    _no_personal_data(args.record_id, "--record-id")
+    by = _handle(args.by, "--by")
+    holds, key = _hold_book(args.domain)
+    try:
+        released = holds.release(args.domain, key, args.record_id, by)
+    except RecordIdInvalid as exc:
+        raise CliError(f"--record-id: {exc}") from None
+    except HoldRefused as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        holds.database.dispose()
+    print(f"legal hold {released.hold_id} released on {args.domain} record {released.record_id} by {by}")
     return 0
 
 
@@ -245,8 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     release = hold.add_parser("release", help="release a record's legal hold")
     for sub in (add, release):
         sub.add_argument("--domain", required=True)
-        sub.add_argument("--record-id", required=True)
+        sub.add_argument("--record-id", required=True, help="the record's key, in any spelling its type accepts")
+        sub.add_argument("--by", required=True, help="who places or releases the hold (a handle, no e-mail address)")
     add.add_argument("--reason", required=True, help="the case or claim; no personal data")
+    add.add_argument("--force", action="store_true",
+                     help="place the hold although the record does not exist now (its archived copy, or a record to come)")
     add.set_defaults(handler=cmd_hold_add)
     release.set_defaults(handler=cmd_hold_release)
     listing = hold.add_parser("list", help="list active legal holds")

@@ -8,6 +8,7 @@ import uuid
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
 from retention_pipelines.redaction import EMAIL
+from retention_pipelines.engine.record_ids import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.engine.restore import Restorer, RestoreRefused
 from retention_pipelines.engine.retention import RetentionEngine
 from retention_pipelines.policies import load_policies
@@ -28,13 +29,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     database = open_current_database(settings)
     lock = None
     try:
+        try:  # the ids as the audit log names them, whatever spelling of the key was given
+            record_ids = canonical_record_ids(database, database.app_table(policy).c[policy.primary_key],
+                                              args.record_id)
+        except RecordIdInvalid as exc:
+            raise CliError(f"--record-id: {exc}") from None
         engine = RetentionEngine(policy, policies.policy_version, database,
                                  archive_store_from_url(settings.resolved_archive_url(), settings.archive_storage_class),
                                  blob_store_from_url(settings.resolved_blob_url()) if policy.blob_key_column else None)
         if not args.dry_run:
             lock = domain_locks(settings.redis_url, settings.lock_dir(), settings.lock_ttl_seconds).acquire(
                 policy.name, settings.lock_wait_seconds)
-        report = Restorer(engine).restore(args.run, args.record_id or None, args.by, f"restore-{uuid.uuid4()}",
+        report = Restorer(engine).restore(args.run, record_ids or None, args.by, f"restore-{uuid.uuid4()}",
                                           args.dry_run, lock)
     except RestoreRefused as exc:
         raise CliError(str(exc), EXIT_FAILED) from None

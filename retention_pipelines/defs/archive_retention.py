@@ -42,7 +42,8 @@ def _domain_archive_expiry(policy: DomainPolicy, policy_version: str) -> dg.Defi
         + (", archived PDFs" if policy.blob_key_column else "") + f") deleted once kept {keep_for} "
         "(archive.keep_for) after they were written, by the store's own timestamp against the database's "
         "now. Each deletion has its `archive_expired` audit entry, committed before the object goes. "
-        "An object under an S3 Object Lock is skipped and counted, and tried again the next day. "
+        "An object under an S3 Object Lock is skipped and counted, and tried again the next day; one holding a "
+        "record under a legal hold is kept, counted and put in the manual queue. "
         "Takes the domain's lock (not in a dry run, which deletes nothing and counts what it would)."))
     def archive_expiry(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.MaterializeResult:
         dry_run = is_dry_run(context)
@@ -54,7 +55,8 @@ def _domain_archive_expiry(policy: DomainPolicy, policy_version: str) -> dg.Defi
             "database_now": iso(expiry.database_now), "objects_past_keep_for": expiry.objects_due,
             "objects_deleted": 0 if dry_run else expiry.objects_deleted,
             "objects_would_delete": expiry.objects_deleted if dry_run else 0,
-            "objects_skipped_object_lock": expiry.objects_skipped_locked, "objects_refused": expiry.objects_refused,
+            "objects_skipped_object_lock": expiry.objects_skipped_locked,
+            "objects_kept_for_legal_hold": expiry.objects_skipped_held, "objects_refused": expiry.objects_refused,
             "audit_entries": expiry.audit_entries, "manual_queue_items": expiry.queued,
             "oldest_written_at_past_keep_for": iso(expiry.oldest_due_written_at),
             "duration_seconds": round(expiry.seconds, 3),
@@ -63,8 +65,9 @@ def _domain_archive_expiry(policy: DomainPolicy, policy_version: str) -> dg.Defi
     @dg.asset_check(asset=key, name=NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK, description=(
         f"No archive object of {name} is kept beyond its keep_for ({keep_for}) plus "
         f"{format_duration(GRACE)} of grace for the daily job. Fails (error) on any such object; only a warning "
-        "when every one of them is under an S3 Object Lock still in force, which nobody here can lift, or in "
-        "a dry run, which leaves them by design. Counts and ages only, no keys."))
+        "when every one of them is under an S3 Object Lock still in force, which nobody here can lift, or kept "
+        "for a legal hold on a record in it (each in the manual queue), or in a dry run, which leaves them by "
+        "design. Counts and ages only, no keys."))
     def no_archive_kept_beyond_keep_for(context: dg.AssetCheckExecutionContext,
                                         retention_stores: RetentionStores) -> dg.AssetCheckResult:
         with domain_step(context, name):
@@ -75,6 +78,7 @@ def _domain_archive_expiry(policy: DomainPolicy, policy_version: str) -> dg.Defi
             severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
             metadata={"objects": overdue.objects, "objects_past_keep_for_and_grace": overdue.overdue,
                       "of_which_under_object_lock": overdue.overdue_under_lock,
+                      "of_which_kept_for_legal_hold": overdue.overdue_under_hold,
                       "oldest_object_age_days": round(overdue.oldest_age.total_seconds() / 86400, 2),
                       "keep_for": keep_for, "grace": format_duration(overdue.grace)})
 

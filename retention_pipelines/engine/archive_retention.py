@@ -34,6 +34,12 @@ from an earlier one under the same key (content-addressed keys can be written ag
 is older than this object. Were keep_for lengthened between a kill and the rerun, the rerun would
 write a second entry for the object: one too many, never one missing.
 
+A legal hold keeps every archived copy of its record: a unit holding a record under an unreleased
+hold (a manifest's record ids, an archived PDF's key) is skipped, counted apart, and goes to the
+manual queue (`legal_hold_conflict`, record id = the object key) as it is past its keep_for. The
+domain's hold gate (engine/holds.py) is held, shared, while a chunk of units is checked, audited and
+deleted: a hold placed meanwhile waits for it, and one placed before is seen.
+
 The Object Lock the retention run puts on an object (stores/archive.py) ends at the database's now
 + keep_for, read before the put: no later than its deadline here, so a lock delays a deletion only
 where the store's clock and the database's disagree. A manifest that is not listed right after its
@@ -51,6 +57,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.archive_format import read_manifest
+from retention_pipelines.engine.holds import gate_held, held_record_ids
 from retention_pipelines.engine.parallel import bounded_parallel
 from retention_pipelines.engine.queries import AuditStamp
 from retention_pipelines.engine.queue import ACTIVE, SYSTEM_ACTOR, ManualQueue
@@ -66,6 +74,7 @@ log = get_logger("engine")
 ACTION = "archive_expired"
 MANIFEST_SUFFIX = ".manifest.json"
 QUEUE_REASON = "blob_delete_failed"  # "the object store refused the delete"; record id = the key
+HELD_REASON = "legal_hold_conflict"  # "a record under legal hold is in it"; record id = the key
 CHUNK = 400  # units whose earlier entries are looked up in one query (≤ 800 keys: SQLite binds ≤ 999)
 # Units handled side by side, each in its own transaction: a unit is mostly waiting on S3 round
 # trips (lock, versions, deletes).
@@ -100,6 +109,7 @@ class Expiry:
     objects_due: int = 0  # past keep_for when the run looked
     objects_deleted: int = 0  # or, in a dry run, that would be
     objects_skipped_locked: int = 0  # under an Object Lock or legal hold: tried again tomorrow
+    objects_skipped_held: int = 0  # holding a record under a legal hold of ours: kept while it lasts
     objects_refused: int = 0  # the store refused the delete although no lock was seen
     audit_entries: int = 0
     queued: int = 0  # manual-queue items added or counted again
@@ -116,16 +126,19 @@ class Overdue:
     overdue_under_lock: int
     oldest_age: timedelta
     grace: timedelta
+    overdue_under_hold: int = 0  # kept for a record under a legal hold (not under an Object Lock)
 
     @property
     def overdue_unlocked(self) -> int:
-        return self.overdue - self.overdue_under_lock
+        """Kept past keep_for for no reason that holds: neither an Object Lock nor a legal hold."""
+        return self.overdue - self.overdue_under_lock - self.overdue_under_hold
 
 
 @dataclass
 class _UnitOutcome:
     deleted: int = 0
     skipped_locked: int = 0
+    skipped_held: int = 0
     refused: int = 0
     audit_entries: int = 0
     queued: int = 0
@@ -191,41 +204,61 @@ class ArchiveRetention:
         units = archive_units(self.archive_store.objects(key or self.prefix))
         due = (unit for unit in units if (key is None or key in unit.keys) and self._deadline(unit.written_at) <= now)
         while chunk := list(itertools.islice(due, CHUNK)):
-            audited = set() if dry_run else self._audited(chunk)
-            for unit in chunk:
-                result.objects_due += len(unit.objects)
-                oldest = min(written for _, written in unit.objects)
-                if result.oldest_due_written_at is None or oldest < result.oldest_due_written_at:
-                    result.oldest_due_written_at = oldest
-
-            def expire_unit(unit: ArchiveUnit) -> tuple[ArchiveUnit, _UnitOutcome]:
-                return unit, self._expire_unit(unit, audited, now, run_id, dry_run, lock)
-
-            deleted = []
-            for unit, outcome in bounded_parallel(expire_unit, chunk, WORKERS):
-                result.objects_deleted += outcome.deleted
-                result.objects_skipped_locked += outcome.skipped_locked
-                result.objects_refused += outcome.refused
-                result.audit_entries += outcome.audit_entries
-                result.queued += outcome.queued
-                deleted += unit.keys if outcome.gone else []
-            if not dry_run:
-                self._resolve_queue_items(deleted, run_id)
+            with gate_held(self.database, [self.policy.name]):
+                self._expire_chunk(chunk, result, now, run_id, dry_run, lock)
         result.seconds = time.monotonic() - started
         verb = "would delete" if dry_run else "deleted"
         log.info(f"{self.policy.name}: archive expiry: {verb} {result.objects_deleted} of {result.objects_due} objects "
-                 f"past keep_for, {result.objects_skipped_locked} under an Object Lock, {result.objects_refused} "
-                 "refused", extra={"domain": self.policy.name, "step": "archive_expiry", "dry_run": dry_run,
-                                   "objects_due": result.objects_due, "objects_deleted": result.objects_deleted,
-                                   "objects_skipped_locked": result.objects_skipped_locked,
-                                   "objects_refused": result.objects_refused, "audit_entries": result.audit_entries})
+                 f"past keep_for, {result.objects_skipped_locked} under an Object Lock, {result.objects_skipped_held} "
+                 f"kept for a legal hold, {result.objects_refused} refused",
+                 extra={"domain": self.policy.name, "step": "archive_expiry", "dry_run": dry_run,
+                        "objects_due": result.objects_due, "objects_deleted": result.objects_deleted,
+                        "objects_skipped_locked": result.objects_skipped_locked,
+                        "objects_skipped_held": result.objects_skipped_held,
+                        "objects_refused": result.objects_refused, "audit_entries": result.audit_entries})
         return result
 
-    def _expire_unit(self, unit: ArchiveUnit, audited: set[str], now: datetime, run_id: str, dry_run: bool,
-                     lock: HeldLock | None) -> _UnitOutcome:
-        """Lock check → audit entries committed → delete (a dry run stops after the lock check,
-        counting what it would delete)."""
+    def _expire_chunk(self, chunk: list[ArchiveUnit], result: Expiry, now: datetime, run_id: str, dry_run: bool,
+                      lock: HeldLock | None) -> None:
+        """Units of one chunk, under the domain's hold gate: the holds read here stay the holds
+        until the last of them is deleted."""
+        with self.database.connect() as connection:
+            held = held_record_ids(connection, self.policy.name)
+        audited = set() if dry_run else self._audited(chunk)
+        for unit in chunk:
+            result.objects_due += len(unit.objects)
+            oldest = min(written for _, written in unit.objects)
+            if result.oldest_due_written_at is None or oldest < result.oldest_due_written_at:
+                result.oldest_due_written_at = oldest
+
+        def expire_unit(unit: ArchiveUnit) -> tuple[ArchiveUnit, _UnitOutcome]:
+            return unit, self._expire_unit(unit, audited, held, now, run_id, dry_run, lock)
+
+        deleted = []
+        for unit, outcome in bounded_parallel(expire_unit, chunk, WORKERS):
+            result.objects_deleted += outcome.deleted
+            result.objects_skipped_locked += outcome.skipped_locked
+            result.objects_skipped_held += outcome.skipped_held
+            result.objects_refused += outcome.refused
+            result.audit_entries += outcome.audit_entries
+            result.queued += outcome.queued
+            deleted += unit.keys if outcome.gone else []
+        if not dry_run:
+            self._resolve_queue_items(deleted, run_id)
+
+    def _expire_unit(self, unit: ArchiveUnit, audited: set[str], held: set[str], now: datetime, run_id: str,
+                     dry_run: bool, lock: HeldLock | None) -> _UnitOutcome:
+        """Legal holds → lock check → audit entries committed → delete (a dry run stops after the
+        checks, counting what it would delete)."""
         result = _UnitOutcome()
+        keeps = self._held_in(unit, held)
+        if keeps:
+            result.skipped_held += len(unit.objects)
+            if not dry_run:  # one item for the unit, named by its data object
+                self._needs_person(unit.keys[0], f"archive object past its keep_for ({self._keep_for_text()}) holds "
+                                                 f"{keeps} under legal hold: kept while the hold lasts", run_id,
+                                   result, HELD_REASON)
+            return result
         locks = [(key, self.archive_store.lock(key)) for key in unit.keys]
         held = [(key, found) for key, found in locks if found is not None and found.in_force(now)]
         if held:
@@ -261,13 +294,33 @@ class ArchiveRetention:
         result.gone = True
         return result
 
+    def _held_in(self, unit: ArchiveUnit, held: set[str]) -> str | None:
+        """What of the unit a legal hold keeps ('record …', 'records whose ids the store cannot
+        tell'), or None. Only read when the domain has holds: a manifest's record ids, or the record
+        id an archived PDF is named by."""
+        if not held:
+            return None
+        records: set[str] = set()
+        for key in unit.keys:
+            if key.startswith(f"{self.prefix}blobs/"):
+                records.add(key.removeprefix(f"{self.prefix}blobs/"))
+            elif key.endswith(MANIFEST_SUFFIX):
+                records.update(read_manifest(self.archive_store.get(key)).get("record_ids", []))
+            elif key + MANIFEST_SUFFIX not in unit.keys:
+                # A data object without its manifest: which records it holds cannot be read without its
+                # keys, so it is kept as if it held one, for a person to look at.
+                return "records it cannot name (its manifest is gone)"
+        kept = sorted(records & held)
+        return f"{len(kept)} record(s)" if kept else None
+
     def _keep_for_text(self) -> str:
         return format_duration(self.keep_for)
 
-    def _needs_person(self, key: str, detail: str, run_id: str, result: _UnitOutcome) -> None:
+    def _needs_person(self, key: str, detail: str, run_id: str, result: _UnitOutcome,
+                      reason: str = QUEUE_REASON) -> None:
         if self.queue is None:
             return
-        self.queue.add(self.policy.name, key, QUEUE_REASON, detail, self.policy.sla.resolve_within, run_id)
+        self.queue.add(self.policy.name, key, reason, detail, self.policy.sla.resolve_within, run_id)
         result.queued += 1
 
     def _audited(self, chunk: list[ArchiveUnit]) -> set[str]:
@@ -286,7 +339,7 @@ class ArchiveRetention:
         if not keys or self.queue is None:
             return
         query = sa.select(manual_queue.c.id).where(
-            manual_queue.c.domain == self.policy.name, manual_queue.c.reason == QUEUE_REASON,
+            manual_queue.c.domain == self.policy.name, manual_queue.c.reason.in_((QUEUE_REASON, HELD_REASON)),
             manual_queue.c.status.in_(ACTIVE), manual_queue.c.record_id.in_(keys))
         with self.database.connect() as connection:
             items = list(connection.execute(query).scalars())
@@ -296,16 +349,27 @@ class ArchiveRetention:
     # the check -----------------------------------------------------------------------------------
     def count_overdue(self, grace: timedelta = GRACE) -> Overdue:
         """Objects kept past written + keep_for + grace, those of them under an Object Lock still in
-        force, and how old the oldest object is, all by the database's now. Keys only."""
+        force or kept for a legal hold, and how old the oldest object is, all by the database's now.
+        Keys only (and, while the domain has holds, the manifests' record ids)."""
         now = self.database.now()
         limit = now - self.keep_for - grace
-        objects = overdue = under_lock = 0
+        objects = under_lock = 0
+        overdue: list[tuple[str, datetime]] = []
         oldest: datetime | None = None
         for key, written in self.archive_store.objects(self.prefix):
             objects += 1
             oldest = written if oldest is None or written < oldest else oldest
             if written <= limit:
-                overdue += 1
+                overdue.append((key, written))
+        with self.database.connect() as connection:
+            held = held_record_ids(connection, self.policy.name)
+        under_hold = 0
+        for unit in archive_units(overdue):
+            if self._held_in(unit, held):
+                under_hold += len(unit.objects)
+                continue
+            for key in unit.keys:
                 found = self.archive_store.lock(key)
                 under_lock += bool(found is not None and found.in_force(now))
-        return Overdue(objects, overdue, under_lock, max(now - oldest, timedelta(0)) if oldest else timedelta(0), grace)
+        return Overdue(objects, len(overdue), under_lock, max(now - oldest, timedelta(0)) if oldest else timedelta(0),
+                       grace, under_hold)

@@ -7,7 +7,7 @@ table reads that 1%, never the whole table.
 from __future__ import annotations
 
 import copy
-import re
+import uuid
 from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.engine.holds import held
 from retention_pipelines.schema import audit_log, conflict_insert, legal_holds, manual_queue
 
 
 ERASED_PLACEHOLDER_PATTERN = "erased-by-request-%@erased.invalid"  # LIKE pattern; % is the request id
 # batches() hands rows with the clock, the primary key and the subject first, then the columns asked for.
 LEADING = 3
-UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
 class DomainTable:
@@ -58,8 +58,11 @@ class DomainTable:
     def pk_value(self, record_id: str) -> object | None:
         """A record id back to a value the primary key compares with; None for one that cannot
         match any row (so that a malformed id in a hold or a manifest is no database error)."""
-        if isinstance(self.pk.type, sa.Uuid):
-            return record_id.lower() if UUID_TEXT.match(record_id) else None
+        if isinstance(self.pk.type, sa.Uuid):  # any spelling PostgreSQL accepts, in canonical text
+            try:
+                return str(uuid.UUID(record_id.strip()))
+            except ValueError:
+                return None
         try:
             python_type = self.pk.type.python_type
         except NotImplementedError:
@@ -90,15 +93,9 @@ class DomainTable:
         return sa.null()
 
     def not_held(self) -> sa.ColumnElement[bool]:
-        """No unreleased legal hold on the row: checked again inside each delete transaction."""
-        held_id = legal_holds.c.record_id
-        if isinstance(self.pk.type, sa.Uuid):  # a uuid is the same id in either case
-            held_id = sa.func.lower(held_id)
-        return ~sa.exists().where(
-            legal_holds.c.domain == self.policy.name,
-            held_id == sa.cast(self.pk, sa.Text),
-            legal_holds.c.released_at.is_(None),
-        )
+        """No unreleased legal hold on the row (engine/holds.py): checked again inside each delete
+        transaction, after its hold gate."""
+        return ~held(self.policy.name, sa.cast(self.pk, sa.Text))
 
     def not_waiting_for_a_person(self) -> sa.ColumnElement[bool]:
         """No open or claimed manual-queue item about the row: what a run could not finish is in a
@@ -284,6 +281,28 @@ class DomainTable:
             return sa.update(self.table).where(*where).values(values)
         return sa.delete(self.table).where(*where)
 
+    def respell_holds(self, connection: sa.Connection) -> list[tuple[int, str, str]]:
+        """Unreleased holds that name a row of the table in a spelling other than its canonical
+        text (written behind `hold add`'s back, which stores only that): rewritten in it, so that the
+        one test of a hold (engine/holds.py) sees them as the counts already do. (hold id, from, to)."""
+        holds = connection.execute(sa.select(legal_holds.c.id, legal_holds.c.record_id).where(
+            legal_holds.c.domain == self.policy.name, legal_holds.c.released_at.is_(None))).all()
+        by_key: dict[object, list[tuple[int, str]]] = {}
+        for hold_id, record_id in holds:
+            if (pk := self.pk_value(record_id)) is not None:
+                by_key.setdefault(pk, []).append((hold_id, record_id))
+        respelled = []
+        keys = sorted(by_key, key=str)
+        for start in range(0, len(keys), 1000):
+            for (text,) in connection.execute(sa.select(sa.cast(self.pk, sa.Text)).where(
+                    self.pk.in_(keys[start:start + 1000]))):
+                for hold_id, record_id in by_key.get(self.pk_value(text), []):
+                    if record_id != text:
+                        connection.execute(sa.update(legal_holds).where(legal_holds.c.id == hold_id)
+                                           .values(record_id=text))
+                        respelled.append((hold_id, record_id, text))
+        return respelled
+
     def held_due(self, connection: sa.Connection, clock_cutoff: datetime) -> list[str]:
         """Record ids under an unreleased hold whose rows are due."""
         return list(self.held_due_clocks(connection, clock_cutoff))
@@ -352,14 +371,6 @@ class KeyRange:
 
     after: tuple | None
     upto: tuple | None
-
-
-def under_legal_hold(database, domain: str, record_id: str) -> bool:
-    """Whether an unreleased legal hold is on the record."""
-    with database.connect() as connection:
-        return connection.execute(sa.select(legal_holds.c.id).where(
-            legal_holds.c.domain == domain, legal_holds.c.record_id == record_id,
-            legal_holds.c.released_at.is_(None))).first() is not None
 
 
 def report_once(connection: sa.Connection, rows: list[dict]) -> sa.Insert:

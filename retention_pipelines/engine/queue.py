@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.redaction import EMAIL
-from retention_pipelines.engine.queries import under_legal_hold
+from retention_pipelines.engine.holds import under_legal_hold
 from retention_pipelines.schema import audit_log, conflict_insert, manual_queue
 from retention_pipelines.stores import AppDatabase
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine.archive_format import encode_batch, read_manifest, verify
 from retention_pipelines.engine.fence import DomainFence
+from retention_pipelines.engine.holds import pass_gate
 from retention_pipelines.engine.keys import ArchiveKeys, DataKey
 from retention_pipelines.engine.memory import give_large_blocks_back
 from retention_pipelines.engine.objects import StoredObjects
@@ -217,6 +218,7 @@ class RetentionEngine:
         if self.policy.archive.enabled and (archived is None or archived.dry_run):
             raise ValueError(f"domain {self.policy.name} archives: its rows are acted on only from a written archive")
         started = time.monotonic()
+        self._respell_holds(run_id)
         acted.skipped_legal_hold = self._audit_held(found, run_id)
         clock_cutoff = self._bind(found.clock_cutoff)
         stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version, detail=self.audit_detail)
@@ -282,6 +284,9 @@ class RetentionEngine:
         a lane's batch the (clock, key) of the last row it chose, None when none was left)."""
         last = None
         with self._begin() as connection:
+            # First: a hold committed before this point is seen by every statement below; one placed
+            # later waits for this commit (engine/holds.py).
+            pass_gate(connection, self.policy.name)
             if batch.get("blobs") is not None:
                 count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"])
                 refused = {rid: ("blob_delete_failed", why) for rid, why in failed.items()}
@@ -329,6 +334,22 @@ class RetentionEngine:
                 raise ArchiveVerificationFailed(f"{batch.uri} changed since it was verified; its rows stay", batch.uri)
             pks = [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None]
             yield {"pks": pks, "archive_uri": batch.uri, "blobs": manifest.get("blobs")}
+
+    def _respell_holds(self, run_id: str) -> None:
+        """Holds found in another spelling of their record's key are counted as held (find): they
+        are rewritten in the canonical one before anything is acted on, so that they hold too."""
+        with self._begin() as connection:
+            respelled = self.table.respell_holds(connection)
+            if respelled:
+                connection.execute(sa.insert(audit_log), [
+                    {**AuditStamp(self.policy.name, "hold_respelled", run_id, self.policy_version,
+                                  detail=f"legal hold {hold_id}: record id rewritten in its key's canonical form"
+                                  ).row(canonical), "actor": SYSTEM_ACTOR}
+                    for hold_id, _, canonical in respelled])
+        if respelled:
+            log.warning(f"{self.policy.name}: {len(respelled)} legal holds named their record in another spelling "
+                        "of its key; rewritten in the canonical one", extra={"domain": self.policy.name,
+                                                                            "holds_respelled": len(respelled)})
 
     def _audit_held(self, found: Found, run_id: str) -> int:
         """One `skipped_legal_hold` audit row per held, due record, written once ever."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.archive_retention import HELD_REASON as ARCHIVE_HELD_REASON
 from retention_pipelines.engine.archive_retention import QUEUE_REASON as ARCHIVE_QUEUE_REASON
 from retention_pipelines.engine.archive_retention import ArchiveRetention, is_archive_key
 from retention_pipelines.engine.queue import RECORD_REASONS, ManualQueue, QueueItem
@@ -36,7 +37,7 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
                lock: HeldLock | None = None) -> RetryOutcome:
     """One attempt at the item, by what it is about; resolved when nothing of it is left to do,
     else left as it was with one more attempt and why."""
-    if item.reason == ARCHIVE_QUEUE_REASON and is_archive_key(item.domain, item.record_id):
+    if item.reason in (ARCHIVE_QUEUE_REASON, ARCHIVE_HELD_REASON) and is_archive_key(item.domain, item.record_id):
         attempt = _retry_archive_object
     elif item.reason == "legal_hold_conflict" or ERASURE_ITEM.match(item.detail or ""):
         # An erasure's record (its hold released, retryable checked; or one the erasure run could not
@@ -85,7 +86,8 @@ def _retry_archive_object(item: QueueItem, engine: RetentionEngine, run_id: str,
     expiry = ArchiveRetention(engine.policy, engine.policy_version, engine.database,
                               engine.archive_store).for_retry().expire(run_id, lock=lock, key=item.record_id)
     if engine.archive_store.exists(item.record_id):
-        why = ("it is under an Object Lock or legal hold" if expiry.objects_skipped_locked else
+        why = ("it holds a record under a legal hold" if expiry.objects_skipped_held else
+               "it is under an Object Lock or legal hold" if expiry.objects_skipped_locked else
                "the store refused the delete" if expiry.objects_refused else "it is not past its keep_for")
         return False, f"the archive object is still there: {why}"
     return True, "the archive object was deleted" if expiry.objects_deleted else "the archive object was already gone"

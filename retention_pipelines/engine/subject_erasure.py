@@ -27,7 +27,8 @@ from retention_pipelines.engine.archive_format import read_manifest
 from retention_pipelines.engine.archive_upgrade import upgrade_legacy_batches, upgrade_legacy_blobs
 from retention_pipelines.engine.erasure import OPEN, AlreadyComplete, ErasureRequests
 from retention_pipelines.engine.keys import ArchiveKeys
-from retention_pipelines.engine.queries import SubjectRows, under_legal_hold
+from retention_pipelines.engine.holds import EVERY_DOMAIN, pass_gate, under_legal_hold
+from retention_pipelines.engine.queries import SubjectRows
 from retention_pipelines.engine.queue import ManualQueue, QueueItem
 from retention_pipelines.engine.retention import RetentionEngine
 from retention_pipelines.logs import get_logger
@@ -147,6 +148,12 @@ class SubjectErasure:
 
         def destroy_key(connection: sa.Connection) -> None:
             if not blocking:
+                # Holds are read again behind every domain's hold gate: one placed since the check
+                # above keeps the key, and the request stays open for the next run to say so.
+                pass_gate(connection, EVERY_DOMAIN)
+                if self._held_archived_under(hashed):
+                    raise ErasureIncomplete(f"erasure request {request_id}: a legal hold was placed on an archived "
+                                            "record of the subject while the request completed; it stays open")
                 destroyed.extend(self.keys.destroy_subject(connection, hashed, run_id, self.policy_version,
                                                            f"erasure request {request_id}"))
 
@@ -183,6 +190,9 @@ class SubjectErasure:
         destroyed: list[str] = []
         if request.status not in OPEN and request.subject_hash and not self._held_archived_under(request.subject_hash):
             with self.database.begin() as connection:
+                pass_gate(connection, EVERY_DOMAIN)
+                if self._held_archived_under(request.subject_hash):
+                    return False, "a legal hold was placed on an archived record of the subject meanwhile"
                 destroyed = self.keys.destroy_subject(connection, request.subject_hash, run_id, self.policy_version,
                                                       f"erasure request {request_id}: a kept record erased")
         return True, (f"erasure request {request_id}: {report.acted.acted_on} records erased; "

@@ -85,6 +85,9 @@ legal_holds = sa.Table(
     sa.Column("reason", sa.Text(), nullable=False),
     sa.Column("placed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
+    # Who placed and who released the hold: a handle, never an address (engine/holds.py).
+    sa.Column("placed_by", sa.String(128), nullable=True),
+    sa.Column("released_by", sa.String(128), nullable=True),
     sa.Index("retention_legal_holds_record_idx", "domain", "record_id"),
 )
 

@@ -141,7 +141,7 @@ def scene(postgres_server, tmp_path):
 def test_no_address_anywhere_after_running_everything(scene, tmp_path, monkeypatch):
     runs, erased = canary(), canary()
     ids = seed(scene, runs, erased)
-    hold = scene.cli("hold", "add", "--domain", "meal_plans", "--record-id", ids["held_plan"], "--reason", "case 12")
+    hold = scene.cli("hold", "add", "--domain", "meal_plans", "--record-id", ids["held_plan"], "--reason", "case 12", "--by", "legal")
     assert hold.returncode == 0, hold.stderr
 
     everything = scene.cli("run")  # every enabled domain; the foreign key blocks one quiz answer

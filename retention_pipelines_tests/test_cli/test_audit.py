@@ -9,7 +9,7 @@ import pytest
 from retention_pipelines.engine.evidence import record_evidence
 from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.policies import load_policies
-from retention_pipelines_tests.app_rows import insert_quiz_rows
+from retention_pipelines_tests.app_rows import insert_quiz_rows, uuid_spellings
 
 DUE, NOT_DUE = [timedelta(hours=30)] * 3, [timedelta(hours=2)]
 
@@ -65,3 +65,13 @@ def test_a_record_without_entries_is_said_plainly(cli, cli_env, after_a_run):
 def test_usage_errors_exit_2(cli, cli_env):
     missing = cli("audit", "show")
     assert missing.code == 2 and "--record-id" in missing.err
+
+
+def test_show_finds_a_record_by_any_spelling_of_its_key(cli, cli_env, after_a_run):
+    due, _ = after_a_run
+    for spelling in uuid_spellings(due[2]):
+        shown = cli("audit", "show", "--record-id", spelling)
+        assert shown.code == 0, (spelling, shown.text)
+        assert "deleted" in shown.out
+    typo = cli("audit", "show", "--record-id", due[2], "--domain", "quiz_responsez")
+    assert typo.code == 2 and "no domain 'quiz_responsez'" in typo.err

@@ -59,3 +59,15 @@ def test_wrong_arguments_are_named(cli, cli_env):
     assert redacting.code == 1 and "meal_plans redacts" in redacting.err
     missing = cli("restore", "--domain", "email_blacklist", "--run", "r")
     assert missing.code == 2 and "--by" in missing.err
+
+
+def test_record_ids_are_taken_in_any_spelling_of_the_key_and_refused_when_no_key_can_be(cli, cli_env):
+    ids = deleted_by_a_run(cli_env)
+    done = cli("restore", "--domain", "email_blacklist", "--run", "run-in-error", "--by", "ops-ines",
+               "--record-id", ids[0].upper().replace("-", ""))
+    assert done.code == 0, done.text
+    assert "restored 1, refused 0" in done.out
+    assert present(cli_env) == {ids[0]}
+    bad = cli("restore", "--domain", "email_blacklist", "--run", "run-in-error", "--by", "ops-ines",
+              "--record-id", "not-a-key")
+    assert bad.code == 2 and bad.err.startswith("retention: error: --record-id") and "key column" in bad.err

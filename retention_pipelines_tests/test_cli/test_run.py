@@ -173,7 +173,7 @@ def test_run_deletes_exactly_the_due_rows(cli, cli_env, quiz_rows):
 def test_run_respects_a_legal_hold(cli, cli_env, quiz_rows):
     due, not_due = quiz_rows
     held = sorted(due)[0]
-    added = cli("hold", "add", "--domain", "quiz_responses", "--record-id", held, "--reason", "case 42")
+    added = cli("hold", "add", "--domain", "quiz_responses", "--record-id", held, "--reason", "case 42", "--by", "legal")
     assert added.code == 0, added.err
 
     outcome = cli("run", "quiz_responses")
