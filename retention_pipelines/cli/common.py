@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -11,6 +13,7 @@ from retention_pipelines import schema
 from retention_pipelines.stores import AppDatabase, RetentionSettings, load_settings
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+MAX_ID = 2**63 - 1  # the retention tables' ids are BIGINTs: a larger one names nothing, and SQLite cannot bind it
 LOOKS_LIKE_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
 
 
@@ -20,6 +23,23 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def number_from(low: int, high: int, whole: bool = True, unit: str = "") -> Callable[[str], int | float]:
+    """An argparse type: a number from low to high (a whole one unless `whole` is False), else
+    argparse's refusal, exit 2, naming the argument and the range (NaN and infinities are refused too)."""
+    kind = "a whole number" if whole else "a number"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {kind} from {low} to {high}{unit}, not {text!r}")
+        return value
+
+    return parse
 
 
 def print_table(rows: list[dict]) -> None:

@@ -8,9 +8,9 @@ import sys
 from datetime import timedelta
 
 from retention_pipelines.cli.common import (
-    EXIT_FAILED, CliError, dagster_instance, failure_message, open_current_database, print_table,
+    EXIT_FAILED, MAX_ID, CliError, dagster_instance, failure_message, number_from, open_current_database, print_table,
 )
-from retention_pipelines.engine.erasure import ErasureRefused, ErasureRequests
+from retention_pipelines.engine.erasure import MAX_EXTENSION_DAYS, ErasureRefused, ErasureRequests
 from retention_pipelines.stores import load_settings
 
 
@@ -96,14 +96,15 @@ def add_erasure_commands(commands) -> None:
     request.add_argument("--email", required=True, help="the subject's address (never printed back)")
     request.set_defaults(handler=cmd_request)
     status = erasure.add_parser("status", help="requests, their deadlines and days left")
-    status.add_argument("id", type=int, nargs="?")
+    status.add_argument("id", type=number_from(1, MAX_ID), nargs="?")
     status.set_defaults(handler=cmd_status)
     extend = erasure.add_parser("extend", help="extend a request's deadline, with the reason (Art. 12(3))")
-    extend.add_argument("id", type=int)
-    extend.add_argument("--days", type=int, required=True)
+    extend.add_argument("id", type=number_from(1, MAX_ID))
+    extend.add_argument("--days", type=number_from(1, MAX_EXTENSION_DAYS, unit=" days"), required=True,
+                        help=f"1 to {MAX_EXTENSION_DAYS} (GDPR Art. 12(3): two further months at most)")
     extend.add_argument("--reason", required=True, help="why; no personal data")
     extend.set_defaults(handler=cmd_extend)
     run = erasure.add_parser("run", help="erase a request's subject from every domain now (what the sensor launches)")
-    run.add_argument("id", type=int)
+    run.add_argument("id", type=number_from(1, MAX_ID))
     run.add_argument("--dry-run", action="store_true", help="count what would be erased; change nothing")
     run.set_defaults(handler=cmd_run)

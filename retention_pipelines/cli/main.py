@@ -16,8 +16,8 @@ from retention_pipelines.policies import PolicyError, PolicyFile, load_policies
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.cli.common import (
-    EXIT_BAD_INPUT, EXIT_FAILED, LOOKS_LIKE_EMAIL, CliError, dagster_instance, failure_message, open_current_database,
-    open_database, print_table,
+    EXIT_BAD_INPUT, EXIT_FAILED, LOOKS_LIKE_EMAIL, CliError, dagster_instance, failure_message, number_from,
+    open_current_database, open_database, print_table,
 )
 from retention_pipelines.cli.archive import add_archive_commands
 from retention_pipelines.cli.audit import add_audit_commands
@@ -28,6 +28,9 @@ from retention_pipelines.cli.queue import add_queue_commands
 from retention_pipelines.cli.report import add_report_commands
 from retention_pipelines.logs import configure_logging
 from retention_pipelines.stores import ConfigurationError, PolicyMismatch, StoreUnavailable, load_settings
+from retention_pipelines.stores.settings import MAX_LOCK_WAIT_SECONDS
+
+DEMO_MAX_ROWS = 100_000  # a laptop's demo; larger tables are the benchmarks' (make bench)
 
 def _domains(policies: PolicyFile, names: Sequence[str]) -> list[str]:
     if not names:
@@ -250,11 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run domains' retention jobs now (through Dagster)")
     run.add_argument("domains", nargs="*", metavar="DOMAIN", help="domains to run (default: every enabled one)")
     run.add_argument("--dry-run", action="store_true", help="walk and count, change nothing anywhere")
-    run.add_argument("--wait", type=float, metavar="SECONDS", help="wait this long for a busy domain's lock")
+    run.add_argument("--wait", type=number_from(0, MAX_LOCK_WAIT_SECONDS, whole=False, unit=" seconds"),
+                     metavar="SECONDS", help="wait this long for a busy domain's lock")
     run.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser("demo", help="build the SQLite demo database and run every enabled domain")
-    demo.add_argument("--rows", type=int, default=500, help="rows per app table (default 500)")
+    demo.add_argument("--rows", type=number_from(1, DEMO_MAX_ROWS), default=500,
+                      help="rows per app table (default 500)")
     demo.set_defaults(handler=cmd_demo)
 
     policies = commands.add_parser("policies", help="the policy file").add_subparsers(

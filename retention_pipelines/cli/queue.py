@@ -6,11 +6,15 @@ import argparse
 import getpass
 
 from retention_pipelines.cli.common import (
-    EXIT_FAILED, CliError, dagster_instance, failure_message, open_current_database, print_table,
+    EXIT_FAILED, MAX_ID, CliError, dagster_instance, failure_message, number_from, open_current_database,
+    print_table,
 )
 from retention_pipelines.engine.queue import ManualQueue, QueueItem, QueueRefused
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
+
+
+ITEM_ID = number_from(1, MAX_ID)
 
 
 def _queue() -> ManualQueue:
@@ -101,19 +105,19 @@ def add_queue_commands(commands) -> None:
     listing.add_argument("--overdue", action="store_true", help="only open or claimed items past their due date")
     listing.set_defaults(handler=cmd_list)
     show = queue.add_parser("show", help="one item and its history")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=ITEM_ID)
     show.set_defaults(handler=cmd_show)
     claim = queue.add_parser("claim", help="take an open item")
-    claim.add_argument("id", type=int)
+    claim.add_argument("id", type=ITEM_ID)
     claim.add_argument("--by", required=True, metavar="NAME", help="your handle (not an e-mail address)")
     claim.set_defaults(handler=lambda args: _transition(args, "claim"))
     retry = queue.add_parser("retry", help="run items through the engine again (the manual_queue_retry job)")
-    retry.add_argument("ids", type=int, nargs="+", metavar="ID")
+    retry.add_argument("ids", type=ITEM_ID, nargs="+", metavar="ID")
     retry.add_argument("--by", default=getpass.getuser(), metavar="NAME", help="who retries (default: your login)")
     retry.set_defaults(handler=cmd_retry)
     for command, what in (("resolve", "mark an item resolved"), ("dismiss", "close an item that needs nothing")):
         sub = queue.add_parser(command, help=what)
-        sub.add_argument("id", type=int)
+        sub.add_argument("id", type=ITEM_ID)
         sub.add_argument("--note", required=True, help="what was done or why; no personal data")
         sub.add_argument("--by", default=getpass.getuser(), metavar="NAME", help="who (default: your login)")
         sub.set_defaults(handler=lambda args, command=command: _transition(args, command))

@@ -22,6 +22,8 @@ from retention_pipelines.schema import erasure_requests
 from retention_pipelines.stores import AppDatabase
 
 RECEIVED, COMPLETED, PARTIALLY_BLOCKED = "received", "completed", "partially_blocked"
+# Art. 12(3): the month may be extended "by two further months where necessary".
+MAX_EXTENSION_DAYS = 60
 OPEN = (RECEIVED,)
 # One address: something@something.tld, no spaces, no second @, at most 254 characters (RFC 5321).
 ADDRESS = re.compile(r"^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$")
@@ -98,8 +100,9 @@ class ErasureRequests:
             raise ErasureRefused("an extension needs its reason (--reason)")
         if "@" in reason:
             raise ErasureRefused("the reason must not contain personal data: remove the e-mail address")
-        if not timedelta(0) < by <= timedelta(days=60):
-            raise ErasureRefused("an extension is between 1 and 60 days (GDPR Art. 12(3): two further months at most)")
+        if not timedelta(0) < by <= timedelta(days=MAX_EXTENSION_DAYS):
+            raise ErasureRefused(f"an extension is between 1 and {MAX_EXTENSION_DAYS} days (GDPR Art. 12(3): two "
+                                 "further months at most)")
         request = self.get(request_id)
         if request.status not in OPEN:
             raise ErasureRefused(f"erasure request {request_id} is {request.status}: it cannot be extended")

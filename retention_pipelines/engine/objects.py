@@ -19,6 +19,7 @@ from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log
 from retention_pipelines.stores import ArchiveStore, BlobStore
+from retention_pipelines.stores.files import KeyOutsideStore
 
 log = get_logger("engine")
 
@@ -59,7 +60,12 @@ class StoredObjects:
                      retain_until: datetime | None) -> dict:
         """One row's object: read from hot storage, encrypted, written cold and verified."""
         archive_key = f"{self.policy.name}/blobs/{record_id}"
-        data = self.blob_store.get(blob_key) if blob_key else None
+        try:
+            data = self.blob_store.get(blob_key) if blob_key else None
+        except KeyOutsideStore:
+            # A key that leads out of the blob store names nobody's PDF that this run may touch:
+            # nothing is read, archived or deleted, and its row waits for a person (act).
+            return {"outside_store": True}
         if data is None:
             earlier = self.archive_store.exists(archive_key)
             return {"archive_key": archive_key, "earlier": True} if earlier else {"missing": True}
@@ -89,19 +95,25 @@ class StoredObjects:
             blobs: dict) -> tuple[int, dict[str, str]]:
         """Objects first, then rows: the batch's rows (still due, not held) are locked, their
         archived objects deleted from hot storage in bulk, and only the rows whose object is gone
-        are redacted and audited, in this transaction. A row whose object would not go stays as
-        it was, with a `blob_delete_failed` audit entry. Returns (redacted, {record id: why
-        its object would not go})."""
+        are redacted and audited, in this transaction. A row whose object would not go, or whose
+        key leads outside the blob store, stays as it was, with a `blob_delete_failed` audit
+        entry. Returns (redacted, {record id: why its object would not go})."""
         table = self.table
         key_column = table.table.c[self.policy.blob_key_column]
         rows = connection.execute(sa.select(table.pk, key_column).where(
             table.pk.in_(pks), *table.due(clock_cutoff), table.not_held()).with_for_update()).all()
+        outside = {table.record_id(pk) for pk, _ in rows if blobs.get(table.record_id(pk), {}).get("outside_store")}
         archived = {table.record_id(pk): key for pk, key in rows
                     if key and "archive_key" in blobs.get(table.record_id(pk), {})}
         failed = self.blob_store.delete_many(list(archived.values())) if archived else {}
-        failed_ids = {rid for rid, key in archived.items() if key in failed}
+        refused = {rid: f"the object store refused the delete: {failed[key]}" for rid, key in archived.items()
+                   if key in failed}
+        why = {**refused, **dict.fromkeys(outside, f"its {self.policy.blob_key_column} is outside the blob store "
+                                                   "(absolute, with '.', '..' or empty segments, or through a link "
+                                                   "out): nothing was read, archived or deleted; correct the key, "
+                                                   "then retry")}
         done = []
-        keep = [pk for pk, _ in rows if table.record_id(pk) not in failed_ids]
+        keep = [pk for pk, _ in rows if table.record_id(pk) not in why]
         if keep:
             done = connection.execute(table.redact_rows(keep, clock_cutoff)).all()
         entries = []
@@ -114,16 +126,22 @@ class StoredObjects:
             entries.append(replace(stamp, action=action,
                                    archive_uri=self.archive_store.uri(where["archive_key"]) if "archive_key" in where
                                    else None).row(rid, table.deadline_value(clock)))
-        for rid in sorted(failed_ids):
+        for rid in sorted(why):
+            where = blobs.get(rid, {})
             entries.append(replace(stamp, action="blob_delete_failed",
-                                   archive_uri=self.archive_store.uri(blobs[rid]["archive_key"])).row(rid))
+                                   archive_uri=self.archive_store.uri(where["archive_key"]) if "archive_key" in where
+                                   else None).row(rid))
         if entries:
             connection.execute(sa.insert(audit_log), entries)
-        if failed_ids:
-            log.warning(f"{self.policy.name}: {len(failed_ids)} objects could not be deleted "
+        if refused:
+            log.warning(f"{self.policy.name}: {len(refused)} objects could not be deleted "
                         f"({', '.join(sorted(set(failed.values())))}); their rows were left as they were",
-                        extra={"domain": self.policy.name, "step": "act", "objects_failed": len(failed_ids)})
-        return len(done), {rid: f"the object store refused the delete: {failed[archived[rid]]}" for rid in failed_ids}
+                        extra={"domain": self.policy.name, "step": "act", "objects_failed": len(refused)})
+        if outside:
+            log.warning(f"{self.policy.name}: {len(outside)} rows' {self.policy.blob_key_column} lead outside the "
+                        "blob store; their rows were left as they were, for a person",
+                        extra={"domain": self.policy.name, "step": "act", "objects_outside_store": len(outside)})
+        return len(done), why
 
     def orphans(self, connection: sa.Connection) -> Orphans:
         """Objects in hot storage that no row points at, and rows pointing at no object."""

@@ -43,7 +43,10 @@ COUNTED_ACTIONS = tuple(action for group in ACTION_GROUPS.values() for action in
 MET, MISSED, OPEN = "met", "missed", "open"
 ALL_DOMAINS = "all domains"
 
-MONTH = re.compile(r"^([1-9]\d{3})-(0[1-9]|1[0-2])$")
+# The months a report may cover: 2000-01 to 2999-12, the years a domain's partitions may start in
+# (policies/model.py), far from the limits of a datetime that the bounds computed from a month
+# (the next month, deadlines judged at its end) must stay inside.
+MONTH = re.compile(r"(2[0-9]{3})-(0[1-9]|1[0-2])")
 
 
 class ReportRefused(ValueError):
@@ -52,9 +55,9 @@ class ReportRefused(ValueError):
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
     """'2026-11' → (2026-11-01 00:00 UTC, 2026-12-01 00:00 UTC)."""
-    match = MONTH.match(month.strip()) if isinstance(month, str) else None
+    match = MONTH.fullmatch(month.strip()) if isinstance(month, str) else None
     if not match:
-        raise ReportRefused(f"{month!r} is not a month: write it as YYYY-MM, e.g. 2026-11")
+        raise ReportRefused(f"{month!r} is not a month: write it as YYYY-MM, from 2000-01 to 2999-12, e.g. 2026-11")
     year, number = int(match[1]), int(match[2])
     return (datetime(year, number, 1, tzinfo=UTC),
             datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC))

@@ -13,7 +13,16 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, T
 # smuggle SQL, and so that names read the same in PostgreSQL and SQLite.
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DURATION = re.compile(r"^(\d+)([smhd])$")
-DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}  # seconds in each unit
+# The longest period a policy may give. Statutory retention and archive periods run to decades at
+# most, nowhere near a century; and a century keeps every date computed from one (now ± retain_for,
+# a partition's start − retain_for, now + keep_for for an Object Lock) far inside what Python's
+# datetime (years 1 to 9999) and PostgreSQL's timestamps hold, where 10**12 days would not even
+# be a timedelta.
+MAX_DURATION = timedelta(days=36_500)
+# The dates a policy may name (a domain's first partition): the years this tool's reports cover
+# (`month_bounds`), with a century of margin to datetime's limits for any period subtracted.
+FIRST_DATE, LAST_DATE = date(2000, 1, 1), date(2999, 12, 31)
 
 # Promises made outside the policy file that no edit of it may break: the blacklist entry of
 # an abuser protects the business for 90 days, "never one second earlier".
@@ -25,13 +34,22 @@ RESERVED_ARCHIVE_PREFIXES = frozenset({"audit_anchors", "reports", "_health"})
 
 
 def parse_duration(value: object) -> timedelta:
-    """'90d', '24h', '30m', '0s' → timedelta; anything else is refused with the accepted form."""
+    """'90d', '24h', '30m', '0s' → timedelta, up to MAX_DURATION; anything else is refused with
+    the accepted form."""
     if isinstance(value, timedelta):
-        return value
-    match = DURATION.match(str(value).strip()) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"{value!r} is not a duration: write a whole number and a unit, e.g. '24h', '90d', '30m'")
-    return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
+        seconds = value.total_seconds()
+    else:
+        match = DURATION.match(value.strip()) if isinstance(value, str) else None
+        if not match:
+            raise ValueError(f"{value!r} is not a duration: write a whole number and a unit, e.g. '24h', '90d', "
+                             "'30m'")
+        digits, unit = match.groups()
+        # Counted in seconds before any timedelta is made, which would overflow past 999999999 days.
+        seconds = int(digits) * DURATION_UNITS[unit] if len(digits) <= 15 else float("inf")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{value!r} is longer than {format_duration(MAX_DURATION)} (100 years), the longest "
+                         "period a policy may give")
+    return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
@@ -96,6 +114,13 @@ class Partitions(StrictModel):
     cadence: Literal["hourly", "daily"]
     start: date
 
+    @field_validator("start")
+    @classmethod
+    def _sane_date(cls, v: date) -> date:
+        if not FIRST_DATE <= v <= LAST_DATE:
+            raise ValueError(f"must be a date from {FIRST_DATE} to {LAST_DATE}")
+        return v
+
 
 class Schedule(StrictModel):
     minute_of_hour: int = Field(default=0, ge=0, le=59)
@@ -103,6 +128,7 @@ class Schedule(StrictModel):
 
 
 DEFAULT_ESCALATE_AT = (2.0, 4.0)
+MAX_ESCALATION = 100.0
 
 
 def escalation_level(observed: float, limit: float, escalate_at=DEFAULT_ESCALATE_AT) -> int:
@@ -113,7 +139,9 @@ def escalation_level(observed: float, limit: float, escalate_at=DEFAULT_ESCALATE
 class Sla(StrictModel):
     max_lag: timedelta
     max_run_duration: timedelta
-    max_consecutive_failures: int = Field(default=3, ge=1)
+    # The failure sensor reads this many runs back, times the highest escalate_at multiple: a
+    # bounded query, and hundreds of failures in a row are no service level any more.
+    max_consecutive_failures: int = Field(default=3, ge=1, le=100)
     # An open breach escalates (alerting again, at a higher level) when what it observes reaches
     # these multiples of its limit: by default level 2 at twice the limit, level 3 at four times.
     escalate_at: list[float] = Field(default=list(DEFAULT_ESCALATE_AT), max_length=5)
@@ -135,8 +163,10 @@ class Sla(StrictModel):
     @field_validator("escalate_at")
     @classmethod
     def _rising_multiples(cls, v: list[float]) -> list[float]:
-        if any(m <= 1 for m in v) or any(b <= a for a, b in zip(v, v[1:])):
-            raise ValueError("must be rising multiples of the limit, each above 1 (e.g. [2, 4])")
+        # At most 100: a multiple of a period (resolve_within) must stay a timedelta, and not NaN.
+        if any(not 1 < m <= MAX_ESCALATION for m in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"must be rising multiples of the limit, each above 1 and at most {MAX_ESCALATION:g} "
+                             "(e.g. [2, 4])")
         return v
 
     def escalation_level(self, observed: float, limit: float) -> int:

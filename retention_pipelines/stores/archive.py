@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from retention_pipelines.stores.database import StoreUnavailable
-from retention_pipelines.stores.files import DRAFT_PREFIX, write_whole
+from retention_pipelines.stores.files import DRAFT_PREFIX, inside, write_whole
 from retention_pipelines.stores.s3 import pool_connections, s3_client
 
 
@@ -103,13 +103,14 @@ class ArchiveStore(ABC):
 
 
 class LocalArchiveStore(ArchiveStore):
-    """A folder: writes go to a temporary file, fsync'd, then renamed, so a kill leaves no torn object."""
+    """A folder: writes go to a temporary file, fsync'd, then renamed, so a kill leaves no torn object.
+    A key that would lead out of the folder is refused (KeyOutsideStore) before any file is touched."""
 
     def __init__(self, root: Path):
         self.root = root
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        return inside(self.root, key)
 
     def put(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         # A folder has no Object Lock: retain_until is for stores that do (settings refuse a lock
@@ -132,10 +133,12 @@ class LocalArchiveStore(ArchiveStore):
         self._path(key).unlink(missing_ok=True)
 
     def objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
-        folder = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
-        yield from ((key, written) for key, written in self._walk(folder) if key.startswith(prefix))
+        base = self.root.resolve()
+        folder = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else base
+        yield from ((key, written) for key, written in self._walk(folder, base) if key.startswith(prefix))
 
-    def _walk(self, folder: Path) -> Iterator[tuple[str, datetime]]:
+    def _walk(self, folder: Path, base: Path) -> Iterator[tuple[str, datetime]]:
+        """The files under `folder`, keyed relative to `base`; symbolic links are not followed."""
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except FileNotFoundError:
@@ -144,16 +147,16 @@ class LocalArchiveStore(ArchiveStore):
             raise StoreUnavailable(f"archive folder {folder} cannot be listed: {exc.strerror or exc}") from None
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                yield from self._walk(Path(entry.path))
+                yield from self._walk(Path(entry.path), base)
             elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(DRAFT_PREFIX):
                 try:
                     written = datetime.fromtimestamp(entry.stat().st_mtime_ns / 1e9, UTC)
                 except FileNotFoundError:  # gone since the folder was read
                     continue
-                yield Path(entry.path).relative_to(self.root).as_posix(), written
+                yield Path(entry.path).relative_to(base).as_posix(), written
 
     def uri(self, key: str) -> str:
-        return self._path(key).as_uri()
+        return (self.root / key).as_uri()  # a name only: messages about a refused key need it too
 
 
 class S3ArchiveStore(ArchiveStore):

@@ -10,8 +10,11 @@ from urllib.parse import unquote, urlparse
 from tenacity import RetryError, retry, retry_if_result, stop_after_attempt, wait_exponential
 
 from retention_pipelines.stores.database import StoreUnavailable
+from retention_pipelines.stores.files import KeyOutsideStore, inside
 from retention_pipelines.stores.s3 import pool_connections, s3_client
 
+# Why a local store did not delete a key that leads out of its folder: short, and without the key.
+KEY_OUTSIDE = "the key leads outside the store"
 S3_DELETE_LIMIT = 1000  # keys per DeleteObjects request
 # S3 error codes worth another try: throttling and the service's own transient failures.
 TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
@@ -45,12 +48,15 @@ class BlobStore(ABC):
 
 
 class LocalBlobStore(BlobStore):
+    """A folder; a key that would lead out of it is refused (KeyOutsideStore) before any file is touched."""
+
     def __init__(self, root: Path):
         self.root = root
 
     def get(self, key: str) -> bytes | None:
+        path = inside(self.root, key)
         try:
-            return (self.root / key).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -60,7 +66,9 @@ class LocalBlobStore(BlobStore):
         failed = {}
         for key in keys:
             try:
-                (self.root / key).unlink(missing_ok=True)
+                inside(self.root, key).unlink(missing_ok=True)
+            except KeyOutsideStore:
+                failed[key] = KEY_OUTSIDE
             except OSError as exc:
                 failed[key] = exc.strerror or type(exc).__name__
         return failed
@@ -69,17 +77,30 @@ class LocalBlobStore(BlobStore):
         return (self.root / key).as_uri()
 
     def put(self, key: str, data: bytes) -> None:
+        path = inside(self.root, key)
         try:
-            (self.root / key).parent.mkdir(parents=True, exist_ok=True)
-            (self.root / key).write_bytes(data)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
         except OSError as exc:
             raise StoreUnavailable(f"blob folder {self.root} cannot be written: {exc.strerror or exc}") from None
 
     def keys(self) -> Iterator[str]:
+        # Symbolic links that lead out are not the store's objects: listed, they would be reported
+        # as orphans and offered to a delete.
         if self.root.is_dir():
-            for path in self.root.rglob("*"):
-                if path.is_file():
-                    yield path.relative_to(self.root).as_posix()
+            base = self.root.resolve()
+            for path in base.rglob("*"):
+                key = path.relative_to(base).as_posix()
+                if path.is_file() and _contained(self.root, key):
+                    yield key
+
+
+def _contained(root: Path, key: str) -> bool:
+    try:
+        inside(root, key)
+    except KeyOutsideStore:
+        return False
+    return True
 
 
 class S3BlobStore(BlobStore):

@@ -1,4 +1,5 @@
-"""Files written whole: a reader (or a kill) never sees half of one."""
+"""Local files of the stores: written whole (a reader, or a kill, never sees half of one), and
+never outside the store's folder."""
 
 from __future__ import annotations
 
@@ -6,7 +7,39 @@ import os
 import tempfile
 from pathlib import Path
 
+from retention_pipelines.stores.database import StoreUnavailable
+
 DRAFT_PREFIX = ".partial-"  # drafts beside their file; listings pass over them
+
+
+class KeyOutsideStore(StoreUnavailable):
+    """A key that does not name a file inside a local store's folder; nothing was touched."""
+
+
+def inside(root: Path, key: str) -> Path:
+    """The file `key` names in the store at `root`, or KeyOutsideStore: every operation of a
+    local store goes through here before it touches a file.
+
+    A key is a relative path of plain names, as an S3 key is a name: absolute, empty, `.`, `..`
+    or empty segments and NUL bytes are refused as written, so that one key names one file and a
+    key cannot climb out. Then symbolic links are resolved: a folder on the way, or the file
+    itself, that leads out of the resolved root is refused. The path returned is the real folder
+    and the key's last name, so that a delete removes the entry the key names, not what a link
+    inside the store points at."""
+    parts = key.split("/") if isinstance(key, str) else [""]
+    if any(part in ("", ".", "..") or "\x00" in part for part in parts):
+        raise KeyOutsideStore(f"key {key!r} is refused by the store at {root}: a key is a relative path of plain "
+                              "names (no leading /, no '.', '..' or empty segment, no NUL byte)")
+    try:
+        base = root.resolve()
+        path = base.joinpath(*parts)
+        folder = path.parent.resolve()
+        contained = folder.is_relative_to(base) and path.resolve().is_relative_to(base)
+    except (OSError, RuntimeError):  # a symbolic-link loop: where it leads is unknowable, so it is refused
+        contained = False
+    if not contained:
+        raise KeyOutsideStore(f"key {key!r} leads out of the store at {root} through a symbolic link")
+    return folder / path.name
 
 
 def write_whole(path: Path, data: bytes, keep_existing: bool = False) -> bool:

@@ -6,11 +6,34 @@ import base64
 import secrets
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError, field_validator, model_validator
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from retention_pipelines.stores.files import write_whole
 
+
+# The accepted range of each numeric setting, (lowest, highest, unit); a value outside it (NaN and
+# infinities too) is refused when the settings are read, naming the variable and the range.
+# A day at most: a run that waits longer for a stuck one would outlast the next daily tick, hiding
+# the stuck run instead of failing and saying so.
+MAX_LOCK_WAIT_SECONDS = 86_400
+RANGES = {
+    # At least 15 s: the Redis lock is renewed every TTL/3 by a call that may wait out the Redis
+    # client's 10 s socket timeout (stores/lock.py), so a shorter TTL could expire under a run that
+    # is merely slow; 15 s is also longer than the 10 s the pacing may give one batch transaction
+    # (Pacing.batch_target_ms). At most an hour: a run that dies keeps its domain locked until the
+    # TTL runs out, and an hourly domain must not lose more than its next run to that.
+    "lock_ttl_seconds": (15, 3_600, "seconds"),
+    "lock_wait_seconds": (0, MAX_LOCK_WAIT_SECONDS, "seconds"),
+    "erasure_lock_wait_seconds": (0, MAX_LOCK_WAIT_SECONDS, "seconds"),
+    # GDPR Art. 12(3): a request is answered within one month of receipt, a period that may be
+    # extended by two further months where necessary; no deadline may lie beyond 90 days, and the
+    # default is the ordinary month.
+    "erasure_due_days": (1, 90, "days"),
+    # At least hourly: the shortest sla.max_lag of the shipped policies is an hour, and a breach
+    # must be seen within it.
+    "lag_sensor_interval_seconds": (1, 3_600, "seconds"),
+}
 
 # S3 storage classes an object can be read from at once, without a restore.
 INSTANT_READ_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
@@ -58,6 +81,14 @@ class RetentionSettings(BaseSettings):
     lock_wait_seconds: float = 0.0
     # How often the retention-lag sensor measures each domain; read when the code location loads.
     lag_sensor_interval_seconds: int = 300
+
+    @field_validator(*RANGES)
+    @classmethod
+    def _in_range(cls, value: float, info: ValidationInfo) -> float:
+        low, high, _ = RANGES[info.field_name]
+        if not low <= value <= high:  # NaN fails every comparison, so it is refused too
+            raise ValueError(accepted_range(info.field_name))
+        return value
 
     @field_validator("archive_batch_storage_class", "archive_object_lock_mode", mode="before")
     @classmethod
@@ -148,6 +179,14 @@ class ConfigurationError(ValueError):
     """A RETENTION_* variable that cannot be used; the message names it, never its value."""
 
 
+def accepted_range(field: str) -> str:
+    """What a numeric setting accepts, in words: said alike for a value out of range and one that
+    is no number at all."""
+    low, high, unit = RANGES[field]
+    kind = "a whole number" if RetentionSettings.model_fields[field].annotation is int else "a number"
+    return f"must be {kind} from {low} to {high} {unit}"
+
+
 def load_settings(**overrides) -> RetentionSettings:
     """The settings, or a ConfigurationError naming each variable that is wrong and why."""
     try:
@@ -155,7 +194,8 @@ def load_settings(**overrides) -> RetentionSettings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            message = error["msg"].removeprefix("Value error, ")
+            field = error["loc"][0] if error["loc"] else None
+            message = accepted_range(field) if field in RANGES else error["msg"].removeprefix("Value error, ")
             where = "_".join(str(part) for part in error["loc"]).upper()
             problems.append(f"RETENTION_{where}: {message}" if where else message)
         raise ConfigurationError("configuration: " + "; ".join(problems)) from None

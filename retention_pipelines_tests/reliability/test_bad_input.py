@@ -14,7 +14,7 @@ import copy
 import hashlib
 import os
 import subprocess
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 import yaml
@@ -126,7 +126,7 @@ CASES = [
     command(["erasure", "extend", "1", "--days", "-10", "--reason", "complex case"], "days",
             "erasure-extend-negative-days"),
     command(["erasure", "run", "999999"], "999999", "erasure-run-unknown-id"),
-    command(["erasure", "status", "abc"], "invalid int", "erasure-status-not-a-number"),
+    command(["erasure", "status", "abc"], "whole number", "erasure-status-not-a-number"),
     # queue operations on unknown ids
     command(["queue", "show", "999999"], "999999", "queue-show-unknown-id"),
     command(["queue", "claim", "999999", "--by", "ops"], "999999", "queue-claim-unknown-id"),
@@ -141,6 +141,26 @@ CASES = [
             env={"RETENTION_LOCK_WAIT_SECONDS": "forever"}),
     command(["erasure", "request", "--email", "fresh-subject@example.invalid"], "RETENTION_ERASURE_DUE_DAYS",
             "erasure-due-days-not-a-number", env={"RETENTION_ERASURE_DUE_DAYS": "a month"}),
+    # numbers out of range: settings, arguments, durations (each refused before it can break later)
+    command(["run", "quiz_responses"], "RETENTION_LOCK_TTL_SECONDS", "lock-ttl-below-its-floor",
+            env={"RETENTION_LOCK_TTL_SECONDS": "1"}),
+    command(["run", "quiz_responses"], "RETENTION_LOCK_WAIT_SECONDS", "lock-wait-nan",
+            env={"RETENTION_LOCK_WAIT_SECONDS": "nan"}),
+    command(["erasure", "run", "1"], "RETENTION_ERASURE_LOCK_WAIT_SECONDS", "erasure-lock-wait-negative",
+            env={"RETENTION_ERASURE_LOCK_WAIT_SECONDS": "-1"}),
+    command(["erasure", "request", "--email", "fresh-subject@example.invalid"], "RETENTION_ERASURE_DUE_DAYS",
+            "erasure-due-days-past-the-law", env={"RETENTION_ERASURE_DUE_DAYS": "91"}),
+    command(["hold", "list"], "RETENTION_LAG_SENSOR_INTERVAL_SECONDS", "lag-sensor-interval-zero",
+            env={"RETENTION_LAG_SENSOR_INTERVAL_SECONDS": "0"}),
+    command(["run", "--wait", "1e999"], "--wait", "run-wait-infinite"),
+    command(["erasure", "extend", "1", "--days", "61", "--reason", "complex case"], "--days",
+            "erasure-extend-past-two-months"),
+    command(["queue", "show", "99999999999999999999"], "argument id", "queue-show-id-past-bigint"),
+    command(["report", "--month", "9999-12"], "2000-01 to 2999-12", "report-month-year-9999"),
+    policy(policy_text(setting("quiz_responses", "retain_for", f"{10**12}d")), "100 years",
+           "retain-for-a-trillion-days"),
+    policy(policy_text(setting("quiz_responses", "partitions", "start", date(1, 1, 1))), "partitions.start",
+           "partitions-start-year-1"),
 ]
 HANDLED: list[str] = []
 

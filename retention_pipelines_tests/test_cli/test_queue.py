@@ -161,7 +161,7 @@ def test_dismiss_defaults_to_the_login_and_a_missing_note_or_name_is_a_usage_err
     no_name = cli("queue", "claim", str(item.id))
     assert no_name.code == 2 and "--by" in no_name.err
     not_a_number = cli("queue", "show", "seven")
-    assert not_a_number.code == 2 and "invalid int value" in not_a_number.err
+    assert not_a_number.code == 2 and "argument id: must be a whole number" in not_a_number.err
 
     dismissed = cli("queue", "dismiss", str(item.id), "--note", "the PDF was removed by support")
     assert dismissed.code == 0, dismissed.text

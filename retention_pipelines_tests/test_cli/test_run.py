@@ -223,7 +223,7 @@ def test_disabled_domain_is_refused(cli, cli_env, meal_plans_disabled):
 
 
 @pytest.mark.parametrize("args, complaint", [
-    (["run", "--wait", "abc"], "invalid float value"),
+    (["run", "--wait", "abc"], "argument --wait: must be a number from 0 to 86400 seconds"),
     ([], "required"),
     (["policies"], "required"),
     (["hold", "add", "--domain", "quiz_responses"], "required"),

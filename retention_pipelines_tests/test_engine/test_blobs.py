@@ -13,7 +13,7 @@ from retention_pipelines.engine import ArchiveVerificationFailed, RetentionEngin
 from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import S3ArchiveStore
-from retention_pipelines.stores.blob import S3BlobStore
+from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
 from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
 from retention_pipelines_tests.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
 from retention_pipelines_tests.s3_clients import MisstoringS3, SlowReadsS3
@@ -238,3 +238,45 @@ def test_the_objects_of_a_batch_are_copied_side_by_side_as_many_as_the_connectio
     assert engine.run("side-by-side").acted.acted_on == 24  # one batch: its objects only
     assert 1 < reads.most <= threads
     assert hot_keys(hot_bucket) == set()
+
+
+def test_keys_that_lead_out_of_a_local_blob_store_are_not_acted_on_and_go_to_a_person(
+        pg_database, policies, local_archive_url, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd").write_bytes(b"root:x:0:0")
+    store = tmp_path / "blobs" / "store"
+    (store / "plans").mkdir(parents=True)
+    (store / "plans" / "ok.pdf").write_bytes(PDF)
+    (store / "plans" / "out").symlink_to(outside)  # a folder on the way that leads out
+    (store / "plans" / "evil.pdf").symlink_to(outside / "passwd")  # a file that leads out
+    hostile = ["../../outside/passwd", "plans/../../../outside/passwd", str(outside / "passwd"), "/etc/passwd",
+               "../../etc/passwd", "plans/out/passwd", "plans/evil.pdf", "plans//./ok.pdf"]
+    now = pg_database.now()
+    ok, *refused = insert_meal_plans_at(pg_database, [now - timedelta(days=100)] * (1 + len(hostile)),
+                                        ["plans/ok.pdf", *hostile])
+    engine = meal_plans_engine(policies, pg_database, local_archive_url, LocalBlobStore(store))
+
+    report = engine.run("hostile-keys")
+
+    assert report.acted.acted_on == 1 and report.acted.failed == len(hostile) and report.audited.consistent
+    rows = meal_plan_rows(pg_database)
+    assert rows[ok][0] is None and not (store / "plans" / "ok.pdf").exists()
+    assert {rid: rows[rid] for rid in refused} == {rid: (key, None) for rid, key in zip(refused, hostile)}
+    assert (outside / "passwd").read_bytes() == b"root:x:0:0"
+    assert (store / "plans" / "out").is_symlink() and (store / "plans" / "evil.pdf").is_symlink()
+    archived = {p.name for p in (tmp_path / "archive" / "meal_plans" / "blobs").iterdir()}
+    assert archived == {ok}  # nothing outside was read into the archive
+    actions = {e["record_id"]: (e["action"], e["archive_uri"]) for e in audit_entries(pg_database)
+               if e["action"] != "queue_opened"}
+    assert actions[ok][0] == "redacted"
+    assert all(actions[rid] == ("blob_delete_failed", None) for rid in refused)
+    items = ManualQueue(pg_database).list()
+    assert sorted(item.record_id for item in items) == sorted(refused)
+    assert all(item.reason == "blob_delete_failed" and "outside the blob store" in item.detail for item in items)
+
+    # The next run leaves them too: each item counts one more attempt, none is opened twice.
+    again = engine.run("hostile-keys-again")
+    assert again.acted.acted_on == 0 and again.acted.failed == len(hostile)
+    assert sorted(item.attempts for item in ManualQueue(pg_database).list()) == [2] * len(hostile)
+    assert (outside / "passwd").read_bytes() == b"root:x:0:0"

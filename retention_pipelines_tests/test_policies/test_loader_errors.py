@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,27 @@ CORPUS += [
     # A domain named like a prefix of the archive store that is no domain's archive.
     case(renaming("email_blacklist", "reports"), "reports", ["name"], "holds no domain's archives",
          id="archived-domain-named-reports"),
+]
+
+
+# Values whose arithmetic would leave the range of a date, a timedelta or a query's LIMIT.
+CORPUS += [
+    case(setting("quiz_responses", "retain_for", f"{10**12}d"), "quiz_responses", ["retain_for"],
+         "longer than 36500d (100 years)", id="retain-for-a-trillion-days"),
+    case(setting("meal_plans", "archive", "keep_for", "36501d"), "meal_plans", ["archive.keep_for"],
+         "longer than 36500d (100 years)", id="keep-for-past-a-century"),
+    case(setting("quiz_responses", "sla", "max_lag", "99999999999999999999h"), "quiz_responses", ["sla.max_lag"],
+         "100 years", id="max-lag-past-a-century"),
+    case(setting("quiz_responses", "partitions", "start", date(1, 1, 1)), "quiz_responses", ["partitions.start"],
+         "from 2000-01-01 to 2999-12-31", id="partitions-start-year-1"),
+    case(setting("quiz_responses", "partitions", "start", date(9999, 12, 31)), "quiz_responses",
+         ["partitions.start"], "from 2000-01-01 to 2999-12-31", id="partitions-start-year-9999"),
+    case(setting("quiz_responses", "sla", "escalate_at", [2, 1e308]), "quiz_responses", ["sla.escalate_at"],
+         "at most 100", id="escalate-at-1e308"),
+    case(setting("quiz_responses", "sla", "escalate_at", [float("nan")]), "quiz_responses", ["sla.escalate_at"],
+         "at most 100", id="escalate-at-nan"),
+    case(setting("quiz_responses", "sla", "max_consecutive_failures", 10**18), "quiz_responses",
+         ["sla.max_consecutive_failures"], "100", id="max-consecutive-failures-huge"),
 ]
 
 

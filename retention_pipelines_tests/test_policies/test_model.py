@@ -7,8 +7,11 @@ from datetime import timedelta
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from retention_pipelines.policies import DomainPolicy, PolicyFile, default_policy_path, load_policies
+from retention_pipelines.policies.model import MAX_DURATION, parse_duration
 
 SHIPPED_DOMAINS = ["quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"]
 
@@ -110,3 +113,14 @@ def test_policies_are_frozen(shipped):
 
     with pytest.raises(ValidationError):
         shipped.domains["quiz_responses"].retain_for = timedelta(0)
+
+
+@given(amount=st.integers(min_value=0, max_value=10**40), unit=st.sampled_from("smhd"))
+def test_a_duration_is_a_timedelta_of_at_most_a_century_or_a_clear_refusal(amount, unit):
+    """Never an OverflowError: 10**12 days is no timedelta, and no period a policy may give."""
+    seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    if seconds <= MAX_DURATION.total_seconds():
+        assert parse_duration(f"{amount}{unit}") == timedelta(seconds=seconds)
+    else:
+        with pytest.raises(ValueError, match=r"is longer than 36500d \(100 years\)"):
+            parse_duration(f"{amount}{unit}")

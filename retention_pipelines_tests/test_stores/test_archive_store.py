@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retention_pipelines.stores import StoreUnavailable, archive_store_from_url
 from retention_pipelines.stores.archive import LocalArchiveStore, S3ArchiveStore
+from retention_pipelines.stores.files import KeyOutsideStore
+from retention_pipelines_tests.hostile_keys import SECRET, Sandbox, encoded_keys, legitimate_keys, refused_keys
 from retention_pipelines_tests.servers import free_port
 
 KEY = "quiz_responses/2026/11/29/0123456789abcdef.jsonl.gz"
@@ -96,3 +101,51 @@ def test_archive_store_from_url_refuses_other_urls(url):
         archive_store_from_url(url)
     assert repr(url) in str(refused.value)
     assert "s3://bucket/prefix" in str(refused.value) and "file:///folder" in str(refused.value)
+
+
+# Containment: a file:// archive store never reads, writes, lists or deletes outside its folder ---
+HOSTILE = settings(max_examples=80, deadline=None)
+
+
+def listed(store: LocalArchiveStore, prefix: str) -> set[str]:
+    """The keys listed under `prefix`; a prefix that leads out is refused like a key."""
+    try:
+        return {key for key, _ in store.objects(prefix)}
+    except KeyOutsideStore:
+        return set()
+
+
+@HOSTILE
+@given(data=st.data())
+def test_a_local_archive_store_refuses_every_key_that_leads_out_and_touches_nothing_outside(data):
+    with tempfile.TemporaryDirectory() as folder:
+        sandbox = Sandbox.build(Path(folder))
+        store = LocalArchiveStore(sandbox.root)
+        key = data.draw(refused_keys(sandbox), label="key")
+        with sandbox.watching():
+            for operation in (store.get, store.exists, store.delete, lambda k: store.put(k, DATA),
+                              lambda k: store.put_cold(k, DATA)):
+                with pytest.raises(KeyOutsideStore):
+                    operation(key)
+            assert not store.holds(key, SECRET)
+            assert listed(store, key) <= {"inside.pdf"}
+            assert set(store.keys("")) == {"inside.pdf"}  # the links that lead out are no objects of the store
+
+
+@HOSTILE
+@given(data=st.data())
+def test_a_local_archive_store_keeps_legitimate_and_literal_keys_inside_its_folder(data):
+    with tempfile.TemporaryDirectory() as folder:
+        sandbox = Sandbox.build(Path(folder))
+        store = LocalArchiveStore(sandbox.root)
+        key = data.draw(st.one_of(legitimate_keys(), encoded_keys()), label="key")
+        with sandbox.watching():
+            assert not store.exists(key)
+            store.put(key, DATA)
+            assert store.exists(key) and store.get(key) == DATA and store.holds(key, DATA)
+            assert key in listed(store, key) and key in set(store.keys(""))
+        assert (sandbox.root / key).read_bytes() == DATA
+        with sandbox.watching():
+            store.delete(key)
+            assert not store.exists(key)
+        assert not (sandbox.root / key).exists() and (sandbox.root / "inside.pdf").exists()

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retention_pipelines.stores import StoreUnavailable, archive_store_from_url, blob_store_from_url
 from retention_pipelines.stores.archive import S3ArchiveStore
-from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
+from retention_pipelines.stores.blob import KEY_OUTSIDE, LocalBlobStore, S3BlobStore
+from retention_pipelines.stores.files import KeyOutsideStore
 from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
+from retention_pipelines_tests.hostile_keys import Sandbox, encoded_keys, legitimate_keys, refused_keys
 from retention_pipelines_tests.s3_clients import DigestlessS3, MisstoringS3
 
 
@@ -108,3 +114,66 @@ def test_the_stores_take_as_many_requests_at_once_as_their_client_has_connection
     assert s3_archive_store(s3_archive_url, s3_client()).max_parallel_requests == S3_POOL_CONNECTIONS
     small = boto3.client("s3", config=Config(max_pool_connections=3))  # a caller's own client keeps its pool
     assert S3BlobStore(bucket, "", client=small).max_parallel_requests == 3
+
+
+# Containment: a file:// blob store never reads, writes, lists or deletes outside its folder ------
+HOSTILE = settings(max_examples=80, deadline=None)
+
+
+@HOSTILE
+@given(data=st.data())
+def test_a_local_blob_store_refuses_every_key_that_leads_out_and_touches_nothing_outside(data):
+    with tempfile.TemporaryDirectory() as folder:
+        sandbox = Sandbox.build(Path(folder))
+        store = LocalBlobStore(sandbox.root)
+        key = data.draw(refused_keys(sandbox), label="key")
+        with sandbox.watching():
+            with pytest.raises(KeyOutsideStore):
+                store.get(key)
+            with pytest.raises(KeyOutsideStore):
+                store.put(key, b"written through a hostile key")
+            assert store.delete_many([key, "inside.pdf"]) == {key: KEY_OUTSIDE}
+            listed = set(store.keys())
+        assert listed == set()  # inside.pdf went; the links that lead out are no objects of the store
+
+
+@HOSTILE
+@given(data=st.data())
+def test_a_local_blob_store_keeps_legitimate_and_literal_keys_inside_its_folder(data):
+    with tempfile.TemporaryDirectory() as folder:
+        sandbox = Sandbox.build(Path(folder))
+        store = LocalBlobStore(sandbox.root)
+        key = data.draw(st.one_of(legitimate_keys(), encoded_keys()), label="key")
+        with sandbox.watching():
+            assert store.get(key) is None
+            store.put(key, b"%PDF " + key.encode())
+            assert store.get(key) == b"%PDF " + key.encode()
+            listed = set(store.keys())
+        assert key in listed and (sandbox.root / key).read_bytes() == b"%PDF " + key.encode()
+        with sandbox.watching():
+            assert store.delete_many([key]) == {}
+        assert not (sandbox.root / key).exists() and (sandbox.root / "inside.pdf").exists()
+
+
+def test_a_link_that_stays_inside_is_followed_and_a_delete_removes_the_link_not_its_target(tmp_path):
+    sandbox = Sandbox.build(tmp_path)
+    store = LocalBlobStore(sandbox.root)
+    (sandbox.root / "pdf_link").symlink_to("inside.pdf")
+    with sandbox.watching():
+        store.put("alias/a.pdf", b"A")  # alias -> plans, inside the store
+        assert store.get("plans/a.pdf") == b"A" and store.get("pdf_link") == b"%PDF inside"
+        assert store.delete_many(["pdf_link", "alias/a.pdf"]) == {}
+    assert not (sandbox.root / "pdf_link").is_symlink() and (sandbox.root / "inside.pdf").exists()
+    assert not (sandbox.root / "plans" / "a.pdf").exists()
+
+
+def test_a_blob_folder_reached_through_a_link_is_the_store(tmp_path):
+    """The root itself may be a link (/tmp → /private/tmp): containment is judged on resolved paths."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    store = LocalBlobStore(tmp_path / "via")
+    store.put("plans/x.pdf", b"X")
+    assert (tmp_path / "real" / "plans" / "x.pdf").read_bytes() == b"X"
+    assert list(store.keys()) == ["plans/x.pdf"] and store.get("plans/x.pdf") == b"X"
+    with pytest.raises(KeyOutsideStore, match="relative path of plain names"):
+        store.get("../real/plans/x.pdf")
