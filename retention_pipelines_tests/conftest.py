@@ -6,11 +6,14 @@ A server that cannot start fails every test that needs it, loudly (ServerFailed)
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
 
 import boto3
 import psycopg2
 import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
 
 from retention_pipelines import schema
 from retention_pipelines.demo import create_app_tables
@@ -20,6 +23,15 @@ from retention_pipelines_tests.alert_channels import AlertReceiver
 from retention_pipelines_tests.servers import MotoS3Server, PostgresServer, PushgatewayServer, RedisServer
 
 _names = itertools.count()
+
+# Property tests: a few dozen examples each by default ('ci'), many more when
+# RETENTION_HYPOTHESIS_PROFILE=reliability. Each example runs against the real PostgreSQL, so
+# Hypothesis's per-example deadline would only measure the machine's load.
+settings.register_profile("ci", max_examples=25, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("reliability", max_examples=400, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("RETENTION_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,6 +62,19 @@ def new_database(server: PostgresServer, template: str = "app_template") -> str:
         cursor.execute(f'CREATE DATABASE "{name}" TEMPLATE {template}')
     connection.close()
     return server.url(name)
+
+
+def in_session_time_zone(database: AppDatabase, zone: str) -> AppDatabase:
+    """Every new session of `database` set to `zone` after this project's UTC pin: sessions whose
+    zone someone changed (a pooler's reset query, a role's setting)."""
+    def set_zone(dbapi_connection, record) -> None:
+        dbapi_connection.autocommit = True  # a SET in a transaction rolled back would be undone
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET TimeZone = %s", (zone,))
+        dbapi_connection.autocommit = False
+
+    sa.event.listen(database.engine, "connect", set_zone)
+    return database
 
 
 @pytest.fixture

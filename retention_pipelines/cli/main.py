@@ -131,13 +131,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # retention policies validate -------------------------------------------------------------------
 def cmd_policies_validate(args: argparse.Namespace) -> int:
     policies = load_policies(args.file)
-    print(f"{args.file or 'policy file'}: valid, version {policies.policy_version}, {len(policies.domains)} domains")
+    checked = _validate_against_database(policies) if args.database else None
+    print(f"{args.file or 'policy file'}: valid, version {policies.policy_version}, {len(policies.domains)} domains"
+          + (f"; every enabled domain's table fits it in {checked}" if checked else ""))
     print_table([{
         "domain": p.name, "enabled": p.enabled, "table": p.table, "clock": p.clock_column,
         "retain_for": format_duration(p.retain_for), "action": p.action_name, "archive": p.archive.enabled,
         "partitions": p.partitions.cadence, "batch_size": p.batch_size,
     } for p in policies.domains.values()])
     return 0
+
+
+def _validate_against_database(policies: PolicyFile) -> str:
+    """Each enabled domain against the live database (RETENTION_DATABASE_URL): what the engine and
+    `retention health` require of its table (AppDatabase.policy_problems); every problem, one line
+    each, refused with exit code 2."""
+    database = open_database()
+    try:
+        problems = [problem for policy in policies.domains.values() if policy.enabled
+                    for problem in database.policy_problems(policy)]
+    except sa.exc.OperationalError as exc:
+        raise database.connect_error(exc) from None
+    finally:
+        database.dispose()
+    if problems:
+        raise PolicyMismatch("\n".join(problems))
+    return database.display_url
 
 
 # retention hold … -------------------------------------------------------------------------------
@@ -266,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="policies_command", required=True, metavar="COMMAND")
     validate = policies.add_parser("validate", help="check a policy file and list its domains")
     validate.add_argument("file", nargs="?", help="policy file (default: RETENTION_POLICIES_FILE or the shipped one)")
+    validate.add_argument("--database", action="store_true",
+                          help="also check each enabled domain's table, columns, types, nulls and clock index "
+                               "in the database of RETENTION_DATABASE_URL")
     validate.set_defaults(handler=cmd_policies_validate)
 
     hold = commands.add_parser("hold", help="legal holds").add_subparsers(dest="hold_command", required=True,

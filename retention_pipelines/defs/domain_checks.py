@@ -26,7 +26,8 @@ def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[st
                         f"No row of `{policy.table}` outside a legal hold is left past its deadline: none due "
                         f"before the run's cutoff or before now − the allowed lag ({format_duration(policy.sla.max_lag)}), "
                         "whichever is earlier. Rows the run could not finish, waiting for a person in the manual "
-                        "queue (on its own deadline), are counted apart. Blocks the audit seal when it fails."))
+                        "queue (on its own deadline), are counted apart, and so are rows whose clock is NULL (kept, as the "
+                        "policy's clock_nulls says). Blocks the audit seal when it fails."))
     def no_rows_past_deadline(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
                               deletion: Acted, found: Found) -> dg.AssetCheckResult:
         with domain_step(context, policy.name):
@@ -34,11 +35,14 @@ def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[st
             limit = min(found.cutoff, retention_stores.database.now() - policy.sla.max_lag)
             remaining = domain_engine.count_remaining(limit)
             queued = domain_engine.count_remaining(limit, waiting_for_a_person=True)
+            without_clock = domain_engine.count_without_clock()
         return dg.AssetCheckResult(
             passed=remaining == 0,
             # A dry run changes nothing, so rows remain by design: reported, never blocking.
             severity=dg.AssetCheckSeverity.WARN if deletion.dry_run else dg.AssetCheckSeverity.ERROR,
             metadata={"rows_past_deadline": remaining, "rows_waiting_in_manual_queue": queued,
+                      # NULL clocks are kept (clock_nulls: keep): shown, never kept unseen.
+                      "rows_without_clock": without_clock,
                       "deadline_limit": iso(limit), "dry_run": deletion.dry_run},
         )
 

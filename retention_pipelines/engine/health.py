@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from retention_pipelines import schema
+from retention_pipelines.engine.queries import DomainTable
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import AppDatabase, ArchiveStore, BlobStore, PolicyMismatch, StoreUnavailable
 
@@ -63,12 +64,18 @@ def _migrations(database: AppDatabase) -> str:
 
 
 def _policy(database: AppDatabase, policy: DomainPolicy) -> str:
-    database.app_table(policy)  # table and every column the policy names
-    indexes = sa.inspect(database.engine).get_indexes(policy.table)
-    if not any(index["column_names"] and index["column_names"][0] == policy.clock_column for index in indexes):
-        raise PolicyMismatch(f"table {policy.table} has no index on {policy.clock_column}: every run would "
-                             "scan the whole table")
-    return f"table {policy.table}, its columns and the index on {policy.clock_column} are there"
+    problems = database.policy_problems(policy)  # what `retention policies validate --database` checks
+    if problems:
+        raise PolicyMismatch("; ".join(problem.removeprefix(f"{policy.source}: ") for problem in problems))
+    table = DomainTable(policy, database.app_table(policy), database.clock_zone(policy))
+    message = f"table {policy.table}, its columns and the index on {policy.clock_column} are there"
+    if table.clock_zone:
+        message += f"; its clock is read in {table.clock_zone}"
+    if table.clock.nullable:
+        with database.connect() as connection:
+            message += (f"; {table.count_without_clock(connection)} rows without a {policy.clock_column} are "
+                        "kept (clock_nulls: keep)")
+    return message
 
 
 def _locks(redis_url: str) -> str:

@@ -117,7 +117,7 @@ class StoredObjects:
         if keep:
             done = connection.execute(table.redact_rows(keep, clock_cutoff)).all()
         entries = []
-        for pk, clock in done:
+        for pk, clock_utc in done:
             rid = table.record_id(pk)
             where = blobs.get(rid, {})
             # An erasure's rows are all `erased`; a scheduled run's say whether their object was there.
@@ -125,7 +125,7 @@ class StoredObjects:
                 "redacted" if "archive_key" in where else "redacted_blob_missing")
             entries.append(replace(stamp, action=action,
                                    archive_uri=self.archive_store.uri(where["archive_key"]) if "archive_key" in where
-                                   else None).row(rid, table.deadline_value(clock)))
+                                   else None).row(rid, table.deadline_value(clock_utc)))
         for rid in sorted(why):
             where = blobs.get(rid, {})
             entries.append(replace(stamp, action="blob_delete_failed",

@@ -10,7 +10,8 @@ import copy
 import uuid
 from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -22,15 +23,21 @@ from retention_pipelines.schema import audit_log, conflict_insert, legal_holds, 
 ERASED_PLACEHOLDER_PATTERN = "erased-by-request-%@erased.invalid"  # LIKE pattern; % is the request id
 # batches() hands rows with the clock, the primary key and the subject first, then the columns asked for.
 LEADING = 3
+# More than any zone's distance from UTC (the tz database's widest is under 16 hours): a wall-time
+# clock due by a UTC instant is at most this far past that instant's UTC wall time.
+WALL_CLOCK_SLACK = timedelta(days=1)
 
 
 class DomainTable:
     """A policy bound to its reflected table: the columns a run reads and the statements it runs."""
 
-    def __init__(self, policy: DomainPolicy, table: sa.Table):
+    def __init__(self, policy: DomainPolicy, table: sa.Table, clock_zone: str | None = None):
         self.policy, self.table = policy, table
         self.pk = table.c[policy.primary_key]
         self.clock = table.c[policy.clock_column]
+        # The zone the clock's values are wall times of (a `timestamp without time zone` column;
+        # AppDatabase.clock_zone), None when they are instants.
+        self.clock_zone = clock_zone
         self.archived_columns = [c for c in table.c if c.name not in policy.archive.exclude_columns]
         self.only: list | None = None  # primary keys a narrowed table is limited to
         self.erasing: SubjectRows | None = None  # an erasure's subject, in place of the deadline
@@ -109,6 +116,46 @@ class DomainTable:
             manual_queue.c.status.in_(("open", "claimed")),
         )
 
+    def clock_utc(self, clock: sa.ColumnElement | None = None) -> sa.ColumnElement:
+        """The clock (or a value of it handed back by RETURNING) as a UTC instant: a wall-time
+        column read in the policy's declared zone, never in the session's TimeZone. Every
+        comparison with the clock and every deadline goes through here."""
+        clock = self.clock if clock is None else clock
+        if self.clock_zone is None:
+            return clock
+        return sa.func.timezone(self.clock_zone, clock, type_=sa.DateTime(timezone=True))
+
+    def clock_instant(self, value: datetime) -> datetime:
+        """A clock value outside the database (a restored row's) as the UTC instant clock_utc()
+        makes of it."""
+        if value.tzinfo is not None:
+            return value.astimezone(UTC)
+        if self.clock_zone is None:  # SQLite's clock: UTC text
+            return value.replace(tzinfo=UTC)
+        zone = ZoneInfo(self.clock_zone)
+        earlier, later = value.replace(tzinfo=zone, fold=0), value.replace(tzinfo=zone, fold=1)
+        # As PostgreSQL reads a wall time: one that occurs twice (DST ends) as the later instant,
+        # one that never occurs (DST begins) with the offset before the gap.
+        occurs = earlier.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == value
+        return (later if occurs else earlier).astimezone(UTC)
+
+    def clock_at_or_before(self, moment: datetime) -> list[sa.ColumnElement[bool]]:
+        """The clock at or before a UTC instant (bound as the database compares it), decided on
+        clock_utc(); for a wall-time clock also a bound on the column itself, WALL_CLOCK_SLACK
+        past, so that the clock index still narrows the scan to the due rows."""
+        conditions = [self.clock_utc() <= moment]
+        if self.clock_zone is not None:
+            conditions.append(self.clock <= moment.astimezone(UTC).replace(tzinfo=None) + WALL_CLOCK_SLACK)
+        return conditions
+
+    def count_without_clock(self, connection: sa.Connection) -> int:
+        """Rows whose clock is NULL: never due (the policy's clock_nulls: keep), so counted where
+        people look (the domain's check, `retention health`) rather than kept unseen."""
+        if not self.clock.nullable:
+            return 0
+        return int(connection.execute(sa.select(sa.func.count()).select_from(self.table)
+                                      .where(self.clock.is_(None))).scalar_one())
+
     def due(self, clock_cutoff: datetime) -> list[sa.ColumnElement[bool]]:
         """Rows whose deadline has passed by the cutoff and that are still to be acted on; for an
         erasure, the subject's rows, whatever their deadline (an erased row no longer names them)."""
@@ -124,22 +171,27 @@ class DomainTable:
                 subject = self.table.c[self.policy.subject_column]
                 conditions += [subject.is_not(None), ~subject.like(ERASED_PLACEHOLDER_PATTERN)]
         else:
-            conditions = [self.clock <= clock_cutoff]
+            conditions = self.clock_at_or_before(clock_cutoff)
             if self.policy.redact:  # a redacted row stays; it is done once its stamp is set
                 conditions.append(self.table.c[self.policy.redact.stamp_column].is_(None))
         if self.only is not None:
             conditions.append(self.pk.in_(self.only))
         return conditions
 
-    def deadline(self, clock: sa.ColumnElement) -> sa.ColumnElement:
-        """The audit row's deadline: the record's clock + its retention period; for an erasure, the
-        request's due date."""
+    def deadline(self, clock_utc: sa.ColumnElement) -> sa.ColumnElement:
+        """The audit row's deadline: the record's clock as UTC (clock_utc()) + its retention
+        period, exactly; for an erasure, the request's due date."""
         if self.erasing is not None:
             return sa.literal(self.erasing.due_at, sa.DateTime(timezone=True))
-        return clock + sa.literal(self.policy.retain_for, sa.Interval)
+        return clock_utc + exact_interval(self.policy.retain_for)
 
-    def deadline_value(self, clock: datetime) -> datetime:
-        return self.erasing.due_at if self.erasing is not None else _aware(clock) + self.policy.retain_for
+    def deadline_value(self, clock_utc: datetime) -> datetime:
+        """deadline() of a clock_utc() value read back (SQLite: naive UTC)."""
+        return self.erasing.due_at if self.erasing is not None else _aware(clock_utc) + self.policy.retain_for
+
+    def returning(self) -> tuple[sa.ColumnElement, sa.ColumnElement]:
+        """What a DELETE/UPDATE hands back of each row it acted on: (pk, clock_utc())."""
+        return self.pk, self.clock_utc().label("clock_utc")
 
     def count_due(self, clock_cutoff: datetime, window_start_clock: datetime | None,
                   *extra: sa.ColumnElement[bool], held: bool = False) -> sa.Select:
@@ -147,7 +199,8 @@ class DomainTable:
         held rows counted in: a count the clock index alone answers (an index-only scan), where
         the hold check must read every row for its key (0.5 s for 500,000 rows)."""
         in_window = (
-            sa.case((self.clock > window_start_clock, 1), else_=0) if window_start_clock is not None else sa.literal(1)
+            sa.case((self.clock_utc() > window_start_clock, 1), else_=0) if window_start_clock is not None
+            else sa.literal(1)
         )
         return sa.select(
             sa.func.coalesce(sa.func.sum(in_window), 0), sa.func.count()
@@ -219,7 +272,7 @@ class DomainTable:
         ctid = sa.literal_column("ctid")
         picked = chosen.add_columns(ctid.label("row_ctid")).cte("chosen")
         gone = self._act(ctid == sa.any_(sa.func.array(sa.select(picked.c.row_ctid).scalar_subquery())),
-                         clock_cutoff).returning(self.pk, self.clock).cte("gone")
+                         clock_cutoff).returning(*self.returning()).cte("gone")
         last = sa.select(picked).order_by(picked.c[self.clock.name].desc(), picked.c[self.pk.name].desc()).limit(1)
         last = last.subquery("last")
         row = connection.execute(sa.select(
@@ -241,9 +294,9 @@ class DomainTable:
             # values is compiled, sent and parsed as 10,000 parameters.
             keys = sa.literal([str(pk) for pk in pks], sa.ARRAY(sa.Text))
             target = self.pk == sa.any_(sa.cast(keys, sa.ARRAY(self.pk.type)))
-            gone = self._act(target, clock_cutoff).returning(self.pk, self.clock).cte("gone")
+            gone = self._act(target, clock_cutoff).returning(*self.returning()).cte("gone")
             return int(connection.execute(sa.select(sa.func.count()).select_from(self._audited(gone, stamp))).scalar_one())
-        done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(self.pk, self.clock)).all()
+        done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(*self.returning())).all()
         if done:
             connection.execute(sa.insert(audit_log), [
                 stamp.row(self.record_id(pk), self.deadline_value(clock)) for pk, clock in done])
@@ -260,13 +313,13 @@ class DomainTable:
             ["domain", "record_id", "action", "run_id", "policy_version", "archive_uri", "deadline", "detail"],
             sa.select(sa.literal(stamp.domain), sa.cast(gone.c[self.pk.name], sa.Text), sa.literal(stamp.action),
                       sa.literal(stamp.run_id), sa.literal(stamp.policy_version),
-                      sa.literal(stamp.archive_uri, sa.Text), self.deadline(gone.c[self.clock.name]),
+                      sa.literal(stamp.archive_uri, sa.Text), self.deadline(gone.c.clock_utc),
                       sa.literal(stamp.detail, sa.Text)),
         ).returning(audit_log.c.id).cte("audited")
 
     def redact_rows(self, pks: Sequence[object], clock_cutoff: datetime) -> sa.Update:
-        """Redact exactly these rows (still due, not held), RETURNING (pk, clock) of each."""
-        return self._act(self.pk.in_(pks), clock_cutoff).returning(self.pk, self.clock)
+        """Redact exactly these rows (still due, not held), RETURNING (pk, clock_utc) of each."""
+        return self._act(self.pk.in_(pks), clock_cutoff).returning(*self.returning())
 
     def _act(self, target: sa.ColumnElement[bool], clock_cutoff: datetime) -> sa.Delete | sa.Update:
         where = [target, *self.due(clock_cutoff), self.not_held()]
@@ -308,7 +361,7 @@ class DomainTable:
         return list(self.held_due_clocks(connection, clock_cutoff))
 
     def held_due_clocks(self, connection: sa.Connection, clock_cutoff: datetime) -> dict[str, datetime]:
-        """{record id: clock} of the rows under an unreleased hold that are due: holds are few,
+        """{record id: clock as UTC} of the rows under an unreleased hold that are due: holds are few,
         rows are many, so the holds are read and each one's row looked up by primary key."""
         held = connection.execute(
             sa.select(legal_holds.c.record_id).where(
@@ -318,10 +371,16 @@ class DomainTable:
         pks = sorted({pk for rid in held if (pk := self.pk_value(rid)) is not None})
         due = {}
         for start in range(0, len(pks), 1000):
-            rows = connection.execute(sa.select(self.pk, self.clock).where(self.pk.in_(pks[start:start + 1000]),
+            rows = connection.execute(sa.select(self.pk, self.clock_utc()).where(self.pk.in_(pks[start:start + 1000]),
                                                                            *self.due(clock_cutoff)))
             due.update((self.record_id(pk), clock) for pk, clock in rows)
         return due
+
+
+def exact_interval(duration: timedelta) -> sa.ColumnElement:
+    """A duration as the database adds it exactly: a number of seconds. A bound timedelta arrives
+    as days, and timestamptz + '1 day' is 23 or 25 hours across a DST change in the session's zone."""
+    return sa.literal(duration.total_seconds(), sa.Float) * sa.literal_column("interval '1 second'", sa.Interval)
 
 
 def _aware(moment: datetime) -> datetime:

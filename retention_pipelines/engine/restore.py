@@ -149,7 +149,7 @@ class Restorer:
                     lock.ensure_held()
         report.restored.extend(chosen)
         clock = self.policy.clock_column
-        report.still_due += sum(self.database.read_time(v[clock]) + self.policy.retain_for <= now
+        report.still_due += sum(self.table.clock_instant(v[clock]) + self.policy.retain_for <= now
                                 for v in chosen.values())
 
     def _values(self, row: dict) -> dict:
@@ -162,7 +162,10 @@ class Restorer:
             if value is not None:
                 if isinstance(column.type, sa.DateTime):
                     value = dt.datetime.fromisoformat(value)
-                    value = self.database.bind_time(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
+                    # A wall time of a `timestamp without time zone` column goes back as it was,
+                    # never made an instant that the session's zone would turn into another wall time.
+                    if value.tzinfo or self.database.is_sqlite or column.type.timezone:
+                        value = self.database.bind_time(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
                 elif isinstance(column.type, sa.Date):
                     value = dt.date.fromisoformat(value)
                 elif isinstance(column.type, sa.Uuid) and not self.database.is_sqlite:

@@ -58,7 +58,9 @@ class RetentionEngine:
             ensure_current(database.engine)
         except sa.exc.OperationalError as exc:
             raise database.connect_error(exc) from None
-        self.table = DomainTable(policy, database.app_table(policy))
+        # Refused (PolicyMismatch) unless the table is what the policy requires: a wall-time clock
+        # without its declared zone is never guessed at.
+        self.table = DomainTable(policy, database.app_table(policy), database.clock_zone(policy))
         # The data keys the archives are encrypted with (crypto-shredding); by default those of the
         # configuration (RETENTION_ARCHIVE_MASTER_KEY, RETENTION_ERASURE_HASH_KEY).
         self.keys = keys or (ArchiveKeys.from_settings(database) if policy.archive.enabled else None)
@@ -152,7 +154,7 @@ class RetentionEngine:
             batch_started = time.monotonic()
             record_ids = [self.table.record_id(row[1]) for row in rows]
             values = [row[LEADING:] for row in rows]  # batches() puts clock, pk and subject first
-            day = self.database.read_time(rows[0][0]).date()
+            day = self.table.clock_instant(rows[0][0]).date()
             row_keys = None if dry_run else self._row_keys(rows, record_ids)
             # An S3 Object Lock (where configured) keeps each object until the database's now + keep_for.
             retain_until = None if dry_run else self.archive_store.retain_until(self.database.now,
@@ -384,7 +386,7 @@ class RetentionEngine:
         queue, has been kept past its deadline (zero when none is): the first entry of the clock
         index, one cheap query however large the table."""
         now = self.database.now()
-        oldest = sa.select(sa.func.min(self.table.clock)).where(
+        oldest = sa.select(sa.func.min(self.table.clock_utc())).where(
             *self.table.due(self._bind(now - self.policy.retain_for)), self.table.not_held(),
             self.table.not_waiting_for_a_person())
         with self._connect() as connection:
@@ -392,6 +394,11 @@ class RetentionEngine:
         if clock is None:
             return timedelta(0)
         return max(now - (self.database.read_time(clock) + self.policy.retain_for), timedelta(0))
+
+    def count_without_clock(self) -> int:
+        """Rows whose clock is NULL, kept (clock_nulls: keep) and never due: zero for a NOT NULL clock."""
+        with self._connect() as connection:
+            return self.table.count_without_clock(connection)
 
     def count_remaining(self, deadline: datetime, waiting_for_a_person: bool | None = False) -> int:
         """Rows not under a legal hold whose deadline is at or before `deadline` and that are still

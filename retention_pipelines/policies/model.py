@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import zoneinfo
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
@@ -59,6 +61,13 @@ def format_duration(value: timedelta) -> str:
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # Names only: zoneinfo.ZoneInfo would also open a key that is a path, and PostgreSQL knows the
+    # IANA names, not abbreviations or offsets spelt as names.
+    return frozenset(zoneinfo.available_timezones())
 
 
 def identifier(value: str) -> str:
@@ -196,6 +205,14 @@ class DomainPolicy(StrictModel):
     table: str
     primary_key: str
     clock_column: str
+    # The zone a `timestamp without time zone` clock's values are wall times of (an IANA name such
+    # as UTC or Europe/Berlin): required for such a column, which is then compared in this zone,
+    # never in a session's; a clock column that keeps its zone (timestamptz) needs none.
+    clock_timezone: str | None = None
+    # What a NULL clock means, required for a nullable clock column: `keep` (the row never falls
+    # due; the rows are counted on the domain's check and in `retention health`).
+    clock_nulls: Literal["keep"] | None = None
+    # An exact duration (1d is 86,400 s, never a calendar day that DST makes 23 or 25 hours long).
     retain_for: timedelta
     # 'delete' or {redact: …}: chosen by the value's type, so that a mistake inside `redact`
     # is reported once, not also as "should be 'delete'".
@@ -220,6 +237,13 @@ class DomainPolicy(StrictModel):
         lambda cls, v: None if v is None else identifier(v)
     )
     _retain = field_validator("retain_for", mode="before")(lambda cls, v: parse_duration(v))
+
+    @field_validator("clock_timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None and v not in _zone_names():
+            raise ValueError(f"{v!r} is not a time zone name of the IANA database, e.g. 'UTC', 'Europe/Berlin'")
+        return v
 
     @field_validator("action", mode="before")
     @classmethod

@@ -88,3 +88,88 @@ def test_console_script_validate_broken_file(tmp_path):
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 3, result.stderr
     assert result.stdout == ""
+
+
+# --database: the policy file against the live database's tables ---------------------------------
+def edited_file(tmp_path, **domains: dict):
+    """The shipped file with these fields changed, per domain."""
+    data = yaml.safe_load(default_policy_path().read_text())
+    for domain, fields in domains.items():
+        data["domains"][domain].update(fields)
+    path = tmp_path / "policies.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def refused_lines(outcome) -> list[str]:
+    assert outcome.code == 2, outcome.text
+    assert outcome.out == ""
+    lines = outcome.err.strip().splitlines()
+    assert lines[0].startswith("retention: error: ")
+    return lines
+
+
+def test_validate_database_the_shipped_file_fits_the_app_schema(cli, cli_env):
+    outcome = cli("policies", "validate", "--database")
+    assert outcome.code == 0, outcome.text
+    assert "every enabled domain's table fits it in" in outcome.out
+    for domain in DOMAINS:
+        assert domain in outcome.out
+
+
+def test_validate_database_a_misspelled_column_does_not_validate(cli, cli_env, tmp_path):
+    path = edited_file(tmp_path, quiz_responses={"clock_column": "created_att"},
+                       meal_plans={"subject_column": "e_mail"})
+    assert cli("policies", "validate", str(path)).code == 0  # the file alone is well formed
+    lines = refused_lines(cli("policies", "validate", str(path), "--database"))
+    assert len(lines) == 2, lines
+    assert "domain quiz_responses, field clock_column: table quiz_responses has no column 'created_att'" in lines[0]
+    assert "domain meal_plans, field subject_column: table meal_plans has no column 'e_mail'" in lines[1]
+    assert all(str(path) in line for line in lines)
+
+
+def test_validate_database_a_column_of_the_wrong_type(cli, cli_env, tmp_path):
+    path = edited_file(tmp_path, quiz_responses={"subject_column": "answers"})
+    lines = refused_lines(cli("policies", "validate", str(path), "--database"))
+    assert len(lines) == 1, lines
+    assert "domain quiz_responses, field subject_column: column quiz_responses.answers is JSONB, not text" in lines[0]
+
+
+def test_validate_database_a_wall_time_clock_needs_its_zone(cli, cli_env, tmp_path):
+    with cli_env.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE quiz_responses ALTER COLUMN created_at TYPE timestamp without time zone")
+    lines = refused_lines(cli("policies", "validate", "--database"))
+    assert len(lines) == 1, lines
+    assert "domain quiz_responses, field clock_timezone: column quiz_responses.created_at is a timestamp " \
+           "without time zone" in lines[0]
+    declared = edited_file(tmp_path, quiz_responses={"clock_timezone": "Europe/Berlin"})
+    assert cli("policies", "validate", str(declared), "--database").code == 0
+    unknown = edited_file(tmp_path, quiz_responses={"clock_timezone": "Europe/Atlantis"})
+    outcome = cli("policies", "validate", str(unknown))  # refused by the file's own validation
+    assert outcome.code == 2 and "domain quiz_responses, field clock_timezone" in outcome.err
+
+
+def test_validate_database_a_nullable_clock_needs_a_meaning_for_null(cli, cli_env, tmp_path):
+    with cli_env.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE email_blacklist ALTER COLUMN created_at DROP NOT NULL")
+    lines = refused_lines(cli("policies", "validate", "--database"))
+    assert len(lines) == 1, lines
+    assert "domain email_blacklist, field clock_nulls: column email_blacklist.created_at may be NULL" in lines[0]
+    declared = edited_file(tmp_path, email_blacklist={"clock_nulls": "keep"})
+    assert cli("policies", "validate", str(declared), "--database").code == 0
+    outcome = cli("policies", "validate", str(edited_file(tmp_path, email_blacklist={"clock_nulls": "delete"})))
+    assert outcome.code == 2 and "domain email_blacklist, field clock_nulls" in outcome.err
+
+
+def test_validate_database_a_missing_clock_index(cli, cli_env):
+    with cli_env.engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX magic_link_tokens_expires_at_idx")
+    lines = refused_lines(cli("policies", "validate", "--database"))
+    assert len(lines) == 1, lines
+    assert "domain magic_link_tokens, field clock_column: table magic_link_tokens has no index on expires_at" \
+        in lines[0]
+
+
+def test_validate_database_skips_disabled_domains(cli, cli_env, tmp_path):
+    path = edited_file(tmp_path, quiz_responses={"enabled": False, "clock_column": "created_att"})
+    assert cli("policies", "validate", str(path), "--database").code == 0

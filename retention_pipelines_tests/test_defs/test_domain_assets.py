@@ -279,3 +279,25 @@ def test_a_blocked_row_is_queued_and_counted_apart_until_its_item_closes(
     dismissed, requeued = ManualQueue(pg_database).list()
     assert (dismissed.status, requeued.status, requeued.attempts) == ("dismissed", "open", 1)
     assert requeued.record_id == due[0] and engine.retention_lag() == timedelta(0)
+
+
+def test_rows_without_a_clock_are_kept_and_counted_on_the_deadline_check(policies, pg_database, stores, instance):
+    """A nullable clock with clock_nulls: keep: its NULL rows stay, never under a green check unseen."""
+    with pg_database.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE quiz_responses ALTER COLUMN created_at DROP NOT NULL")
+    insert_quiz_rows(pg_database, [timedelta(hours=25)] * 2)
+    young = insert_quiz_rows(pg_database, [timedelta(hours=1)])
+    without_clock = insert_quiz_rows(pg_database, [timedelta(hours=30)] * 3)
+    with pg_database.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE quiz_responses SET created_at = NULL WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                           {"ids": without_clock})
+    policy = policies.domains["quiz_responses"].model_copy(update={"clock_nulls": "keep"})
+    domain = build_domain_defs(policy, policies.policy_version)
+    result = dg.materialize([*domain.assets, *domain.asset_checks],
+                            partition_key=domain_partitions(policy).get_last_partition_key(), instance=instance,
+                            resources={"retention_stores": stores}, raise_on_error=False)
+    assert result.success
+    assert remaining_ids(pg_database) == set(young) | set(without_clock)
+    check = check_results(result)["no_rows_past_deadline"]
+    assert check.passed
+    assert check.metadata["rows_without_clock"].value == 3

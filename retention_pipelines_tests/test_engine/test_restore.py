@@ -124,3 +124,42 @@ def test_domains_without_deleted_archived_rows_are_refused_by_name(any_database,
     engine, _, _ = deleted
     with pytest.raises(RestoreRefused, match="run no-such-run deleted nothing in email_blacklist"):
         Restorer(engine).restore("no-such-run", None, "ops", "r")
+
+
+def test_a_wall_time_clock_comes_back_as_the_same_wall_time(pg_url, policies, local_archive_url):
+    """A `timestamp without time zone` clock (declared America/New_York) in sessions whose zone is
+    another: its rows go when due in New York's time, and come back with the wall times they had."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from retention_pipelines.stores import AppDatabase
+    from retention_pipelines_tests.conftest import in_session_time_zone
+
+    database = in_session_time_zone(AppDatabase(pg_url), "Pacific/Kiritimati")  # UTC+14
+    try:
+        with database.engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE email_blacklist ALTER COLUMN created_at "
+                                       "TYPE timestamp without time zone USING created_at AT TIME ZONE 'America/New_York'")
+        new_york = ZoneInfo("America/New_York")
+        now = database.now()
+        walls = [(now - timedelta(days=90, hours=hours)).astimezone(new_york).replace(tzinfo=None)
+                 for hours in (2, 1)]
+        walls.append((now - timedelta(days=89, hours=23)).astimezone(new_york).replace(tzinfo=None))  # not yet due
+        ids = _insert(database, "email_blacklist", [{"email": email, "reason": "manual", "created_at": wall}
+                                                     for email, wall in zip((ANN, BOB, CARL), walls)])
+        policy = policies.domains["email_blacklist"].model_copy(update={"clock_timezone": "America/New_York"})
+        engine = RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(local_archive_url))
+        assert engine.run("wall-run").acted.acted_on == 2
+        with database.engine.connect() as connection:
+            deadlines = dict(connection.execute(sa.select(schema.audit_log.c.record_id, schema.audit_log.c.deadline)
+                                                .where(schema.audit_log.c.action == "deleted")).all())
+        assert deadlines == {rid: wall.replace(tzinfo=new_york).astimezone(UTC) + timedelta(days=90)
+                             for rid, wall in zip(ids[:2], walls)}
+
+        report = Restorer(engine).restore("wall-run", None, "ops-ines", "restore-wall")
+        assert sorted(report.restored) == sorted(ids[:2]) and report.still_due == 2
+        with database.engine.connect() as connection:
+            back = dict(connection.exec_driver_sql("SELECT id::text, created_at FROM email_blacklist").all())
+        assert back == dict(zip(ids, walls))
+    finally:
+        database.dispose()

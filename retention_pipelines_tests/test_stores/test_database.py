@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.stores import AppDatabase, PolicyMismatch, StoreUnavailable, archive_store_from_url
+from retention_pipelines_tests.conftest import in_session_time_zone
 from retention_pipelines_tests.servers import free_port
 
 
@@ -20,7 +21,7 @@ def test_now_is_timezone_aware_utc(any_database):
     assert abs(now - datetime.now(UTC)) < timedelta(minutes=1)
 
 
-def test_now_is_utc_whatever_the_sessions_time_zone(postgres_server, pg_url):
+def test_sessions_are_in_utc_whatever_the_databases_time_zone(postgres_server, pg_url):
     name = sa.engine.make_url(pg_url).database
     connection = psycopg2.connect(postgres_server.dsn(name))
     connection.autocommit = True
@@ -29,8 +30,26 @@ def test_now_is_utc_whatever_the_sessions_time_zone(postgres_server, pg_url):
     connection.close()
     database = AppDatabase(pg_url)
     try:
+        with psycopg2.connect(postgres_server.dsn(name)) as other, other.cursor() as cursor:
+            cursor.execute("SHOW timezone")
+            assert cursor.fetchone()[0] == "Pacific/Kiritimati"  # the database's own sessions
         with database.engine.connect() as session:
-            assert session.exec_driver_sql("SHOW timezone").scalar_one() == "Pacific/Kiritimati"
+            assert session.exec_driver_sql("SHOW timezone").scalar_one() == "UTC"
+        with database.engine.begin() as session:  # the pin outlives a transaction rolled back or committed
+            assert session.exec_driver_sql("SHOW timezone").scalar_one() == "UTC"
+        now = database.now()
+        assert now.utcoffset() == timedelta(0)
+        assert abs(now - datetime.now(UTC)) < timedelta(minutes=1)
+    finally:
+        database.dispose()
+
+
+def test_now_is_utc_whatever_the_sessions_time_zone(pg_url):
+    database = in_session_time_zone(AppDatabase(pg_url), "Pacific/Kiritimati")
+    try:
+        for _ in range(2):  # and still after the connection went back to the pool
+            with database.engine.connect() as session:
+                assert session.exec_driver_sql("SHOW timezone").scalar_one() == "Pacific/Kiritimati"
         now = database.now()
         assert now.utcoffset() == timedelta(0)
         assert abs(now - datetime.now(UTC)) < timedelta(minutes=1)
