@@ -64,7 +64,8 @@ class RetentionEngine:
         # The data keys the archives are encrypted with (crypto-shredding); by default those of the
         # configuration (RETENTION_ARCHIVE_MASTER_KEY, RETENTION_ERASURE_HASH_KEY).
         self.keys = keys or (ArchiveKeys.from_settings(database) if policy.archive.enabled else None)
-        self.objects = StoredObjects(policy, self.table, blob_store, archive_store) if blob_store else None
+        self.objects = StoredObjects(policy, self.table, blob_store, archive_store,
+                                     self.keys.hash_key if self.keys else None) if blob_store else None
         # What the run cannot finish goes to a person; a retry of a queue item counts its own attempt.
         self.queue: ManualQueue | None = ManualQueue(database, policy_version)
         self.action = policy.action_name  # the audit action of each row acted on
@@ -80,7 +81,7 @@ class RetentionEngine:
         if record_ids is not None:
             narrowed.table = self.table.narrowed_to(record_ids)
             if self.objects is not None:
-                narrowed.objects = StoredObjects(self.policy, narrowed.table, self.blob_store, self.archive_store)
+                narrowed.objects = self.objects.for_table(narrowed.table)
         return narrowed
 
     def for_subject(self, erasing: SubjectRows) -> RetentionEngine:
@@ -90,7 +91,7 @@ class RetentionEngine:
         subject = copy.copy(self)
         subject.table = self.table.for_subject(erasing)
         if self.objects is not None:
-            subject.objects = StoredObjects(self.policy, subject.table, self.blob_store, self.archive_store)
+            subject.objects = self.objects.for_table(subject.table)
         subject.action, subject.audit_detail = "erased", f"erasure request {erasing.request_id}"
         return subject
 
@@ -285,23 +286,31 @@ class RetentionEngine:
         """One batch in one transaction: (rows acted on, {record id: (queue reason, why)}, and for
         a lane's batch the (clock, key) of the last row it chose, None when none was left)."""
         last = None
+
+        def still_ours(connection: sa.Connection) -> None:
+            if lock is not None:
+                lock.ensure_held()  # a run that lost its lock must not commit another batch
+            if fence is not None:
+                fence.check(connection)  # nor one stopped since that check while another run took over
+
         with self._begin() as connection:
             # First: a hold committed before this point is seen by every statement below; one placed
             # later waits for this commit (engine/holds.py).
             pass_gate(connection, self.policy.name)
             if batch.get("blobs") is not None:
-                count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"])
+                # Checked before the first object is deleted, not after: an object cannot be put back
+                # by a rollback. The fence's share lock then keeps the batch ours until it commits.
+                count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"],
+                                                 before_delete=still_ours)
                 refused = {rid: ("blob_delete_failed", why) for rid, why in failed.items()}
-            elif batch["pks"] is None:
-                (count, last), refused = self.table.act_next(connection, clock_cutoff, stamp, batch["lane"],
-                                                             batch["limit"]), {}
             else:
-                count, refused = self.table.act_batch(connection, clock_cutoff,
-                                                      replace(stamp, archive_uri=batch["archive_uri"]), batch["pks"]), {}
-            if lock is not None:
-                lock.ensure_held()  # a run that lost its lock must not commit another batch
-            if fence is not None:
-                fence.check(connection)  # nor one stopped since that check while another run took over
+                if batch["pks"] is None:
+                    (count, last), refused = self.table.act_next(connection, clock_cutoff, stamp, batch["lane"],
+                                                                 batch["limit"]), {}
+                else:
+                    count, refused = self.table.act_batch(connection, clock_cutoff, replace(
+                        stamp, archive_uri=batch["archive_uri"]), batch["pks"]), {}
+                still_ours(connection)
         return count, refused, last
 
     def _act_row_by_row(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,

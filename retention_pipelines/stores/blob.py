@@ -1,9 +1,12 @@
-"""Hot object storage of the app (the meal-plan PDFs): read, and delete in bulk with retries."""
+"""Hot object storage of the app (the meal-plan PDFs): read, and delete in bulk with retries, each
+object only while it is still the version that was read."""
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -17,8 +20,17 @@ from retention_pipelines.stores.s3 import pool_connections, s3_client
 KEY_OUTSIDE = "the key leads outside the store"
 S3_DELETE_LIMIT = 1000  # keys per DeleteObjects request
 # S3 error codes worth another try: throttling and the service's own transient failures.
+# ConditionalRequestConflict (409): another request on the same key was in flight.
 TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
-             "ServiceUnavailable", "503", "500"}
+             "ServiceUnavailable", "503", "500", "ConditionalRequestConflict"}
+# The error of a conditional delete whose object is no longer the version it was asked to delete.
+CHANGED = "PreconditionFailed"
+
+
+@dataclass(frozen=True)
+class Blob:
+    data: bytes
+    version: str  # what changes when the object is rewritten under its key (see BlobStore.version)
 
 
 class BlobStore(ABC):
@@ -26,14 +38,26 @@ class BlobStore(ABC):
     # folder: enough to overlap the disk's waits, few enough for a laptop.
     max_parallel_requests = 8
 
-    @abstractmethod
     def get(self, key: str) -> bytes | None:
         """The object's bytes; None when there is no such object."""
+        blob = self.read(key)
+        return blob.data if blob is not None else None
 
     @abstractmethod
-    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+    def read(self, key: str) -> Blob | None:
+        """The object's bytes and the version they are of, read together; None when there is no
+        such object."""
+
+    @abstractmethod
+    def version(self, key: str) -> str | None:
+        """The object's current version (S3: its ETag; a folder: its contents' sha256), without
+        its bytes; None when there is no such object."""
+
+    @abstractmethod
+    def delete_many(self, keys: Sequence[str], versions: Mapping[str, str] | None = None) -> dict[str, str]:
         """Delete the objects; returns {key: error} for each one still there after retries.
-        Deleting an object that is already gone is a success."""
+        Deleting an object that is already gone is a success. With `versions`, each key is deleted
+        only while it is still that version; one rewritten since stays, with the error CHANGED."""
 
     @abstractmethod
     def uri(self, key: str) -> str: ...
@@ -53,20 +77,31 @@ class LocalBlobStore(BlobStore):
     def __init__(self, root: Path):
         self.root = root
 
-    def get(self, key: str) -> bytes | None:
+    def read(self, key: str) -> Blob | None:
         path = inside(self.root, key)
         try:
-            return path.read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreUnavailable(f"blob {self.uri(key)} cannot be read: {exc.strerror or exc}") from None
+        return Blob(data, _file_version(data))
 
-    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+    def version(self, key: str) -> str | None:
+        blob = self.read(key)
+        return blob.version if blob is not None else None
+
+    def delete_many(self, keys: Sequence[str], versions: Mapping[str, str] | None = None) -> dict[str, str]:
         failed = {}
         for key in keys:
             try:
-                inside(self.root, key).unlink(missing_ok=True)
+                path = inside(self.root, key)
+                # A folder has no conditional delete: the contents are compared just before the
+                # unlink, which leaves a writer a window of one system call (S3's is closed).
+                if versions is not None and self.version(key) not in (None, versions[key]):
+                    failed[key] = CHANGED
+                    continue
+                path.unlink(missing_ok=True)
             except KeyOutsideStore:
                 failed[key] = KEY_OUTSIDE
             except OSError as exc:
@@ -116,38 +151,57 @@ class S3BlobStore(BlobStore):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def get(self, key: str) -> bytes | None:
+    def read(self, key: str) -> Blob | None:
+        answer = self._ask("get", key, self.client.get_object)
+        return Blob(answer["Body"].read(), answer["ETag"]) if answer is not None else None
+
+    def version(self, key: str) -> str | None:
+        answer = self._ask("head", key, self.client.head_object)
+        return answer["ETag"] if answer is not None else None
+
+    def _ask(self, verb: str, key: str, call) -> dict | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return call(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
             if code in ("NoSuchKey", "404", "NotFound"):
                 return None
-            raise StoreUnavailable(f"blob store: get {self.uri(key)} failed: {code}") from None
+            raise StoreUnavailable(f"blob store: {verb} {self.uri(key)} failed: {code}") from None
         except BotoCoreError as exc:
             raise StoreUnavailable(f"blob store s3://{self.bucket} is unreachable: {exc}") from None
 
-    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+    def delete_many(self, keys: Sequence[str], versions: Mapping[str, str] | None = None) -> dict[str, str]:
         failed: dict[str, str] = {}
         for start in range(0, len(keys), S3_DELETE_LIMIT):
-            failed.update(self._delete_chunk(list(keys[start:start + S3_DELETE_LIMIT])))
+            failed.update(self._delete_chunk(list(keys[start:start + S3_DELETE_LIMIT]), versions))
         return failed
 
-    def _delete_chunk(self, keys: list[str]) -> dict[str, str]:
+    def _delete_chunk(self, keys: list[str], versions: Mapping[str, str] | None) -> dict[str, str]:
         """DeleteObjects, then again for the keys that failed transiently, with exponential backoff
-        (tenacity); a key that fails for good, or still fails after the last try, is returned."""
+        (tenacity); a key that fails for good, or still fails after the last try, is returned.
+        With versions, each object carries its ETag: S3 deletes it only if it still has that ETag
+        (a conditional delete, which general purpose buckets and moto support; it needs
+        s3:GetObject beside s3:DeleteObject), so that an object rewritten after it was read is
+        never deleted, with no window between a check and the delete."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         pending = {self._key(k): k for k in keys}
         final: dict[str, str] = {}
 
+        def named(full_key: str) -> dict:
+            if versions is None:
+                return {"Key": full_key}
+            return {"Key": full_key, "ETag": versions[pending[full_key]]}
+
         def attempt() -> dict[str, str]:
             try:
                 response = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in pending], "Quiet": True})
-                errors = {e["Key"]: e.get("Code", "error") for e in response.get("Errors", [])}
+                    Bucket=self.bucket, Delete={"Objects": [named(k) for k in pending], "Quiet": True})
+                # A conditional delete of an object already gone answers NoSuchKey: gone is done.
+                errors = {e["Key"]: e.get("Code", "error") for e in response.get("Errors", [])
+                          if e.get("Code") != "NoSuchKey"}
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "error")
                 errors = {k: code for k in pending}
@@ -193,6 +247,12 @@ class S3BlobStore(BlobStore):
                     yield item["Key"][len(start):]
         except (BotoCoreError, ClientError) as exc:
             raise StoreUnavailable(f"blob store s3://{self.bucket} cannot be listed: {exc}") from None
+
+
+def _file_version(data: bytes) -> str:
+    """A file's version is its contents' digest: a folder's modification times may be as coarse as
+    a second or two, too coarse to tell a rewrite of the same size."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def blob_store_from_url(url: str) -> BlobStore:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from retention_pipelines.stores import StoreUnavailable, archive_store_from_url, blob_store_from_url
 from retention_pipelines.stores.archive import S3ArchiveStore
-from retention_pipelines.stores.blob import KEY_OUTSIDE, LocalBlobStore, S3BlobStore
+from retention_pipelines.stores.blob import CHANGED, KEY_OUTSIDE, LocalBlobStore, S3BlobStore
 from retention_pipelines.stores.files import KeyOutsideStore
 from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
 from retention_pipelines_tests.hostile_keys import Sandbox, encoded_keys, legitimate_keys, refused_keys
@@ -69,6 +69,30 @@ def test_local_blob_store(tmp_path):
     assert not (tmp_path / "plans" / "a.pdf").exists()
     with pytest.raises(StoreUnavailable, match="RETENTION_BLOB_URL"):
         blob_store_from_url("ftp://somewhere/x")
+
+
+@pytest.mark.parametrize("kind", ["s3", "folder"])
+def test_a_delete_with_versions_takes_only_the_version_read(kind, request, tmp_path):
+    """S3 deletes conditionally (DeleteObjects with each object's ETag); a folder compares the
+    contents just before the unlink. A rewritten object stays; one already gone is a success."""
+    if kind == "s3":
+        store = S3BlobStore(request.getfixturevalue("bucket"), "plans", client=CountingS3())
+    else:
+        store = LocalBlobStore(tmp_path)
+    for key in ("same.pdf", "rewritten.pdf", "gone.pdf"):
+        store.put(key, b"first " + key.encode())
+    read = {key: store.read(key) for key in ("same.pdf", "rewritten.pdf", "gone.pdf")}
+    assert all(blob.version == store.version(key) and blob.data == store.get(key) for key, blob in read.items())
+    store.put("rewritten.pdf", b"second")
+    store.delete_many(["gone.pdf"])
+    assert store.version("gone.pdf") is None and store.read("gone.pdf") is None
+
+    failed = store.delete_many(list(read), {key: blob.version for key, blob in read.items()})
+
+    assert failed == {"rewritten.pdf": CHANGED}
+    assert set(store.keys()) == {"rewritten.pdf"} and store.get("rewritten.pdf") == b"second"
+    if kind == "s3":
+        assert store.client.requests == [1, 3]  # one request, every object conditional, no retry
 
 
 @pytest.mark.parametrize("storage_class", [None, "GLACIER"])
