@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from retention_pipelines import schema
+from retention_pipelines.engine.holds import pass_gate
 from retention_pipelines.engine.objects import KEPT
 from retention_pipelines.stores import AppDatabase, LockLost
 from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
@@ -239,7 +240,7 @@ def test_a_hold_placed_between_archive_and_act_keeps_the_record_and_its_object(
 def test_a_hold_placed_while_a_batch_deletes_waits_for_its_commit(postgres_server, s3_env, policies,
                                                                   tmp_path_factory):
     """The hold check and the object's delete are one transaction: a hold placed in between waits
-    (the holds are locked), so what the batch checked is what it commits."""
+    (the batch holds its domain's hold gate), so what the batch checked is what it commits."""
     with new_place(postgres_server, tmp_path_factory, "s3") as place:
         now = place.database.now()
         place.hot.put("plans/p.pdf", PDF)
@@ -248,8 +249,9 @@ def test_a_hold_placed_while_a_batch_deletes_waits_for_its_commit(postgres_serve
 
         def delete_while_a_hold_is_placed(keys, versions=None):
             with place.database.engine.connect() as other:
-                other.exec_driver_sql("SET lock_timeout = '300ms'")
-                with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                with pytest.raises(sa.exc.OperationalError, match="lock timeout"), other.begin():
+                    other.exec_driver_sql("SET LOCAL lock_timeout = '300ms'")
+                    pass_gate(other, "meal_plans", exclusive=True)  # as `retention hold add` places one
                     other.execute(sa.insert(schema.legal_holds).values(
                         domain="meal_plans", record_id=record, reason="claim 8"))
                 attempts.append(record)
