@@ -1,9 +1,9 @@
 """One logging setup for the engine, the Dagster wiring and the CLI: JSON lines on stderr.
 
 Every line carries the run id, domain and partition in force (`log_context`) and the counts the
-caller passed as `extra`; e-mail addresses are masked before any handler sees a record, Dagster's
-own included (dagster.yaml hands the `retention_pipelines` loggers to Dagster, so the same lines
-appear in the run's event log in the UI).
+caller passed as `extra`; e-mail addresses and credentials are masked before any handler sees a
+record, Dagster's own included (dagster.yaml hands the `retention_pipelines` loggers to Dagster, so
+the same lines appear in the run's event log in the UI).
 
     {"time": "...", "level": "INFO", "logger": "retention_pipelines.engine", "message": "...",
      "run_id": "...", "domain": "quiz_responses", "partition": "2026-11-29-10:00", "rows_found": 12}
@@ -31,8 +31,8 @@ _context: contextvars.ContextVar[dict] = contextvars.ContextVar("retention_log_c
 
 
 class _Scrubbed(logging.Filter):
-    """Adds the fields of `log_context` and masks e-mail addresses in the message. A logger's
-    filter runs before the record reaches any handler, this package's or Dagster's."""
+    """Adds the fields of `log_context` and masks e-mail addresses and credentials in the message.
+    A logger's filter runs before the record reaches any handler, this package's or Dagster's."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _context.get().items():
@@ -44,7 +44,7 @@ class _Scrubbed(logging.Filter):
 
 class _JsonLines(JsonFormatter):
     def process_log_record(self, log_data: dict) -> dict:
-        # Tracebacks quote driver errors, which may quote a row's values.
+        # Tracebacks quote driver errors, which may quote a row's values or a connection string.
         for key in ("exc_info", "stack_info"):
             if isinstance(log_data.get(key), str):
                 log_data[key] = without_personal_data(log_data[key])

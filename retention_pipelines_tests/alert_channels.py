@@ -17,7 +17,7 @@ EVENTS_PATH = "/v2/enqueue"
 class AlertReceiver:
     """An HTTP server on loopback that plays every alert channel, by path:
 
-    - POST /alerts: a JSON webhook; its bodies are kept in `received`;
+    - POST /alerts (or /alerts/<token>): a JSON webhook; its bodies are kept in `received`;
     - POST /api/chat.postMessage: Slack's Web API; (JSON body, Authorization header) kept in
       `slack`; answers {"ok": true}, or {"ok": false, "error": slack_error} when that is set;
     - POST /v2/enqueue: PagerDuty's Events API v2; the events are kept in `pagerduty`, answered
@@ -38,7 +38,7 @@ class AlertReceiver:
                 raw = self.rfile.read(length)
                 path = self.path.split("?")[0]
                 requests.append(("POST", path))
-                if path == WEBHOOK_PATH:
+                if path == WEBHOOK_PATH or path.startswith(WEBHOOK_PATH + "/"):  # a token may follow
                     received.append(json.loads(raw))
                     self.send_response(204)
                     self.end_headers()

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 
 import sqlalchemy as sa
 
 from retention_pipelines import schema
+from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import AppDatabase, RetentionSettings, load_settings
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 MAX_ID = 2**63 - 1  # the retention tables' ids are BIGINTs: a larger one names nothing, and SQLite cannot bind it
-LOOKS_LIKE_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
 
 
 class CliError(Exception):
@@ -79,8 +78,9 @@ def dagster_instance():
 
 
 def failure_message(event) -> str:
+    """A failed step's message for the terminal: an unexpected error's is a driver's own words."""
     data = event.step_failure_data
     if data.user_failure_data and data.user_failure_data.description:
-        return data.user_failure_data.description
+        return without_personal_data(data.user_failure_data.description)
     error = data.error.cause or data.error if data.error else None
-    return error.message.strip().splitlines()[-1] if error else "step failed"
+    return without_personal_data(error.message.strip().splitlines()[-1]) if error else "step failed"

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from retention_pipelines import schema
 from retention_pipelines.policies import PolicyError, PolicyFile, load_policies
 from retention_pipelines.policies.model import format_duration
-from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.redaction import EMAIL, without_personal_data
 from retention_pipelines.cli.common import (
-    EXIT_BAD_INPUT, EXIT_FAILED, LOOKS_LIKE_EMAIL, CliError, dagster_instance, failure_message, number_from,
-    open_current_database, open_database, print_table,
+    EXIT_BAD_INPUT, EXIT_FAILED, CliError, dagster_instance, failure_message, number_from, open_current_database,
+    open_database, print_table,
 )
 from retention_pipelines.cli.archive import add_archive_commands
 from retention_pipelines.cli.audit import add_audit_commands
@@ -161,7 +161,7 @@ def _validate_against_database(policies: PolicyFile) -> str:
 
 # retention hold … -------------------------------------------------------------------------------
 def _no_personal_data(value: str, what: str) -> str:
-    if LOOKS_LIKE_EMAIL.search(value):
+    if EMAIL.search(value):
         raise CliError(f"{what} looks like it holds an e-mail address: refer to the case, not the person")
     return value
 

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.engine import keys
+from retention_pipelines.redaction import EMAIL
 from retention_pipelines.schema import erasure_requests
 from retention_pipelines.stores import AppDatabase
 
@@ -98,7 +99,7 @@ class ErasureRequests:
         """Art. 12(3): up to two further months, with the reason recorded."""
         if not (reason or "").strip():
             raise ErasureRefused("an extension needs its reason (--reason)")
-        if "@" in reason:
+        if EMAIL.search(reason):
             raise ErasureRefused("the reason must not contain personal data: remove the e-mail address")
         if not timedelta(0) < by <= timedelta(days=MAX_EXTENSION_DAYS):
             raise ErasureRefused(f"an extension is between 1 and {MAX_EXTENSION_DAYS} days (GDPR Art. 12(3): two "

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from retention_pipelines.redaction import display_url
 from retention_pipelines.stores.database import StoreUnavailable
 from retention_pipelines.stores.files import DRAFT_PREFIX, inside, write_whole
 from retention_pipelines.stores.s3 import pool_connections, s3_client
@@ -323,4 +324,4 @@ def archive_store_from_url(url: str, storage_class: str | None = None, batch_sto
                               object_lock_mode=object_lock_mode)
     if parsed.scheme == "file" and parsed.path:
         return LocalArchiveStore(Path(unquote(parsed.path)))
-    raise StoreUnavailable(f"RETENTION_ARCHIVE_URL {url!r} is neither s3://bucket/prefix nor file:///folder")
+    raise StoreUnavailable(f"RETENTION_ARCHIVE_URL {display_url(url)} is neither s3://bucket/prefix nor file:///folder")

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlparse
 
 from tenacity import RetryError, retry, retry_if_result, stop_after_attempt, wait_exponential
 
+from retention_pipelines.redaction import display_url
 from retention_pipelines.stores.database import StoreUnavailable
 from retention_pipelines.stores.files import KeyOutsideStore, inside
 from retention_pipelines.stores.s3 import pool_connections, s3_client
@@ -262,4 +263,4 @@ def blob_store_from_url(url: str) -> BlobStore:
         return S3BlobStore(parsed.netloc, parsed.path)
     if parsed.scheme == "file" and parsed.path:
         return LocalBlobStore(Path(unquote(parsed.path)))
-    raise StoreUnavailable(f"RETENTION_BLOB_URL {url!r} is neither s3://bucket/prefix nor file:///folder")
+    raise StoreUnavailable(f"RETENTION_BLOB_URL {display_url(url)} is neither s3://bucket/prefix nor file:///folder")

@@ -9,10 +9,17 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.redaction import display_url, without_personal_data
 
 
 class StoreUnavailable(Exception):
-    """A production part (database, archive store, lock service) cannot be reached or used."""
+    """A production part (database, archive store, lock service) cannot be reached or used.
+
+    Its message often quotes what a driver or a server said, which may quote a connection string
+    or a row: it is redacted here, so that every store's error is safe to show wherever it goes."""
+
+    def __init__(self, message: str):
+        super().__init__(without_personal_data(message))
 
 
 class PolicyMismatch(Exception):
@@ -28,7 +35,7 @@ class AppDatabase:
             self.engine = sa.create_engine(url, pool_pre_ping=True, **_engine_options(url))
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise StoreUnavailable(f"RETENTION_DATABASE_URL is not a usable database URL: {exc}") from None
-        self.display_url = self.engine.url.render_as_string(hide_password=True)
+        self.display_url = display_url(url)
         self._tables: dict[str, sa.Table] = {}
         if not self.is_sqlite:
             sa.event.listen(self.engine, "connect", _session_in_utc, insert=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+
+from retention_pipelines.redaction import display_url, without_personal_data
 
 
 class DomainLocked(Exception):
@@ -87,7 +88,7 @@ class RedisDomainLocks(DomainLocks):
 
         self.ttl = ttl_seconds
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
-        self.display_url = re.sub(r"//[^@/]*@", "//***@", url)  # no password in messages
+        self.display_url = display_url(url)
 
     def acquire(self, domain: str, wait_seconds: float = 0.0) -> HeldLock:
         import redis
@@ -112,7 +113,7 @@ def _unreachable(exc: Exception) -> str | None:
     import redis
 
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return without_personal_data((str(exc).strip().splitlines() or [type(exc).__name__])[0])
     return None
 
 

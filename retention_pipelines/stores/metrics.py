@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
+from retention_pipelines.redaction import display_url
 from retention_pipelines.stores.database import StoreUnavailable
 
 JOB = "retention_pipelines"
@@ -27,4 +28,4 @@ def push_run_metrics(url: str, domain: str, acted_on: int, failed: int, duration
     try:
         push_to_gateway(url, job=JOB, grouping_key={"domain": domain}, registry=registry, timeout=10)
     except OSError as exc:
-        raise StoreUnavailable(f"pushgateway {url} is unreachable: {exc}") from None
+        raise StoreUnavailable(f"pushgateway {display_url(url)} is unreachable: {exc}") from None

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from retention_pipelines.logs import get_logger
-from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.redaction import display_url, without_personal_data
 from retention_pipelines.stores.database import StoreUnavailable
 
 log = get_logger("alerts")
@@ -106,7 +106,7 @@ class WebhookNotifier(Notifier):
         try:
             _post_json(self.url, alert.payload(), self.timeout, self.attempts)
         except OSError as exc:
-            raise StoreUnavailable(f"alert webhook {self.url.split('?')[0]} is unreachable: {exc}") from None
+            raise StoreUnavailable(f"alert webhook {display_url(self.url)} is unreachable: {exc}") from None
 
 
 class SlackNotifier(Notifier):
@@ -133,7 +133,7 @@ class SlackNotifier(Notifier):
             raise StoreUnavailable(f"Slack refused the alert for channel {self.channel}: "
                                    f"{exc.response.get('error', 'error')}") from None
         except (OSError, SlackClientError) as exc:
-            raise StoreUnavailable(f"Slack ({self.client.base_url}) is unreachable: {exc}") from None
+            raise StoreUnavailable(f"Slack ({display_url(self.client.base_url)}) is unreachable: {exc}") from None
 
 
 class PagerDutyNotifier(Notifier):
@@ -167,9 +167,9 @@ class PagerDutyNotifier(Notifier):
         try:
             _post_json(self.url, self.event(alert), self.timeout, self.attempts)
         except urllib.error.HTTPError as exc:  # PagerDuty answered and refused (a wrong routing key)
-            raise StoreUnavailable(f"PagerDuty ({self.url}) refused the alert: HTTP {exc.code}") from None
+            raise StoreUnavailable(f"PagerDuty ({display_url(self.url)}) refused the alert: HTTP {exc.code}") from None
         except OSError as exc:
-            raise StoreUnavailable(f"PagerDuty ({self.url}) is unreachable: {exc}") from None
+            raise StoreUnavailable(f"PagerDuty ({display_url(self.url)}) is unreachable: {exc}") from None
 
 
 class Notifiers(Notifier):

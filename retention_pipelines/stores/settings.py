@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retention_pipelines.redaction import remember_secrets, url_secrets
 from retention_pipelines.stores.files import write_whole
 
 
@@ -141,6 +143,7 @@ class RetentionSettings(BaseSettings):
         if not key_file.exists():
             _publish_once(key_file, secrets.token_hex(32))
         key = key_file.read_text().strip()
+        remember_secrets([key])
         if not key:
             raise ConfigurationError(f"the erasure hash key file {key_file} is empty: restore it, or set "
                                      "RETENTION_ERASURE_HASH_KEY")
@@ -152,10 +155,28 @@ class RetentionSettings(BaseSettings):
         key_file = (self.home / "archive_master.key").resolve()
         if not key_file.exists():
             _publish_once(key_file, secrets.token_hex(32))
-        return _key_bytes(key_file.read_text().strip(), f"the archive master key file {key_file}")
+        key = key_file.read_text().strip()
+        remember_secrets([key])
+        return _key_bytes(key, f"the archive master key file {key_file}")
 
     def lock_dir(self) -> Path:
         return (self.home / "locks").resolve()
+
+    def credentials(self) -> tuple[list[str], list[str]]:
+        """What no message may quote, as (secrets, user names): the keys and tokens, the
+        credentials inside the URLs (the alert webhook's URL is itself one), and the AWS secret
+        that boto3 reads from the environment."""
+        keys = (self.slack_token, self.pagerduty_routing_key, self.archive_master_key, self.erasure_hash_key)
+        found = [key.get_secret_value() for key in keys if key]
+        found += [os.environ.get(name) for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+        users: list[str] = []
+        urls = [(url, False) for url in (self.database_url, self.redis_url, self.archive_url, self.blob_url,
+                                         self.slack_api_url, self.pagerduty_events_url, self.pushgateway_url)]
+        for url, capability in [*urls, (self.alert_webhook_url, True)]:
+            in_url, users_in_url = url_secrets(url, capability)
+            found += in_url
+            users += users_in_url
+        return [value for value in found if value], users
 
 
 def _key_bytes(text: str, where: str) -> bytes:
@@ -190,7 +211,7 @@ def accepted_range(field: str) -> str:
 def load_settings(**overrides) -> RetentionSettings:
     """The settings, or a ConfigurationError naming each variable that is wrong and why."""
     try:
-        return RetentionSettings(**overrides)
+        settings = RetentionSettings(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -199,3 +220,5 @@ def load_settings(**overrides) -> RetentionSettings:
             where = "_".join(str(part) for part in error["loc"]).upper()
             problems.append(f"RETENTION_{where}: {message}" if where else message)
         raise ConfigurationError("configuration: " + "; ".join(problems)) from None
+    remember_secrets(*settings.credentials())  # from here on, no message of this process quotes them
+    return settings

@@ -49,7 +49,8 @@ def test_upgrade_an_empty_database_creates_the_retention_tables(cli, postgres_se
     assert "alembic_version" not in tables(url)  # never the app's own Alembic table
     assert revision(url) == [head_revision()]
     assert head_revision() in outcome.out
-    assert "***" in outcome.out  # the URL is shown, its password masked
+    # The URL is shown as scheme://host:port/… only: no user, no password, no database name.
+    assert f"postgresql+psycopg2://127.0.0.1:{postgres_server.port}/…: retention tables" in outcome.out
 
     again = cli("db", "upgrade")
     assert again.code == 0, again.err
