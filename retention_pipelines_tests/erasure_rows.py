@@ -43,7 +43,7 @@ class Erasure:
         self.blob_store = blob_store or LocalBlobStore(folder / "blobs")
         self.batch_size = batch_size
         self.subject_erasure = SubjectErasure(self.requests, self.keys, self.archive_store,
-                                              self.policies.policy_version)
+                                              self.policies.policy_version, list(self.policies.domains.values()))
 
     def engine(self, domain: str) -> RetentionEngine:
         policy = self.policies.domains[domain]
@@ -67,9 +67,12 @@ class Erasure:
         return self.keys.subject_hash(ANN)
 
 
-def insert_subject_rows(database: AppDatabase, blob_store: BlobStore, prefix: str = "") -> dict[str, dict[str, list[str]]]:
+def insert_subject_rows(database: AppDatabase, blob_store: BlobStore, prefix: str = "",
+                        ann_recently_blacklisted: bool = True) -> dict[str, dict[str, list[str]]]:
     """Ann and Bob in every domain, some rows young, some long past their deadline (and a quiz
-    answer of nobody): {domain: {"ann": ids, "others": ids}}. Every meal plan has its PDF."""
+    answer of nobody): {domain: {"ann": ids, "others": ids}}. Every meal plan has its PDF. Ann's
+    first blacklist entry is two days old (kept until its deadline even on erasure), or, without
+    `ann_recently_blacklisted`, 92 days (so that an erasure can complete)."""
     now = database.now()
     at = database.bind_time
     young, old = now - timedelta(hours=1), now - timedelta(days=100)
@@ -103,7 +106,8 @@ def insert_subject_rows(database: AppDatabase, blob_store: BlobStore, prefix: st
     def listed(email, when):
         return {"email": email, "reason": "chargeback", "created_at": at(when)}
 
-    split("email_blacklist", [listed(ANN.lower(), now - timedelta(days=2)), listed(ANN, now - timedelta(days=95))],
+    ann_listed = now - timedelta(days=2 if ann_recently_blacklisted else 92)
+    split("email_blacklist", [listed(ANN.lower(), ann_listed), listed(ANN, now - timedelta(days=95))],
           [listed(BOB, now - timedelta(days=2)), listed(BOB, now - timedelta(days=95))])
     return rows
 

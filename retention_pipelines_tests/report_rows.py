@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.erasure import ErasureRequests
+from retention_pipelines.engine.erasure import ErasureRequests, KeptByPolicy, Outcome
 from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.engine.sla import Breaches
 from retention_pipelines.stores import AppDatabase, archive_store_from_url, blob_store_from_url
@@ -32,7 +32,7 @@ HASH_KEY = b"report-test-hash-key-0123456789"
 ADDRESSES = ["dana.subject@example.com", "erin.subject@example.net", "frank.subject@example.org",
              "gina.subject@example.com", "hugo.subject@example.net", "ivy.subject@example.org",
              "jon.subject@example.com", "kim.subject@example.net", "lea.subject@example.org",
-             "max.subject@example.com"]
+             "max.subject@example.com", "nia.subject@example.net", "oto.subject@example.org"]
 
 
 def at(day: int, hour: int = 0, minute: int = 0, month: int = 10) -> datetime:
@@ -205,11 +205,18 @@ def _erasure(database: AppDatabase, scenario: Scenario) -> None:
     addresses = iter(ADDRESSES)
 
     def request(name: str, received: datetime, due: datetime, completed: datetime | None = None,
-                blocked: bool = False, extend: bool = False) -> None:
+                blocked: bool = False, extend: bool = False, kept_until: datetime | None = None,
+                rechecked: bool = False) -> None:
         made = requests.request(next(addresses))
         if extend:
             requests.extend(made.id, timedelta(days=30), "a complex request: two systems to search")
-        if completed is not None:
+        if kept_until is not None:  # the blacklist keeps an entry of theirs until its deadline
+            kept = KeptByPolicy("email_blacklist", (f"entry-of-{name.replace(' ', '-')}",), kept_until, "evidence")
+            requests.complete(made.id, Outcome("erased; 1 kept", (kept,), kept_until, verified=True),
+                              partially_blocked=True)
+            if rechecked:  # checked again today, after the month: complete now
+                requests.complete(made.id, Outcome("erased; checked again", verified=True))
+        elif completed is not None:
             requests.complete(made.id, "erased", partially_blocked=blocked)
         set_times(database, table, made.id, received_at=received, due_at=due, completed_at=completed)
         scenario.erasure[name] = made.id
@@ -223,6 +230,9 @@ def _erasure(database: AppDatabase, scenario: Scenario) -> None:
     request("after the month", END, at(1, month=12))
     request("completed next month", at(25), at(24, month=11), at(3, month=11))
     request("due and completed as the month began", at(1, month=9), START, START)
+    request("kept until deadline", at(6), at(5, month=11), at(8), kept_until=at(29, 12, month=12))
+    request("kept, completed after the month", at(7), at(6, month=11), at(9), kept_until=at(30, month=10),
+            rechecked=True)
     request("extended", at(25, month=9), at(24, month=11), at(28), extend=True)
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from retention_pipelines.cli.common import (
     EXIT_FAILED, MAX_ID, CliError, dagster_instance, failure_message, number_from, open_current_database, print_table,
 )
-from retention_pipelines.engine.erasure import MAX_EXTENSION_DAYS, ErasureRefused, ErasureRequests
+from retention_pipelines.engine.erasure import MAX_EXTENSION_DAYS, PARTIALLY_BLOCKED, ErasureRefused, ErasureRequests
 from retention_pipelines.stores import load_settings
 
 
@@ -40,7 +40,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         "id": r.id, "status": r.status, "received": f"{r.received_at:%Y-%m-%d %H:%M}",
         "due": f"{r.due_at:%Y-%m-%d %H:%M}", "days_left": r.days_left(now) if r.completed_at is None else "",
         "completed": f"{r.completed_at:%Y-%m-%d %H:%M}" if r.completed_at else "",
-        "extended": r.extension_reason or "", "outcome": r.outcome or "",
+        "extended": r.extension_reason or "",
+        # Partially blocked by a domain that keeps records until their deadline: until when, and where.
+        "kept_until_deadline": "" if not r.kept_by_policy or r.status != PARTIALLY_BLOCKED else ", ".join(
+            f"{k.domain} {k.until:%Y-%m-%d %H:%M}" for k in r.kept_by_policy),
+        "outcome": r.outcome or "",
     } for r in found])
     return 0
 
@@ -78,6 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             rows.append({"domain": event.asset_key.path[-1], "erased": metadata["rows_erased"],
                          "archived": metadata["rows_archived"], "kept_under_hold": metadata["records_kept_under_legal_hold"],
+                         "kept_until_deadline": metadata["records_kept_until_deadline"],
                          "in_manual_queue": metadata["rows_waiting_in_manual_queue"]})
     print_table(rows)
     failures = [failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]

@@ -20,8 +20,8 @@ def build_erasure_defs(sensor_interval_seconds: int = 300) -> dg.Definitions:
         description="No request for erasure is open past its deadline (GDPR Art. 12(3): a month, or the "
                     "recorded extension).")], description=(
         "The requests for erasure (gdpr_erasure_requests), every hour: how many are open, completed and "
-        "partially blocked by a legal hold, how many are past due, and the days left on the nearest "
-        "deadline. Request ids only; no address."))
+        "partially blocked (by a legal hold, or by a domain that keeps records until their deadline), how many "
+        "are past due, and the days left on the nearest deadline. Request ids only; no address."))
     def erasure_requests(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.MaterializeResult:
         with operator_errors():
             every = ErasureRequests(retention_stores.database).list()
@@ -31,6 +31,7 @@ def build_erasure_defs(sensor_interval_seconds: int = 300) -> dg.Definitions:
         return dg.MaterializeResult(metadata={
             "open": len(open_requests), "completed": sum(r.status == COMPLETED for r in every),
             "partially_blocked": sum(r.status == PARTIALLY_BLOCKED for r in every), "past_due": len(late),
+            "kept_until_deadline": sum(r.status == PARTIALLY_BLOCKED and bool(r.kept_by_policy) for r in every),
             "nearest_deadline_days_left": min((r.days_left(now) for r in open_requests), default=0.0),
         }, check_results=[dg.AssetCheckResult(
             check_name=NO_REQUEST_PAST_DUE_CHECK, passed=not late, severity=dg.AssetCheckSeverity.ERROR,

@@ -95,8 +95,7 @@ class RetentionStores(dg.ConfigurableResource):
         settings = self.settings()
         requests = ErasureRequests(self.database, settings.resolved_erasure_hash_key(),
                                    timedelta(days=settings.erasure_due_days))
-        return SubjectErasure(requests, self.archive_keys, self.archive_store, policy_version,
-                              {policy.name: policy.sla.resolve_within for policy in policies})
+        return SubjectErasure(requests, self.archive_keys, self.archive_store, policy_version, policies)
 
     def engine(self, policy: DomainPolicy, policy_version: str) -> RetentionEngine:
         """The domain's engine, built once per run (it checks the migrations and reflects the table)."""

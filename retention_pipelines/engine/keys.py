@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from retention_pipelines.engine.subject import normalise_address
 from retention_pipelines.schema import audit_log, conflict_insert, data_keys
 from retention_pipelines.stores import AppDatabase
 
@@ -33,8 +34,17 @@ class KeyDestroyed(Exception):
 
 
 def subject_hash(value: str, hash_key: bytes) -> str:
-    """The keyed hash (HMAC-SHA256) that names a subject without their address: the same for
-    'Ann@Example.org ' and 'ann@example.org', and the one a completed erasure request keeps."""
+    """The keyed hash (HMAC-SHA256) that names a subject without their address: of the address as
+    `normalise_address` makes it, so the same for every spelling of one subject ('Ann@Example.org ',
+    'ann@example.org', 'ＡＮＮ@example.org'), and the one a completed erasure request keeps."""
+    return hmac.new(hash_key, normalise_address(value).encode(), hashlib.sha256).hexdigest()
+
+
+def legacy_subject_hash(value: str, hash_key: bytes) -> str:
+    """The hash that named a subject's key before `normalise_address` (the address stripped and in
+    lower case): equal to subject_hash for an ASCII address, different where NFKC, the case fold or
+    an invisible character at an end changes it. Keys made under it still encrypt archives written
+    then, so an erasure destroys the subject's keys under both (ArchiveKeys.subject_hashes)."""
     return hmac.new(hash_key, value.strip().lower().encode(), hashlib.sha256).hexdigest()
 
 
@@ -74,6 +84,12 @@ class ArchiveKeys:
 
     def subject_hash(self, value: str) -> str:
         return subject_hash(value, self.hash_key)
+
+    def subject_hashes(self, *stored: str) -> set[str]:
+        """Every name a key of these spellings of one subject may have: today's hash and, for keys
+        made before the one normalisation, each spelling's legacy hash."""
+        return {h for value in stored for h in (subject_hash(value, self.hash_key),
+                                                legacy_subject_hash(value, self.hash_key))}
 
     # keys for writing ----------------------------------------------------------------------------
     def for_subjects(self, hashes: set[str]) -> dict[str, DataKey]:

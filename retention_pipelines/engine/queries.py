@@ -160,16 +160,20 @@ class DomainTable:
         """Rows whose deadline has passed by the cutoff and that are still to be acted on; for an
         erasure, the subject's rows, whatever their deadline (an erased row no longer names them)."""
         if self.erasing is not None:
-            # A record kept by a hold is erased by its id once the hold is released (the request's
-            # address is gone by then): then `only` names it.
-            # Compared as the keys' subject hash is made: trimmed, in lower case.
-            conditions = [] if self.erasing.address is None else [
-                sa.func.lower(sa.func.trim(self.table.c[self.policy.subject_column])) == self.erasing.address]
-            if self.erasing.address is None and self.only is None:
-                raise ValueError("an erasure without its subject's address must name its records")
-            if self.erasing.address is None and self.policy.redact:  # an erased row stays, its address gone
-                subject = self.table.c[self.policy.subject_column]
+            subject = self.table.c[self.policy.subject_column]
+            # The subject's rows by the exact addresses they were found with (engine/subject.py:
+            # who a subject is is decided in Python, once; the database only compares the stored
+            # text for equality, through the address index). A record kept by a hold is erased by
+            # its id once the hold is released (the request's address may be gone by then): then
+            # `only` names it.
+            conditions = [] if self.erasing.spellings is None else [subject.in_(self.erasing.spellings)]
+            if self.erasing.spellings is None and self.only is None:
+                raise ValueError("an erasure without its subject's addresses must name its records")
+            if self.erasing.spellings is None and self.policy.redact:  # an erased row stays, its address gone
                 conditions += [subject.is_not(None), ~subject.like(ERASED_PLACEHOLDER_PATTERN)]
+            if self.policy.on_erasure == "keep_until_deadline":
+                # Its rows go no earlier than their deadline, even on erasure.
+                conditions.append(self.clock <= clock_cutoff)
         else:
             conditions = self.clock_at_or_before(clock_cutoff)
             if self.policy.redact:  # a redacted row stays; it is done once its stamp is set
@@ -407,10 +411,10 @@ class AuditStamp:
 
 @dataclass(frozen=True)
 class SubjectRows:
-    """An erasure's subject: their normalised address (never logged; None when erasing records by
-    id after the request completed), the request and its due date."""
+    """An erasure's subject in one domain: the addresses, exactly as stored, of the rows that name
+    them (never logged; None when erasing records by id), the request and its due date."""
 
-    address: str | None
+    spellings: tuple[str, ...] | None
     request_id: int
     due_at: datetime
 

@@ -7,7 +7,8 @@ reconciles with it. Breaches, queue items, requests for erasure and legal holds 
 own tables, each read as it stood at the end of the month: what closed after the month ended
 counts as still open, so that a report rebuilt later tells the same story for the month.
 
-Nothing personal is read: no address, no subject hash, no free-text outcome; record ids, domains,
+Nothing personal is read: no address, no subject hash, no free-text outcome (of a request's outcome
+only what a domain keeps until its deadline: the domain and until when); record ids, domains,
 times and counts only.
 """
 
@@ -20,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.erasure import COMPLETED, PARTIALLY_BLOCKED, Outcome
 from retention_pipelines.policies import DomainPolicy, PolicyFile
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.schema import audit_log, erasure_requests, legal_holds, manual_queue, sla_breaches
@@ -79,6 +81,8 @@ class ScheduleEntry:
     subject_column: str | None
     sla_max_lag: str
     erasure_time_limit: str | None  # for domains that hold a subject's data: the time to erase on request
+    # What a request for erasure does to the domain's rows: erase, or keep until their deadline and why.
+    on_erasure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ class ErasureEntry:
     status: str  # at the month's end: received (open), completed or partially_blocked
     completed_at: datetime | None
     deadline: str  # met, missed or open
+    # At the month's end, partially blocked by a domain that keeps the subject's records until their
+    # deadline (on_erasure: keep_until_deadline): which domains, until when; else empty.
+    kept_until_deadline: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,7 +239,8 @@ class ComplianceReport:
         requests = self.erasure_requests
         return {"requests": len(requests), **{deadline: sum(r.deadline == deadline for r in requests)
                                               for deadline in (MET, MISSED, OPEN)},
-                "partially_blocked": sum(r.status == "partially_blocked" for r in requests)}
+                "partially_blocked": sum(r.status == PARTIALLY_BLOCKED for r in requests),
+                "kept_until_deadline": sum(bool(r.kept_until_deadline) for r in requests)}
 
 
 # Gathering -------------------------------------------------------------------------------------
@@ -271,7 +279,9 @@ def _schedule_entry(policy: DomainPolicy, erasure_due: timedelta) -> ScheduleEnt
         retain_for=format_duration(policy.retain_for), counted_from=policy.clock_column, action=action,
         archived=policy.archive.enabled, subject_column=policy.subject_column,
         sla_max_lag=format_duration(policy.sla.max_lag),
-        erasure_time_limit=format_duration(erasure_due) if policy.subject_column else None)
+        erasure_time_limit=format_duration(erasure_due) if policy.subject_column else None,
+        on_erasure=None if not policy.subject_column else "erase" if policy.on_erasure == "erase" else
+        f"keep until deadline: {' '.join((policy.on_erasure_reason or '').split())}")
 
 
 def _deadline(due: datetime, done: datetime | None, as_of: datetime) -> str:
@@ -376,16 +386,22 @@ class _Gatherer:
         """Requests received, due or completed in the month. Neither the address nor its hash is read."""
         table = erasure_requests
         query = sa.select(table.c.id, table.c.received_at, table.c.due_at, table.c.status, table.c.completed_at,
-                          table.c.extension_reason.is_not(None).label("extended")).where(sa.or_(
+                          table.c.outcome, table.c.extension_reason.is_not(None).label("extended")).where(sa.or_(
             self._within(table.c.received_at, self.start, self.end), self._within(table.c.due_at, self.start, self.end),
             self._within(table.c.completed_at, self.start, self.end))).order_by(table.c.received_at, table.c.id)
         found = []
         with self.database.connect() as connection:
             for row in connection.execute(query):
                 due, completed = self._time(row.due_at), self._closed_by_month_end(row.completed_at)
-                found.append(ErasureEntry(row.id, self._time(row.received_at), due, bool(row.extended),
-                                          row.status if completed is not None else "received", completed,
-                                          _deadline(due, completed, self.as_of)))
+                status = row.status if completed is not None else "received"
+                outcome = Outcome.read(row.outcome)
+                kept = outcome.kept_by_policy if outcome else ()
+                if status == COMPLETED and kept and self._closed_by_month_end(outcome.completed_on_recheck_at) is None:
+                    status = PARTIALLY_BLOCKED  # the kept records went after the month's end
+                kept_text = ", ".join(f"{k.domain} until {k.until:%Y-%m-%d %H:%M}" for k in kept) \
+                    if status == PARTIALLY_BLOCKED else ""
+                found.append(ErasureEntry(row.id, self._time(row.received_at), due, bool(row.extended), status,
+                                          completed, _deadline(due, completed, self.as_of), kept_text))
         return found
 
     def legal_holds(self) -> list[HeldRecord]:

@@ -77,9 +77,9 @@ def report_tables(report: ComplianceReport) -> dict[str, Table]:
              t.seconds_in_breach, t.legal_holds_active] for t in totals]),
         _table("schedule", "Retention schedule (GDPR Art. 30(1)(f): the envisaged time limits for erasure)", [
             "domain", "enabled", "table", "what", "retain_for", "counted_from", "action", "archived",
-            "subject_column", "sla_max_lag", "erasure_time_limit"], [
+            "subject_column", "sla_max_lag", "erasure_time_limit", "on_erasure"], [
             [s.domain, s.enabled, s.table, s.what, s.retain_for, s.counted_from, s.action, s.archived,
-             s.subject_column, s.sla_max_lag, s.erasure_time_limit] for s in report.schedule]),
+             s.subject_column, s.sla_max_lag, s.erasure_time_limit, s.on_erasure] for s in report.schedule]),
         _table("removals_per_day", "Records removed or redacted, per day and domain", [
             "day", "domain", *removal, "removed"], [
             [day, domain, *(report.count(domain, (action,), day) for action in removal),
@@ -101,11 +101,12 @@ def report_tables(report: ComplianceReport) -> dict[str, Table]:
             [q.id, q.domain, q.record_id, q.reason, q.created_at, q.due_at, q.status, q.closed_at,
              q.seconds_to_close, _human(q.seconds_to_close), q.deadline] for q in report.queue_items]),
         _table("erasure_summary", "Requests for erasure: deadlines", [
-            "requests", "deadline_met", "deadline_missed", "open", "partially_blocked"], [
-            [erasure["requests"], erasure["met"], erasure["missed"], erasure["open"], erasure["partially_blocked"]]]),
+            "requests", "deadline_met", "deadline_missed", "open", "partially_blocked", "kept_until_deadline"], [
+            [erasure["requests"], erasure["met"], erasure["missed"], erasure["open"], erasure["partially_blocked"],
+             erasure["kept_until_deadline"]]]),
         _table("erasure_requests", "Requests for erasure received, due or completed in the month", [
-            "id", "received_at", "due_at", "extended", "status", "completed_at", "deadline"], [
-            [e.id, e.received_at, e.due_at, e.extended, e.status, e.completed_at, e.deadline]
+            "id", "received_at", "due_at", "extended", "status", "completed_at", "deadline", "kept_until_deadline"], [
+            [e.id, e.received_at, e.due_at, e.extended, e.status, e.completed_at, e.deadline, e.kept_until_deadline]
             for e in report.erasure_requests]),
         _table("legal_holds", "Legal holds in force at the month's end", [
             "id", "domain", "record_id", "reason", "placed_at"], [

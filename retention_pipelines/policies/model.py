@@ -26,10 +26,6 @@ MAX_DURATION = timedelta(days=36_500)
 # (`month_bounds`), with a century of margin to datetime's limits for any period subtracted.
 FIRST_DATE, LAST_DATE = date(2000, 1, 1), date(2999, 12, 31)
 
-# Promises made outside the policy file that no edit of it may break: the blacklist entry of
-# an abuser protects the business for 90 days, "never one second earlier".
-MINIMUM_RETENTION = {"email_blacklist": timedelta(days=90)}
-
 # Prefixes of the archive store that hold no domain's archives (audit anchors, compliance reports,
 # the health probe): an archived domain of one of these names would hand them to its expiry job.
 RESERVED_ARCHIVE_PREFIXES = frozenset({"audit_anchors", "reports", "_health"})
@@ -228,6 +224,12 @@ class DomainPolicy(StrictModel):
     parallel_batches: int = Field(default=2, ge=1, le=8)
     pacing: Pacing = Pacing()
     subject_column: str | None = None
+    # What a request for erasure does to the subject's rows: 'erase' them now, whatever their
+    # deadline, or 'keep_until_deadline': erase none before its deadline (GDPR Art. 17(3)(b), (e):
+    # a legal obligation, evidence for legal claims), saying why in on_erasure_reason; the request
+    # then stays partially blocked until the last of them has gone.
+    on_erasure: Literal["erase", "keep_until_deadline"] = "erase"
+    on_erasure_reason: str | None = None
     partitions: Partitions
     schedule: Schedule = Schedule()
     sla: Sla
@@ -261,11 +263,13 @@ class DomainPolicy(StrictModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> DomainPolicy:
-        floor = MINIMUM_RETENTION.get(self.table)
-        if floor is not None and self.retain_for < floor:
-            raise ValueError(
-                f"retain_for: {self.table} must be kept at least {floor.days} days, never less"
-            )
+        if self.on_erasure == "keep_until_deadline" and not (self.on_erasure_reason or "").strip():
+            raise ValueError("on_erasure_reason: a domain that keeps its rows until their deadline on erasure "
+                             "says why (the law or the claim it keeps them for)")
+        if self.on_erasure == "erase" and self.on_erasure_reason is not None:
+            raise ValueError("on_erasure_reason: only for on_erasure: keep_until_deadline")
+        if self.on_erasure == "keep_until_deadline" and not self.subject_column:
+            raise ValueError("on_erasure: only a domain with a subject_column is erased on request")
         if self.retain_for == timedelta(0) and self.clock_column == "created_at":
             # A zero period only makes sense on a clock that is itself a deadline (expires_at).
             raise ValueError("retain_for: must be longer than zero on a created_at clock")

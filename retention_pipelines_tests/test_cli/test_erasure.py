@@ -23,7 +23,8 @@ OTHER = "erin.subject@example.net"
 GIVEN = [ADDRESS, OTHER, "dana.subject@example.org", "frank@example.com"]
 RECEIVED = re.compile(r"^erasure request (\d+) received; due (\d{4}-\d\d-\d\d \d\d:\d\d) UTC$")
 NOW_DUE = re.compile(r"^erasure request (\d+) now due (\d{4}-\d\d-\d\d \d\d:\d\d) UTC$")
-STATUS_COLUMNS = ["id", "status", "received", "due", "days_left", "completed", "extended", "outcome"]
+STATUS_COLUMNS = ["id", "status", "received", "due", "days_left", "completed", "extended", "kept_until_deadline",
+                  "outcome"]
 KEY = "cli-erasure-hash-key-0123456789"
 
 

@@ -1,5 +1,6 @@
 """`retention erasure run ID [--dry-run]`: the erasure job for one request, in process on the
-DAGSTER_HOME instance, against PostgreSQL: a table per domain, the outcome, no address printed."""
+DAGSTER_HOME instance, against PostgreSQL: a table per domain, the outcome (the blacklist entry
+kept until its deadline, and until when), no address printed."""
 
 from __future__ import annotations
 
@@ -53,17 +54,21 @@ def test_dry_run_then_run_then_rerun(cli, cli_env):
     lines = done.out.splitlines()
     quiz = next(line for line in lines if line.split()[:1] == ["quiz_responses"])
     assert quiz.split()[1] == "1"
-    assert f"erasure request {request_id}: completed" in done.out and "unreadable" in done.out
+    blacklist = next(line for line in lines if line.split()[:1] == ["email_blacklist"])
+    assert blacklist.split()[1:6] == ["0", "0", "0", "1", "0"]  # erased, archived, held, kept until deadline, queued
+    assert f"erasure request {request_id}: partially_blocked" in done.out and "unreadable" in done.out
+    assert "email_blacklist: 1 kept until deadline by policy" in done.out
     assert table_rows(cli_env, "quiz_responses") == {rows["quiz_responses"][1]}
-    assert table_rows(cli_env, "email_blacklist") == {rows["email_blacklist"][1]}
+    assert table_rows(cli_env, "email_blacklist") == set(rows["email_blacklist"])  # never one second earlier
 
     status = cli("erasure", "status", str(request_id))
     no_address(status)
-    assert "completed" in status.out
+    until = ErasureRequests(cli_env).get(request_id).kept_by_policy[0].until
+    assert "partially_blocked" in status.out and f"email_blacklist {until:%Y-%m-%d %H:%M}" in status.out
 
     again = cli("erasure", "run", str(request_id))
     no_address(again)
-    assert again.code == 0 and f"erasure request {request_id}: completed" in again.out
+    assert again.code == 0 and f"erasure request {request_id}: partially_blocked" in again.out
     assert next(line for line in again.out.splitlines() if line.split()[:1] == ["quiz_responses"]).split()[1] == "0"
 
 

@@ -42,7 +42,7 @@ def erasure_job(stores, policies):
 
 @pytest.fixture
 def request_id(pg_database, stores, instance) -> int:
-    insert_subject_rows(pg_database, stores.blob_store)
+    insert_subject_rows(pg_database, stores.blob_store, ann_recently_blacklisted=False)
     request = ErasureRequests(pg_database, stores.settings().resolved_erasure_hash_key()).request(ANN)
     instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(request.id)])
     return request.id

@@ -1,12 +1,14 @@
 """The erasure run through Dagster, as issue 6's "done when" says: a subject present in all four
 domains, one of their records under a legal hold, erased in one run — every other record gone or
 redacted, their archived copies unreadable, the held record kept with a queue item, the request
-marked with its outcome. Real PostgreSQL, Redis, a Dagster instance, local archive and blob folders
-and S3 (moto)."""
+marked with its outcome; the young blacklist entry kept until its deadline by policy, the request
+checked again and completed once it has gone. Real PostgreSQL, Redis, a Dagster instance, local
+archive and blob folders and S3 (moto)."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import uuid
@@ -23,7 +25,7 @@ from retention_pipelines.defs.erasure_run import (
 )
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.archive_format import decrypt_blob, read_manifest, read_rows
-from retention_pipelines.engine.erasure import ErasureRequests
+from retention_pipelines.engine.erasure import ErasureRequests, Outcome
 from retention_pipelines.engine.queue import ManualQueue
 from retention_pipelines.engine.report import build_report
 from retention_pipelines.engine.report_render import render_report
@@ -140,10 +142,11 @@ def test_a_subject_in_all_four_domains_is_erased_in_one_run_except_the_held_reco
     result = run_erasure(world, instance)
     assert result.success, [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
 
-    # Every other record of Ann's gone or redacted; Bob's untouched.
+    # Every other record of Ann's gone or redacted, but her blacklist entry younger than its 90 days;
+    # Bob's untouched.
     assert set(rows_of(pg_database, "quiz_responses")) == {world.quiz["bob"]}
     assert set(rows_of(pg_database, "magic_link_tokens")) == {world.tokens["bob"]}
-    assert set(rows_of(pg_database, "email_blacklist")) == {world.blacklist["bob-new"]}
+    assert set(rows_of(pg_database, "email_blacklist")) == {world.blacklist["bob-new"], world.blacklist["ann-new"]}
     plans = rows_of(pg_database, "meal_plans")
     held, new, old = (plans[world.plans[name]] for name in ("ann-held", "ann-new", "ann-old"))
     assert held["email"] == ANN and held["pdf_blob_key"] == "plans/ann-held.pdf" and held["pdf_deleted_at"] is None
@@ -156,7 +159,7 @@ def test_a_subject_in_all_four_domains_is_erased_in_one_run_except_the_held_reco
 
     # Her archived copies unreadable, Bob's in the very same objects still readable.
     after = world.archived_rows()
-    assert after[world.blacklist["ann-old"]] is None and after[world.blacklist["ann-new"]] is None
+    assert after[world.blacklist["ann-old"]] is None and world.blacklist["ann-new"] not in after  # not yet archived
     assert after[world.blacklist["bob-old"]] == before[world.blacklist["bob-old"]]
     assert world.archived_pdf(world.plans["ann-old"]) is None and world.archived_pdf(world.plans["ann-new"]) is None
     assert world.archived_pdf(world.plans["bob-old"]).startswith(b"%PDF")
@@ -167,13 +170,18 @@ def test_a_subject_in_all_four_domains_is_erased_in_one_run_except_the_held_reco
     request = ErasureRequests(pg_database).get(world.request.id)
     assert request.status == "partially_blocked" and request.completed_at is not None
     assert "1 kept under legal hold" in request.outcome and "unreadable" in request.outcome
+    assert "email_blacklist: 1 kept until deadline by policy" in request.outcome
+    [kept] = request.kept_by_policy
+    assert (kept.domain, kept.record_ids) == ("email_blacklist", (world.blacklist["ann-new"],))
+    listed_at = rows_of(pg_database, "email_blacklist")[world.blacklist["ann-new"]]["created_at"]
+    assert kept.until == listed_at + timedelta(days=90) == request.details.recheck_after
+    assert "legal claims" in kept.reason
     with pg_database.engine.connect() as connection:
         assert connection.execute(sa.select(schema.erasure_requests.c.email)).scalar_one() is None
         audit = [dict(r._mapping) for r in connection.execute(sa.select(schema.audit_log))]
     erased = {(a["domain"], a["record_id"]) for a in audit if a["action"] == "erased"}
     assert erased == {("quiz_responses", world.quiz["ann"]), ("magic_link_tokens", world.tokens["ann"]),
-                      ("meal_plans", world.plans["ann-new"]), ("meal_plans", world.plans["ann-old"]),
-                      ("email_blacklist", world.blacklist["ann-new"])}
+                      ("meal_plans", world.plans["ann-new"]), ("meal_plans", world.plans["ann-old"])}
     assert len([a for a in audit if a["action"] == "erased"]) == len(erased)
     assert [a["domain"] for a in audit if a["action"] == "key_destroyed"] == ["gdpr"]
     assert "@" not in json.dumps([{k: v for k, v in a.items() if k in ("record_id", "detail", "archive_uri")}
@@ -181,7 +189,8 @@ def test_a_subject_in_all_four_domains_is_erased_in_one_run_except_the_held_reco
 
     outcome = outcome_of(result)
     assert outcome["status"] == "partially_blocked" and outcome["archive_keys_destroyed"] == 1
-    assert outcome["records_kept_under_legal_hold"] == 1 and outcome["rows_erased"] == 5
+    assert outcome["records_kept_under_legal_hold"] == 1 and outcome["rows_erased"] == 4
+    assert outcome["records_kept_until_deadline"] == 1
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == SUBJECT_ERASED_CHECK]
     assert check.passed
     shown = json.dumps([{k: str(v.value) for k, v in e.materialization.metadata.items()}
@@ -196,10 +205,12 @@ def test_a_subject_in_all_four_domains_is_erased_in_one_run_except_the_held_reco
               for name, data in files.items() if name.endswith(".csv")}
     [listed] = [r for r in tables["erasure_requests.csv"] if r["id"] == str(world.request.id)]
     assert listed["status"] == "partially_blocked" and listed["deadline"] == "met"
+    assert listed["kept_until_deadline"] == f"email_blacklist until {kept.until:%Y-%m-%d %H:%M}"
     assert tables["erasure_summary.csv"][0]["partially_blocked"] == "1"
+    assert tables["erasure_summary.csv"][0]["kept_until_deadline"] == "1"
     today = [r for r in tables["removals_per_day.csv"] if r["day"] == f"{pg_database.now():%Y-%m-%d}"]
     assert {r["domain"]: int(r["erased"]) for r in today if int(r["erased"])} == {
-        "quiz_responses": 1, "magic_link_tokens": 1, "meal_plans": 2, "email_blacklist": 1}
+        "quiz_responses": 1, "magic_link_tokens": 1, "meal_plans": 2}
     [conflict] = [r for r in tables["queue_items.csv"] if r["reason"] == "legal_hold_conflict"]
     assert conflict["record_id"] == world.plans["ann-held"] and conflict["status"] == "open"
     assert {r["domain"]: r["keys_destroyed"] for r in tables["summary.csv"]}.get("gdpr") == "1"
@@ -221,7 +232,7 @@ def test_a_dry_run_changes_nothing_and_creates_no_key(pg_database, stores, insta
                                                             "email_blacklist")}
     result = run_erasure(world, instance, tags={DRY_RUN_TAG: "true"})
     assert result.success
-    assert outcome_of(result)["rows_erased"] == 5
+    assert outcome_of(result)["rows_erased"] == 4
     assert {name: rows_of(pg_database, name) for name in tables} == tables
     assert ErasureRequests(pg_database).get(world.request.id).status == "received"
     with pg_database.engine.connect() as connection:
@@ -244,6 +255,57 @@ def test_the_sensor_adds_a_partition_and_launches_one_run_per_open_request(pg_da
     [add] = result.dynamic_partitions_requests
     assert list(add.partition_keys) == [str(first.id)]
     assert "@" not in repr(result)
+
+
+def test_a_request_kept_open_by_the_blacklist_is_checked_again_and_completed_once_the_entry_has_gone(
+        pg_database, stores, instance, policies):
+    """The blacklist keeps Ann's young entry until its deadline, "never one second earlier", even on
+    her request: the request ends partially blocked, saying until when; once that time has come the
+    sensor launches the run again, which finds the entry past its deadline, erases it, destroys the
+    key its archived copy was just written under, and completes the request."""
+    world = World(pg_database, stores, policies)
+    with pg_database.engine.begin() as connection:
+        connection.execute(sa.delete(schema.legal_holds))  # only the policy keeps anything of hers
+    defs = build_erasure_run_defs([p for p in policies.domains.values() if p.enabled], policies.policy_version)
+    [sensor] = defs.sensors
+
+    def sensed():
+        with dg.build_sensor_context(instance=instance, resources={"retention_stores": world.stores}) as context:
+            return sensor(context).run_requests
+
+    first = run_erasure(world, instance, tags=sensed()[0].tags)
+    assert first.success
+    requests = ErasureRequests(pg_database)
+    answered = requests.get(world.request.id)
+    assert answered.status == "partially_blocked" and outcome_of(first)["records_kept_until_deadline"] == 1
+    assert world.blacklist["ann-new"] in rows_of(pg_database, "email_blacklist")
+    assert sensed() == []  # nothing to do before the entry's deadline
+    assert [i for i in ManualQueue(pg_database, policies.policy_version).list()] == []  # no person is needed
+
+    # Ninety days on (the entry's clock moved back, as the database's own cannot be moved forward).
+    with pg_database.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE email_blacklist SET created_at = now() - interval '90 days 1 second' "
+                                   "WHERE id = :id"), {"id": world.blacklist["ann-new"]})
+        stored = Outcome.read(connection.execute(sa.select(schema.erasure_requests.c.outcome)).scalar_one())
+        connection.execute(sa.update(schema.erasure_requests).values(
+            outcome=dataclasses.replace(stored, recheck_after=pg_database.now()).text()))
+    [again] = sensed()
+    assert again.partition_key == str(world.request.id) and "-recheck-" in again.run_key
+    rechecked = run_erasure(world, instance, tags=again.tags)
+    assert rechecked.success
+
+    done = requests.get(world.request.id)
+    assert done.status == "completed" and done.completed_at == answered.completed_at  # answered on time, once
+    assert done.details.completed_on_recheck_at is not None and "checked again" in done.outcome
+    assert [k.record_ids for k in done.kept_by_policy] == [(world.blacklist["ann-new"],)]  # on record still
+    assert set(rows_of(pg_database, "email_blacklist")) == {world.blacklist["bob-new"]}
+    assert world.archived_rows()[world.blacklist["ann-new"]] is None  # archived by the rerun, its key destroyed
+    assert sensed() == []
+    month = f"{pg_database.now():%Y-%m}"
+    files = render_report(build_report(pg_database, policies, month))
+    [listed] = [r for r in csv.DictReader(io.StringIO(files["erasure_requests.csv"].decode()))
+                if r["id"] == str(world.request.id)]
+    assert (listed["status"], listed["kept_until_deadline"]) == ("completed", "")
 
 
 def test_an_archive_copy_held_under_the_subjects_key_keeps_the_key(pg_database, stores, instance, policies):

@@ -34,7 +34,8 @@ class Killed:
     def __init__(self, database, folder):
         self.database, self.folder = database, folder
         self.erasure = Erasure(database, folder, batch_size=BATCH)
-        self.rows = insert_subject_rows(database, self.erasure.blob_store)
+        # Every blacklist entry of hers past its 90 days: nothing is kept by policy, the request completes.
+        self.rows = insert_subject_rows(database, self.erasure.blob_store, ann_recently_blacklisted=False)
         now = database.now()
         plans = []
         for i in range(MANY["meal_plans"]):
@@ -44,7 +45,8 @@ class Killed:
                           "created_at": database.bind_time(now - timedelta(days=i % 200, minutes=i))})
         self.rows["meal_plans"]["ann"] += _insert(database, "meal_plans", plans)
         self.rows["email_blacklist"]["ann"] += _insert(database, "email_blacklist", [
-            {"email": ANN_SPELLINGS[i % 3], "reason": "refund_abuse", "created_at": database.bind_time(now - timedelta(days=i % 120, minutes=i))}
+            {"email": ANN_SPELLINGS[i % 3], "reason": "refund_abuse",
+             "created_at": database.bind_time(now - timedelta(days=91 + i % 30, minutes=i))}
             for i in range(MANY["email_blacklist"])])
         self.others = {domain: {rid: row for rid, row in table_rows(database, domain).items()
                                 if rid in self.rows[domain]["others"]} for domain in DOMAINS}

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines.engine.erasure import ErasureRefused, ErasureRequests, normalized, subject_hash
+from retention_pipelines.engine.subject import normalise_address
 from retention_pipelines.stores import AppDatabase
 
 KEY = b"test-erasure-key-0123456789abcdef"
@@ -31,7 +32,7 @@ def requests(any_database) -> ErasureRequests:
 
 
 def expected_hash(address: str, key: bytes = KEY) -> str:
-    return hmac.new(key, address.strip().lower().encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, normalise_address(address).encode(), hashlib.sha256).hexdigest()
 
 
 def raw_rows(database: AppDatabase) -> list[dict]:
@@ -271,6 +272,18 @@ def test_the_app_inserts_a_request_with_only_the_address(requests, any_database)
     assert done.status == "completed"
     [row] = raw_rows(any_database)
     assert row["email"] is None and row["subject_hash"] == expected_hash(ADDRESS)
+
+
+def test_a_request_the_app_inserted_in_another_spelling_is_the_same_subject(requests, any_database):
+    """The app stores the address as it was typed; every comparison normalises it the one way."""
+    typed = "\u200bＡＬＩＣＥ.Example+GDPR@example.com\u3000"
+    with any_database.begin() as connection:
+        connection.execute(sa.text(f"INSERT INTO {TABLE} (email) VALUES (:email)"), {"email": typed})
+    [request] = requests.list()
+    assert requests.address(request.id) == NORMALIZED
+    refused(requests.request, ADDRESS, words="exists already", addresses=(ADDRESS, NORMALIZED, typed))
+    done = requests.complete(request.id, "done")
+    assert done.subject_hash == subject_hash(ADDRESS, KEY)
 
 
 @pytest.mark.parametrize("values", [

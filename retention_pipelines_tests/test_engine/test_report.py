@@ -121,6 +121,12 @@ ERASURE_DEADLINE = (f"CASE WHEN {ERASURE_DONE} THEN (CASE WHEN completed_at <= d
                     "WHEN due_at < :end THEN 'missed' ELSE 'open' END")
 ERASURE_IN_MONTH = ("((received_at >= :start AND received_at < :end) OR (due_at >= :start AND due_at < :end) "
                     "OR (completed_at >= :start AND completed_at < :end))")
+# Its status at the month's end: a request the blacklist kept partially blocked, completed when
+# checked again after the month, was partially blocked then.
+ERASURE_STATUS = (f"CASE WHEN NOT {ERASURE_DONE} THEN 'received' WHEN status = 'completed' AND "
+                  "(outcome::jsonb ->> 'completed_on_recheck_at')::timestamptz >= :end THEN 'partially_blocked' "
+                  "ELSE status END")
+ERASURE_KEPT = "COALESCE(jsonb_array_length(outcome::jsonb -> 'kept_by_policy'), 0) > 0"
 
 
 @pytest.fixture
@@ -238,21 +244,32 @@ def test_queue_items_and_resolutions_reconcile_with_their_table(pg_database, oct
 
 def test_erasure_requests_reconcile_with_their_table(pg_database, october):
     scenario, _, files = october
-    expected = {str(id_): (status, deadline, "yes" if extended else "no")
-                for id_, status, deadline, extended in sql(pg_database, f"""
-                SELECT id, CASE WHEN {ERASURE_DONE} THEN status ELSE 'received' END, {ERASURE_DEADLINE},
-                       extension_reason IS NOT NULL FROM gdpr_erasure_requests WHERE {ERASURE_IN_MONTH}""")}
-    reported = {r["id"]: (r["status"], r["deadline"], r["extended"]) for r in read_csv(files["erasure_requests.csv"])}
+    expected = {str(id_): (status, deadline, "yes" if extended else "no", kept)
+                for id_, status, deadline, extended, kept in sql(pg_database, f"""
+                SELECT id, {ERASURE_STATUS}, {ERASURE_DEADLINE}, extension_reason IS NOT NULL,
+                       {ERASURE_STATUS} = 'partially_blocked' AND {ERASURE_KEPT}
+                FROM gdpr_erasure_requests WHERE {ERASURE_IN_MONTH}""")}
+    reported = {r["id"]: (r["status"], r["deadline"], r["extended"], bool(r["kept_until_deadline"]))
+                for r in read_csv(files["erasure_requests.csv"])}
     assert reported == expected
     [summary] = read_csv(files["erasure_summary.csv"])
-    counted = Counter(deadline for _, deadline, _ in expected.values())
+    counted = Counter(deadline for _, deadline, _, _ in expected.values())
     assert summary == {"requests": str(len(expected)), "deadline_met": str(counted["met"]),
                        "deadline_missed": str(counted["missed"]), "open": str(counted["open"]),
                        "partially_blocked": str(count(pg_database, f"""SELECT count(*) FROM gdpr_erasure_requests
-                           WHERE {ERASURE_IN_MONTH} AND {ERASURE_DONE} AND status = 'partially_blocked'"""))}
-    assert all(counted[k] for k in ("met", "missed", "open")) and summary["partially_blocked"] == "1"
+                           WHERE {ERASURE_IN_MONTH} AND {ERASURE_STATUS} = 'partially_blocked'""")),
+                       "kept_until_deadline": str(count(pg_database, f"""SELECT count(*) FROM gdpr_erasure_requests
+                           WHERE {ERASURE_IN_MONTH} AND {ERASURE_STATUS} = 'partially_blocked' AND {ERASURE_KEPT}"""))}
+    assert all(counted[k] for k in ("met", "missed", "open")) and summary["partially_blocked"] == "3"
+    assert summary["kept_until_deadline"] == "2"
     # Completed after the month ended: still open in October's report.
     assert reported[str(scenario.erasure["completed next month"])][:2] == ("received", "open")
+    # Kept by the blacklist: until when, shown; completed on being checked again after the month, still
+    # partially blocked in October's report.
+    rows = {r["id"]: r for r in read_csv(files["erasure_requests.csv"])}
+    assert rows[str(scenario.erasure["kept until deadline"])]["kept_until_deadline"] == \
+        "email_blacklist until 2026-12-29 12:00"
+    assert rows[str(scenario.erasure["kept, completed after the month"])]["status"] == "partially_blocked"
 
 
 def test_legal_holds_at_month_end_reconcile_with_their_table(pg_database, october):
@@ -278,6 +295,9 @@ def test_the_schedule_is_the_policy_files_own(october):
         assert row["archived"] == ("yes" if entry["archive"]["enabled"] else "no")
         assert row["action"].startswith("delete" if entry["action"] == "delete" else "redact")
         assert row["erasure_time_limit"] == ("30d" if entry.get("subject_column") else "")
+        kept = entry.get("on_erasure") == "keep_until_deadline"
+        assert row["on_erasure"] == ("" if not entry.get("subject_column") else "erase" if not kept else
+                                     f"keep until deadline: {' '.join(entry['on_erasure_reason'].split())}")
 
 
 def test_the_page_shows_the_csvs_cell_for_cell_with_charts_and_every_section(october):

@@ -81,7 +81,7 @@ def test_an_erased_subjects_rows_are_never_restored(any_database, deleted, polic
     keys = ArchiveKeys.from_settings(any_database)
     requests = ErasureRequests(any_database, keys.hash_key)
     request = requests.request(ANN)
-    erasure = SubjectErasure(requests, keys, engine.archive_store, policies.policy_version)
+    erasure = SubjectErasure(requests, keys, engine.archive_store, policies.policy_version, [engine.policy])
     part = erasure.erase_domain(engine, request.id, "erasure-run")
     erasure.complete(request.id, [part], "erasure-run")
 

@@ -1,15 +1,16 @@
 """SubjectErasure (engine/subject_erasure.py) on PostgreSQL and SQLite: each of the four domains'
-policies erases exactly the subject's rows whatever their deadline and whatever the case of their
-address, audits each as `erased` naming the request and its due date, keeps held records with a
-`legal_hold_conflict` item, changes nothing in a dry run, keeps the request open while an object
-refuses to go, and completes it (destroying the key) exactly once."""
+policies erases exactly the subject's rows whatever their deadline (the blacklist: none before its
+deadline) and whatever the case of their address, audits each as `erased` naming the request and
+its due date, keeps held records with a `legal_hold_conflict` item, changes nothing in a dry run,
+keeps the request open while an object refuses to go, and completes it (destroying the key)
+exactly once."""
 
 from __future__ import annotations
 
 import gzip
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -23,7 +24,7 @@ from retention_pipelines.schema import audit_log, erasure_requests
 from retention_pipelines.stores.blob import S3BlobStore
 from retention_pipelines_tests.app_rows import _insert
 from retention_pipelines_tests.erasure_rows import (
-    ANN, DOMAINS, Erasure, audit, data_key_rows, insert_subject_rows, new_uuid, no_address_in_audit, place_hold,
+    ANN, DOMAINS, HASH_KEY, Erasure, audit, data_key_rows, insert_subject_rows, new_uuid, no_address_in_audit, place_hold,
     table_rows,
 )
 from retention_pipelines_tests.queue_rows import allow_deletes, deny_deletes
@@ -39,6 +40,17 @@ def erasure(any_database, tmp_path) -> Erasure:
 @pytest.fixture
 def rows(any_database, erasure) -> dict[str, dict[str, list[str]]]:
     return insert_subject_rows(any_database, erasure.blob_store)
+
+
+@pytest.fixture
+def erasable_rows(any_database, erasure) -> dict[str, dict[str, list[str]]]:
+    """Ann's rows, none kept by a policy past the erasure: her request can complete."""
+    return insert_subject_rows(any_database, erasure.blob_store, ann_recently_blacklisted=False)
+
+
+def kept_by_policy(rows, domain: str) -> list[str]:
+    """Ann's records the domain keeps until their deadline on erasure: her young blacklist entry."""
+    return rows[domain]["ann"][:1] if domain == "email_blacklist" else []
 
 
 def folder_files(folder) -> dict[str, bytes]:
@@ -58,14 +70,17 @@ def test_each_domain_erases_exactly_the_subjects_rows_whatever_their_deadline(an
     request = erasure.requests.request(f"  {ANN.upper()} ")  # the request's spelling matters no more than the rows'
     tables_before = {name: table_rows(any_database, name) for name in DOMAINS}
     blobs_before = folder_files(erasure.folder / "blobs")
-    ann, others = rows[domain]["ann"], rows[domain]["others"]
+    kept = kept_by_policy(rows, domain)
+    ann, others = [rid for rid in rows[domain]["ann"] if rid not in kept], rows[domain]["others"]
 
     part = erasure.erase(domain, request.id, "erasure-run-1")
 
     assert (part.domain, part.erased, part.held, part.failed, part.dry_run) == (domain, len(ann), [], 0, False)
+    assert part.kept == kept
     after = table_rows(any_database, domain)
-    # Everyone else's rows are exactly as they were, in this domain and every other.
-    assert {rid: after[rid] for rid in others} == {rid: tables_before[domain][rid] for rid in others}
+    # Everyone else's rows, and hers kept until their deadline, are exactly as they were, in this
+    # domain and every other.
+    assert {rid: after[rid] for rid in others + kept} == {rid: tables_before[domain][rid] for rid in others + kept}
     for name in set(DOMAINS) - {domain}:
         assert table_rows(any_database, name) == tables_before[name]
     if domain == "meal_plans":
@@ -79,7 +94,7 @@ def test_each_domain_erases_exactly_the_subjects_rows_whatever_their_deadline(an
         assert set(folder_files(erasure.folder / "blobs")) == set(blobs_before) - {
             "plans/ann-new.pdf", "plans/ann-old.pdf"}
     else:
-        assert set(after) == set(others)
+        assert set(after) == set(others + kept)
         assert folder_files(erasure.folder / "blobs") == blobs_before
 
     # One `erased` entry per record, naming the request and its due date; nothing else audited.
@@ -104,7 +119,8 @@ def test_each_domain_erases_exactly_the_subjects_rows_whatever_their_deadline(an
 def test_an_archiving_domain_archives_the_subjects_rows_under_her_key_first(any_database, erasure, rows, domain):
     request = erasure.requests.request(ANN)
     part = erasure.erase(domain, request.id, "erasure-run")
-    assert part.archived == part.erased == 2
+    erased = len(rows[domain]["ann"]) - len(kept_by_policy(rows, domain))
+    assert part.archived == part.erased == erased
     hashed = erasure.ann_key_hash()
     [ann_key] = erasure.keys.live_subject_keys({hashed}).values()
     for entry in audit(any_database, "erased"):
@@ -117,7 +133,7 @@ def test_an_archiving_domain_archives_the_subjects_rows_under_her_key_first(any_
         manifest = read_manifest(erasure.archive_store.get(key + ".manifest.json"))
         read = dict(read_rows(erasure.archive_store.get(key), manifest, {ann_key.key_id: ann_key.key}))
         assert read[entry["record_id"]]["email"].lower() == ANN.lower()
-        assert manifest["segments"] == [{"key": ann_key.key_id, "rows": 2}]
+        assert manifest["segments"] == [{"key": ann_key.key_id, "rows": erased}]
 
 
 # legal holds -----------------------------------------------------------------------------------------
@@ -162,7 +178,7 @@ def test_a_dry_run_changes_nothing_anywhere_not_even_a_key(any_database, erasure
 
     assert [(p.domain, p.erased, len(p.held), p.dry_run) for p in parts] == [
         ("quiz_responses", 1, 1, True), ("magic_link_tokens", 2, 0, True), ("meal_plans", 2, 0, True),
-        ("email_blacklist", 2, 0, True)]
+        ("email_blacklist", 1, 0, True)]  # the young entry is kept until its deadline
     assert dump_all_tables(any_database) == dump
     assert folder_files(erasure.folder) == folders
 
@@ -172,7 +188,7 @@ def test_a_pdf_the_store_refuses_to_delete_keeps_the_request_open_until_a_rerun_
         any_database, tmp_path, hot_bucket):
     """The S3 server itself refuses (a bucket policy denying s3:DeleteObject on Ann's PDF)."""
     erasure = Erasure(any_database, tmp_path, blob_store=S3BlobStore(hot_bucket, ""))
-    rows = insert_subject_rows(any_database, erasure.blob_store)
+    rows = insert_subject_rows(any_database, erasure.blob_store, ann_recently_blacklisted=False)
     stuck = rows["meal_plans"]["ann"][0]
     deny_deletes(hot_bucket, ["plans/ann-new.pdf"])
     request = erasure.requests.request(ANN)
@@ -212,7 +228,7 @@ def test_a_pdf_the_store_refuses_to_delete_keeps_the_request_open_until_a_rerun_
 
 
 # completion --------------------------------------------------------------------------------------------
-def test_completing_twice_completes_once(any_database, erasure, rows):
+def test_completing_twice_completes_once(any_database, erasure, erasable_rows):
     request = erasure.requests.request(ANN)
     parts = erasure.erase_all(request.id, "erasure-run-1")
     first = erasure.subject_erasure.complete(request.id, parts, "erasure-run-1")
@@ -234,7 +250,7 @@ def test_two_runs_completing_the_same_request_at_once_complete_it_once(pg_databa
     """Two runs of one request reach their outcome step together (the CLI beside the sensor's run):
     one destroys the key and completes the request; the other reports the request as it ended."""
     erasure = Erasure(pg_database, tmp_path)
-    insert_subject_rows(pg_database, erasure.blob_store)
+    insert_subject_rows(pg_database, erasure.blob_store, ann_recently_blacklisted=False)
     request = erasure.requests.request(ANN)
     parts = erasure.erase_all(request.id, "erasure-run")
     outcomes, errors = [], []
@@ -298,16 +314,17 @@ def test_a_subject_never_archived_has_no_key_to_destroy_and_the_request_still_co
     assert {e["record_id"] for e in audit(any_database, "erased")} == {*quiz, *tokens}
     assert request_row(any_database, request.id)["email"] is None
     with pytest.raises(ErasureRefused, match="its address is gone"):
-        erasure.subject_erasure.subject(request.id)
+        erasure.subject_erasure.is_subject(request.id)
     no_address_in_audit(any_database)
 
 
 # archives written before the encrypted format ------------------------------------------------------------
-def test_copies_archived_in_clear_by_version_1_are_not_left_readable_by_a_completed_erasure(any_database, erasure, rows):
+def test_copies_archived_in_clear_by_version_1_are_not_left_readable_by_a_completed_erasure(
+        any_database, erasure, erasable_rows):
     """Before the encrypted archives (format v1), scheduled runs archived Ann's old blacklist entry as
     gzip'd JSON lines and copied her old PDF as it was. An erasure that completes saying "archived
     copies made unreadable" must leave no copy of hers readable, whatever format it was written in."""
-    store, now = erasure.archive_store, any_database.now()
+    store, now, rows = erasure.archive_store, any_database.now(), erasable_rows
     listed = rows["email_blacklist"]["ann"][1]  # 95 days old: archived and deleted by a v1 run
     entry = {k: None if v is None else str(v) for k, v in table_rows(any_database, "email_blacklist")[listed].items()}
     key, data, manifest = encode_v1([entry], [listed])
@@ -376,3 +393,100 @@ def test_the_outcome_counts_what_every_run_of_the_request_erased(any_database, e
     for domain in ("magic_link_tokens", "email_blacklist"):
         count = len([e for e in audit(any_database, "erased") if e["domain"] == domain])
         assert f"{domain}: {count} erased" in outcome.outcome
+
+
+# kept until their deadline by policy, and what else is left ------------------------------------------------
+def age_blacklist_entry(database, record_id: str, days: int) -> None:
+    """Moves an entry's clock back: the database's own clock cannot be moved forward."""
+    with database.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE email_blacklist SET created_at = :at WHERE id = :id"), {
+            "at": database.bind_time(database.now() - timedelta(days=days)), "id": record_id})
+
+
+def test_the_blacklist_keeps_the_young_entry_and_the_request_completes_once_it_has_gone(any_database, erasure, rows):
+    young, old = rows["email_blacklist"]["ann"]
+    listed = table_rows(any_database, "email_blacklist")[young]
+    request = erasure.requests.request(ANN)
+
+    outcome = erasure.run(request.id, "erasure-run-1")
+
+    assert outcome.status == "partially_blocked" and outcome.keys_destroyed == 1
+    [kept] = outcome.kept_by_policy
+    assert (kept.domain, kept.record_ids) == ("email_blacklist", (young,))
+    listed_at = listed["created_at"]  # SQLite hands text back to a plain SELECT
+    listed_at = datetime.fromisoformat(listed_at) if isinstance(listed_at, str) else listed_at
+    assert kept.until == any_database.read_time(listed_at) + timedelta(days=90)
+    assert "email_blacklist: 1 kept until deadline by policy" in outcome.outcome and "@" not in outcome.outcome
+    assert set(table_rows(any_database, "email_blacklist")) == {young, *rows["email_blacklist"]["others"]}
+    assert ManualQueue(any_database).list() == []  # nothing for a person: the policy decides
+    answered = erasure.requests.get(request.id)
+    assert answered.details.recheck_after == kept.until and answered.kept_by_policy == (kept,)
+    assert request_row(any_database, request.id)["email"] is None  # the address goes all the same
+
+    # Run again before the deadline: by the request's hash (its address is gone), nothing goes early.
+    again = erasure.run(request.id, "erasure-run-2")
+    assert again.status == "partially_blocked" and table_rows(any_database, "email_blacklist")[young] == listed
+
+    age_blacklist_entry(any_database, young, 90)  # its deadline has come
+    done = erasure.run(request.id, "recheck-run")
+
+    assert done.status == "completed" and "checked again: nothing of the subject is left" in done.outcome
+    assert young not in table_rows(any_database, "email_blacklist")
+    ended = erasure.requests.get(request.id)
+    assert ended.completed_at == answered.completed_at and ended.details.completed_on_recheck_at is not None
+    assert ended.kept_by_policy == (kept,)  # what was kept stays on record
+    # Archived as it went, under a key made then, which the completion destroyed.
+    assert done.keys_destroyed == 1 and erasure.keys.live_subject_keys({erasure.ann_key_hash()}) == {}
+    assert sorted(e["record_id"] for e in audit(any_database, "erased", "email_blacklist")) == sorted([young, old])
+    assert erasure.run(request.id, "later-run").keys_destroyed == 0  # complete: nothing more to do
+    no_address_in_audit(any_database)
+
+
+def test_a_row_written_in_a_new_spelling_during_the_run_keeps_the_request_open_for_a_rerun(
+        any_database, erasure, erasable_rows):
+    request = erasure.requests.request(ANN)
+    parts = erasure.erase_all(request.id, "erasure-run-1")
+    # The app writes her address again, in a spelling no row had, after the domains' steps.
+    [late] = _insert(any_database, "quiz_responses", [{
+        "session_id": new_uuid(any_database), "email": "\u200b" + "ＡＮＮ.subject@example.ORG ",
+        "answers": {"goal": "keto"}, "created_at": any_database.bind_time(any_database.now())}])
+
+    with pytest.raises(ErasureIncomplete, match=f"1 records still name the subject.*quiz_responses/{late}"):
+        erasure.subject_erasure.complete(request.id, parts, "erasure-run-1")
+
+    assert erasure.requests.get(request.id).status == "received"
+    assert audit(any_database, "key_destroyed") == []
+    outcome = erasure.run(request.id, "erasure-run-2")
+    assert outcome.status == "completed" and late not in table_rows(any_database, "quiz_responses")
+
+
+def test_a_held_entry_before_its_deadline_gets_its_conflict_item_from_the_check(any_database, erasure, rows):
+    young = rows["email_blacklist"]["ann"][0]
+    place_hold(any_database, "email_blacklist", young)
+    request = erasure.requests.request(ANN)
+
+    outcome = erasure.run(request.id, "erasure-run")
+
+    assert outcome.status == "partially_blocked" and outcome.kept_by_policy == ()
+    [item] = ManualQueue(any_database).list()
+    assert (item.domain, item.record_id, item.reason) == ("email_blacklist", young, "legal_hold_conflict")
+    assert "1 kept under legal hold" in outcome.outcome
+
+
+def test_keys_named_by_the_legacy_hash_are_destroyed_with_the_subjects(any_database, erasure):
+    """Before the one normalisation, 'Straße@Example.de' named its key by 'straße@example.de'
+    (stripped, lower case); today by 'strasse@example.de'. Erasing her destroys both."""
+    from retention_pipelines.engine.keys import legacy_subject_hash
+
+    stored = "Straße@Example.de"
+    legacy = legacy_subject_hash(stored, HASH_KEY)
+    assert legacy != erasure.keys.subject_hash(stored)
+    erasure.keys.for_subjects({legacy})  # as an archive written by the earlier version left it
+    _insert(any_database, "email_blacklist", [{"email": stored, "reason": "chargeback",
+                                               "created_at": any_database.bind_time(any_database.now() - timedelta(days=95))}])
+    request = erasure.requests.request("STRASSE@example.de")
+
+    outcome = erasure.run(request.id, "erasure-run")
+
+    assert outcome.status == "completed" and outcome.keys_destroyed == 2
+    assert erasure.keys.live_subject_keys({legacy, erasure.keys.subject_hash(stored)}) == {}

@@ -70,6 +70,14 @@ def test_email_blacklist_is_kept_90_days_and_archived(shipped):
     assert blacklist.action_name == "deleted"
     assert blacklist.archive.enabled is True
     assert blacklist.archive.keep_for == timedelta(days=365)
+    # "Never one second earlier", even on a request for erasure: the policy says so, and why.
+    assert blacklist.on_erasure == "keep_until_deadline" and "legal claims" in blacklist.on_erasure_reason
+
+
+def test_every_other_domain_erases_on_request(shipped):
+    for name, policy in shipped.domains.items():
+        if name != "email_blacklist":
+            assert (policy.on_erasure, policy.on_erasure_reason) == ("erase", None), name
 
 
 def test_every_archived_domain_says_how_long_its_archive_lives_and_why(shipped):
