@@ -32,6 +32,8 @@ from retention_pipelines.stores import AppDatabase
 RECEIVED, COMPLETED, PARTIALLY_BLOCKED = "received", "completed", "partially_blocked"
 # Art. 12(3): the month may be extended "by two further months where necessary".
 MAX_EXTENSION_DAYS = 60
+# Art. 12(3): one month, extended by two further months at most: no deadline beyond 90 days of receipt.
+MAX_TOTAL_DAYS = 90
 OPEN = (RECEIVED,)
 # One address: something@something.tld, no spaces, no second @, at most 254 characters (RFC 5321).
 ADDRESS = re.compile(r"^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$")
@@ -186,6 +188,12 @@ class ErasureRequests:
             raise ErasureRefused(f"erasure request {request_id} is {request.status}: it cannot be extended")
         if request.extension_reason:
             raise ErasureRefused(f"erasure request {request_id} was extended already")
+        latest = request.received_at + timedelta(days=MAX_TOTAL_DAYS)
+        if request.due_at + by > latest:
+            room = max((latest - request.due_at).days, 0)
+            raise ErasureRefused(f"erasure request {request_id} would then be due more than {MAX_TOTAL_DAYS} days after "
+                                 f"it was received (GDPR Art. 12(3): three months at most); it can be extended by "
+                                 f"{room} days at most")
         with self.database.begin() as connection:
             connection.execute(sa.update(erasure_requests).where(erasure_requests.c.id == request_id).values(
                 due_at=self._bind(request.due_at + by), extension_reason=reason.strip()))

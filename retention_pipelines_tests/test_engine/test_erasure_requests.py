@@ -305,3 +305,16 @@ def test_a_closed_request_may_be_without_an_address(any_database):
         connection.exec_driver_sql(f"INSERT INTO {TABLE} (email, subject_hash, status) "
                                    f"VALUES (NULL, '{'1' * 64}', 'partially_blocked')")
     assert [row["status"] for row in raw_rows(any_database)] == ["completed", "partially_blocked"]
+
+
+@pytest.mark.parametrize("due_days, by, allowed", [(30, 60, True), (31, 60, False), (45, 45, True), (45, 46, False),
+                                                   (90, 1, False)])
+def test_no_extension_takes_the_deadline_past_ninety_days_of_receipt(any_database, due_days, by, allowed):
+    requests = ErasureRequests(any_database, KEY, due_within=timedelta(days=due_days))
+    request = requests.request(ADDRESS)
+    if allowed:
+        assert requests.extend(request.id, timedelta(days=by), "backlog").due_at - request.received_at <= \
+            timedelta(days=90)
+    else:
+        refused(requests.extend, request.id, timedelta(days=by), "backlog", words="more than 90 days after")
+        assert requests.get(request.id) == request
