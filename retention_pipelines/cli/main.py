@@ -186,43 +186,36 @@ def _handle(value: str, what: str) -> str:
     return value
 
 
-def cmd_hold_add(args: argparse.Namespace) -> int:
+def _change_hold(args: argparse.Namespace, verb: str, change) -> int:
+    """`hold add | release`: the change made through the hold book, its refusals as exit codes."""
     from retention_pipelines.engine.holds import HoldRefused, RecordIdInvalid
 
+    by = _handle(args.by, "--by")
+    holds, key = _hold_book(args.domain)
+    try:
+        done = change(holds, key, by)
+    except RecordIdInvalid as exc:
+        raise CliError(f"--record-id: {exc}") from None
+    except HoldRefused as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        holds.database.dispose()
+    print(f"legal hold {done.hold_id} {verb} {args.domain} record {done.record_id} by {by}")
+    return 0
+
+
+def cmd_hold_add(args: argparse.Namespace) -> int:
     _no_personal_data(args.record_id, "--record-id")
     reason = _no_personal_data(args.reason.strip(), "--reason")
     if not args.record_id.strip() or not reason:
         raise CliError("--record-id and --reason must not be empty")
-    by = _handle(args.by, "--by")
-    holds, key = _hold_book(args.domain)
-    try:
-        placed = holds.place(args.domain, key, args.record_id, reason, by, force=args.force)
-    except RecordIdInvalid as exc:
-        raise CliError(f"--record-id: {exc}") from None
-    except HoldRefused as exc:
-        raise CliError(str(exc), EXIT_FAILED) from None
-    finally:
-        holds.database.dispose()
-    print(f"legal hold {placed.hold_id} placed on {args.domain} record {placed.record_id} by {by}")
-    return 0
+    return _change_hold(args, "placed on", lambda holds, key, by: holds.place(
+        args.domain, key, args.record_id, reason, by, force=args.force))
 
 
 def cmd_hold_release(args: argparse.Namespace) -> int:
-    from retention_pipelines.engine.holds import HoldRefused, RecordIdInvalid
-
     _no_personal_data(args.record_id, "--record-id")
-    by = _handle(args.by, "--by")
-    holds, key = _hold_book(args.domain)
-    try:
-        released = holds.release(args.domain, key, args.record_id, by)
-    except RecordIdInvalid as exc:
-        raise CliError(f"--record-id: {exc}") from None
-    except HoldRefused as exc:
-        raise CliError(str(exc), EXIT_FAILED) from None
-    finally:
-        holds.database.dispose()
-    print(f"legal hold {released.hold_id} released on {args.domain} record {released.record_id} by {by}")
-    return 0
+    return _change_hold(args, "released on", lambda holds, key, by: holds.release(args.domain, key, args.record_id, by))
 
 
 def cmd_hold_list(args: argparse.Namespace) -> int:
