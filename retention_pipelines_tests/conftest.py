@@ -29,17 +29,17 @@ _names = itertools.count()
 # ten times as many, drawn anew each time, printing how to reproduce a failure. Examples run against
 # real servers: their time is the servers', not a sign of a slow generator.
 _PROPERTY_SETTINGS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("ci", max_examples=10, stateful_step_count=10, derandomize=True, **_PROPERTY_SETTINGS)
+settings.register_profile("ci", max_examples=10, stateful_step_count=8, derandomize=True, **_PROPERTY_SETTINGS)
 settings.register_profile("reliability", max_examples=120, stateful_step_count=20, print_blob=True,
                           **_PROPERTY_SETTINGS)
 settings.load_profile(os.environ.get("RETENTION_HYPOTHESIS_PROFILE", "ci"))
 if settings().derandomize:
     # Hypothesis shrinks a failure for up to five minutes, which at a fraction of a second per
-    # example on real servers is the whole CI budget per failing property: CI shrinks for one
-    # minute (the example it prints may then be longer than the smallest), `make reliability` in full.
+    # example on real servers is the whole CI budget per failing property: CI shrinks for 90 s
+    # (the example it prints may then be longer than the smallest), `make reliability` in full.
     from hypothesis.internal.conjecture import engine as _conjecture
 
-    _conjecture.MAX_SHRINKING_SECONDS = 60
+    _conjecture.MAX_SHRINKING_SECONDS = 90
 
 
 def pytest_terminal_summary(terminalreporter):

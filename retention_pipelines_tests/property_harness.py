@@ -153,10 +153,9 @@ def present_ids(database: AppDatabase, policy: DomainPolicy) -> set[str]:
         return {str(rid) for rid in connection.execute(sa.select(table.c.id)).scalars()}
 
 
-def observe(database: AppDatabase, policy: DomainPolicy, blob_store: BlobStore | None = None,
-            held: set[str] | None = None) -> Observed:
-    """The domain's rows, the audit log, the hot objects, the holds (`held`: as the hold command
-    last listed them; None: list them now) and the open queue items, now."""
+def observe(database: AppDatabase, policy: DomainPolicy, blob_store: BlobStore | None = None) -> Observed:
+    """The domain's rows, the audit log (every domain's), the hot objects and the domain's open
+    manual-queue items, now."""
     table = database.app_table(policy)
     clock = table.c[policy.clock_column]
     blob = table.c.pdf_blob_key if "pdf_blob_key" in table.c else sa.null()
@@ -174,11 +173,10 @@ def observe(database: AppDatabase, policy: DomainPolicy, blob_store: BlobStore |
                 queue.c.domain == policy.name, queue.c.status.in_(("open", "claimed")))):
             queued.setdefault(record_of(record_id) or record_id, set()).add(reason)
     objects = set(blob_store.keys()) if blob_store is not None else set()
-    return Observed(present, entries, objects, held_records(policy.name) if held is None else held, queued)
+    return Observed(present, entries, objects, queued)
 
 
-def observe_all(database: AppDatabase, policies: dict[str, DomainPolicy], blob_store: BlobStore,
-                holds: Holds) -> dict[str, Observed]:
+def observe_all(database: AppDatabase, policies: dict[str, DomainPolicy], blob_store: BlobStore) -> dict[str, Observed]:
     """observe() of every domain."""
-    return {name: observe(database, policy, blob_store if policy.blob_key_column else None, holds.of(name))
+    return {name: observe(database, policy, blob_store if policy.blob_key_column else None)
             for name, policy in policies.items()}

@@ -115,7 +115,6 @@ class Observed:
     present: dict[str, dict]  # record id -> {"clock", "subject", "blob", "redacted"} of each row still there
     audit: list[dict]  # every audit entry (domain, record_id, action, run_id, occurred_at, deadline)
     objects: set[str]  # keys in the hot blob store
-    held: set[str]  # records under an active hold, as the hold API lists them
     queued: dict[str, set[str]]  # record id -> reasons of its open or claimed manual-queue items
 
     def acted(self, record_id: str, redacting: bool) -> bool:
@@ -173,16 +172,23 @@ class RunWindow:
     now_before_find: datetime
     present_at_find: set[str]
     held_at_find: set[str]
+    window_end: datetime | None = None  # the partition's window: what is due after its end waits
     in_flux: set[str] = field(default_factory=set)  # written, moved or (un)held between its steps
     clocks_at_act: dict[str, datetime] = field(default_factory=dict)
     held_at_act: set[str] = field(default_factory=set)
     present_at_act: set[str] = field(default_factory=set)
     now_after_act: datetime | None = None
 
+    @property
+    def due_by(self) -> datetime:
+        """Everything whose deadline is at or before this had to be acted on."""
+        return min(self.now_before_find, self.window_end or self.now_before_find)
 
-def check_act(violations: Violations, before: Observed, after: Observed, run: RunWindow,
-              rows: dict[str, ModelRow], domain: str, action: str, retain_for: timedelta, redacting: bool) -> None:
-    """What one act step did, against what it had to do and what it must not do."""
+
+def check_act(violations: Violations, before: Observed, after: Observed, run: RunWindow, domain: str, action: str,
+              retain_for: timedelta, redacting: bool) -> None:
+    """What one act step did to the rows, against what it had to do and what it must not do (the
+    objects: check_objects_kept and check_objects_gone)."""
     deadlines = {rid: clock + retain_for for rid, clock in run.clocks_at_act.items()}
     newly = {rid for rid in run.present_at_act if not before.acted(rid, redacting) and after.acted(rid, redacting)}
     entries = {e["record_id"]: e for e in after.audit if e["run_id"] == run.run_id and e["domain"] == domain
@@ -207,18 +213,12 @@ def check_act(violations: Violations, before: Observed, after: Observed, run: Ru
                                           f"{deadline.isoformat()}")
     must = {rid for rid in run.present_at_find & run.present_at_act
             if rid not in run.in_flux and rid not in run.held_at_find and rid not in run.held_at_act
-            and not before.acted(rid, redacting) and deadlines[rid] <= run.now_before_find}
+            and not before.acted(rid, redacting) and deadlines[rid] <= run.due_by}
     for rid in sorted(must):
         if not after.acted(rid, redacting) and not after.queued.get(rid):
             violations.add(DueRecordLeft, f"{domain} record {rid}, due at {deadlines[rid].isoformat()} and not held, "
-                                          f"is still there after run {run.run_id} (found at "
-                                          f"{run.now_before_find.isoformat()}), with no manual-queue item")
-    for rid in sorted(run.held_at_act):
-        key = rows[rid].blob if rid in rows else None
-        if key and rid in after.present and not after.acted(rid, redacting) and key not in after.objects \
-                and key in before.objects:
-            violations.add(HeldRecordActedOn, f"object {key!r} of held {domain} record {rid} was deleted by run "
-                                              f"{run.run_id}")
+                                          f"is still there after run {run.run_id} (everything due by "
+                                          f"{run.due_by.isoformat()}), with no manual-queue item")
 
 
 def check_rerun(violations: Violations, after: Observed, run_id: str, may_act_on: set[str]) -> None:

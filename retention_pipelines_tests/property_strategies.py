@@ -113,6 +113,9 @@ OFFSETS = st.one_of(
     st.integers(-3 * 3600 * 10**6, 3 * 3600 * 10**6).map(lambda us: timedelta(microseconds=us)),
 )
 
+# A partition's window of deadlines (UTC hours or days): ('hourly', -1) is the hour before the current one.
+PARTITION_WINDOWS = st.tuples(st.sampled_from(["hourly", "daily"]), st.integers(-2, 1))
+
 BLOB_POOL = ("plans/a.pdf", "plans/b.pdf", "plans/c.pdf", "plans/d.pdf")  # few keys: rows share them
 
 
@@ -262,5 +265,5 @@ def erasure_rows(draw, subject: str) -> ErasureRow:
 @st.composite
 def erasure_scenarios(draw) -> ErasureScenario:
     subject = draw(st.sampled_from(SUBJECTS))
-    return ErasureScenario(subject, draw(spellings), tuple(draw(st.lists(erasure_rows(subject), min_size=1, max_size=10))),
+    return ErasureScenario(subject, draw(spellings), tuple(draw(st.lists(erasure_rows(subject), min_size=1, max_size=8))),
                            draw(st.integers(1, 50)), draw(st.integers(1, 3)), tuple(draw(st.permutations(ERASABLE_DOMAINS))))

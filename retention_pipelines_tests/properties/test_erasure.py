@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle, RuleBasedStateMachine, initialize, multiple, precondition, rule, run_state_machine_as_test,
 )
@@ -33,7 +32,7 @@ from retention_pipelines_tests.property_harness import (
     Holds, PropertyWorld, insert_row, observe, observe_all, put_objects, record_uuid,
 )
 from retention_pipelines_tests.property_model import (
-    AuditMismatch, ErasureIncompleteButClosed, HeldRecordActedOn, ModelRow, OtherPersonErased,
+    ErasureIncompleteButClosed, HeldRecordActedOn, ModelRow, OtherPersonErased,
     RerunNotIdempotent, Violations, check_audit, subject_of,
 )
 from retention_pipelines_tests.property_strategies import (
@@ -109,9 +108,9 @@ def erasure_machine(world: PropertyWorld) -> type[RuleBasedStateMachine]:
             domain = self.scenario.order[len(self.erased)]
             policy = self.policies[domain]
             held = self.holds.of(domain)
-            before = self._observe(domain, held)
+            before = self._observe(domain)
             self.erased.append(self.erasure.erase_domain(self.engines[domain], self.request_id, "erasure"))
-            after = self._observe(domain, held)
+            after = self._observe(domain)
             violations = Violations()
             check_audit(violations, after, self.model[domain], domain, policy.action_name, policy.redact is not None)
             for record_id, row in before.present.items():
@@ -184,12 +183,12 @@ def erasure_machine(world: PropertyWorld) -> type[RuleBasedStateMachine]:
                 self.rerun()
 
         # ------------------------------------------------------------------------------------------------
-        def _observe(self, domain: str, held: set[str]):
+        def _observe(self, domain: str):
             return observe(self.database, self.policies[domain],
-                           self.blob_store if self.policies[domain].blob_key_column else None, held=held)
+                           self.blob_store if self.policies[domain].blob_key_column else None)
 
         def _observe_all(self):
-            return observe_all(self.database, self.policies, self.blob_store, self.holds)
+            return observe_all(self.database, self.policies, self.blob_store)
 
     return ErasureRun
 

@@ -1,7 +1,7 @@
 """Properties of a retention run, for any policy Hypothesis draws, found by a state machine.
 
 The machine writes a domain's rows around their deadlines, then drives the engine one step at a
-time (find → archive → act, then audit), while between any two steps the app writes rows or moves
+time (find, for the latest partition or a drawn partition window → archive → act, then audit), while between any two steps the app writes rows or moves
 a row's clock and an operator places or releases holds through `retention hold`. After each act
 step the model (property_model.py) checks the invariants: the state of the rows, objects and audit
 log, what the run had to do and what it must not do; a rerun right after a complete run must do nothing. Every example ends with
@@ -29,7 +29,8 @@ from retention_pipelines_tests.property_model import (
     check_audit, check_objects_gone, check_objects_kept, check_rerun,
 )
 from retention_pipelines_tests.property_strategies import (
-    BLOB_POOL, HOLD_SPELLINGS, OFFSETS, TIMEZONES, hold_spellings, policies, row_specs, shipped_policies,
+    BLOB_POOL, DAY, HOLD_SPELLINGS, HOUR, OFFSETS, PARTITION_WINDOWS, TIMEZONES, hold_spellings, policies, row_specs,
+    shipped_policies,
 )
 
 MASTER_KEY = bytes(range(32))
@@ -59,7 +60,7 @@ def retention_machine(world: PropertyWorld, domain: str) -> type[RuleBasedStateM
 
         # -- the world before the first run ----------------------------------------------------------
         @initialize(target=rows, choice=policies(domains=(domain,)), timezone=st.sampled_from(TIMEZONES),
-                    specs=st.lists(rows_of, min_size=1, max_size=12))
+                    specs=st.lists(rows_of, min_size=1, max_size=8))
         def policy_and_rows(self, choice, timezone, specs):
             self.policy = choice.build()
             self.redacting = self.policy.redact is not None
@@ -97,12 +98,21 @@ def retention_machine(world: PropertyWorld, domain: str) -> type[RuleBasedStateM
 
         # -- the engine's steps, one at a time ---------------------------------------------------------------
         @precondition(lambda self: self.step == "idle")
-        @rule()
-        def find(self):
+        @rule(window=st.one_of(st.none(), PARTITION_WINDOWS))
+        def find(self, window=None):
+            """A run of the latest partition (window None), or of a partition's window of deadlines:
+            ('hourly', -1) is the hour before the current UTC hour, ('daily', 0) today (UTC)."""
             self.runs += 1
-            self.run = RunWindow(f"run-{self.runs}", self.database.now(), present_ids(self.database, self.policy),
-                                 self.held)
-            self.found = self.engine.find()
+            now = self.database.now()
+            start = end = None
+            if window is not None:
+                cadence, shift = window
+                unit = HOUR if cadence == "hourly" else DAY
+                start = (now.replace(minute=0, second=0, microsecond=0) if cadence == "hourly"
+                         else now.replace(hour=0, minute=0, second=0, microsecond=0)) + shift * unit
+                end = start + unit
+            self.run = RunWindow(f"run-{self.runs}", now, present_ids(self.database, self.policy), self.held, end)
+            self.found = self.engine.find(start, end)
             self.step = "find"
 
         @precondition(lambda self: self.step == "find")
@@ -124,8 +134,8 @@ def retention_machine(world: PropertyWorld, domain: str) -> type[RuleBasedStateM
             run.now_after_act = self.database.now()
             after = self._observe()
             violations = Violations()
-            check_act(violations, before, after, run, self.model, self.policy.name, self.policy.action_name,
-                      self.policy.retain_for, self.redacting)
+            check_act(violations, before, after, run, self.policy.name, self.policy.action_name, self.policy.retain_for,
+                      self.redacting)
             if not audited.consistent:
                 violations.add(AuditMismatch, f"run {run.run_id} acted on {audited.acted_on} records and counted "
                                               f"{audited.audit_rows} audit entries of it back")
@@ -143,7 +153,7 @@ def retention_machine(world: PropertyWorld, domain: str) -> type[RuleBasedStateM
             became due since (or was written or (un)held while the last one ran)."""
             before = self.last_complete
             may_act_on = before.in_flux | {rid for rid, row in self.model.items()
-                                           if row.clock + self.policy.retain_for > before.now_before_find}
+                                           if row.clock + self.policy.retain_for > before.due_by}
             self.find()
             self.archive()
             self.act_and_audit()
@@ -198,7 +208,7 @@ def retention_machine(world: PropertyWorld, domain: str) -> type[RuleBasedStateM
                 self.run.in_flux.add(row)
 
         def _observe(self):
-            return observe(self.database, self.policy, self.blob_store, held=self.held)
+            return observe(self.database, self.policy, self.blob_store)
 
     return RetentionRun
 
