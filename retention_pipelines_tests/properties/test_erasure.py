@@ -41,7 +41,7 @@ from retention_pipelines_tests.property_strategies import (
 
 MASTER_KEY = bytes(range(64, 96))
 HASH_KEY = b"property-suite-erasure-hash-key-0123"
-UPLOADED = set(BLOB_POOL[:-1])  # one key of the pool never has an object
+UPLOADED = set(BLOB_POOL[:-1])  # the last key of the pool never has an object
 
 
 def erasure_machine(world: PropertyWorld) -> type[RuleBasedStateMachine]:

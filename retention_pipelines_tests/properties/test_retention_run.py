@@ -35,8 +35,7 @@ from retention_pipelines_tests.property_strategies import (
 
 MASTER_KEY = bytes(range(32))
 HASH_KEY = b"property-suite-hash-key-0123456789"
-# One object of the pool is never uploaded: a row pointing at it is redacted as `redacted_blob_missing`.
-UPLOADED = set(BLOB_POOL[:-1])
+UPLOADED = set(BLOB_POOL[:-1])  # a row pointing at the last key is redacted as `redacted_blob_missing`
 
 
 def retention_machine(world: PropertyWorld, domain: str) -> type[RuleBasedStateMachine]:
