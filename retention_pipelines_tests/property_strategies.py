@@ -269,5 +269,7 @@ def erasure_scenarios(draw) -> ErasureScenario:
     subject = draw(st.sampled_from(SUBJECTS))
     # Up to three rows in each domain: two meal plans of different people share a PDF often enough.
     rows = [row for domain in ERASABLE_DOMAINS for row in draw(st.lists(erasure_rows(subject, domain), max_size=3))]
+    if not rows:  # an operator needs a row to hold
+        rows = [draw(erasure_rows(subject, draw(st.sampled_from(ERASABLE_DOMAINS))))]
     return ErasureScenario(subject, draw(spellings), tuple(rows), draw(st.integers(1, 50)), draw(st.integers(1, 3)),
                            tuple(draw(st.permutations(ERASABLE_DOMAINS))))
