@@ -163,6 +163,14 @@ OTHERS = ("bob.other@example.net", "ann.subject@example.org.uk", "xann.subject@e
 SPACES = ("", " ", "\t", "\u00a0", "\u2009", "\u2003", "\u3000")  # all of them str.isspace()
 
 
+def shown(text: str | None) -> str:
+    """repr() with combining marks escaped too, as repr() escapes Unicode spaces: an address
+    written decomposed (NFD) prints apart from its composed twin."""
+    if text is None:
+        return "NULL"
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c).startswith("M") else c for c in repr(text))
+
+
 def fullwidth(char: str) -> str:
     """The fullwidth form of an ASCII letter or digit (U+FF01…): NFKC maps it back."""
     return chr(ord(char) - 0x21 + 0xFF01) if char.isascii() and char.isalnum() else char
@@ -208,7 +216,7 @@ class Address(ShortRepr):
         return None if self.who is None else self.spelling.write(self.who)
 
     def __repr__(self) -> str:
-        return "NULL" if self.who is None else repr(self.text)
+        return shown(self.text)
 
 
 def addresses(subject: str, null: bool = True) -> st.SearchStrategy[Address]:
@@ -253,7 +261,7 @@ class ErasureScenario(ShortRepr):
 
     def __repr__(self) -> str:
         rows = "".join(f"\n    {row!r}," for row in self.rows)
-        return (f"ErasureScenario(request for {self.requested!r}, batch_size={self.batch_size}, "
+        return (f"ErasureScenario(request for {shown(self.requested)}, batch_size={self.batch_size}, "
                 f"parallel_batches={self.parallel_batches}, order={self.order}, rows=[{rows}])")
 
 

@@ -36,7 +36,7 @@ from retention_pipelines_tests.property_model import (
     RerunNotIdempotent, Violations, check_audit, subject_of,
 )
 from retention_pipelines_tests.property_strategies import (
-    BLOB_POOL, ERASABLE_DOMAINS, HOLD_SPELLINGS, erasure_scenarios, hold_spellings, shipped_policies,
+    BLOB_POOL, ERASABLE_DOMAINS, HOLD_SPELLINGS, erasure_scenarios, hold_spellings, shipped_policies, shown,
 )
 
 MASTER_KEY = bytes(range(64, 96))
@@ -115,14 +115,15 @@ def erasure_machine(world: PropertyWorld) -> type[RuleBasedStateMachine]:
             check_audit(violations, after, self.model[domain], domain, policy.action_name, policy.redact is not None)
             for record_id, row in before.present.items():
                 now = after.present.get(record_id)
-                untouched = now is not None and now == row and (row["blob"] not in UPLOADED or row["blob"] in after.objects)
-                if record_id in held and subject_of(row["subject"]) == self.subject and not untouched:
-                    violations.add(HeldRecordActedOn, f"{domain} record {record_id}, held, was erased: {row} -> {now}, "
-                                                      f"its object {'kept' if row['blob'] in after.objects else 'gone'}")
-                elif subject_of(row["subject"]) != self.subject and not untouched:
-                    violations.add(OtherPersonErased, f"{domain} record {record_id} of {row['subject']!r} (not the "
-                                                      f"subject {self.scenario.requested!r}) changed: {row} -> {now}; "
-                                                      f"its object {'kept' if row['blob'] in after.objects else 'gone'}")
+                kept = row["blob"] not in UPLOADED or row["blob"] in after.objects
+                change = f"{row} -> {now}, its object {'kept' if kept else 'gone'}"
+                if now == row and kept:
+                    continue
+                if record_id in held and subject_of(row["subject"]) == self.subject:
+                    violations.add(HeldRecordActedOn, f"{domain} record {record_id}, held, was erased: {change}")
+                elif subject_of(row["subject"]) != self.subject:
+                    whose = f"of {shown(row['subject'])}, not the subject {shown(self.scenario.requested)}"
+                    violations.add(OtherPersonErased, f"{domain} record {record_id} {whose}, changed: {change}")
             violations.raise_first(f"after erasing {domain}")
 
         @precondition(lambda self: len(self.erased) == len(ERASABLE_DOMAINS) and not self.completed)
@@ -135,13 +136,13 @@ def erasure_machine(world: PropertyWorld) -> type[RuleBasedStateMachine]:
                 pass  # the request stays open: what is left must be in a person's hands (below)
             request = self.requests.get(self.request_id)
             observed = self._observe_all()
-            left = [(domain, record_id, row["subject"]) for domain, seen in observed.items()
+            left = [(domain, record_id, shown(row["subject"])) for domain, seen in observed.items()
                     for record_id, row in seen.present.items() if subject_of(row["subject"]) == self.subject]
             violations = Violations()
             if request.status == "completed" and left:
-                violations.add(ErasureIncompleteButClosed, f"request {self.scenario.requested!r} is completed, yet "
-                                                           f"{len(left)} rows still name the subject (domain, "
-                                                           f"record, address as written): {left}")
+                rows = "; ".join(f"{domain} {record_id} {address}" for domain, record_id, address in left)
+                violations.add(ErasureIncompleteButClosed, f"request {shown(self.scenario.requested)} is completed, "
+                                                           f"yet {len(left)} rows still name the subject: {rows}")
             for domain, record_id, _ in left:
                 if request.status != "completed" and not observed[domain].queued.get(record_id):
                     violations.add(ErasureIncompleteButClosed,
@@ -154,7 +155,8 @@ def erasure_machine(world: PropertyWorld) -> type[RuleBasedStateMachine]:
         def rerun(self):
             self.rerun_done = True
             status = self.requests.get(self.request_id).status
-            parts = [self.erasure.erase_domain(self.engines[d], self.request_id, "erasure-rerun") for d in ERASABLE_DOMAINS]
+            parts = [self.erasure.erase_domain(self.engines[domain], self.request_id, "erasure-rerun")
+                     for domain in ERASABLE_DOMAINS]
             try:
                 self.erasure.complete(self.request_id, parts, "erasure-rerun")
             except ErasureIncomplete:

@@ -1,11 +1,12 @@
 """Properties of a retention run, for any policy Hypothesis draws, found by a state machine.
 
 The machine writes a domain's rows around their deadlines, then drives the engine one step at a
-time (find, for the latest partition or a drawn partition window → archive → act, then audit), while between any two steps the app writes rows or moves
-a row's clock and an operator places or releases holds through `retention hold`. After each act
-step the model (property_model.py) checks the invariants: the state of the rows, objects and audit
-log, what the run had to do and what it must not do; a rerun right after a complete run must do nothing. Every example ends with
-its run finished, a complete run and a rerun (`teardown`).
+time (find, for the latest partition or a drawn partition window → archive → act, then audit),
+while between any two steps the app writes rows or moves a row's clock and an operator places or
+releases holds through `retention hold`. After each act step the model (property_model.py) checks
+the invariants: the rows, objects and audit log, what the run had to do and what it must not do;
+a rerun right after a complete run must do nothing. Every example ends with its run finished, a
+complete run and a rerun (`teardown`).
 """
 
 from __future__ import annotations
