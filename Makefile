@@ -32,7 +32,9 @@ test: setup test-servers
 benchmark: setup test-servers
 	$(BIN)/python benchmarks/run_all.py
 
-# Issue 9's reliability and security suite alone, at full size (50 kills): its table at the end and in
-# test-artifacts/reliability.json. `make test` runs the same tests with 12 kills.
+# The reliability and security suite at full size (50 kills) and the property suite with its large example
+# budget, alone: their table at the end and in test-artifacts/reliability.json. `make test` runs the same
+# tests with 12 kills and the property suite's CI budget.
 reliability: setup test-servers
-	RELIABILITY_KILLS=50 RELIABILITY_FULL=1 $(BIN)/pytest -p no:cacheprovider retention_pipelines_tests/reliability
+	RELIABILITY_KILLS=50 RELIABILITY_FULL=1 RETENTION_HYPOTHESIS_PROFILE=reliability \
+	  $(BIN)/pytest -p no:cacheprovider retention_pipelines_tests/reliability retention_pipelines_tests/properties
