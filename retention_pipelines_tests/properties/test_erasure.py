@@ -78,7 +78,7 @@ def erasure_machine(world: PropertyWorld) -> type[RuleBasedStateMachine]:
                                                   keys=keys if policy.archive.enabled else None)
                             for name, policy in self.policies.items()}
             self.requests = ErasureRequests(self.database, HASH_KEY, timedelta(days=30))
-            self.erasure = SubjectErasure(self.requests, keys, archive_store, version)
+            self.erasure = SubjectErasure(self.requests, keys, archive_store, version, list(self.policies.values()))
             written = []
             now = self.database.now()
             for index, row in enumerate(scenario.rows):
@@ -143,11 +143,22 @@ def erasure_machine(world: PropertyWorld) -> type[RuleBasedStateMachine]:
                 rows = "; ".join(f"{domain} {record_id} {address}" for domain, record_id, address in left)
                 violations.add(ErasureIncompleteButClosed, f"request {shown(self.scenario.requested)} is completed, "
                                                            f"yet {len(left)} rows still name the subject: {rows}")
+            # A record its policy keeps until its deadline (on_erasure: keep_until_deadline) is named,
+            # with that deadline, in the request itself: no person has anything to do about it.
+            kept = {(k.domain, record_id): k.until for k in request.kept_by_policy for record_id in k.record_ids}
+            now = self.database.now()
             for domain, record_id, _ in left:
-                if request.status != "completed" and not observed[domain].queued.get(record_id):
+                if request.status == "completed" or observed[domain].queued.get(record_id):
+                    continue
+                if (domain, record_id) not in kept:
                     violations.add(ErasureIncompleteButClosed,
                                    f"request is {request.status}; {domain} record {record_id} still names the "
-                                   f"subject with no manual-queue item saying why")
+                                   f"subject with no manual-queue item or kept-by-policy entry saying why")
+                elif self.policies[domain].on_erasure != "keep_until_deadline" or kept[(domain, record_id)] <= now:
+                    violations.add(ErasureIncompleteButClosed,
+                                   f"request is {request.status}; {domain} record {record_id} is said to be kept by "
+                                   f"its policy until {kept[(domain, record_id)]}, which the policy or the clock "
+                                   "does not bear out")
             violations.raise_first(f"after completing the request ({request.status})")
 
         @precondition(lambda self: self.completed and not self.rerun_done)
