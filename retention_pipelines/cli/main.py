@@ -188,7 +188,8 @@ def _handle(value: str, what: str) -> str:
 
 def _change_hold(args: argparse.Namespace, verb: str, change) -> int:
     """`hold add | release`: the change made through the hold book, its refusals as exit codes."""
-    from retention_pipelines.engine.holds import HoldRefused, RecordIdInvalid
+    from retention_pipelines.engine.holds import HoldRefused
+    from retention_pipelines.engine.record_ids import RecordIdInvalid
 
     by = _handle(args.by, "--by")
     holds, key = _hold_book(args.domain)

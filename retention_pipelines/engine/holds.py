@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.record_ids import RecordIdInvalid, canonical_record_id
+from retention_pipelines.engine.record_ids import canonical_record_id
 from retention_pipelines.schema import audit_log, legal_holds
 from retention_pipelines.stores import AppDatabase
 
