@@ -70,7 +70,7 @@ def _policy(database: AppDatabase, policy: DomainPolicy) -> str:
     problems = database.policy_problems(policy)  # what `retention policies validate --database` checks
     if problems:
         raise PolicyMismatch("; ".join(problem.removeprefix(f"{policy.source}: ") for problem in problems))
-    table = DomainTable(policy, database.app_table(policy), database.clock_zone(policy))
+    table = DomainTable.of(policy, database)
     message = f"table {policy.table}, its columns and the index on {policy.clock_column} are there"
     if table.clock_zone:
         message += f"; its clock is read in {table.clock_zone}"

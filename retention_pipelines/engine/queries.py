@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
-from retention_pipelines.engine.holds import held
+from retention_pipelines.engine.holds import held, held_record_ids
 from retention_pipelines.schema import audit_log, conflict_insert, legal_holds, manual_queue
 
 
@@ -41,6 +41,11 @@ class DomainTable:
         self.archived_columns = [c for c in table.c if c.name not in policy.archive.exclude_columns]
         self.only: list | None = None  # primary keys a narrowed table is limited to
         self.erasing: SubjectRows | None = None  # an erasure's subject, in place of the deadline
+
+    @classmethod
+    def of(cls, policy: DomainPolicy, database) -> DomainTable:
+        """The domain's table in `database` (an AppDatabase), its clock read in the zone it is in."""
+        return cls(policy, database.app_table(policy), database.clock_zone(policy))
 
     def narrowed_to(self, record_ids: Sequence[str]) -> DomainTable:
         """The same table with every statement limited to these records (a manual-queue retry);
@@ -173,7 +178,7 @@ class DomainTable:
                 conditions += [subject.is_not(None), ~subject.like(ERASED_PLACEHOLDER_PATTERN)]
             if self.policy.on_erasure == "keep_until_deadline":
                 # Its rows go no earlier than their deadline, even on erasure.
-                conditions.append(self.clock <= clock_cutoff)
+                conditions += self.clock_at_or_before(clock_cutoff)
         else:
             conditions = self.clock_at_or_before(clock_cutoff)
             if self.policy.redact:  # a redacted row stays; it is done once its stamp is set
@@ -360,6 +365,11 @@ class DomainTable:
                         respelled.append((hold_id, record_id, text))
         return respelled
 
+    def held_keys(self, connection: sa.Connection) -> list:
+        """The key values that unreleased holds of the domain name, in any spelling the key accepts."""
+        return sorted({pk for rid in held_record_ids(connection, self.policy.name)
+                       if (pk := self.pk_value(rid)) is not None}, key=str)
+
     def held_due(self, connection: sa.Connection, clock_cutoff: datetime) -> list[str]:
         """Record ids under an unreleased hold whose rows are due."""
         return list(self.held_due_clocks(connection, clock_cutoff))
@@ -367,12 +377,7 @@ class DomainTable:
     def held_due_clocks(self, connection: sa.Connection, clock_cutoff: datetime) -> dict[str, datetime]:
         """{record id: clock as UTC} of the rows under an unreleased hold that are due: holds are few,
         rows are many, so the holds are read and each one's row looked up by primary key."""
-        held = connection.execute(
-            sa.select(legal_holds.c.record_id).where(
-                legal_holds.c.domain == self.policy.name, legal_holds.c.released_at.is_(None)
-            ).distinct()
-        ).scalars().all()
-        pks = sorted({pk for rid in held if (pk := self.pk_value(rid)) is not None})
+        pks = self.held_keys(connection)
         due = {}
         for start in range(0, len(pks), 1000):
             rows = connection.execute(sa.select(self.pk, self.clock_utc()).where(self.pk.in_(pks[start:start + 1000]),

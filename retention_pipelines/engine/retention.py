@@ -60,7 +60,7 @@ class RetentionEngine:
             raise database.connect_error(exc) from None
         # Refused (PolicyMismatch) unless the table is what the policy requires: a wall-time clock
         # without its declared zone is never guessed at.
-        self.table = DomainTable(policy, database.app_table(policy), database.clock_zone(policy))
+        self.table = DomainTable.of(policy, database)
         # The data keys the archives are encrypted with (crypto-shredding); by default those of the
         # configuration (RETENTION_ARCHIVE_MASTER_KEY, RETENTION_ERASURE_HASH_KEY).
         self.keys = keys or (ArchiveKeys.from_settings(database) if policy.archive.enabled else None)

@@ -263,15 +263,13 @@ class SubjectErasure:
         now = self.database.now()
         left = []
         for policy in self.policies:
-            table = DomainTable(policy, self.database.app_table(policy))
+            table = DomainTable.of(policy, self.database)
             rows = list(self._rows_of(table, is_subject))
             with self.database.connect() as connection:
-                holds = connection.execute(sa.select(legal_holds.c.record_id).where(
-                    legal_holds.c.domain == policy.name, legal_holds.c.released_at.is_(None))).scalars().all()
-            held = {table.record_id(pk) for record_id in holds if (pk := table.pk_value(record_id)) is not None}
+                held = {table.record_id(pk) for pk in table.held_keys(connection)}
             for row in rows:
                 record_id = table.record_id(row.pk)
-                deadline = row.clock + policy.retain_for
+                deadline = table.clock_instant(row.clock) + policy.retain_for
                 kept = policy.on_erasure == "keep_until_deadline" and deadline > now
                 left.append(Left(policy.name, record_id, record_id in held, deadline if kept else None))
         return left
