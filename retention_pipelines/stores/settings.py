@@ -41,6 +41,11 @@ RANGES = {
 INSTANT_READ_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
+# What a deployment must name itself: outside the demo (RETENTION_ENV=demo) nothing falls back to the
+# embedded defaults, so that a missing variable refuses at load instead of running on an empty demo.
+REQUIRED_OUTSIDE_DEMO = ("RETENTION_DATABASE_URL", "RETENTION_ARCHIVE_URL", "RETENTION_BLOB_URL",
+                         "RETENTION_REDIS_URL", "RETENTION_ARCHIVE_MASTER_KEY", "RETENTION_ERASURE_HASH_KEY")
+
 
 class RetentionSettings(BaseSettings):
     """RETENTION_* environment variables (see README). Unset, everything lives under RETENTION_HOME."""
