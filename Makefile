@@ -20,7 +20,7 @@ demo: setup
 	$(BIN)/retention demo
 
 ui: setup
-	$(BIN)/dagster dev
+	RETENTION_ENV=demo $(BIN)/dagster dev
 
 test-servers:
 	bash scripts/install-test-servers

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -31,6 +32,10 @@ for _path in (str(ROOT), str(BENCH)):
         sys.path.insert(0, _path)
 
 from harness import Result, table, write_json  # noqa: E402
+
+# Each case works on stores of its own, made for the run, with keys made on the spot in a temporary
+# RETENTION_HOME: the demo's fallbacks, which only RETENTION_ENV=demo allows.
+os.environ["RETENTION_ENV"] = "demo"
 
 # Case → what it covers, in the order they run.
 CASES = {

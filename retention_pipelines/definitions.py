@@ -20,11 +20,12 @@ from retention_pipelines.stores import load_settings
 
 def build_definitions() -> dg.Definitions:
     ensure_logging()
+    # Read first: a deployment missing a store or key fails to load, the UI naming each missing variable.
+    sensor_interval = load_settings().lag_sensor_interval_seconds
     policies = load_policies()
     enabled = [policy for policy in policies.domains.values() if policy.enabled]
     domains = [build_domain_defs(policy, policies.policy_version) for policy in enabled]
     retention_jobs = [job for domain in domains for job in domain.jobs if job.name.endswith("_retention_job")]
-    sensor_interval = load_settings().lag_sensor_interval_seconds
     return dg.Definitions.merge(
         *domains,
         build_health_defs(enabled),

@@ -25,6 +25,11 @@ from retention_pipelines_tests.servers import MotoS3Server, PostgresServer, Push
 
 _names = itertools.count()
 
+# The tests run as the demo, whose unset stores and keys fall back to RETENTION_HOME; set on import,
+# since test modules load the code location (which reads the settings) while they are collected. The
+# tests of a production deployment unset it themselves (test_stores/test_settings.py, test_integration/).
+os.environ["RETENTION_ENV"] = "demo"
+
 # The property suite (properties/): 'ci', the default, runs a fixed budget of examples, the same
 # ones on every machine (derandomize), in a few minutes on 2 cores; 'reliability' (`make reliability`)
 # ten times as many, drawn anew each time, printing how to reproduce a failure. Examples run against
@@ -55,7 +60,7 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session", autouse=True)
 def retention_home(tmp_path_factory):
-    """The keys the engine falls back on (archive master key, hash key) live in RETENTION_HOME:
+    """The keys the demo falls back on (archive master key, hash key) live in RETENTION_HOME:
     one folder for the session, never the repository's own .retention."""
     with pytest.MonkeyPatch.context() as patch:
         home = tmp_path_factory.mktemp("retention_home")

@@ -65,7 +65,8 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None
 
     job = defs.resolve_job_def(job_name(domain))
     partition = job.partitions_def.get_last_partition_key()
-    with dagster_instance() as instance, _lock_wait(wait_seconds):
+    with dagster_instance() as instance, _environment("RETENTION_LOCK_WAIT_SECONDS",
+                                                      None if wait_seconds is None else str(wait_seconds)):
         result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
                                         tags={DRY_RUN_TAG: "true" if dry_run else "false"},
                                         # The terminal gets the summary table; step logs are in the UI.
@@ -91,22 +92,29 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None
 
 
 @contextlib.contextmanager
-def _lock_wait(seconds: float | None):
-    """--wait reaches the run's resource the way production configures it: by its variable."""
-    saved = os.environ.get("RETENTION_LOCK_WAIT_SECONDS")
-    if seconds is not None:
-        os.environ["RETENTION_LOCK_WAIT_SECONDS"] = str(seconds)
+def _environment(name: str, value: str | None):
+    """A variable set for the runs of this command, the way production configures them (the runs'
+    resources read the environment); restored afterwards. None leaves it as it is."""
+    saved = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
     try:
         yield
     finally:
         if saved is None:
-            os.environ.pop("RETENTION_LOCK_WAIT_SECONDS", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["RETENTION_LOCK_WAIT_SECONDS"] = saved
+            os.environ[name] = saved
 
 
 # retention demo ---------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
+    # The command is the explicit ask for the demo: it and its runs fall back to RETENTION_HOME.
+    with _environment("RETENTION_ENV", "demo"):
+        return _build_and_run_demo(args.rows)
+
+
+def _build_and_run_demo(rows: int) -> int:
     from retention_pipelines import demo
 
     settings = load_settings()
@@ -122,7 +130,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     database = open_database(settings)
     demo.create_app_tables(database)
     schema.upgrade(database.engine)
-    seeded = demo.seed(database, rows_per_table=args.rows, blob_folder=(settings.home / "blobs").resolve())
+    seeded = demo.seed(database, rows_per_table=rows, blob_folder=(settings.home / "blobs").resolve())
     database.dispose()
     print(f"demo database {demo_file}: " + ", ".join(f"{n} {t}" for t, n in seeded.items()))
     return cmd_run(argparse.Namespace(domains=[], dry_run=False, wait=None))
@@ -237,6 +245,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     from retention_pipelines.defs.health import run_health
     from retention_pipelines.defs.resources import RetentionStores
 
+    load_settings()  # a deployment missing a variable is refused here, each missing one named
     policies = load_policies()
     stores = RetentionStores()
     try:

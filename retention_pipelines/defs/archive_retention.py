@@ -7,7 +7,7 @@ Built from the policy like the domain's other assets: a new archived domain is a
 
 import dagster as dg
 
-from retention_pipelines.defs.common import DOMAIN_TAG, domain_step, is_dry_run, iso
+from retention_pipelines.defs.common import DOMAIN_TAG, RUN_TAGS, domain_step, is_dry_run, iso
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.archive_retention import GRACE, ArchiveRetention
 from retention_pipelines.policies import DomainPolicy
@@ -85,7 +85,7 @@ def _domain_archive_expiry(policy: DomainPolicy, policy_version: str) -> dg.Defi
     job = dg.define_asset_job(
         archive_expiry_job_name(name), selection=dg.AssetSelection.assets(key),
         # One run per domain at a time (dagster.yaml), as for its retention runs: both take its lock.
-        tags={DOMAIN_TAG: name, "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
+        tags={**RUN_TAGS, DOMAIN_TAG: name, "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
         executor_def=dg.in_process_executor,
         description=f"Delete {name}'s archive objects kept {keep_for}, each with its audit entry.")
     schedule = dg.ScheduleDefinition(name=f"{name}_archive_expiry_schedule", job=job,

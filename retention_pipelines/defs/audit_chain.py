@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import operator_errors
+from retention_pipelines.defs.common import RUN_TAGS, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import audit_chain
 from retention_pipelines.engine.evidence import index_records
@@ -62,7 +62,7 @@ def build_audit_chain_defs() -> dg.Definitions:
         return dg.Output(sealed.rows, metadata={"rows_sealed": sealed.rows, "rows_indexed": indexed,
                                                 "seconds": round(sealed.seconds, 3)})
 
-    @dg.job(name="audit_seal_job", description="Seal new audit rows into the hash chains and index them by record.")
+    @dg.job(name="audit_seal_job", tags=RUN_TAGS, description="Seal new audit rows into the hash chains and index them by record.")
     def seal_job():
         seal_and_index()
 
@@ -73,7 +73,7 @@ def build_audit_chain_defs() -> dg.Definitions:
                     "and findable by record within a quarter of an hour.")
 
     job = dg.define_asset_job("audit_chain_job", selection=dg.AssetSelection.assets(AUDIT_CHAIN_KEY),
-                              description="Seal, verify and anchor the audit log's hash chains.")
+                              tags=RUN_TAGS, description="Seal, verify and anchor the audit log's hash chains.")
     schedule = dg.ScheduleDefinition(name="audit_chain_schedule", job=job, cron_schedule="30 2 * * *",
                                      default_status=dg.DefaultScheduleStatus.RUNNING,
                                      description="Daily: seal, verify and anchor the audit log's hash chains.")

@@ -10,7 +10,7 @@ from datetime import timedelta
 import dagster as dg
 
 from retention_pipelines.defs.common import (
-    APP_DATABASE_POOL, DOMAIN_TAG, URIS_IN_METADATA, domain_partitions, domain_step, is_dry_run, iso, job_name,
+    APP_DATABASE_POOL, DOMAIN_TAG, RUN_TAGS, URIS_IN_METADATA, domain_partitions, domain_step, is_dry_run, iso, job_name,
 )
 from retention_pipelines.defs.domain_checks import build_domain_checks
 from retention_pipelines.defs.orphans import build_orphans_defs
@@ -120,7 +120,7 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         selection=dg.AssetSelection.assets(*keys.values()),
         partitions_def=partitions,
         # dagster/max_runtime: Dagster's run monitoring stops a run that outlives its SLA.
-        tags={DOMAIN_TAG: name, "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
+        tags={**RUN_TAGS, DOMAIN_TAG: name, "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
         # One process per run: the domain lock taken by the first step is held to the last.
         executor_def=dg.in_process_executor,
         description=f"Retention of {name}: find → archive → {'redact' if policy.redact else 'delete'} → audit, for one window.",

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import operator_errors
+from retention_pipelines.defs.common import RUN_TAGS, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import close_breach, open_breach
 from retention_pipelines.engine.erasure import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
@@ -57,7 +57,7 @@ def build_erasure_defs(sensor_interval_seconds: int = 300) -> dg.Definitions:
         return dg.SkipReason("breaches only; this sensor launches no runs")
 
     job = dg.define_asset_job("erasure_requests_job", selection=dg.AssetSelection.assets(REQUESTS_KEY),
-                              description="Check the deadlines of the requests for erasure.")
+                              tags=RUN_TAGS, description="Check the deadlines of the requests for erasure.")
     schedule = dg.ScheduleDefinition(name="erasure_requests_schedule", job=job, cron_schedule="20 * * * *",
                                      default_status=dg.DefaultScheduleStatus.RUNNING,
                                      description="Checks erasure deadlines every hour.")

@@ -4,7 +4,9 @@ the request. Built from the policy file: a domain with a `subject_column` is era
 
 import dagster as dg
 
-from retention_pipelines.defs.common import APP_DATABASE_POOL, DRY_RUN_TAG, domain_step, is_dry_run, operator_errors
+from retention_pipelines.defs.common import (
+    APP_DATABASE_POOL, DRY_RUN_TAG, RUN_TAGS, domain_step, is_dry_run, operator_errors,
+)
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.erasure import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
 from retention_pipelines.engine.subject_erasure import DomainErasure, ErasureIncomplete
@@ -65,7 +67,7 @@ def build_erasure_run_defs(policies: list[DomainPolicy], policy_version: str,
 
     job = dg.define_asset_job(
         ERASURE_JOB, selection=dg.AssetSelection.assets(*domain_keys.values(), OUTCOME_KEY),
-        partitions_def=ERASURE_PARTITIONS, executor_def=dg.in_process_executor,
+        partitions_def=ERASURE_PARTITIONS, executor_def=dg.in_process_executor, tags=RUN_TAGS,
         description="Erase one request's subject from every domain that names subjects, then complete the request.")
 
     @dg.sensor(name="erasure_request_sensor", job=job, minimum_interval_seconds=sensor_interval_seconds,

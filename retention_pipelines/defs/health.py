@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from retention_pipelines.defs.common import RUN_TAGS
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.health import Probe, check_health
 from retention_pipelines.policies import DomainPolicy
@@ -49,7 +50,7 @@ def build_health_defs(policies: list[DomainPolicy]) -> dg.Definitions:
                                              "probes": len(names)})
 
     job = dg.define_asset_job("retention_health_job", selection=dg.AssetSelection.assets(HEALTH_KEY),
-                              description="Probe every dependency of the retention runs.")
+                              tags=RUN_TAGS, description="Probe every dependency of the retention runs.")
     schedule = dg.ScheduleDefinition(name="retention_health_schedule", job=job, cron_schedule="*/15 * * * *",
                                      default_status=dg.DefaultScheduleStatus.RUNNING)
     return dg.Definitions(assets=[health], jobs=[job], schedules=[schedule])

@@ -5,7 +5,7 @@ overdue items, and the queue's health as an asset plotted over time."""
 import dagster as dg
 from pydantic import Field
 
-from retention_pipelines.defs.common import operator_errors
+from retention_pipelines.defs.common import RUN_TAGS, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import alert, close_breach, open_breach
 from retention_pipelines.engine.queue import ACTIVE, ManualQueue, QueueRefused
@@ -62,7 +62,7 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
         return dg.Output(outcomes, metadata={"items_resolved": len(outcomes),
                                              "outcomes": dg.MetadataValue.json(outcomes)})
 
-    @dg.job(name=RETRY_JOB, executor_def=dg.in_process_executor, description=(
+    @dg.job(name=RETRY_JOB, executor_def=dg.in_process_executor, tags=RUN_TAGS, description=(
         "Retry manual-queue items from the launchpad: set `ops.retry_queue_items.config.item_ids`. "
         "The same engine as the scheduled runs; each item is resolved when its retry finishes the job."))
     def manual_queue_retry():
@@ -123,7 +123,7 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
             metadata={"overdue": figures["overdue"], "escalated": figures["escalated"]})])
 
     health_job = dg.define_asset_job("manual_queue_health_job", selection=dg.AssetSelection.assets(HEALTH_KEY),
-                                     description="Measure the manual-resolution queue.")
+                                     tags=RUN_TAGS, description="Measure the manual-resolution queue.")
     return dg.Definitions(
         assets=[manual_queue_health], jobs=[manual_queue_retry, health_job], sensors=[manual_queue_escalation_sensor],
         schedules=[dg.ScheduleDefinition(name="manual_queue_health_schedule", job=health_job,

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import DOMAIN_TAG, domain_step
+from retention_pipelines.defs.common import DOMAIN_TAG, RUN_TAGS, domain_step
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.policies import DomainPolicy
 
@@ -31,7 +31,7 @@ def build_orphans_defs(policy: DomainPolicy, policy_version: str) -> dg.Definiti
                                                severity=dg.AssetCheckSeverity.WARN, metadata=counts)])
 
     job = dg.define_asset_job(f"{name}_orphans_job", selection=dg.AssetSelection.assets(key),
-                              tags={DOMAIN_TAG: name}, description=f"Report {name}'s orphaned objects and rows.")
+                              tags={**RUN_TAGS, DOMAIN_TAG: name}, description=f"Report {name}'s orphaned objects and rows.")
     schedule = dg.ScheduleDefinition(name=f"{name}_orphans_schedule", job=job, cron_schedule="45 3 * * *",
                                      default_status=dg.DefaultScheduleStatus.RUNNING)
     return dg.Definitions(assets=[orphans], jobs=[job], schedules=[schedule])

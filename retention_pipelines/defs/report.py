@@ -6,7 +6,7 @@ from urllib.parse import unquote, urlparse
 
 import dagster as dg
 
-from retention_pipelines.defs.common import operator_errors
+from retention_pipelines.defs.common import RUN_TAGS, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import audit_chain
 from retention_pipelines.engine.report import ALL_DOMAINS, build_report
@@ -67,7 +67,7 @@ def build_report_defs(policies: PolicyFile) -> dg.Definitions:
         })
 
     job = dg.define_asset_job(REPORT_JOB, selection=dg.AssetSelection.assets(REPORT_KEY), partitions_def=partitions,
-                              description="Make the compliance report of one month.")
+                              tags=RUN_TAGS, description="Make the compliance report of one month.")
     # 06:00 UTC on the 1st: the last night's daily runs of the month (02:00–03:00) are done by then.
     schedule = dg.build_schedule_from_partitioned_job(
         job, name=REPORT_SCHEDULE, day_of_month=1, hour_of_day=6, minute_of_hour=0,

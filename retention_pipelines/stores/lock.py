@@ -153,5 +153,5 @@ class _RedisHeldLock(HeldLock):
             pass
 
 
-def domain_locks(redis_url: str | None, lock_dir: Path, ttl_seconds: float) -> DomainLocks:
+def domain_locks(redis_url: str | None, lock_dir: Path | None, ttl_seconds: float) -> DomainLocks:
     return RedisDomainLocks(redis_url, ttl_seconds) if redis_url else FileDomainLocks(lock_dir)

@@ -47,11 +47,19 @@ REQUIRED_OUTSIDE_DEMO = ("RETENTION_DATABASE_URL", "RETENTION_ARCHIVE_URL", "RET
                          "RETENTION_REDIS_URL", "RETENTION_ARCHIVE_MASTER_KEY", "RETENTION_ERASURE_HASH_KEY")
 
 
+DEMO = "demo"
+ENVIRONMENTS = (DEMO, "production")
+
+
 class RetentionSettings(BaseSettings):
-    """RETENTION_* environment variables (see README). Unset, everything lives under RETENTION_HOME."""
+    """RETENTION_* environment variables (see README). In the demo (RETENTION_ENV=demo) what is
+    unset lives under RETENTION_HOME; anywhere else every store and key must be named."""
 
     model_config = SettingsConfigDict(env_prefix="RETENTION_", extra="ignore")
 
+    # Production unless the demo is asked for: a deployment that forgot a variable must refuse to
+    # load, not enforce nothing on an empty demo database while the app's data stays.
+    env: str = "production"
     home: Path = Path(".retention")
     database_url: str | None = None
     archive_url: str | None = None
@@ -97,6 +105,32 @@ class RetentionSettings(BaseSettings):
             raise ValueError(accepted_range(info.field_name))
         return value
 
+    @field_validator("env", mode="before")
+    @classmethod
+    def _known_environment(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in ENVIRONMENTS:
+                raise ValueError(f"must be {' or '.join(ENVIRONMENTS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _complete_outside_demo(self) -> RetentionSettings:
+        missing = [name for name in REQUIRED_OUTSIDE_DEMO if not self._named(name)]
+        if missing and not self.is_demo:
+            raise ValueError(f"not set: {', '.join(missing)}. Outside the demo every store and key must be named "
+                             "(README, Configuration); for the embedded demo set RETENTION_ENV=demo")
+        return self
+
+    def _named(self, variable: str) -> bool:
+        value = getattr(self, variable.removeprefix("RETENTION_").lower())
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return bool(text and str(text).strip())
+
+    @property
+    def is_demo(self) -> bool:
+        return self.env == DEMO
+
     @field_validator("archive_batch_storage_class", "archive_object_lock_mode", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -133,20 +167,27 @@ class RetentionSettings(BaseSettings):
         return self
 
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.home / 'demo.db').resolve()}"
+        if self.database_url:
+            return self.database_url
+        self._demo_only("RETENTION_DATABASE_URL")
+        return f"sqlite:///{(self.home / 'demo.db').resolve()}"
 
     def resolved_archive_url(self) -> str:
-        return self.archive_url or (self.home / "archive").resolve().as_uri()
+        if self.archive_url:
+            return self.archive_url
+        self._demo_only("RETENTION_ARCHIVE_URL")
+        return (self.home / "archive").resolve().as_uri()
 
     def resolved_blob_url(self) -> str:
-        return self.blob_url or (self.home / "blobs").resolve().as_uri()
+        if self.blob_url:
+            return self.blob_url
+        self._demo_only("RETENTION_BLOB_URL")
+        return (self.home / "blobs").resolve().as_uri()
 
     def resolved_erasure_hash_key(self) -> bytes:
         if self.erasure_hash_key:
             return self.erasure_hash_key.get_secret_value().encode()
-        key_file = (self.home / "erasure_hash.key").resolve()
-        if not key_file.exists():
-            _publish_once(key_file, secrets.token_hex(32))
+        key_file = self._demo_key_file("erasure_hash.key", "RETENTION_ERASURE_HASH_KEY")
         key = key_file.read_text().strip()
         remember_secrets([key])
         if not key:
@@ -157,14 +198,30 @@ class RetentionSettings(BaseSettings):
     def resolved_archive_master_key(self) -> bytes:
         if self.archive_master_key:
             return _key_bytes(self.archive_master_key.get_secret_value(), "RETENTION_ARCHIVE_MASTER_KEY")
-        key_file = (self.home / "archive_master.key").resolve()
-        if not key_file.exists():
-            _publish_once(key_file, secrets.token_hex(32))
+        key_file = self._demo_key_file("archive_master.key", "RETENTION_ARCHIVE_MASTER_KEY")
         key = key_file.read_text().strip()
         remember_secrets([key])
         return _key_bytes(key, f"the archive master key file {key_file}")
 
-    def lock_dir(self) -> Path:
+    def _demo_key_file(self, name: str, variable: str) -> Path:
+        """The demo's key, made once and kept in RETENTION_HOME. Nowhere else is a key ever made:
+        a key generated on a disk that a deploy wipes leaves every archive written under it unreadable."""
+        self._demo_only(variable)
+        key_file = (self.home / name).resolve()
+        if not key_file.exists():
+            _publish_once(key_file, secrets.token_hex(32))
+        return key_file
+
+    def _demo_only(self, variable: str) -> None:
+        if not self.is_demo:
+            raise ConfigurationError(f"{variable} is not set, and only the demo (RETENTION_ENV=demo) falls back "
+                                     "to RETENTION_HOME")
+
+    def lock_dir(self) -> Path | None:
+        """The demo's file locks; None where Redis holds the locks."""
+        if self.redis_url:
+            return None
+        self._demo_only("RETENTION_REDIS_URL")
         return (self.home / "locks").resolve()
 
     def credentials(self) -> tuple[list[str], list[str]]:

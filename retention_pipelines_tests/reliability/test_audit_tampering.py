@@ -143,7 +143,7 @@ def drop(postgres_server, url: str) -> None:
 
 def cli_verify(url: str, tmp_path) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
-    environment.update({"RETENTION_DATABASE_URL": url, "RETENTION_HOME": str(tmp_path / "home")})
+    environment.update({"RETENTION_DATABASE_URL": url, "RETENTION_HOME": str(tmp_path / "home"), "RETENTION_ENV": "demo"})
     return subprocess.run([str(RETENTION_SCRIPT), "audit", "verify", "--no-anchors"], capture_output=True, text=True,
                           env=environment, timeout=120)
 

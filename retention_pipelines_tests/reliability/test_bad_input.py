@@ -153,6 +153,10 @@ CASES = [
             "erasure-due-days-past-the-law", env={"RETENTION_ERASURE_DUE_DAYS": "91"}),
     command(["hold", "list"], "RETENTION_LAG_SENSOR_INTERVAL_SECONDS", "lag-sensor-interval-zero",
             env={"RETENTION_LAG_SENSOR_INTERVAL_SECONDS": "0"}),
+    # a deployment, not the demo, that forgot its stores and keys: refused, naming them, no fallback
+    command(["run", "quiz_responses"], "RETENTION_REDIS_URL", "production-without-redis",
+            env={"RETENTION_ENV": "production"}),
+    command(["hold", "list"], "RETENTION_ENV", "environment-unknown", env={"RETENTION_ENV": "staging"}),
     command(["run", "--wait", "1e999"], "--wait", "run-wait-infinite"),
     command(["erasure", "extend", "1", "--days", "61", "--reason", "complex case"], "--days",
             "erasure-extend-past-two-months"),
@@ -184,7 +188,7 @@ def seeded(postgres_server, tmp_path_factory):
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("RETENTION_", "DAGSTER_"))}
     environment.update({
         "RETENTION_DATABASE_URL": url, "RETENTION_ARCHIVE_URL": (folder / "archive").as_uri(),
-        "RETENTION_HOME": str(folder / "home"), "RETENTION_ERASURE_HASH_KEY": HASH_KEY,
+        "RETENTION_HOME": str(folder / "home"), "RETENTION_ERASURE_HASH_KEY": HASH_KEY, "RETENTION_ENV": "demo",
         "DAGSTER_HOME": str(dagster_home(folder / "dagster_home")),
     })
     yield database, environment, folder

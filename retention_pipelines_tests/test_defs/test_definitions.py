@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from retention_pipelines.defs.archive_retention import NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK
-from retention_pipelines.defs.common import DOMAIN_TAG
+from retention_pipelines.defs.common import DOMAIN_TAG, RUN_TAGS
 from retention_pipelines.defs.domain_checks import (
     ARCHIVE_MATCHES_MANIFESTS_CHECK, AUDIT_MATCHES_ACTED_ON_CHECK, EVERY_OBJECT_DELETED_CHECK,
     NO_ROWS_PAST_DEADLINE_CHECK, NOTHING_ACTED_ON_EARLY_CHECK,
@@ -85,7 +85,8 @@ def test_a_disabled_domain_gets_no_assets_job_or_schedule(tmp_path, monkeypatch)
 def test_dagster_validates_the_code_location(tmp_path):
     result = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
                              "-w", str(ROOT / "workspace.yaml")], cwd=ROOT, capture_output=True, text=True,
-                            env={"PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(tmp_path), "HOME": str(tmp_path)})
+                            env={"PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(tmp_path), "HOME": str(tmp_path),
+                                 "RETENTION_ENV": "demo"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful" in result.stderr + result.stdout
 
@@ -103,6 +104,15 @@ def test_the_all_domains_sensor_requests_each_domains_latest_partition_once():
         assert request.partition_key == partitions.get_last_partition_key()
         assert request.run_key == f"{name}:{request.partition_key}"  # once per partition, never a storm
         assert request.tags[DOMAIN_TAG] == name
+
+
+def test_a_retried_run_re_executes_every_step_of_every_job():
+    """The daemon retries a crashed run on another process or pod: from the failure it would need the
+    dead run's step outputs, kept on a disk a deploy wipes, so every job re-executes all steps."""
+    jobs = [job for job in defs.get_repository_def().get_all_jobs() if not job.name.startswith("__")]
+    assert {f"{domain}_retention_job" for domain in ENABLED} <= {job.name for job in jobs}
+    assert {job.name: job.tags.get("dagster/retry_strategy") for job in jobs} == {job.name: "ALL_STEPS" for job in jobs}
+    assert RUN_TAGS == {"dagster/retry_strategy": "ALL_STEPS"}
 
 
 def test_dagster_yaml_allows_one_run_per_domain():

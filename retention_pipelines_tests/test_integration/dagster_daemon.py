@@ -119,12 +119,48 @@ class Daemon:
             pass
 
 
-class Webserver(Daemon):
-    """`dagster-webserver` on a free loopback port, in a process group of its own like the daemon."""
+class CodeServer(Daemon):
+    """`dagster code-server start` on a loopback port, as the production code-location service
+    runs it (deploy/workspace.yaml reaches it at DAGSTER_CODE_HOST:DAGSTER_CODE_PORT)."""
 
     def __init__(self, env: dict[str, str], log: Path, port: int):
         super().__init__(env, log)
         self.port = port
+
+    def start(self) -> CodeServer:
+        with open(self.log, "w") as output:
+            self.process = subprocess.Popen(
+                [script("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(self.port),
+                 "-m", "retention_pipelines.definitions", "--location-name", "retention_pipelines"],
+                cwd=REPOSITORY, env=self.env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, seconds: float = 120) -> None:
+        """Until the server answers a ping (it does also when the code failed to load, to report why)."""
+        import time
+
+        from dagster._grpc.client import DagsterGrpcClient
+
+        client = DagsterGrpcClient(port=self.port, host="127.0.0.1")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError(f"dagster code-server exited:\n{self.tail()}")
+            try:
+                client.ping("ready?")
+                return
+            except Exception:  # noqa: BLE001 - any gRPC error means not up yet
+                time.sleep(0.5)
+        raise AssertionError(f"dagster code-server did not answer in {seconds:g} s:\n{self.tail()}")
+
+
+class Webserver(Daemon):
+    """`dagster-webserver` on a free loopback port, in a process group of its own like the daemon;
+    on the repository's workspace unless told another."""
+
+    def __init__(self, env: dict[str, str], log: Path, port: int, workspace: Path = WORKSPACE):
+        super().__init__(env, log)
+        self.port, self.workspace = port, workspace
 
     @property
     def url(self) -> str:
@@ -133,18 +169,25 @@ class Webserver(Daemon):
     def start(self) -> Webserver:
         with open(self.log, "w") as output:
             self.process = subprocess.Popen(
-                [script("dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", str(WORKSPACE)],
+                [script("dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", str(self.workspace)],
                 cwd=REPOSITORY, env=self.env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def wait_ready(self, seconds: float = 180) -> None:
         """Until the webserver answers and has loaded the code location; raises with its log if not."""
+        self.loaded_locations(seconds)
+
+    def loaded_locations(self, seconds: float = 180) -> list[dict]:
+        """The workspace's location entries once every one has finished loading, each with the
+        error it failed with (`locationOrLoadError`: a PythonError's message and its causes'), as the
+        UI shows them."""
         import json
         import time
         import urllib.request
 
         deadline = time.monotonic() + seconds
-        query = '{"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"}'
+        query = json.dumps({"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                                     "locationOrLoadError { __typename ... on PythonError { message causes { message } } } } } } }"})
         while time.monotonic() < deadline:
             if not self.alive():
                 raise AssertionError(f"dagster-webserver exited:\n{self.tail()}")
@@ -154,7 +197,7 @@ class Webserver(Daemon):
                 with urllib.request.urlopen(request, timeout=5) as response:
                     entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
                 if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
-                    return
+                    return entries
             except OSError:
                 pass
             time.sleep(1)

@@ -104,6 +104,9 @@ def daemon_env(tmp_path: Path, dagster_home: Path, app_url: str, redis_url: str,
         "RETENTION_REDIS_URL": redis_url,
         "RETENTION_ARCHIVE_URL": archive_url,
         "RETENTION_BLOB_URL": blob_url,
+        # A production deployment (RETENTION_ENV unset): every store and key named, none from RETENTION_HOME.
+        "RETENTION_ARCHIVE_MASTER_KEY": "5a" * 32,
+        "RETENTION_ERASURE_HASH_KEY": "hash-key-of-the-daemon-test",
         "RETENTION_LAG_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS),
     })
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
