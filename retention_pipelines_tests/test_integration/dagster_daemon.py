@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import yaml
@@ -36,9 +37,17 @@ def script(name: str) -> str:
 
 def write_dagster_home(folder: Path, server: PostgresServer, storage_database: str) -> tuple[Path, dict[str, str]]:
     """DAGSTER_HOME with the production instance settings exactly as shipped (deploy/dagster.yaml:
-    PostgreSQL storage, the queued run coordinator with one run per retention/domain, the
-    app_database pool, run monitoring and retries), and the DAGSTER_PG_* variables that point its
-    storage at a database of its own on `server`."""
+    PostgreSQL storage, compute logs in S3, the queued run coordinator with one run per
+    retention/domain, the app_database pool, run monitoring and retries), and the variables that
+    point its storage at a database of its own on `server` and its compute logs at a new bucket of
+    the S3 server that AWS_ENDPOINT_URL names (the s3_env fixture)."""
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        raise AssertionError("AWS_ENDPOINT_URL is not set: the production instance keeps compute logs in S3, "
+                             "use the s3_env fixture")
+    import boto3
+
+    compute_log_bucket = f"compute-logs-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3").create_bucket(Bucket=compute_log_bucket)
     server.create_database(storage_database)
     config = yaml.safe_load(PRODUCTION_DAGSTER_YAML.read_text())
     limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
@@ -49,7 +58,7 @@ def write_dagster_home(folder: Path, server: PostgresServer, storage_database: s
     # The test server trusts loopback connections: any password is accepted.
     return folder, {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(server.port),
                     "DAGSTER_PG_DB": storage_database, "DAGSTER_PG_USERNAME": "postgres",
-                    "DAGSTER_PG_PASSWORD": "trusted-on-loopback"}
+                    "DAGSTER_PG_PASSWORD": "trusted-on-loopback", "DAGSTER_COMPUTE_LOG_BUCKET": compute_log_bucket}
 
 
 def dagster(env: dict[str, str], *args: str, timeout: float = 180) -> str:

@@ -146,7 +146,7 @@ def deployment(tmp_path, postgres_server, redis_url, s3_env, monkeypatch):
     database = AppDatabase(app_url)
     try:
         yield {"env": env, "home": home, "database": database, "archive_bucket": archive_bucket,
-               "hot_bucket": hot_bucket}
+               "hot_bucket": hot_bucket, "compute_log_bucket": storage["DAGSTER_COMPUTE_LOG_BUCKET"]}
     finally:
         database.dispose()
 
@@ -186,6 +186,12 @@ def test_lag_sensor_opens_one_breach_per_domain_and_its_catch_up_run_closes_it(d
         finally:
             daemon.stop()
         assert not daemon.alive()
+
+    # Each run's stdout and stderr went to the compute-log bucket, where the webserver reads them.
+    logged = {o["Key"] for o in boto3.client("s3").list_objects_v2(
+        Bucket=deployment["compute_log_bucket"], Prefix="compute-logs/").get("Contents", [])}
+    for name, run in runs.items():
+        assert any(run.run_id in key for key in logged), f"{name}: no compute log of run {run.run_id} in {logged}"
 
     breaches = Breaches(database).all()
     named = {}

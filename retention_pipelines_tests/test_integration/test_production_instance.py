@@ -1,14 +1,16 @@
 """deploy/dagster.yaml, the production instance, opened on a real PostgreSQL from its DAGSTER_PG_*
-variables: storage in PostgreSQL, the queued run coordinator with one run per retention domain, the
+variables: storage in PostgreSQL, compute logs in S3, the queued run coordinator with one run per retention domain, the
 app_database pool that the row-changing steps are in, run monitoring and retries, tick retention."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus  # not exported by dagster
+from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 
 from retention_pipelines.defs.common import APP_DATABASE_POOL
 from retention_pipelines.definitions import defs
@@ -16,7 +18,7 @@ from retention_pipelines_tests.test_integration.dagster_daemon import DOMAIN_TAG
 
 
 @pytest.fixture
-def production_home(tmp_path, postgres_server, monkeypatch):
+def production_home(tmp_path, postgres_server, s3_env, monkeypatch):
     home, storage = write_dagster_home(tmp_path / "home", postgres_server, f"dagster_{uuid.uuid4().hex[:8]}")
     for name, value in storage.items():
         monkeypatch.setenv(name, value)
@@ -28,6 +30,9 @@ def test_the_production_instance_keeps_everything_in_postgresql_and_queues_runs(
         for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
             assert type(storage).__module__.startswith("dagster_postgres"), type(storage)
         assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        # Runs execute on another machine than the webserver: their stdout and stderr go to S3.
+        assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
+        assert instance.compute_log_manager._s3_bucket == os.environ["DAGSTER_COMPUTE_LOG_BUCKET"]  # noqa: SLF001
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 6
         assert DOMAIN_TAG_LIMIT in queue.tag_concurrency_limits
@@ -42,10 +47,12 @@ def test_the_production_instance_keeps_everything_in_postgresql_and_queues_runs(
         assert instance.get_run_by_id(run.run_id).job_name == "noop"
 
 
-def test_a_missing_connection_variable_is_named(production_home, monkeypatch):
-    monkeypatch.delenv("DAGSTER_PG_HOST")
-    with pytest.raises(Exception, match="DAGSTER_PG_HOST"):
-        dg.DagsterInstance.from_config(str(production_home))
+@pytest.mark.parametrize("variable", ["DAGSTER_PG_HOST", "DAGSTER_COMPUTE_LOG_BUCKET"])
+def test_a_missing_connection_variable_is_named(production_home, monkeypatch, variable):
+    monkeypatch.delenv(variable)
+    with pytest.raises(Exception, match=variable):
+        with dg.DagsterInstance.from_config(str(production_home)) as instance:
+            instance.compute_log_manager  # noqa: B018 (built on first use)
 
 
 def test_the_steps_that_change_rows_are_in_the_app_database_pool():
