@@ -20,11 +20,14 @@ DOMAIN_TAG = "retention/domain"
 # runs never crowd the app out of its own database.
 APP_DATABASE_POOL = "app_database"
 DRY_RUN_TAG = "retention/dry_run"
-# Every job's runs: a run the daemon retries (its process died, its node or container went away)
-# re-executes all its steps. Re-executing from the failure would read the dead run's step outputs
-# from the disk it ran on, which a deploy wipes and another pod never sees; every step is
-# idempotent (a rerun finishes the job without doing anything twice), so all steps again is safe.
-RUN_TAGS = {"dagster/retry_strategy": "ALL_STEPS"}
+# Every job's runs, whatever instance launches them (deploy/dagster.yaml, the Helm chart's, a laptop's):
+# - a run the daemon retries (its process died, its node or container went away) re-executes all
+#   its steps. Re-executing from the failure would read the dead run's step outputs from the disk it
+#   ran on, which a deploy wipes and another pod never sees; every step is idempotent (a rerun
+#   finishes the job without doing anything twice), so all steps again is safe;
+# - only a crashed run is retried, not one whose step failed on its own (a refused lock, a broken
+#   archive): the run_failures sensor counts that one and a human looks at it.
+RUN_TAGS = {"dagster/retry_strategy": "ALL_STEPS", "dagster/retry_on_asset_or_op_failure": "false"}
 
 # The engine's own errors carry operator-ready messages (what failed, naming the store, the
 # domain or the field): they end the step as a Failure with that message, not a traceback.

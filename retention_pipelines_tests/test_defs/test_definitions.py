@@ -106,13 +106,15 @@ def test_the_all_domains_sensor_requests_each_domains_latest_partition_once():
         assert request.tags[DOMAIN_TAG] == name
 
 
-def test_a_retried_run_re_executes_every_step_of_every_job():
+def test_a_retried_run_re_executes_every_step_of_every_job_and_only_a_crashed_run_is_retried():
     """The daemon retries a crashed run on another process or pod: from the failure it would need the
-    dead run's step outputs, kept on a disk a deploy wipes, so every job re-executes all steps."""
+    dead run's step outputs, kept on a disk a deploy wipes, so every job re-executes all steps. A step
+    that failed on its own is not retried, whichever instance settings launched the run."""
     jobs = [job for job in defs.get_repository_def().get_all_jobs() if not job.name.startswith("__")]
     assert {f"{domain}_retention_job" for domain in ENABLED} <= {job.name for job in jobs}
-    assert {job.name: job.tags.get("dagster/retry_strategy") for job in jobs} == {job.name: "ALL_STEPS" for job in jobs}
-    assert RUN_TAGS == {"dagster/retry_strategy": "ALL_STEPS"}
+    wanted = {"dagster/retry_strategy": "ALL_STEPS", "dagster/retry_on_asset_or_op_failure": "false"}
+    assert RUN_TAGS == wanted
+    assert {job.name: {key: job.tags.get(key) for key in wanted} for job in jobs} == {job.name: wanted for job in jobs}
 
 
 def test_dagster_yaml_allows_one_run_per_domain():
