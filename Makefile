@@ -6,12 +6,18 @@ BIN := $(VENV)/bin
 # so that `make ui` shows the runs `make demo` made.
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: setup demo ui test test-servers benchmark reliability
+.PHONY: setup demo ui test test-servers benchmark reliability lock
 
-$(BIN)/retention: pyproject.toml
+# The environment is the lock's, not a fresh resolution of pyproject.toml: requirements-test.lock is
+# requirements.lock (exactly what the image installs) plus the test tools at the same versions, so
+# what the tests pass with is what production runs. The project itself comes last, without
+# dependencies, and `pip check` proves the lock complete and consistent.
+$(BIN)/retention: pyproject.toml requirements.lock requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -r requirements-test.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
 	touch $@
 
 setup: $(BIN)/retention
@@ -38,3 +44,22 @@ benchmark: setup test-servers
 reliability: setup test-servers
 	RELIABILITY_KILLS=50 RELIABILITY_FULL=1 RETENTION_HYPOTHESIS_PROFILE=reliability \
 	  $(BIN)/pytest -p no:cacheprovider retention_pipelines_tests/reliability retention_pipelines_tests/properties
+
+# The lock files, from pyproject.toml with pip-tools (docs/deploy.md, "The image"): requirements.lock
+# is the dependencies and the k8s extra, what the image installs; requirements-test.lock adds the
+# test extra, constrained to requirements.lock's versions. Pins already in the files are kept while
+# pyproject allows them; `make lock UPGRADE=--upgrade` (or `UPGRADE="--upgrade-package NAME"`)
+# moves them. Every pin carries its hashes, so an install gets exactly the files that were locked.
+# pip-tools lives in its own venv, pinned, so the files do not change with the tool's version.
+LOCK_VENV := .venv-lock
+UPGRADE ?=
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+  --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(UPGRADE)
+
+$(LOCK_VENV)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet pip==26.3 pip-tools==7.7.0
+
+lock: $(LOCK_VENV)/bin/pip-compile
+	$(PIP_COMPILE) --extra k8s -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra k8s --extra test -c requirements.lock -o requirements-test.lock pyproject.toml
