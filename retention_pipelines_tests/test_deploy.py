@@ -19,6 +19,7 @@ from retention_pipelines.cli.main import build_parser
 from retention_pipelines.policies.model import Pacing
 from retention_pipelines.stores.s3 import s3_client
 from retention_pipelines.stores.settings import REQUIRED_OUTSIDE_DEMO
+from retention_pipelines_tests.deploy_files import service_command as command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CODE, WEBSERVER, DAEMON = "retention-code", "dagster-webserver", "dagster-daemon"
@@ -74,14 +75,6 @@ def variables(service: dict) -> list[dict]:
 
 def variable_names(service: dict) -> set[str]:
     return {entry["key"] for entry in variables(service)}
-
-
-def command(service: dict) -> list[str]:
-    """The service's command as words, through `sh -c '…'` and its `exec`."""
-    words = shlex.split(service.get("dockerCommand") or service.get("startCommand") or "")
-    if words[:2] == ["sh", "-c"]:
-        words = shlex.split(words[2])
-    return words[1:] if words[:1] == ["exec"] else words
 
 
 def option(words: list[str], flag: str) -> str | None:
