@@ -1,4 +1,4 @@
-"""Benchmark: sealing and verifying the audit log's hash chains (engine/audit_chain.py).
+"""Benchmark: sealing and verifying the audit log's hash chains (engine/audit/chain.py).
 
     python benchmarks/bench_audit_chain.py [--rows 1000000] [--domains 4] [--json FILE]
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from retention_pipelines.engine import audit_chain  # noqa: E402
+from retention_pipelines.engine.audit import chain as audit_chain  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
 from retention_pipelines.stores.archive import LocalArchiveStore  # noqa: E402
 from retention_pipelines_tests.servers import PostgresServer  # noqa: E402

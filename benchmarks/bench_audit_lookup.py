@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from retention_pipelines.engine.evidence import index_records, record_evidence  # noqa: E402
+from retention_pipelines.engine.audit.evidence import index_records, record_evidence  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
 from retention_pipelines_tests.servers import PostgresServer  # noqa: E402
 

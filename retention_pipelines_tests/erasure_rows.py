@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.erasure import ErasureRequests
-from retention_pipelines.engine.keys import ArchiveKeys
-from retention_pipelines.engine.subject_erasure import DomainErasure, SubjectErasure
+from retention_pipelines.engine.gdpr.requests import ErasureRequests
+from retention_pipelines.engine.archive.keys import ArchiveKeys
+from retention_pipelines.engine.gdpr.erasure_run import DomainErasure, SubjectErasure
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase, BlobStore
 from retention_pipelines.stores.archive import LocalArchiveStore

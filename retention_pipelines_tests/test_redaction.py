@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from retention_pipelines.cli.main import main
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.erasure import ErasureRefused, ErasureRequests
-from retention_pipelines.engine.queue import ManualQueue, QueueRefused
+from retention_pipelines.engine.gdpr.requests import ErasureRefused, ErasureRequests
+from retention_pipelines.engine.oversight.queue import ManualQueue, QueueRefused
 from retention_pipelines.redaction import EMAIL, display_url, without_personal_data
 from retention_pipelines.stores import load_settings
 from retention_pipelines_tests.secret_canaries import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
-from retention_pipelines.engine import audit_chain
-from retention_pipelines.engine.evidence import index_records, record_evidence
-from retention_pipelines.engine.record_ids import RecordIdInvalid, canonical_record_ids
+from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.evidence import index_records, record_evidence
+from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.policies import load_policies
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.stores import PolicyMismatch

@@ -10,7 +10,7 @@ from datetime import timedelta
 from retention_pipelines.cli.common import (
     EXIT_FAILED, MAX_ID, CliError, dagster_instance, failure_message, number_from, open_current_database, print_table,
 )
-from retention_pipelines.engine.erasure import MAX_EXTENSION_DAYS, PARTIALLY_BLOCKED, ErasureRefused, ErasureRequests
+from retention_pipelines.engine.gdpr.requests import MAX_EXTENSION_DAYS, PARTIALLY_BLOCKED, ErasureRefused, ErasureRequests
 from retention_pipelines.stores import load_settings
 
 

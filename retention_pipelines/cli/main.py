@@ -176,7 +176,7 @@ def _no_personal_data(value: str, what: str) -> str:
 
 def _hold_book(domain: str):
     """The policy of a known domain, its key column and the hold book, for `hold add | release`."""
-    from retention_pipelines.engine.holds import LegalHolds
+    from retention_pipelines.engine.oversight.holds import LegalHolds
 
     policies = load_policies()
     if domain not in policies.domains:
@@ -196,8 +196,8 @@ def _handle(value: str, what: str) -> str:
 
 def _change_hold(args: argparse.Namespace, verb: str, change) -> int:
     """`hold add | release`: the change made through the hold book, its refusals as exit codes."""
-    from retention_pipelines.engine.holds import HoldRefused
-    from retention_pipelines.engine.record_ids import RecordIdInvalid
+    from retention_pipelines.engine.oversight.holds import HoldRefused
+    from retention_pipelines.engine.identity.records import RecordIdInvalid
 
     by = _handle(args.by, "--by")
     holds, key = _hold_book(args.domain)

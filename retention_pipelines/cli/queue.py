@@ -9,7 +9,7 @@ from retention_pipelines.cli.common import (
     EXIT_FAILED, MAX_ID, CliError, dagster_instance, failure_message, number_from, open_current_database,
     print_table,
 )
-from retention_pipelines.engine.queue import ManualQueue, QueueItem, QueueRefused
+from retention_pipelines.engine.oversight.queue import ManualQueue, QueueItem, QueueRefused
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
-from retention_pipelines.engine import audit_chain
-from retention_pipelines.engine.report import ALL_DOMAINS, ReportRefused, build_report, month_bounds
+from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.report.figures import ALL_DOMAINS, ReportRefused, build_report, month_bounds
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import archive_store_from_url, load_settings
 
@@ -36,7 +36,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     finally:
         database.dispose()
 
-    from retention_pipelines.engine.report_render import html_name, render_report  # matplotlib: only here
+    from retention_pipelines.engine.report.render import html_name, render_report  # matplotlib: only here
 
     files = render_report(report)
     try:

@@ -8,9 +8,9 @@ import uuid
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
 from retention_pipelines.redaction import EMAIL
-from retention_pipelines.engine.record_ids import RecordIdInvalid, canonical_record_ids
-from retention_pipelines.engine.restore import Restorer, RestoreRefused
-from retention_pipelines.engine.retention import RetentionEngine
+from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
+from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
+from retention_pipelines.engine.retention.run import RetentionEngine
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import (
     DomainLocked, StoreUnavailable, archive_store_from_url, blob_store_from_url, domain_locks, load_settings,

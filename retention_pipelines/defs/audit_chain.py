@@ -4,8 +4,8 @@ import dagster as dg
 
 from retention_pipelines.defs.common import RUN_TAGS, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine import audit_chain
-from retention_pipelines.engine.evidence import index_records
+from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.evidence import index_records
 
 AUDIT_CHAIN_KEY = dg.AssetKey(["audit", "chain"])
 INTACT_CHECK = "audit_chain_intact"

@@ -8,8 +8,8 @@ from retention_pipelines.defs.common import (
     APP_DATABASE_POOL, DRY_RUN_TAG, RUN_TAGS, domain_step, is_dry_run, operator_errors,
 )
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.erasure import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
-from retention_pipelines.engine.subject_erasure import DomainErasure, ErasureIncomplete
+from retention_pipelines.engine.gdpr.requests import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
+from retention_pipelines.engine.gdpr.erasure_run import DomainErasure, ErasureIncomplete
 from retention_pipelines.policies import DomainPolicy
 
 ERASURE_PARTITIONS = dg.DynamicPartitionsDefinition(name="erasure_requests")

@@ -4,7 +4,7 @@ import dagster as dg
 
 from retention_pipelines.defs.common import RUN_TAGS
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.health import Probe, check_health
+from retention_pipelines.engine.retention.health import Probe, check_health
 from retention_pipelines.policies import DomainPolicy
 
 HEALTH_KEY = dg.AssetKey(["retention", "health"])

@@ -8,8 +8,8 @@ from pydantic import Field
 from retention_pipelines.defs.common import RUN_TAGS, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import alert, close_breach, open_breach
-from retention_pipelines.engine.queue import ACTIVE, ManualQueue, QueueRefused
-from retention_pipelines.engine.retry import retry_item
+from retention_pipelines.engine.oversight.queue import ACTIVE, ManualQueue, QueueRefused
+from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.logs import get_logger, log_context
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration

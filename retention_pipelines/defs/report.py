@@ -8,8 +8,8 @@ import dagster as dg
 
 from retention_pipelines.defs.common import RUN_TAGS, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine import audit_chain
-from retention_pipelines.engine.report import ALL_DOMAINS, build_report
+from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.report.figures import ALL_DOMAINS, build_report
 from retention_pipelines.policies import PolicyFile
 
 REPORT_KEY = dg.AssetKey(["compliance", "report"])
@@ -41,7 +41,7 @@ def build_report_defs(policies: PolicyFile) -> dg.Definitions:
                   "with charts and a CSV per table, in the archive store under reports/YYYY-MM/. Every count of "
                   "records comes from the audit log; no personal data."))
     def compliance_report(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.MaterializeResult:
-        from retention_pipelines.engine.report_render import html_name, render_report, store_report
+        from retention_pipelines.engine.report.render import html_name, render_report, store_report
 
         month = context.partition_key[:7]
         with operator_errors():

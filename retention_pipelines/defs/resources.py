@@ -8,9 +8,9 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.erasure import ErasureRequests
-from retention_pipelines.engine.keys import ArchiveKeys
-from retention_pipelines.engine.subject_erasure import SubjectErasure
+from retention_pipelines.engine.gdpr.requests import ErasureRequests
+from retention_pipelines.engine.archive.keys import ArchiveKeys
+from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
 from retention_pipelines.stores.metrics import push_run_metrics
 from retention_pipelines.stores.notifier import Notifier, notifier
 from retention_pipelines.policies import DomainPolicy

@@ -7,8 +7,8 @@ import dagster as dg
 
 from retention_pipelines.defs.common import DOMAIN_TAG, domain_partitions, job_name, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.queue import ManualQueue
-from retention_pipelines.engine.sla import RETENTION_LAG, RUN_DURATION, RUN_FAILURES, Breach, Breaches
+from retention_pipelines.engine.oversight.queue import ManualQueue
+from retention_pipelines.engine.oversight.sla import RETENTION_LAG, RUN_DURATION, RUN_FAILURES, Breach, Breaches
 from retention_pipelines.logs import get_logger, log_context
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import DEFAULT_ESCALATE_AT, escalation_level, format_duration

@@ -1,6 +1,6 @@
 """The retention algorithm for any policy: plain Python and SQLAlchemy Core, no Dagster."""
 
-from retention_pipelines.engine.retention import (
+from retention_pipelines.engine.retention.run import (
     Acted, ArchiveVerificationFailed, Archived, Audited, Found, Orphans, RetentionEngine, RunReport,
 )
 

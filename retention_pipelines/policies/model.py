@@ -179,7 +179,7 @@ class Sla(StrictModel):
 
 
 class Pacing(StrictModel):
-    """Batch sizes and pauses (engine/pacing.py): each batch transaction aims at batch_target_ms
+    """Batch sizes and pauses (engine/retention/pacing.py): each batch transaction aims at batch_target_ms
     (none: the policy's batch_size, always);
     while at least busy_sessions of the app's sessions were at work in the last second, each
     worker rests sleep_coefficient × its last batch's time after it (0: never)."""

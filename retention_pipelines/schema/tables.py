@@ -40,7 +40,7 @@ audit_log = sa.Table(
              sqlite_where=sa.text("action = 'skipped_legal_hold'")),
 )
 
-# The audit log's hash chains (engine/audit_chain.py), one per domain, sealed after the rows are
+# The audit log's hash chains (engine/audit/chain.py), one per domain, sealed after the rows are
 # written so that nothing is added to the transactions that write them: each row's hash is
 # sha256(previous row's hash + the row's content), the rows in id order. One block per sealed
 # chunk: its rows' ids, the first 16 bytes of each row's hash, the full hash before and after it.
@@ -85,7 +85,7 @@ legal_holds = sa.Table(
     sa.Column("reason", sa.Text(), nullable=False),
     sa.Column("placed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
-    # Who placed and who released the hold: a handle, never an address (engine/holds.py).
+    # Who placed and who released the hold: a handle, never an address (engine/oversight/holds.py).
     sa.Column("placed_by", sa.String(128), nullable=True),
     sa.Column("released_by", sa.String(128), nullable=True),
     sa.Index("retention_legal_holds_record_idx", "domain", "record_id"),
@@ -112,7 +112,7 @@ sla_breaches = sa.Table(
              postgresql_where=sa.text("closed_at IS NULL"), sqlite_where=sa.text("closed_at IS NULL")),
 )
 
-# What automation could not finish, for a person (engine/queue.py). One active (open or claimed)
+# What automation could not finish, for a person (engine/oversight/queue.py). One active (open or claimed)
 # item per domain, record and reason: a repeat counts an attempt instead of adding an item.
 manual_queue = sa.Table(
     "retention_manual_queue",
@@ -139,7 +139,7 @@ manual_queue = sa.Table(
     sa.Index("retention_manual_queue_due", "status", "due_at"),
 )
 
-# Requests for erasure (engine/erasure.py). The address is kept only while a request is open.
+# Requests for erasure (engine/gdpr/requests.py). The address is kept only while a request is open.
 erasure_requests = sa.Table(
     "gdpr_erasure_requests",
     metadata,
@@ -154,7 +154,7 @@ erasure_requests = sa.Table(
     sa.Column("outcome", sa.Text(), nullable=True),
 )
 
-# Data keys of the encrypted archives (engine/keys.py): kept only wrapped by the master key; a
+# Data keys of the encrypted archives (engine/archive/keys.py): kept only wrapped by the master key; a
 # destroyed key (erasure) leaves its row, with wrapped_key NULL, as the record that it was destroyed.
 data_keys = sa.Table(
     "retention_data_keys",
@@ -170,7 +170,7 @@ data_keys = sa.Table(
              postgresql_where=sa.text("destroyed_at IS NULL"), sqlite_where=sa.text("destroyed_at IS NULL")),
 )
 
-# Fencing tokens (engine/fence.py, migration 0009): the run that takes a domain's lock raises its
+# Fencing tokens (engine/retention/fence.py, migration 0009): the run that takes a domain's lock raises its
 # token; each batch transaction reads it FOR SHARE and stops unless it is its own.
 domain_fences = sa.Table(
     "retention_domain_fences",
@@ -179,7 +179,7 @@ domain_fences = sa.Table(
     sa.Column("token", sa.BigInteger(), nullable=False),
 )
 
-# The evidence index (engine/evidence.py): audit rows by record id, filled after the fact by the seal
+# The evidence index (engine/audit/evidence.py): audit rows by record id, filled after the fact by the seal
 # job, so that no batch transaction maintains an index over random record ids.
 audit_record_index = sa.Table(
     "retention_audit_record_index",

@@ -206,7 +206,7 @@ def _engine_options(url: str) -> dict:
     if url.startswith("sqlite"):
         # The demo shares one file between the CLI, Dagster's steps and the webserver.
         return {"connect_args": {"timeout": 30}}
-    # Named, so that a DBA sees the runs in pg_stat_activity and a run's pacing (engine/pacing.py)
+    # Named, so that a DBA sees the runs in pg_stat_activity and a run's pacing (engine/retention/pacing.py)
     # tells the app's sessions from its own.
     named = {} if "application_name=" in url else {"application_name": APPLICATION_NAME}
     return {"connect_args": {"connect_timeout": 10, **named}}

@@ -21,9 +21,9 @@ from hypothesis.stateful import (
 )
 
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.erasure import ErasureRefused, ErasureRequests
-from retention_pipelines.engine.keys import ArchiveKeys
-from retention_pipelines.engine.subject_erasure import ErasureIncomplete, SubjectErasure
+from retention_pipelines.engine.gdpr.requests import ErasureRefused, ErasureRequests
+from retention_pipelines.engine.archive.keys import ArchiveKeys
+from retention_pipelines.engine.gdpr.erasure_run import ErasureIncomplete, SubjectErasure
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore

@@ -18,7 +18,7 @@ from hypothesis.stateful import (
 )
 
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.keys import ArchiveKeys
+from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore
 from retention_pipelines_tests.properties.conftest import PropertyFigures

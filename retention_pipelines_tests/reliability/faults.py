@@ -142,7 +142,7 @@ def loss(database, inserted: set[str], archive_url: str | None) -> str | None:
     """None when nothing is lost: every row gone from the table has exactly one `deleted` audit row
     and, where the domain archives, sits in an intact archive object, the one its audit row names
     (test_kill's invariant); else what is wrong."""
-    from retention_pipelines_tests.test_engine.test_kill import assert_invariant
+    from retention_pipelines_tests.test_engine.retention.test_kill import assert_invariant
 
     try:
         assert_invariant(database, inserted, archive_url)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import boto3
 
-from retention_pipelines.engine.archive_format import verify
-from retention_pipelines.engine.results import ACTED_ACTIONS
+from retention_pipelines.engine.archive.format import verify
+from retention_pipelines.engine.retention.results import ACTED_ACTIONS
 from retention_pipelines.stores import AppDatabase, archive_store_from_url
 from retention_pipelines.stores.files import DRAFT_PREFIX
 from retention_pipelines_tests.app_rows import meal_plan_rows, remaining_ids

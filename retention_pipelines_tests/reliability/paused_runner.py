@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 
-from retention_pipelines.engine.retention import RetentionEngine
+from retention_pipelines.engine.retention.run import RetentionEngine
 from retention_pipelines_tests.test_engine import runner
 
 CONFIG = json.loads(sys.argv[1]) if __name__ == "__main__" else {}

@@ -116,7 +116,7 @@ def place_kill_point(engine, kill_at: dict) -> KillPoint:
 
 
 def seal(config: dict) -> int:
-    from retention_pipelines.engine import audit_chain
+    from retention_pipelines.engine.audit import chain as audit_chain
     from retention_pipelines.stores import AppDatabase
 
     database = AppDatabase(config["database_url"])

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from retention_pipelines import schema
 from retention_pipelines.defs.audit_chain import INTACT_CHECK, build_audit_chain_defs
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine import audit_chain
+from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.conftest import new_database
 from retention_pipelines_tests.reliability.figures import full, record

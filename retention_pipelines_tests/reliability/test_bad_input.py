@@ -19,8 +19,8 @@ from datetime import date, timedelta
 import pytest
 import yaml
 
-from retention_pipelines.engine.erasure import ErasureRequests
-from retention_pipelines.engine.queue import ManualQueue
+from retention_pipelines.engine.gdpr.requests import ErasureRequests
+from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.policies import default_policy_path
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.app_rows import (

@@ -5,7 +5,7 @@ then the stale holder is resumed (SIGCONT).
 Stopped between two batches, the stale holder must commit nothing more: its next batch's lock
 check, inside the batch's transaction, finds the lock gone and rolls the batch back. Stopped between
 a batch's lock check and its commit, it commits nothing either: the other run raised the domain's
-fencing token before its first batch (engine/fence.py), and the stale batch's last act, reading the
+fencing token before its first batch (engine/retention/fence.py), and the stale batch's last act, reading the
 token, finds another run's and rolls back; meanwhile the row locks made the other run wait for it.
 """
 

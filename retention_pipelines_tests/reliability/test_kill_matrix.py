@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import boto3
 
-from retention_pipelines.engine import audit_chain
+from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.app_rows import insert_meal_plans_at, remaining_ids
 from retention_pipelines_tests.conftest import new_database

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from retention_pipelines.engine.evidence import record_evidence
-from retention_pipelines.engine.queue import ManualQueue
+from retention_pipelines.engine.audit.evidence import record_evidence
+from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.app_rows import insert_quiz_rows, uuid_spellings
 

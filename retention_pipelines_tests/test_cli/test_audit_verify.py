@@ -6,8 +6,8 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.cli.common import EXIT_BAD_INPUT, EXIT_FAILED
-from retention_pipelines.engine import audit_chain
-from retention_pipelines_tests.test_engine.test_audit_chain import execute, ids_of, write_audit_rows
+from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines_tests.test_engine.audit.test_audit_chain import execute, ids_of, write_audit_rows
 
 
 def chained_rows(database) -> int:

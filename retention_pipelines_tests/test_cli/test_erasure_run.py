@@ -8,7 +8,7 @@ import uuid
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.erasure import ErasureRequests
+from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines_tests.app_rows import _insert
 from retention_pipelines_tests.test_cli.conftest import EMAIL
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from retention_pipelines.engine.queue import ManualQueue
+from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.queue_rows import age_item, create_notes_table, place_hold, drop_notes, queue_audit, refer_to

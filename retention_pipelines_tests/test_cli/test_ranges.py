@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retention_pipelines.cli.common import MAX_ID
-from retention_pipelines.engine.erasure import MAX_EXTENSION_DAYS
-from retention_pipelines.engine.report import MONTH
+from retention_pipelines.engine.gdpr.requests import MAX_EXTENSION_DAYS
+from retention_pipelines.engine.report.figures import MONTH
 from retention_pipelines.policies import default_policy_path
 from retention_pipelines.stores.settings import MAX_LOCK_WAIT_SECONDS, RANGES, RetentionSettings
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines.engine import audit_chain
-from retention_pipelines.engine.report import build_report
-from retention_pipelines.engine.report_render import html_name, render_report
+from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.report.figures import build_report
+from retention_pipelines.engine.report.render import html_name, render_report
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.report_rows import ADDRESSES, MONTH, month_of_activity

@@ -12,7 +12,7 @@ from retention_pipelines import schema
 from retention_pipelines.defs.audit_chain import AUDIT_CHAIN_KEY, INTACT_CHECK, build_audit_chain_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.definitions import defs
-from retention_pipelines_tests.test_engine.test_audit_chain import execute, ids_of, write_audit_rows
+from retention_pipelines_tests.test_engine.audit.test_audit_chain import execute, ids_of, write_audit_rows
 
 
 def materialize(pg_url, local_archive_url):
@@ -80,8 +80,8 @@ def test_the_code_location_runs_it_daily():
 
 
 def test_the_seal_job_every_15_minutes_seals_and_indexes_what_runs_wrote(pg_url, pg_database, local_archive_url):
-    from retention_pipelines.engine import audit_chain
-    from retention_pipelines.engine.evidence import record_evidence
+    from retention_pipelines.engine.audit import chain as audit_chain
+    from retention_pipelines.engine.audit.evidence import record_evidence
 
     write_audit_rows(pg_database, 9)
     definitions = build_audit_chain_defs()

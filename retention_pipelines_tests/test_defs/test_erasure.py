@@ -12,8 +12,8 @@ from retention_pipelines.defs.erasure import (
     ERASURE_OVERDUE, NO_REQUEST_PAST_DUE_CHECK, REQUESTS_KEY, build_erasure_defs,
 )
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.erasure import ErasureRequests
-from retention_pipelines.engine.sla import Breaches
+from retention_pipelines.engine.gdpr.requests import ErasureRequests
+from retention_pipelines.engine.oversight.sla import Breaches
 
 KEY = b"test-key-0123456789"
 

@@ -24,11 +24,11 @@ from retention_pipelines.defs.erasure_run import (
     ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY, SUBJECT_ERASED_CHECK, build_erasure_run_defs,
 )
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.archive_format import decrypt_blob, read_manifest, read_rows
-from retention_pipelines.engine.erasure import ErasureRequests, Outcome
-from retention_pipelines.engine.queue import ManualQueue
-from retention_pipelines.engine.report import build_report
-from retention_pipelines.engine.report_render import render_report
+from retention_pipelines.engine.archive.format import decrypt_blob, read_manifest, read_rows
+from retention_pipelines.engine.gdpr.requests import ErasureRequests, Outcome
+from retention_pipelines.engine.oversight.queue import ManualQueue
+from retention_pipelines.engine.report.figures import build_report
+from retention_pipelines.engine.report.render import render_report
 from retention_pipelines.stores import archive_store_from_url, blob_store_from_url
 from retention_pipelines_tests.app_rows import _insert
 
@@ -334,7 +334,7 @@ def test_archive_keys_are_in_the_database_only_wrapped(pg_database, stores, poli
 
 
 def test_once_the_hold_is_released_a_retry_of_the_conflict_erases_the_record(pg_database, stores, instance, policies):
-    from retention_pipelines.engine.retry import retry_item
+    from retention_pipelines.engine.resolution.retry import retry_item
 
     world = World(pg_database, stores, policies)
     assert run_erasure(world, instance).success

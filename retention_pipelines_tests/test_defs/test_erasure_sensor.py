@@ -19,7 +19,7 @@ import pytest
 from retention_pipelines.defs.common import DRY_RUN_TAG
 from retention_pipelines.defs.erasure_run import ERASURE_JOB, MAX_ATTEMPTS, build_erasure_run_defs
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.erasure import ErasureRequests
+from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.stores import domain_locks
 from retention_pipelines_tests.app_rows import _insert
 from retention_pipelines_tests.queue_rows import allow_deletes, deny_deletes

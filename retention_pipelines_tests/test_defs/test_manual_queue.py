@@ -21,8 +21,8 @@ from retention_pipelines.defs.manual_queue import (
 )
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import build_run_sensors
-from retention_pipelines.engine.queue import ManualQueue
-from retention_pipelines.engine.sla import Breaches
+from retention_pipelines.engine.oversight.queue import ManualQueue
+from retention_pipelines.engine.oversight.sla import Breaches
 from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.queue_rows import (
     age_item, create_notes_table, drop_notes, place_hold, queue_audit, queue_rows, refer_to, set_item,

@@ -13,10 +13,10 @@ import pytest
 
 from retention_pipelines.defs.report import REPORT_JOB, REPORT_KEY, REPORT_SCHEDULE, build_report_defs
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine import audit_chain
-from retention_pipelines.engine.report import build_report
+from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.stores import archive_store_from_url
-from retention_pipelines.engine.report_render import html_name, render_report
+from retention_pipelines.engine.report.render import html_name, render_report
 from retention_pipelines_tests.report_rows import ADDRESSES, MONTH, month_of_activity
 from retention_pipelines_tests.test_engine.helpers import archive_objects
 

@@ -11,7 +11,7 @@ from retention_pipelines.defs.common import DOMAIN_TAG
 from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import CATCH_UP_TAG, build_retention_lag_sensor
-from retention_pipelines.engine.sla import RETENTION_LAG, Breaches
+from retention_pipelines.engine.oversight.sla import RETENTION_LAG, Breaches
 from retention_pipelines_tests.app_rows import insert_quiz_rows
 
 
@@ -148,7 +148,7 @@ def evaluate_run_sensor(sensor, result, instance, stores, failure=False):
 def test_failures_in_a_row_open_a_breach_and_a_success_closes_it(policies, postgres_server, pg_url, pg_database,
                                                                  redis_url, local_archive_url, instance):
     from retention_pipelines.defs.sla_sensors import build_run_sensors
-    from retention_pipelines.engine.sla import RUN_FAILURES
+    from retention_pipelines.engine.oversight.sla import RUN_FAILURES
 
     policy = policies.domains["quiz_responses"]
     jobs = list(build_domain_defs(policy, policies.policy_version).jobs)
@@ -174,7 +174,7 @@ def test_failures_in_a_row_open_a_breach_and_a_success_closes_it(policies, postg
 def test_a_run_over_its_time_limit_opens_a_run_duration_breach(policies, pg_url, pg_database, redis_url,
                                                               local_archive_url, instance):
     from retention_pipelines.defs.sla_sensors import build_run_sensors
-    from retention_pipelines.engine.sla import RUN_DURATION
+    from retention_pipelines.engine.oversight.sla import RUN_DURATION
 
     policy = policies.domains["quiz_responses"]
     hasty = policy.model_copy(update={"sla": policy.sla.model_copy(update={"max_run_duration": timedelta(milliseconds=1)})})
@@ -308,7 +308,7 @@ def test_a_lag_that_shrinks_but_stays_over_the_sla_does_not_de_escalate_or_alert
 def test_failures_in_a_row_reaching_twice_the_limit_escalate_once(policies, postgres_server, pg_url, pg_database,
                                                                   redis_url, local_archive_url, instance, receiver):
     from retention_pipelines.defs.sla_sensors import build_run_sensors
-    from retention_pipelines.engine.sla import RUN_FAILURES
+    from retention_pipelines.engine.oversight.sla import RUN_FAILURES
     policy = policies.domains["quiz_responses"]
     limit = policy.sla.max_consecutive_failures
     jobs = list(build_domain_defs(policy, policies.policy_version).jobs)

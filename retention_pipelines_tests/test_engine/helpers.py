@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.archive_format import blob_key_id, decrypt_blob, read_manifest, read_rows
-from retention_pipelines.engine.keys import ArchiveKeys
+from retention_pipelines.engine.archive.format import blob_key_id, decrypt_blob, read_manifest, read_rows
+from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.stores import AppDatabase, archive_store_from_url
 
 QUIZ = "quiz_responses"

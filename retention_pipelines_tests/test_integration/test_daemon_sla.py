@@ -22,7 +22,7 @@ import pytest
 
 from retention_pipelines.defs.common import DOMAIN_TAG, job_name
 from retention_pipelines.defs.sla_sensors import CATCH_UP_TAG
-from retention_pipelines.engine.sla import RETENTION_LAG, Breaches
+from retention_pipelines.engine.oversight.sla import RETENTION_LAG, Breaches
 from retention_pipelines.policies import DomainPolicy, load_policies
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.app_rows import (

@@ -1,4 +1,4 @@
-"""Data keys of the encrypted archives (crypto-shredding, engine/keys.py).
+"""Data keys of the encrypted archives (crypto-shredding, engine/archive/keys.py).
 
 Revision ID: 0006
 Revises: 0005

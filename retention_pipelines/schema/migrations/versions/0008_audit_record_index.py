@@ -1,4 +1,4 @@
-"""The evidence index: which audit rows are about which record (engine/evidence.py).
+"""The evidence index: which audit rows are about which record (engine/audit/evidence.py).
 
 Revision ID: 0008
 Revises: 0007

@@ -1,0 +1,1 @@
+"""The monthly compliance report: its figures, charts and rendering."""

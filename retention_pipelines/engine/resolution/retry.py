@@ -1,0 +1,100 @@
+"""A manual-queue item, retried: its record (or, for a failed run or archive, its whole domain) runs
+through the same engine as a scheduled run, under the domain's lock. The item is resolved when
+nothing of it is left to do; otherwise it stays as it was, with one more attempt counted."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from retention_pipelines.engine.retention.archive_expiry import HELD_REASON as ARCHIVE_HELD_REASON
+from retention_pipelines.engine.retention.archive_expiry import QUEUE_REASON as ARCHIVE_QUEUE_REASON
+from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention, is_archive_key
+from retention_pipelines.engine.oversight.queue import RECORD_REASONS, ManualQueue, QueueItem
+from retention_pipelines.engine.retention.results import ArchiveVerificationFailed
+from retention_pipelines.engine.retention.run import RetentionEngine
+from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.stores import HeldLock, LockLost, StoreUnavailable
+
+ERASURE_ITEM = re.compile(r"^erasure request \d+: ")
+
+# What a retry can run into that leaves the item for another try; anything else is a bug and raises.
+RETRY_ERRORS = (StoreUnavailable, ArchiveVerificationFailed, LockLost, sa.exc.DBAPIError)
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    item_id: int
+    domain: str
+    reason: str
+    resolved: bool
+    message: str
+
+
+def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
+               lock: HeldLock | None = None) -> RetryOutcome:
+    """One attempt at the item, by what it is about; resolved when nothing of it is left to do,
+    else left as it was with one more attempt and why."""
+    if item.reason in (ARCHIVE_QUEUE_REASON, ARCHIVE_HELD_REASON) and is_archive_key(item.domain, item.record_id):
+        attempt = _retry_archive_object
+    elif item.reason == "legal_hold_conflict" or ERASURE_ITEM.match(item.detail or ""):
+        # An erasure's record (its hold released, retryable checked; or one the erasure run could not
+        # finish): erased by id now, whatever its retention deadline.
+        attempt = _erase_record
+    else:
+        attempt = _retry_records
+    try:
+        done, what = attempt(item, engine, run_id, lock)
+    except RETRY_ERRORS as exc:
+        done, what = False, _reason(exc)
+    if not done:
+        queue.retry_failed(item.id, by, what, run_id)
+        return RetryOutcome(item.id, item.domain, item.reason, False, what)
+    queue.resolve(item.id, by, f"retried in run {run_id}: {what}", run_id)
+    return RetryOutcome(item.id, item.domain, item.reason, True, what)
+
+
+def _retry_records(item: QueueItem, engine: RetentionEngine, run_id: str, lock: HeldLock | None) -> tuple[bool, str]:
+    """The item's record (or, for a failed run or archive, its whole domain) through a run."""
+    one_record = item.reason in RECORD_REASONS
+    target = engine.for_retry([item.record_id] if one_record else None)
+    report = target.run(run_id, lock=lock)
+    left = target.count_remaining(engine.database.now(), waiting_for_a_person=None) if one_record else 0
+    if report.acted.failed:
+        return False, f"{report.acted.failed} rows could not be {report.acted.action} yet"
+    if left:
+        return False, "the record is still due and was not acted on"
+    return True, f"{report.acted.acted_on} rows {report.acted.action}" if report.acted.acted_on else "nothing was left to do"
+
+
+def _erase_record(item: QueueItem, engine: RetentionEngine, run_id: str, lock: HeldLock | None) -> tuple[bool, str]:
+    from retention_pipelines.engine.gdpr.requests import ErasureRequests
+    from retention_pipelines.engine.archive.keys import ArchiveKeys
+    from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
+
+    erasure = SubjectErasure(ErasureRequests(engine.database), engine.keys or ArchiveKeys.from_settings(engine.database),
+                             engine.archive_store, engine.policy_version)
+    return erasure.erase_record(engine, item, run_id, lock)
+
+
+def _retry_archive_object(item: QueueItem, engine: RetentionEngine, run_id: str,
+                          lock: HeldLock | None) -> tuple[bool, str]:
+    """An archive object the store refused to delete: its unit goes through the archive expiry
+    again (still only once past keep_for, audited once); done when the object is gone."""
+    expiry = ArchiveRetention(engine.policy, engine.policy_version, engine.database,
+                              engine.archive_store).for_retry().expire(run_id, lock=lock, key=item.record_id)
+    if engine.archive_store.exists(item.record_id):
+        why = ("it holds a record under a legal hold" if expiry.objects_skipped_held else
+               "it is under an Object Lock or legal hold" if expiry.objects_skipped_locked else
+               "the store refused the delete" if expiry.objects_refused else "it is not past its keep_for")
+        return False, f"the archive object is still there: {why}"
+    return True, "the archive object was deleted" if expiry.objects_deleted else "the archive object was already gone"
+
+
+def _reason(exc: Exception) -> str:
+    """A retry's failure in one line, for the item's history: the driver's message for a database
+    error, never personal data."""
+    reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
+    return without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__)

@@ -1,0 +1,472 @@
+"""The retention run for any domain a policy describes, in the steps of the design:
+
+1. find    — the cutoff from the database's clock; count what is due (no ids kept in memory)
+2. archive — per batch: rows → JSON lines encrypted per subject + manifest → archive store, read back,
+             decrypted, verified
+3. act     — per batch, ONE transaction: DELETE (or redact) … RETURNING pk + one audit row per pk
+4. audit   — the run's audit rows counted back against what it acted on
+
+Every step is safe to repeat: a batch is whole or untouched; the delete's own WHERE skips what is
+gone, and only the rows a DELETE/UPDATE … RETURNING hands back are audited, so no row is acted on
+or audited twice; archive objects are content-addressed, so re-archiving rewrites the same object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from retention_pipelines.engine.archive.format import encode_batch, read_manifest, verify
+from retention_pipelines.engine.retention.fence import DomainFence
+from retention_pipelines.engine.oversight.holds import pass_gate
+from retention_pipelines.engine.archive.keys import ArchiveKeys, DataKey
+from retention_pipelines.engine.retention.memory import give_large_blocks_back
+from retention_pipelines.engine.retention.blobs import StoredObjects
+from retention_pipelines.engine.retention.pacing import BatchPacer
+from retention_pipelines.engine.retention.lanes import bounded_parallel
+from retention_pipelines.engine.retention.table import LEADING, AuditStamp, DomainTable, KeyRange, SubjectRows, report_once
+from retention_pipelines.engine.oversight.queue import SYSTEM_ACTOR, ManualQueue
+from retention_pipelines.engine.retention.results import (
+    ACTED_ACTIONS, Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Found, Orphans, RunReport,
+)
+from retention_pipelines.logs import get_logger
+from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.schema import audit_log, ensure_current
+from retention_pipelines.stores import AppDatabase, ArchiveStore, BlobStore, HeldLock, StoreUnavailable
+
+
+log = get_logger("engine")
+
+
+class RetentionEngine:
+    """One domain's retention, against one database and one archive store."""
+
+    def __init__(self, policy: DomainPolicy, policy_version: str, database: AppDatabase,
+                 archive_store: ArchiveStore, blob_store: BlobStore | None = None, keys: ArchiveKeys | None = None):
+        self.policy, self.policy_version = policy, policy_version
+        self.database, self.archive_store, self.blob_store = database, archive_store, blob_store
+        if policy.blob_key_column and blob_store is None:
+            raise ValueError(f"domain {policy.name} keeps objects ({policy.blob_key_column}): it needs a blob store")
+        try:
+            ensure_current(database.engine)
+        except sa.exc.OperationalError as exc:
+            raise database.connect_error(exc) from None
+        # Refused (PolicyMismatch) unless the table is what the policy requires: a wall-time clock
+        # without its declared zone is never guessed at.
+        self.table = DomainTable.of(policy, database)
+        # The data keys the archives are encrypted with (crypto-shredding); by default those of the
+        # configuration (RETENTION_ARCHIVE_MASTER_KEY, RETENTION_ERASURE_HASH_KEY).
+        self.keys = keys or (ArchiveKeys.from_settings(database) if policy.archive.enabled else None)
+        self.objects = StoredObjects(policy, self.table, blob_store, archive_store,
+                                     self.keys.hash_key if self.keys else None) if blob_store else None
+        # What the run cannot finish goes to a person; a retry of a queue item counts its own attempt.
+        self.queue: ManualQueue | None = ManualQueue(database, policy_version)
+        self.action = policy.action_name  # the audit action of each row acted on
+        self.audit_detail: str | None = None
+        give_large_blocks_back()  # a long run's memory stays where a short run's is
+
+    def for_retry(self, record_ids: list[str] | None = None) -> RetentionEngine:
+        """The same engine for a manual-queue retry, limited to these records (None: every due
+        row): they go through every step (find, archive, act, audit) exactly as in a scheduled
+        run. It adds nothing to the queue: the retry counts its own attempt on its item."""
+        narrowed = copy.copy(self)
+        narrowed.queue = None
+        if record_ids is not None:
+            narrowed.table = self.table.narrowed_to(record_ids)
+            if self.objects is not None:
+                narrowed.objects = self.objects.for_table(narrowed.table)
+        return narrowed
+
+    def for_subject(self, erasing: SubjectRows) -> RetentionEngine:
+        """The same engine for an erasure request: every step (find, archive, act, audit) chooses
+        the subject's rows, whatever their deadline, under the same holds, archive rules and audit;
+        each row acted on is audited as `erased`, naming the request."""
+        subject = copy.copy(self)
+        subject.table = self.table.for_subject(erasing)
+        if self.objects is not None:
+            subject.objects = self.objects.for_table(subject.table)
+        subject.action, subject.audit_detail = "erased", f"erasure request {erasing.request_id}"
+        return subject
+
+    def _needs_person(self, record_id: str, reason: str, detail: str, run_id: str | None) -> None:
+        if self.audit_detail:  # an erasure's item says so: its retry erases the record, deadline or not
+            detail = f"{self.audit_detail}: {detail}"
+        if self.queue is not None:
+            self.queue.add(self.policy.name, record_id, reason, detail, self.policy.sla.resolve_within,
+                           run_id or SYSTEM_ACTOR)
+
+    @contextlib.contextmanager
+    def _failed_verification_to_queue(self, run_id: str | None):
+        try:
+            yield
+        except ArchiveVerificationFailed as exc:
+            self._needs_person(exc.uri or f"{self.policy.name} archive", "archive_verification_failed", str(exc), run_id)
+            raise
+
+    # 1. find ---------------------------------------------------------------------------------
+    def find(self, window_start: datetime | None = None, window_end: datetime | None = None) -> Found:
+        """Everything whose deadline is at or before the cutoff, the earlier of the window's end
+        and the database's now, is due: rows of the window and any left from before it."""
+        now = self.database.now()
+        cutoff = min(window_end, now) if window_end is not None else now
+        clock_cutoff = cutoff - self.policy.retain_for
+        start_clock = window_start - self.policy.retain_for if window_start is not None else None
+        bind = self.database.bind_time
+        with self._connect() as connection:
+            in_window, total = connection.execute(
+                self.table.count_due(bind(clock_cutoff), bind(start_clock) if start_clock else None, held=True)
+            ).one()
+            held_clocks = self.table.held_due_clocks(connection, bind(clock_cutoff))
+        # The held rows, few, taken out of the counts the clock index gave.
+        held = len(held_clocks)
+        held_in_window = held if start_clock is None else sum(
+            1 for clock in held_clocks.values() if self.database.read_time(clock) > start_clock)
+        in_window, total = int(in_window) - held_in_window, int(total) - held
+        found = Found(self.policy.name, now, window_start, window_end, cutoff, clock_cutoff,
+                      in_window, total - in_window, held)
+        log.info(f"{self.policy.name}: cutoff {cutoff.isoformat()}: {found.rows} due "
+                 f"({found.due_in_window} in the window, {found.overdue} overdue), {held} under legal hold",
+                 extra={"domain": self.policy.name, "step": "find", "cutoff": cutoff.isoformat(),
+                        "rows_found": found.rows, "rows_overdue": found.overdue, "rows_under_legal_hold": held})
+        return found
+
+    # 2. archive ------------------------------------------------------------------------------
+    def archive(self, found: Found, dry_run: bool = False, run_id: str | None = None) -> Archived:
+        """Write each batch of due rows to the archive store and verify it by reading it back.
+        Dry-run computes the same keys and writes nothing."""
+        archived = Archived(enabled=self.policy.archive.enabled, dry_run=dry_run)
+        if not archived.enabled:
+            return archived
+        started = time.monotonic()
+        columns, raw_json = self.table.archive_select()
+        names = [c.name for c in columns]
+        # Objects keep the policy's batch_size (a rerun must find the same objects); the pacer
+        # only rests the workers while the database is busy.
+        pacer = BatchPacer(self.policy, self.database.engine, fixed_size=True)
+
+        def archive_batch(rows: list) -> ArchivedBatch:
+            batch_started = time.monotonic()
+            record_ids = [self.table.record_id(row[1]) for row in rows]
+            values = [row[LEADING:] for row in rows]  # batches() puts clock, pk and subject first
+            day = self.table.clock_instant(rows[0][0]).date()
+            row_keys = None if dry_run else self._row_keys(rows, record_ids)
+            # An S3 Object Lock (where configured) keeps each object until the database's now + keep_for.
+            retain_until = None if dry_run else self.archive_store.retain_until(self.database.now,
+                                                                                self.policy.archive.keep_for)
+            blobs = self.objects.archive(values, names, record_ids, row_keys, retain_until) if self.objects else None
+            if blobs and not dry_run:
+                # Same rows, same object name: a rerun rewrites the manifest an interrupted run wrote.
+                name = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day,
+                                    self.keys.hash_key, None, raw_json).manifest_key
+                blobs = self.objects.keep_earlier_digests(blobs, name)
+            encoded = encode_batch(self.policy.name, self.policy_version, names, values, record_ids, day,
+                                   self.keys.hash_key, row_keys, raw_json, blobs)
+            if not dry_run:
+                self._write_verified(encoded, row_keys, retain_until)
+                pacer.after_batch(len(rows), time.monotonic() - batch_started)
+            return ArchivedBatch(encoded.key, encoded.manifest_key, self.archive_store.uri(encoded.key),
+                                 encoded.rows, encoded.sha256)
+
+        # The walk reads the next batch while workers encode, write and verify the previous ones.
+        walk = self.table.batches(self.database.engine, [self.table.subject(), *columns],
+                                  self._bind(found.clock_cutoff), self.policy.batch_size)
+        with self._failed_verification_to_queue(run_id):
+            archived.batches.extend(bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
+        archived.seconds = time.monotonic() - started
+        verb = "would archive" if dry_run else "archived and verified"
+        log.info(f"{self.policy.name}: {verb} {archived.rows} rows in {len(archived.batches)} objects",
+                 extra={"domain": self.policy.name, "step": "archive", "dry_run": dry_run,
+                        "rows_archived": archived.rows, "archive_objects": len(archived.batches)})
+        return archived
+
+    def _row_keys(self, rows: list, record_ids: list[str]) -> list[DataKey]:
+        """Each row's data key: its subject's, or the batch's for rows without a subject."""
+        hashes = [self.keys.subject_hash(row[2]) if row[2] else None for row in rows]
+        by_subject = self.keys.for_subjects({h for h in hashes if h})
+        nobody = [rid for rid, h in zip(record_ids, hashes) if h is None]
+        batch_key = None
+        if nobody:
+            digest = hashlib.sha256("\n".join(nobody).encode()).hexdigest()
+            batch_key = self.keys.for_batch(f"{self.policy.name}:{digest}")
+        return [by_subject[h] if h else batch_key for h in hashes]
+
+    def _write_verified(self, encoded, row_keys: list[DataKey], retain_until: datetime | None = None) -> None:
+        self.archive_store.put(encoded.key, encoded.data, retain_until=retain_until)
+        self.archive_store.put(encoded.manifest_key, encoded.manifest, retain_until=retain_until)
+        # Read back, and decrypted with the keys it was written with: an archive that cannot be read
+        # protects nothing, so its rows stay.
+        problem = verify(self.archive_store.get(encoded.key), read_manifest(self.archive_store.get(encoded.manifest_key)),
+                         {k.key_id: k.key for k in row_keys})
+        if problem:
+            uri = self.archive_store.uri(encoded.key)
+            raise ArchiveVerificationFailed(f"{uri}: {problem}; no row of it was deleted", uri)
+
+    # 3. act: delete or redact, with the audit rows, one transaction per batch ------------------
+    def act(self, found: Found, archived: Archived | None, run_id: str, dry_run: bool = False,
+            lock: HeldLock | None = None) -> Acted:
+        acted = Acted(action=self.action, dry_run=dry_run, since=found.database_now)
+        if dry_run:
+            acted.acted_on = archived.rows if self.policy.archive.enabled and archived else found.rows
+            acted.skipped_legal_hold = found.held
+            log.info(f"{self.policy.name}: dry run: would have {acted.action} {acted.acted_on} rows",
+                     extra={"domain": self.policy.name, "step": "act", "dry_run": True, "rows": acted.acted_on})
+            return acted
+        if self.policy.archive.enabled and (archived is None or archived.dry_run):
+            raise ValueError(f"domain {self.policy.name} archives: its rows are acted on only from a written archive")
+        started = time.monotonic()
+        self._respell_holds(run_id)
+        acted.skipped_legal_hold = self._audit_held(found, run_id)
+        clock_cutoff = self._bind(found.clock_cutoff)
+        stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version, detail=self.audit_detail)
+
+        pacer = BatchPacer(self.policy, self.database.engine)
+        # Under a lock, the domain's fencing token too: no batch of a run that lost the lock commits
+        # once this one begins (engine/retention/fence.py).
+        fence = DomainFence.take(self.database, self.policy.name) if lock is not None else None
+
+        def act_on(batch: dict) -> tuple[int, int, float, tuple | None]:
+            with pacer.turn():
+                batch_started = time.monotonic()
+                try:
+                    count, refused, last = self._act_on_batch(batch, clock_cutoff, stamp, lock, fence)
+                except sa.exc.IntegrityError:
+                    # A row that another table still refers to (a foreign key) fails its whole
+                    # batch: the batch goes again row by row, and the rows refused go to a person.
+                    count, refused, last = self._act_row_by_row(batch, clock_cutoff, stamp, lock, fence)
+                seconds = time.monotonic() - batch_started
+            for record_id, (reason, why) in refused.items():
+                self._needs_person(record_id, reason, why, run_id)
+            pacer.after_batch(count, seconds)
+            return count, len(refused), seconds, last
+
+        def walk_lane(lane: KeyRange) -> list[tuple[int, int, float, tuple | None]]:
+            """A lane's batches one after another, each choosing the rows after the last one's."""
+            done, after = [], lane.after
+            while True:
+                batch = act_on({"pks": None, "lane": KeyRange(after, lane.upto), "limit": pacer.next_size(),
+                                "archive_uri": None})
+                if batch[3] is None:  # nothing left to choose: the lane is done (no batch to count)
+                    return done
+                done.append(batch)
+                after = batch[3]
+
+        with self._failed_verification_to_queue(run_id):
+            if self.policy.archive.enabled:  # exactly the rows of each verified object
+                acting = list(bounded_parallel(act_on, self._verified_objects(archived),
+                                               self.policy.parallel_batches))
+            else:  # the due rows, in lanes side by side
+                lanes = self.table.lanes(self.database.engine, clock_cutoff, found.rows, self.policy.parallel_batches,
+                                         self.policy.batch_size)
+                acting = [batch for lane in bounded_parallel(walk_lane, lanes, len(lanes)) for batch in lane]
+        for count, failed, seconds, _ in acting:
+            acted.acted_on += count
+            acted.failed += failed
+            acted.batches += 1
+            acted.batch_seconds.append(seconds)
+        acted.seconds, acted.paused_seconds = time.monotonic() - started, pacer.slept_seconds
+        log.info(f"{self.policy.name}: {acted.action} {acted.acted_on} rows in {acted.batches} batches, "
+                 f"{acted.skipped_legal_hold} newly reported under legal hold",
+                 extra={"domain": self.policy.name, "step": "act", "action": acted.action, "rows": acted.acted_on,
+                        "rows_failed": acted.failed, "batches": acted.batches,
+                        "rows_skipped_legal_hold": acted.skipped_legal_hold,
+                        "longest_batch_ms": round(acted.longest_batch_seconds * 1000, 1),
+                        "paused_for_load_seconds": round(acted.paused_seconds, 3),
+                        "seconds": round(acted.seconds, 3)})
+        return acted
+
+    def _act_on_batch(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
+                      fence: DomainFence | None = None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
+        """One batch in one transaction: (rows acted on, {record id: (queue reason, why)}, and for
+        a lane's batch the (clock, key) of the last row it chose, None when none was left)."""
+        last = None
+
+        def still_ours(connection: sa.Connection) -> None:
+            if lock is not None:
+                lock.ensure_held()  # a run that lost its lock must not commit another batch
+            if fence is not None:
+                fence.check(connection)  # nor one stopped since that check while another run took over
+
+        with self._begin() as connection:
+            # First: a hold committed before this point is seen by every statement below; one placed
+            # later waits for this commit (engine/oversight/holds.py).
+            pass_gate(connection, self.policy.name)
+            if batch.get("blobs") is not None:
+                # Checked before the first object is deleted, not after: an object cannot be put back
+                # by a rollback. The fence's share lock then keeps the batch ours until it commits.
+                count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"],
+                                                 before_delete=still_ours)
+                refused = {rid: ("blob_delete_failed", why) for rid, why in failed.items()}
+            else:
+                if batch["pks"] is None:
+                    (count, last), refused = self.table.act_next(connection, clock_cutoff, stamp, batch["lane"],
+                                                                 batch["limit"]), {}
+                else:
+                    count, refused = self.table.act_batch(connection, clock_cutoff, replace(
+                        stamp, archive_uri=batch["archive_uri"]), batch["pks"]), {}
+                still_ours(connection)
+        return count, refused, last
+
+    def _act_row_by_row(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
+                        fence: DomainFence | None = None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
+        pks, last = batch["pks"], None
+        if pks is None:  # a lane's batch: the rows it would have chosen
+            with self._connect() as connection:
+                keys = connection.execute(self.table.next_rows(clock_cutoff, batch["lane"], batch["limit"])).all()
+            pks, last = [pk for _, pk in keys], (tuple(keys[-1]) if keys else None)
+        count, refused = 0, {}
+        for pk in pks:
+            try:
+                done, failed, _ = self._act_on_batch({**batch, "pks": [pk]}, clock_cutoff, stamp, lock, fence)
+            except sa.exc.IntegrityError as exc:
+                constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or "a constraint"
+                refused[self.table.record_id(pk)] = ("delete_blocked", f"the database refused: {constraint}")
+                continue
+            count += done
+            refused.update(failed)
+        return count, refused, last
+
+    def _verified_objects(self, archived: Archived) -> Iterator[dict]:
+        """An archived domain acts on exactly the rows of each verified object (its manifest's)."""
+        for batch in archived.batches:
+            # Read back once more: an object changed or gone since it was verified protects nothing.
+            try:
+                digest = hashlib.sha256(self.archive_store.get(batch.key)).hexdigest()
+            except StoreUnavailable:
+                raise ArchiveVerificationFailed(f"{batch.uri} cannot be read back; its rows stay", batch.uri) from None
+            manifest = read_manifest(self.archive_store.get(batch.manifest_key))
+            if not digest == batch.sha256 == manifest["sha256"]:
+                raise ArchiveVerificationFailed(f"{batch.uri} changed since it was verified; its rows stay", batch.uri)
+            pks = [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None]
+            yield {"pks": pks, "archive_uri": batch.uri, "blobs": manifest.get("blobs")}
+
+    def _respell_holds(self, run_id: str) -> None:
+        """Holds found in another spelling of their record's key are counted as held (find): they
+        are rewritten in the canonical one before anything is acted on, so that they hold too."""
+        with self._begin() as connection:
+            respelled = self.table.respell_holds(connection)
+            if respelled:
+                connection.execute(sa.insert(audit_log), [
+                    {**AuditStamp(self.policy.name, "hold_respelled", run_id, self.policy_version,
+                                  detail=f"legal hold {hold_id}: record id rewritten in its key's canonical form"
+                                  ).row(canonical), "actor": SYSTEM_ACTOR}
+                    for hold_id, _, canonical in respelled])
+        if respelled:
+            log.warning(f"{self.policy.name}: {len(respelled)} legal holds named their record in another spelling "
+                        "of its key; rewritten in the canonical one", extra={"domain": self.policy.name,
+                                                                            "holds_respelled": len(respelled)})
+
+    def _audit_held(self, found: Found, run_id: str) -> int:
+        """One `skipped_legal_hold` audit row per held, due record, written once ever."""
+        with self._begin() as connection:
+            held = sorted(set(self.table.held_due(connection, self._bind(found.clock_cutoff))))
+            if not held:
+                return 0
+            stamp = AuditStamp(self.policy.name, "skipped_legal_hold", run_id, self.policy_version)
+            # Two runs may report the same hold at once: the database keeps one report, both go on.
+            return len(connection.execute(report_once(connection, [stamp.row(record_id) for record_id in held])).all())
+
+    # 4. audit ---------------------------------------------------------------------------------
+    def audit(self, acted: Acted, run_id: str) -> Audited:
+        """Count the run's audit rows back from the database: they must equal the rows acted on."""
+        query = self._run_entries(sa.select(audit_log.c.action, sa.func.count()), acted, run_id)
+        query = query.group_by(audit_log.c.action)
+        with self._connect() as connection:
+            counts = dict(connection.execute(query).all())
+        return Audited(run_id, sum(int(counts.get(a, 0)) for a in ACTED_ACTIONS[acted.action]), acted.acted_on,
+                       int(counts.get("skipped_legal_hold", 0)))
+
+    def count_acted_on_early(self, acted: Acted, run_id: str) -> int:
+        """The run's audit entries of rows acted on before their deadline: what must be zero
+        (for the blacklist, "never one second earlier")."""
+        query = self._run_entries(sa.select(sa.func.count()), acted, run_id).where(
+            audit_log.c.action.in_(ACTED_ACTIONS[acted.action]), audit_log.c.occurred_at < audit_log.c.deadline)
+        with self._connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def retention_lag(self) -> timedelta:
+        """How long the oldest row outside a legal hold, and not waiting for a person in the manual
+        queue, has been kept past its deadline (zero when none is): the first entry of the clock
+        index, one cheap query however large the table."""
+        now = self.database.now()
+        oldest = sa.select(sa.func.min(self.table.clock_utc())).where(
+            *self.table.due(self._bind(now - self.policy.retain_for)), self.table.not_held(),
+            self.table.not_waiting_for_a_person())
+        with self._connect() as connection:
+            clock = connection.execute(oldest).scalar_one()
+        if clock is None:
+            return timedelta(0)
+        return max(now - (self.database.read_time(clock) + self.policy.retain_for), timedelta(0))
+
+    def count_without_clock(self) -> int:
+        """Rows whose clock is NULL, kept (clock_nulls: keep) and never due: zero for a NOT NULL clock."""
+        with self._connect() as connection:
+            return self.table.count_without_clock(connection)
+
+    def count_remaining(self, deadline: datetime, waiting_for_a_person: bool | None = False) -> int:
+        """Rows not under a legal hold whose deadline is at or before `deadline` and that are still
+        to be acted on: what a compliance check expects to be zero after a run. Rows with an open
+        manual-queue item are left out (False, the default), counted alone (True) or counted in
+        with the others (None)."""
+        clock_cutoff = self._bind(deadline - self.policy.retain_for)
+        queued = self.table.not_waiting_for_a_person()
+        extra = {False: [queued], True: [~queued], None: []}[waiting_for_a_person]
+        with self._connect() as connection:
+            return int(connection.execute(self.table.count_due(clock_cutoff, None, *extra)).one()[1])
+
+    def verify_archive(self, archived: Archived) -> list[str]:
+        """Each object of the run read back against its manifest: the problems found, if any."""
+        problems = []
+        for batch in archived.batches:
+            if not self.archive_store.exists(batch.key):
+                problems.append(f"{batch.uri}: missing")
+                continue
+            manifest = read_manifest(self.archive_store.get(batch.manifest_key))
+            problem = verify(self.archive_store.get(batch.key), manifest)
+            if problem:
+                problems.append(f"{batch.uri}: {problem}")
+        return problems
+
+    def _run_entries(self, query: sa.Select, acted: Acted, run_id: str) -> sa.Select:
+        """The run's audit entries, read through the time index: none is older than the run."""
+        # The domain too: an erasure run writes the entries of every domain under one run id.
+        query = query.where(audit_log.c.run_id == run_id, audit_log.c.domain == self.policy.name)
+        if acted.since is not None:
+            # Whole seconds, a second early: SQLite's clock (the cutoff's) stops at the second.
+            since = acted.since.replace(microsecond=0) - timedelta(seconds=1)
+            query = query.where(audit_log.c.occurred_at >= self._bind(since))
+        return query
+
+    def find_orphans(self) -> Orphans:
+        """Objects in hot storage that no row points at, and rows pointing at no object. Counts
+        only, for a person to look into: nothing is deleted on this basis."""
+        with self._connect() as connection:
+            return self.objects.orphans(connection)
+
+    # the whole run, for the CLI's engine-only paths, tests and benchmarks ----------------------
+    def run(self, run_id: str, window_start: datetime | None = None, window_end: datetime | None = None,
+            dry_run: bool = False, lock: HeldLock | None = None) -> RunReport:
+        found = self.find(window_start, window_end)
+        archived = self.archive(found, dry_run, run_id)
+        acted = self.act(found, archived, run_id, dry_run, lock)
+        return RunReport(found, archived, acted, None if dry_run else self.audit(acted, run_id))
+
+    # ------------------------------------------------------------------------------------------
+    def _bind(self, moment: datetime) -> datetime:
+        return self.database.bind_time(moment)
+
+    def _connect(self):
+        return self.database.connect()
+
+    def _begin(self):
+        return self.database.begin()
+
+
+__all__ = ["Acted", "ArchiveVerificationFailed", "Archived", "Audited", "Found", "Orphans", "RetentionEngine",
+           "RunReport"]

@@ -1,0 +1,156 @@
+"""A run killed by SIGKILL, between batches or inside one, leaves every deleted row audited (and
+archived where the policy archives), and a rerun converges."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from retention_pipelines.engine.archive.format import verify
+from retention_pipelines.stores import archive_store_from_url
+from retention_pipelines_tests.app_rows import remaining_ids
+from retention_pipelines_tests.test_engine.helpers import (
+    RunnerProcess, archive_objects, archiving, assert_each_deleted_audited_once, audit_rows, bulk_insert_pg,
+    engine_for, manifests,
+)
+
+DUE, BATCH = 5000, 50
+VARIANTS = [pytest.param(None, id="no-archive"), pytest.param("local", id="archive-local"),
+            pytest.param("s3", id="archive-s3")]
+
+
+@pytest.fixture
+def archive_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def archive_url(request, archive_kind) -> str:
+    return request.getfixturevalue("s3_archive_url" if archive_kind == "s3" else "local_archive_url")
+
+
+def dsn(postgres_server, url: str) -> str:
+    return postgres_server.dsn(sa.engine.make_url(url).database)
+
+
+def assert_invariant(database, inserted: set[str], archive_url: str | None) -> set[str]:
+    """Every id gone from the table has exactly one `deleted` audit row and, when archiving, sits in
+    the manifest of an existing, intact object, the one its audit row names."""
+    remaining = remaining_ids(database)
+    assert_each_deleted_audited_once(database, inserted, remaining)
+    if archive_url is not None:
+        store = archive_store_from_url(archive_url)
+        objects = archive_objects(archive_url)
+        listed: dict[str, set[str]] = {}
+        for key, manifest in manifests(objects).items():
+            if key in objects:
+                assert verify(objects[key], manifest) is None, f"{key} does not match its manifest"
+                listed[store.uri(key)] = set(manifest["record_ids"])
+        for row in audit_rows(database, "deleted"):
+            assert row["record_id"] in listed.get(row["archive_uri"], set()), (
+                f"{row['record_id']} deleted but not in the object its audit row names ({row['archive_uri']})")
+    return remaining
+
+
+def rerun_converges(policy, policies, database, archive_url, inserted: set[str]) -> None:
+    report = engine_for(policy, policies, database, archive_url).run("rerun")
+    assert report.audited.consistent
+    assert remaining_ids(database) == set()
+    assert_invariant(database, inserted, archive_url if policy.archive.enabled else None)
+    assert len(audit_rows(database, "deleted")) == len(inserted)
+
+
+def start_runner(pg_url: str, archive_url: str, archived: bool, **extra) -> RunnerProcess:
+    return RunnerProcess(database_url=pg_url, archive_url=archive_url, batch_size=BATCH, archive=archived,
+                         run_id="killed", **extra)
+
+
+@pytest.mark.parametrize("archive_kind", VARIANTS, indirect=True)
+def test_killed_between_batches(postgres_server, pg_url, pg_database, policies, quiz_policy, archive_url,
+                                archive_kind):
+    bulk_insert_pg(pg_database, DUE, "2 days")
+    inserted = remaining_ids(pg_database)
+    archived = archive_kind is not None
+    watcher = psycopg2.connect(dsn(postgres_server, pg_url))
+    watcher.autocommit = True
+    runner = start_runner(pg_url, archive_url, archived)
+    try:
+        runner.wait_for("ready")
+        deadline = time.monotonic() + 60
+        with watcher.cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute("SELECT count(*) FROM retention_audit_log")
+                if cursor.fetchone()[0] > 0:
+                    break
+                time.sleep(0.002)
+        runner.kill()
+    finally:
+        runner.close()
+        watcher.close()
+    assert runner.process.returncode == -9, "the run ended before it could be killed"
+
+    remaining = assert_invariant(pg_database, inserted, archive_url if archived else None)
+    assert 0 < len(inserted - remaining) < DUE
+
+    policy = archiving(quiz_policy, batch_size=BATCH) if archived else quiz_policy.model_copy(
+        update={"batch_size": BATCH})
+    rerun_converges(policy, policies, pg_database, archive_url, inserted)
+
+
+@pytest.mark.parametrize("archive_kind", VARIANTS[:2], indirect=True)
+def test_killed_inside_a_batch(postgres_server, pg_url, pg_database, policies, quiz_policy, archive_url,
+                               archive_kind):
+    bulk_insert_pg(pg_database, DUE, "2 days")
+    inserted = remaining_ids(pg_database)
+    archived = archive_kind is not None
+    locker = psycopg2.connect(dsn(postgres_server, pg_url))
+    watcher = psycopg2.connect(dsn(postgres_server, pg_url))
+    watcher.autocommit = True
+    with locker.cursor() as cursor:  # the first row of the 50th batch, locked: that batch's DELETE waits
+        cursor.execute("SELECT id::text FROM quiz_responses ORDER BY created_at, id OFFSET %s LIMIT %s",
+                       (49 * BATCH, BATCH))
+        locked_batch = [record_id for (record_id,) in cursor.fetchall()]
+        locked_id = locked_batch[0]
+        cursor.execute("SELECT id FROM quiz_responses WHERE id = %s FOR UPDATE", (locked_id,))
+    # One lane: the batches are the consecutive runs of BATCH rows counted above (with two lanes the
+    # second lane's batches start at its edge instead).
+    runner = start_runner(f"{pg_url}?application_name=retention-killed", archive_url, archived, parallel_batches=1)
+    try:
+        waiting = []
+        deadline = time.monotonic() + 60
+        with watcher.cursor() as cursor:
+            while not waiting and time.monotonic() < deadline:
+                cursor.execute("SELECT pid FROM pg_stat_activity "
+                               "WHERE application_name = 'retention-killed' AND wait_event_type = 'Lock'")
+                waiting = [pid for (pid,) in cursor.fetchall()]
+                time.sleep(0.02)
+        assert waiting, f"the run never waited on the locked row; events {runner.seen}"
+        runner.kill()
+        assert runner.process.returncode == -9
+    finally:
+        runner.close()
+        locker.rollback()  # the held row lock goes; the killed run's statement may now finish
+        locker.close()
+    with watcher.cursor() as cursor:  # its backend notices the client is gone and rolls back
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'retention-killed'")
+            if cursor.fetchone()[0] == 0:
+                break
+            time.sleep(0.05)
+    watcher.close()
+
+    remaining = assert_invariant(pg_database, inserted, archive_url if archived else None)
+    # Each batch is whole or untouched: the one killed while waiting on the lock is untouched.
+    assert set(locked_batch) <= remaining, "the batch in flight was not rolled back as a whole"
+    assert len(inserted - remaining) % BATCH == 0
+    # The run got that far: the batches before the locked one are done, but for those still in
+    # flight beside it when it was killed (parallel_batches work side by side, as many queued).
+    assert len(inserted - remaining) >= (49 - 2 * quiz_policy.parallel_batches) * BATCH
+
+    policy = archiving(quiz_policy, batch_size=BATCH) if archived else quiz_policy.model_copy(
+        update={"batch_size": BATCH})
+    rerun_converges(policy, policies, pg_database, archive_url, inserted)

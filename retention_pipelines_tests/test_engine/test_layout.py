@@ -1,0 +1,51 @@
+"""The engine's layout: one sub-package per capability, each importing only those below it, none
+importing Dagster, the command line or the Dagster wiring."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import retention_pipelines.engine as engine
+
+ENGINE = Path(engine.__file__).parent
+# Bottom to top: a sub-package may import those before it, never one after it (resolution and
+# report are both at the top and import neither of each other).
+ORDER = ["identity", "audit", "oversight", "archive", "retention", "gdpr", "resolution", "report"]
+UPWARD = ("dagster", "retention_pipelines.defs", "retention_pipelines.cli", "retention_pipelines.definitions")
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_every_module_lives_in_a_capability_and_the_capabilities_are_the_known_ones():
+    assert [path.name for path in ENGINE.glob("*.py")] == ["__init__.py"]
+    packages = sorted(path.name for path in ENGINE.iterdir() if (path / "__init__.py").exists())
+    assert packages == sorted(ORDER)
+
+
+def test_no_capability_imports_one_above_it_nor_anything_outside_the_core():
+    wrong = []
+    for package in ORDER:
+        for path in (ENGINE / package).glob("*.py"):
+            for module in imported_modules(path):
+                if module.startswith(UPWARD):
+                    wrong.append(f"{package}/{path.name} imports {module}")
+                parts = module.split(".")
+                if parts[:2] == ["retention_pipelines", "engine"] and len(parts) > 2 and parts[2] in ORDER:
+                    other = parts[2]
+                    if ORDER.index(other) > ORDER.index(package) and {package, other} != {"resolution", "report"}:
+                        wrong.append(f"{package}/{path.name} imports {other} (above it)")
+                    if {package, other} == {"resolution", "report"}:
+                        wrong.append(f"{package}/{path.name} imports {other} (its peer at the top)")
+                elif parts[:2] == ["retention_pipelines", "engine"] and len(parts) == 2:
+                    wrong.append(f"{package}/{path.name} imports the engine's root")
+    assert not wrong, wrong
