@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
+from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.engine.audit.evidence import index_records, record_evidence
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
@@ -20,7 +21,7 @@ def _why(entry: dict, policies) -> str:
         return f"by {entry['actor']}"
     if policy is None or entry["policy_version"] != policies.policy_version:
         return f"policy version {entry['policy_version']}"
-    if entry["action"] == "archive_expired":  # an archive object, kept its archive.keep_for
+    if entry["action"] == Action.ARCHIVE_EXPIRED:  # an archive object, kept its archive.keep_for
         return f"written + {format_duration(policy.archive.keep_for)} ({policies.policy_version})"
     return f"{policy.clock_column} + {format_duration(policy.retain_for)} ({policies.policy_version})"
 

@@ -133,6 +133,8 @@ manual_queue = sa.Table(
     sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("close_announced", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # The erasure request an item belongs to: its retry erases the record, whatever its deadline.
+    sa.Column("erasure_request_id", sa.BigInteger(), nullable=True),
     sa.Index("retention_manual_queue_one_active", "domain", "record_id", "reason", unique=True,
              postgresql_where=sa.text("status IN ('open', 'claimed')"),
              sqlite_where=sa.text("status IN ('open', 'claimed')")),

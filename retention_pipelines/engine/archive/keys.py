@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.identity.subjects import normalise_address
-from retention_pipelines.schema import audit_log, conflict_insert, data_keys
+from retention_pipelines.schema import conflict_insert, data_keys
 from retention_pipelines.stores import AppDatabase
 
 KEY_BYTES = 32  # AES-256
@@ -139,10 +140,8 @@ class ArchiveKeys:
         destroyed = connection.execute(sa.update(data_keys).where(
             data_keys.c.subject_hash == hashed_subject, data_keys.c.destroyed_at.is_(None)).values(
             wrapped_key=None, destroyed_at=sa.func.now()).returning(data_keys.c.key_id)).scalars().all()
-        if destroyed:
-            connection.execute(sa.insert(audit_log), [{
-                "domain": "gdpr", "record_id": key_id, "action": "key_destroyed", "run_id": run_id,
-                "policy_version": policy_version, "detail": detail} for key_id in destroyed])
+        stamp = AuditStamp("gdpr", Action.KEY_DESTROYED, run_id, policy_version, detail=detail)
+        write_entries(connection, [stamp.row(key_id) for key_id in destroyed])
         return list(destroyed)
 
     # ---------------------------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ not destroyed twice, a completed request is not completed twice. Nothing here lo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.archive.format import read_manifest
 from retention_pipelines.engine.gdpr.archive_upgrade import upgrade_legacy_batches, upgrade_legacy_blobs
 from retention_pipelines.engine.gdpr.requests import (
@@ -154,7 +154,8 @@ class SubjectErasure:
             for record_id in held:
                 queue.add(policy.name, record_id, LEGAL_HOLD_CONFLICT,
                           f"erasure request {request_id}: the record is under a legal hold and was kept; erase it "
-                          "by hand once the hold is released", policy.sla.resolve_within, run_id)
+                          "by hand once the hold is released", policy.sla.resolve_within, run_id,
+                          erasure_request_id=request_id)
         log.info(f"erasure request {request_id}: {part.summary()}" + (f", {len(kept)} kept until their deadline"
                                                                       if kept else "")
                  + (" (dry run)" if dry_run else ""),
@@ -200,7 +201,8 @@ class SubjectErasure:
                 queue.add(item.domain, item.record_id, LEGAL_HOLD_CONFLICT,
                           f"erasure request {request_id}: the record is under a legal hold and was kept; erase it "
                           "by hand once the hold is released",
-                          self.resolve_within.get(item.domain, DEFAULT_RESOLVE_WITHIN), run_id)
+                          self.resolve_within.get(item.domain, DEFAULT_RESOLVE_WITHIN), run_id,
+                          erasure_request_id=request_id)
         # Counted from the audit log, every run of the request: a run killed halfway erased some already.
         erased = self._erased_for(request_id)
         held_in = {}
@@ -217,7 +219,8 @@ class SubjectErasure:
                 queue.add(domain, record_id, LEGAL_HOLD_CONFLICT,
                           f"erasure request {request_id}: the record is under a legal hold and exists only in the "
                           "archive, so the subject's archive key was kept; a retry once the hold is released "
-                          "destroys it", self.resolve_within.get(domain, DEFAULT_RESOLVE_WITHIN), run_id)
+                          "destroys it", self.resolve_within.get(domain, DEFAULT_RESOLVE_WITHIN), run_id,
+                          erasure_request_id=request_id)
         if request.recheckable and not (held or kept or blocking):
             summary += "; checked again: nothing of the subject is left"
         destroyed: list[str] = []
@@ -325,7 +328,7 @@ class SubjectErasure:
         request = self.requests.get(request_id)
         since = request.received_at.replace(microsecond=0) - timedelta(seconds=1)  # SQLite's clock: whole seconds
         query = sa.select(audit_log.c.domain, sa.func.count()).where(
-            audit_log.c.occurred_at >= self.database.bind_time(since), audit_log.c.action == "erased",
+            audit_log.c.occurred_at >= self.database.bind_time(since), audit_log.c.action == Action.ERASED.value,
             audit_log.c.detail == f"erasure request {request_id}").group_by(audit_log.c.domain)
         with self.database.connect() as connection:
             return {domain: int(count) for domain, count in connection.execute(query)}
@@ -365,10 +368,9 @@ class SubjectErasure:
 
 
 def _request_of(item: QueueItem) -> int:
-    match = re.match(r"erasure request (\d+)", item.detail or "")
-    if match is None:
+    if item.erasure_request_id is None:
         raise ValueError(f"queue item {item.id} does not name its erasure request")
-    return int(match[1])
+    return item.erasure_request_id
 
 
 class ErasureIncomplete(Exception):

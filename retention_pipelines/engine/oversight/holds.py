@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.identity.records import canonical_record_id
-from retention_pipelines.schema import audit_log, legal_holds
+from retention_pipelines.schema import legal_holds
 from retention_pipelines.stores import AppDatabase
 
 # The advisory-lock class of the hold gates ('HOLD'); each domain's gate is (class, hashtext(domain)).
 HOLD_GATE = 0x484F4C44
-HOLD_ACTIONS = ("hold_placed", "hold_released")
 # The gate of every domain at once: an action that may remove a copy of records of any domain (a
 # subject's archive key destroyed) passes it shared; placing or releasing any hold, exclusively.
 EVERY_DOMAIN = "*"
@@ -123,7 +123,7 @@ class LegalHolds:
             hold_id = connection.execute(sa.insert(legal_holds).values(
                 domain=domain, record_id=record_id, reason=reason, placed_by=by).returning(legal_holds.c.id)).scalar_one()
             detail = f"legal hold {hold_id} placed: {reason}" + ("" if exists else " (the record does not exist now)")
-            self._audit(connection, domain, record_id, "hold_placed", by, detail)
+            self._audit(connection, domain, record_id, Action.HOLD_PLACED, by, detail)
         return HoldChange(hold_id, record_id)
 
     def release(self, domain: str, key: sa.Column, given_id: str, by: str) -> HoldChange:
@@ -136,11 +136,10 @@ class LegalHolds:
             ).values(released_at=sa.func.now(), released_by=by).returning(legal_holds.c.id)).scalar()
             if hold_id is None:
                 raise HoldRefused(f"no active legal hold on {domain} record {record_id}")
-            self._audit(connection, domain, record_id, "hold_released", by, f"legal hold {hold_id} released")
+            self._audit(connection, domain, record_id, Action.HOLD_RELEASED, by, f"legal hold {hold_id} released")
         return HoldChange(hold_id, record_id)
 
-    def _audit(self, connection: sa.Connection, domain: str, record_id: str, action: str, by: str,
+    def _audit(self, connection: sa.Connection, domain: str, record_id: str, action: Action, by: str,
                detail: str) -> None:
-        connection.execute(sa.insert(audit_log).values(
-            domain=domain, record_id=record_id, action=action, run_id=MANUAL_RUN,
-            policy_version=self.policy_version, actor=by, detail=detail))
+        write_entries(connection, [AuditStamp(domain, action, MANUAL_RUN, self.policy_version, detail=detail,
+                                              actor=by).row(record_id)])

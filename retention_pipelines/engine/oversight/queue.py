@@ -23,8 +23,9 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from retention_pipelines.redaction import EMAIL
+from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.oversight.holds import under_legal_hold
+from retention_pipelines.redaction import EMAIL
 from retention_pipelines.schema import audit_log, conflict_insert, manual_queue
 from retention_pipelines.stores import AppDatabase
 
@@ -36,6 +37,8 @@ OPEN, CLAIMED, RESOLVED, DISMISSED = "open", "claimed", "resolved", "dismissed"
 ACTIVE = (OPEN, CLAIMED)
 # command: (the statuses it may start from, the status it leads to)
 TRANSITIONS = {"claim": (ACTIVE[:1], CLAIMED), "resolve": (ACTIVE, RESOLVED), "dismiss": (ACTIVE, DISMISSED)}
+# The audit entry of each status an item moves to.
+MOVED_TO = {CLAIMED: Action.QUEUE_CLAIMED, RESOLVED: Action.QUEUE_RESOLVED, DISMISSED: Action.QUEUE_DISMISSED}
 SYSTEM_ACTOR = "retention"
 
 
@@ -61,6 +64,7 @@ class QueueItem:
     last_attempt_at: datetime | None
     closed_at: datetime | None  # when it was resolved or dismissed
     close_announced: bool  # an escalated item's close has been alerted
+    erasure_request_id: int | None = None  # the erasure it belongs to: its retry erases the record
 
     def overdue(self, now: datetime) -> bool:
         return self.status in ACTIVE and self.due_at <= now
@@ -90,8 +94,9 @@ class ManualQueue:
 
     # adding ------------------------------------------------------------------------------------
     def add(self, domain: str, record_id: str, reason: str, detail: str, resolve_within: timedelta,
-            run_id: str = SYSTEM_ACTOR) -> Added:
-        """One active item per (domain, record id, reason): a repeat counts one more attempt."""
+            run_id: str = SYSTEM_ACTOR, erasure_request_id: int | None = None) -> Added:
+        """One active item per (domain, record id, reason): a repeat counts one more attempt. An
+        erasure's item names its request, so that its retry erases the record."""
         if reason not in REASONS:
             raise QueueRefused(f"unknown queue reason {reason!r}: one of {', '.join(REASONS)}")
         _no_personal_data("a queue item's detail", detail)
@@ -99,6 +104,7 @@ class ManualQueue:
         statement = conflict_insert(self.database.engine.dialect.name, manual_queue).values(
             domain=domain, record_id=record_id, reason=reason, detail=detail, status=OPEN,
             created_at=self._bind(now), due_at=self._bind(now + resolve_within), last_attempt_at=self._bind(now),
+            erasure_request_id=erasure_request_id,
         ).on_conflict_do_nothing(index_elements=["domain", "record_id", "reason"],
                                  index_where=manual_queue.c.status.in_(ACTIVE)).returning(manual_queue.c.id)
         key = (manual_queue.c.domain == domain, manual_queue.c.record_id == record_id,
@@ -107,11 +113,12 @@ class ManualQueue:
             with self.database.begin() as connection:
                 inserted = connection.execute(statement).scalar_one_or_none()
                 if inserted is not None:
-                    self._audit(connection, domain, record_id, "queue_opened", SYSTEM_ACTOR, run_id,
+                    self._audit(connection, domain, record_id, Action.QUEUE_OPENED, SYSTEM_ACTOR, run_id,
                                 f"queue item {inserted} ({reason}): → open")
                     return Added(self._get(connection, inserted), True)
                 bumped = connection.execute(sa.update(manual_queue).where(*key).values(
                     attempts=manual_queue.c.attempts + 1, last_attempt_at=self._bind(now), detail=detail,
+                    **({} if erasure_request_id is None else {"erasure_request_id": erasure_request_id}),
                 ).returning(manual_queue.c.id)).scalar_one_or_none()
                 if bumped is not None:
                     return Added(self._get(connection, bumped), False)
@@ -134,7 +141,7 @@ class ManualQueue:
             item = self._get(connection, item_id, lock=True)
             connection.execute(sa.update(manual_queue).where(manual_queue.c.id == item_id).values(
                 attempts=manual_queue.c.attempts + 1, last_attempt_at=self._bind(self.database.now())))
-            self._audit(connection, item.domain, item.record_id, "queue_retry_failed", by, run_id,
+            self._audit(connection, item.domain, item.record_id, Action.QUEUE_RETRY_FAILED, by, run_id,
                         f"queue item {item_id}: retry failed ({why}); stays {item.status}")
             return self._get(connection, item_id)
 
@@ -170,7 +177,7 @@ class ManualQueue:
             else:
                 values.update(resolved_by=by, resolution_note=note.strip(), closed_at=self._bind(self.database.now()))
             connection.execute(sa.update(manual_queue).where(manual_queue.c.id == item_id).values(values))
-            self._audit(connection, item.domain, item.record_id, f"queue_{to}", by, run_id,
+            self._audit(connection, item.domain, item.record_id, MOVED_TO[to], by, run_id,
                         f"queue item {item_id} ({item.reason}): {item.status} → {to}")
             return self._get(connection, item_id)
 
@@ -230,7 +237,7 @@ class ManualQueue:
                     manual_queue.c.id == item.id, manual_queue.c.escalation_level < level,
                     manual_queue.c.status.in_(ACTIVE)).values(escalation_level=level)).rowcount
                 if changed:
-                    self._audit(connection, item.domain, item.record_id, "queue_escalated", SYSTEM_ACTOR, SYSTEM_ACTOR,
+                    self._audit(connection, item.domain, item.record_id, Action.QUEUE_ESCALATED, SYSTEM_ACTOR, SYSTEM_ACTOR,
                                 f"queue item {item.id} ({item.reason}): level {item.escalation_level} → {level}")
                     raised.append(self._get(connection, item.id))
         return raised
@@ -276,11 +283,10 @@ class ManualQueue:
                 values[column] = self.database.read_time(values[column])
         return QueueItem(**values)
 
-    def _audit(self, connection: sa.Connection, domain: str, record_id: str, action: str, actor: str, run_id: str,
-               detail: str) -> None:
-        connection.execute(sa.insert(audit_log).values(
-            domain=domain, record_id=record_id, action=action, run_id=run_id, actor=actor, detail=detail,
-            policy_version=self.policy_version))
+    def _audit(self, connection: sa.Connection, domain: str, record_id: str, action: Action, actor: str,
+               run_id: str, detail: str) -> None:
+        write_entries(connection, [AuditStamp(domain, action, run_id, self.policy_version, detail=detail,
+                                              actor=actor).row(record_id)])
 
     def _bind(self, moment: datetime) -> datetime:
         return self.database.bind_time(moment)

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.gdpr.requests import COMPLETED, PARTIALLY_BLOCKED, Outcome
 from retention_pipelines.policies import DomainPolicy, PolicyFile
 from retention_pipelines.policies.model import format_duration
@@ -31,12 +32,13 @@ from retention_pipelines.stores import AppDatabase
 # word in a group, a new group a line; the summary gets a column per group, the daily table one
 # per removal action.
 ACTION_GROUPS: dict[str, tuple[str, ...]] = {
-    "removed": ("deleted", "redacted", "redacted_blob_missing", "erased"),  # records removed or redacted
-    "held": ("skipped_legal_hold",),  # due, left in place under a legal hold
-    "failed": ("blob_delete_failed",),  # due, left in place: their object would not go
-    "keys_destroyed": ("key_destroyed",),  # a subject's archive key destroyed (crypto-shredding)
-    "archives_expired": ("archive_expired",),  # archive objects removed at the end of their own retention
-    "restored": ("restored",),  # records restored from the archive
+    # records removed or redacted
+    "removed": (Action.DELETED.value, Action.REDACTED.value, Action.REDACTED_BLOB_MISSING.value, Action.ERASED.value),
+    "held": (Action.SKIPPED_LEGAL_HOLD.value,),  # due, left in place under a legal hold
+    "failed": (Action.BLOB_DELETE_FAILED.value,),  # due, left in place: their object would not go
+    "keys_destroyed": (Action.KEY_DESTROYED.value,),  # a subject's archive key destroyed (crypto-shredding)
+    "archives_expired": (Action.ARCHIVE_EXPIRED.value,),  # archive objects removed at the end of their own retention
+    "restored": (Action.RESTORED.value,),  # records restored from the archive
 }
 REMOVAL_ACTIONS = ACTION_GROUPS["removed"]
 COUNTED_ACTIONS = tuple(action for group in ACTION_GROUPS.values() for action in group)

@@ -4,7 +4,6 @@ nothing of it is left to do; otherwise it stays as it was, with one more attempt
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -17,8 +16,6 @@ from retention_pipelines.engine.retention.results import ArchiveVerificationFail
 from retention_pipelines.engine.retention.run import RetentionEngine
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import HeldLock, LockLost, StoreUnavailable
-
-ERASURE_ITEM = re.compile(r"^erasure request \d+: ")
 
 # What a retry can run into that leaves the item for another try; anything else is a bug and raises.
 RETRY_ERRORS = (StoreUnavailable, ArchiveVerificationFailed, LockLost, sa.exc.DBAPIError)
@@ -39,7 +36,7 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
     else left as it was with one more attempt and why."""
     if item.reason in (ARCHIVE_QUEUE_REASON, ARCHIVE_HELD_REASON) and is_archive_key(item.domain, item.record_id):
         attempt = _retry_archive_object
-    elif item.reason == "legal_hold_conflict" or ERASURE_ITEM.match(item.detail or ""):
+    elif item.reason == "legal_hold_conflict" or item.erasure_request_id is not None:
         # An erasure's record (its hold released, retryable checked; or one the erasure run could not
         # finish): erased by id now, whatever its retention deadline.
         attempt = _erase_record

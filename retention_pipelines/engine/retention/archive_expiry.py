@@ -58,9 +58,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive.format import read_manifest
+from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.oversight.holds import gate_held, held_record_ids
 from retention_pipelines.engine.retention.lanes import bounded_parallel
-from retention_pipelines.engine.retention.table import AuditStamp
 from retention_pipelines.engine.oversight.queue import ACTIVE, SYSTEM_ACTOR, ManualQueue
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
@@ -71,7 +71,6 @@ from retention_pipelines.stores.archive import DeleteRefused
 
 log = get_logger("engine")
 
-ACTION = "archive_expired"
 MANIFEST_SUFFIX = ".manifest.json"
 QUEUE_REASON = "blob_delete_failed"  # "the object store refused the delete"; record id = the key
 HELD_REASON = "legal_hold_conflict"  # "a record under legal hold is in it"; record id = the key
@@ -274,14 +273,13 @@ class ArchiveRetention:
             return result
         if lock is not None:
             lock.ensure_held()  # a run that lost its lock must not delete anything more
-        stamp = AuditStamp(self.policy.name, ACTION, run_id, self.policy_version)
+        stamp = AuditStamp(self.policy.name, Action.ARCHIVE_EXPIRED, run_id, self.policy_version)
         entries = [{**stamp.row(key, self.database.bind_time(self._deadline(written))),
                     "archive_uri": self.archive_store.uri(key)}
                    for key, written in unit.objects if key not in audited]
         if entries:
             with self.database.begin() as connection:
-                connection.execute(sa.insert(audit_log), entries)
-            result.audit_entries += len(entries)
+                result.audit_entries += write_entries(connection, entries)
         for index, key in enumerate(unit.keys):
             try:
                 self.archive_store.delete(key)
@@ -330,7 +328,7 @@ class ArchiveRetention:
         since = since.replace(microsecond=0) - timedelta(seconds=1)
         query = sa.select(audit_log.c.record_id).where(
             audit_log.c.occurred_at >= self.database.bind_time(since), audit_log.c.domain == self.policy.name,
-            audit_log.c.action == ACTION, audit_log.c.record_id.in_(keys))
+            audit_log.c.action == Action.ARCHIVE_EXPIRED.value, audit_log.c.record_id.in_(keys))
         with self.database.connect() as connection:
             return set(connection.execute(query).scalars())
 

@@ -19,11 +19,11 @@ from cryptography.exceptions import InvalidTag
 from retention_pipelines.engine.archive.format import encrypt_blob, read_manifest
 from retention_pipelines.engine.archive.keys import NONCE_BYTES, DataKey, open_sealed, seal
 from retention_pipelines.engine.retention.lanes import in_parallel
-from retention_pipelines.engine.retention.table import AuditStamp, DomainTable
+from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
+from retention_pipelines.engine.retention.table import DomainTable
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed, Orphans
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
-from retention_pipelines.schema import audit_log
 from retention_pipelines.stores import ArchiveStore, BlobStore
 from retention_pipelines.stores.files import KeyOutsideStore
 from retention_pipelines.stores.blob import CHANGED
@@ -201,11 +201,10 @@ class StoredObjects:
             log.warning(f"{self.policy.name}: {len(outside)} rows' {self.policy.blob_key_column} lead outside the "
                         "blob store; their rows were left as they were, for a person",
                         extra={"domain": self.policy.name, "step": "act", "objects_outside_store": len(outside)})
-        if refused:
-            connection.execute(sa.insert(audit_log), [
-                replace(stamp, action="blob_delete_failed", archive_uri=self.archive_store.uri(
-                    blobs[rid]["archive_key"]) if "archive_key" in blobs.get(rid, {}) else None).row(rid)
-                for rid in sorted(refused)])
+        write_entries(connection, [
+            replace(stamp, action=Action.BLOB_DELETE_FAILED, archive_uri=self.archive_store.uri(
+                blobs[rid]["archive_key"]) if "archive_key" in blobs.get(rid, {}) else None).row(rid)
+            for rid in sorted(refused)])
         changed = plan.changed + len(stayed) - len(refused)
         if changed:
             log.warning(f"{self.policy.name}: {changed} rows left as they were: their object or its key changed "
@@ -275,14 +274,13 @@ class StoredObjects:
             rid = table.record_id(pk)
             where = blobs.get(rid, {})
             # An erasure's rows are all `erased`; a scheduled run's say whether their object was there.
-            action = stamp.action if stamp.action != "redacted" else (
-                "redacted" if "archive_key" in where else "redacted_blob_missing")
+            action = stamp.action if stamp.action != Action.REDACTED else (
+                Action.REDACTED if "archive_key" in where else Action.REDACTED_BLOB_MISSING)
             detail = "; ".join(part for part in (stamp.detail, redact[rid]) if part) or None
             entries.append(replace(stamp, action=action, detail=detail,
                                    archive_uri=self.archive_store.uri(where["archive_key"]) if "archive_key" in where
                                    else None).row(rid, table.deadline_value(clock_utc)))
-        if entries:
-            connection.execute(sa.insert(audit_log), entries)
+        write_entries(connection, entries)
         return len(done)
 
     def orphans(self, connection: sa.Connection) -> Orphans:

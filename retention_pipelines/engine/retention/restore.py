@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive.format import read_manifest, read_rows
+from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.retention.run import RetentionEngine
 from retention_pipelines.schema import audit_log, erasure_requests
 from retention_pipelines.stores import HeldLock, StoreUnavailable
 
-RESTORABLE = ("deleted", "erased")  # erased rows are found in order to be refused by name
+RESTORABLE = (Action.DELETED.value, Action.ERASED.value)  # erased rows are found in order to be refused by name
 
 
 @dataclass
@@ -55,13 +56,13 @@ class Restorer:
         self._check_columns()
         report = RestoreReport(self.policy.name, dry_run=dry_run)
         entries = self._entries(deleting_run_id, record_ids)
-        report.deleted_in_run = sum(action == "deleted" for _, action, _ in entries)
+        report.deleted_in_run = sum(action == Action.DELETED for _, action, _ in entries)
         if not entries:
             raise RestoreRefused(f"run {deleting_run_id} deleted nothing in {self.policy.name}"
                                  + (" among the record ids given" if record_ids else ""))
         by_object: dict[str, list[str]] = defaultdict(list)
         for record_id, action, uri in entries:
-            if action == "erased":
+            if action == Action.ERASED:
                 report.refused[record_id] = "erased on request: never restored"
             elif uri is None:
                 report.refused[record_id] = "deleted without an archive copy"
@@ -142,10 +143,9 @@ class Restorer:
                 return
             if not dry_run:
                 connection.execute(sa.insert(self.table.table), list(chosen.values()))
-                connection.execute(sa.insert(audit_log), [{
-                    "domain": self.policy.name, "record_id": record_id, "action": "restored", "run_id": restore_run_id,
-                    "policy_version": self.engine.policy_version, "archive_uri": uri, "actor": by,
-                    "detail": f"restored: deleted by run {deleting_run_id}"} for record_id in chosen])
+                stamp = AuditStamp(self.policy.name, Action.RESTORED, restore_run_id, self.engine.policy_version,
+                                   archive_uri=uri, actor=by, detail=f"restored: deleted by run {deleting_run_id}")
+                write_entries(connection, [stamp.row(record_id) for record_id in chosen])
                 if lock is not None:
                     lock.ensure_held()
         report.restored.extend(chosen)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-# The audit actions that mean "this row was acted on", by the policy's action.
-ACTED_ACTIONS = {"deleted": ("deleted",), "redacted": ("redacted", "redacted_blob_missing"), "erased": ("erased",)}
+from retention_pipelines.engine.audit.entries import ACTED_ACTIONS  # noqa: F401 - where its readers found it
 
 
 class ArchiveVerificationFailed(Exception):

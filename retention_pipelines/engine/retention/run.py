@@ -31,10 +31,11 @@ from retention_pipelines.engine.retention.memory import give_large_blocks_back
 from retention_pipelines.engine.retention.blobs import StoredObjects
 from retention_pipelines.engine.retention.pacing import BatchPacer
 from retention_pipelines.engine.retention.lanes import bounded_parallel
-from retention_pipelines.engine.retention.table import LEADING, AuditStamp, DomainTable, KeyRange, SubjectRows, report_once
+from retention_pipelines.engine.audit.entries import ACTED_ACTIONS, Action, AuditStamp, held_once, write_entries
+from retention_pipelines.engine.retention.table import LEADING, DomainTable, KeyRange, SubjectRows
 from retention_pipelines.engine.oversight.queue import SYSTEM_ACTOR, ManualQueue
 from retention_pipelines.engine.retention.results import (
-    ACTED_ACTIONS, Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Found, Orphans, RunReport,
+    Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Found, Orphans, RunReport,
 )
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
@@ -92,15 +93,16 @@ class RetentionEngine:
         subject.table = self.table.for_subject(erasing)
         if self.objects is not None:
             subject.objects = self.objects.for_table(subject.table)
-        subject.action, subject.audit_detail = "erased", f"erasure request {erasing.request_id}"
+        subject.action, subject.audit_detail = Action.ERASED.value, f"erasure request {erasing.request_id}"
         return subject
 
     def _needs_person(self, record_id: str, reason: str, detail: str, run_id: str | None) -> None:
-        if self.audit_detail:  # an erasure's item says so: its retry erases the record, deadline or not
+        erasing = self.table.erasing  # an erasure's item names its request: its retry erases the record
+        if self.audit_detail:
             detail = f"{self.audit_detail}: {detail}"
         if self.queue is not None:
             self.queue.add(self.policy.name, record_id, reason, detail, self.policy.sla.resolve_within,
-                           run_id or SYSTEM_ACTOR)
+                           run_id or SYSTEM_ACTOR, erasure_request_id=erasing.request_id if erasing else None)
 
     @contextlib.contextmanager
     def _failed_verification_to_queue(self, run_id: str | None):
@@ -302,7 +304,7 @@ class RetentionEngine:
                 # by a rollback. The fence's share lock then keeps the batch ours until it commits.
                 count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"],
                                                  before_delete=still_ours)
-                refused = {rid: ("blob_delete_failed", why) for rid, why in failed.items()}
+                refused = {rid: (Action.BLOB_DELETE_FAILED.value, why) for rid, why in failed.items()}
             else:
                 if batch["pks"] is None:
                     (count, last), refused = self.table.act_next(connection, clock_cutoff, stamp, batch["lane"],
@@ -351,12 +353,10 @@ class RetentionEngine:
         are rewritten in the canonical one before anything is acted on, so that they hold too."""
         with self._begin() as connection:
             respelled = self.table.respell_holds(connection)
-            if respelled:
-                connection.execute(sa.insert(audit_log), [
-                    {**AuditStamp(self.policy.name, "hold_respelled", run_id, self.policy_version,
-                                  detail=f"legal hold {hold_id}: record id rewritten in its key's canonical form"
-                                  ).row(canonical), "actor": SYSTEM_ACTOR}
-                    for hold_id, _, canonical in respelled])
+            write_entries(connection, [
+                AuditStamp(self.policy.name, Action.HOLD_RESPELLED, run_id, self.policy_version, actor=SYSTEM_ACTOR,
+                           detail=f"legal hold {hold_id}: record id rewritten in its key's canonical form").row(canonical)
+                for hold_id, _, canonical in respelled])
         if respelled:
             log.warning(f"{self.policy.name}: {len(respelled)} legal holds named their record in another spelling "
                         "of its key; rewritten in the canonical one", extra={"domain": self.policy.name,
@@ -368,9 +368,9 @@ class RetentionEngine:
             held = sorted(set(self.table.held_due(connection, self._bind(found.clock_cutoff))))
             if not held:
                 return 0
-            stamp = AuditStamp(self.policy.name, "skipped_legal_hold", run_id, self.policy_version)
+            stamp = AuditStamp(self.policy.name, Action.SKIPPED_LEGAL_HOLD, run_id, self.policy_version)
             # Two runs may report the same hold at once: the database keeps one report, both go on.
-            return len(connection.execute(report_once(connection, [stamp.row(record_id) for record_id in held])).all())
+            return len(connection.execute(held_once(connection, [stamp.row(record_id) for record_id in held])).all())
 
     # 4. audit ---------------------------------------------------------------------------------
     def audit(self, acted: Acted, run_id: str) -> Audited:
@@ -380,7 +380,7 @@ class RetentionEngine:
         with self._connect() as connection:
             counts = dict(connection.execute(query).all())
         return Audited(run_id, sum(int(counts.get(a, 0)) for a in ACTED_ACTIONS[acted.action]), acted.acted_on,
-                       int(counts.get("skipped_legal_hold", 0)))
+                       int(counts.get(Action.SKIPPED_LEGAL_HOLD.value, 0)))
 
     def count_acted_on_early(self, acted: Acted, run_id: str) -> int:
         """The run's audit entries of rows acted on before their deadline: what must be zero

@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.engine.audit.entries import AuditStamp, inserted_from, write_entries
 from retention_pipelines.engine.oversight.holds import held, held_record_ids
-from retention_pipelines.schema import audit_log, conflict_insert, legal_holds, manual_queue
+from retention_pipelines.schema import legal_holds, manual_queue
 
 
 ERASED_PLACEHOLDER_PATTERN = "erased-by-request-%@erased.invalid"  # LIKE pattern; % is the request id
@@ -306,9 +307,7 @@ class DomainTable:
             gone = self._act(target, clock_cutoff).returning(*self.returning()).cte("gone")
             return int(connection.execute(sa.select(sa.func.count()).select_from(self._audited(gone, stamp))).scalar_one())
         done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(*self.returning())).all()
-        if done:
-            connection.execute(sa.insert(audit_log), [
-                stamp.row(self.record_id(pk), self.deadline_value(clock)) for pk, clock in done])
+        write_entries(connection, [stamp.row(self.record_id(pk), self.deadline_value(clock)) for pk, clock in done])
         return len(done)
 
     def next_rows(self, clock_cutoff: datetime, lane: KeyRange, limit: int) -> sa.Select:
@@ -318,13 +317,7 @@ class DomainTable:
 
     def _audited(self, gone: sa.CTE, stamp: AuditStamp) -> sa.CTE:
         """The audit INSERT of every row a DELETE/UPDATE … RETURNING (`gone`) handed back."""
-        return sa.insert(audit_log).from_select(
-            ["domain", "record_id", "action", "run_id", "policy_version", "archive_uri", "deadline", "detail"],
-            sa.select(sa.literal(stamp.domain), sa.cast(gone.c[self.pk.name], sa.Text), sa.literal(stamp.action),
-                      sa.literal(stamp.run_id), sa.literal(stamp.policy_version),
-                      sa.literal(stamp.archive_uri, sa.Text), self.deadline(gone.c.clock_utc),
-                      sa.literal(stamp.detail, sa.Text)),
-        ).returning(audit_log.c.id).cte("audited")
+        return inserted_from(stamp, sa.cast(gone.c[self.pk.name], sa.Text), self.deadline(gone.c.clock_utc)).cte("audited")
 
     def redact_rows(self, pks: Sequence[object], clock_cutoff: datetime) -> sa.Update:
         """Redact exactly these rows (still due, not held), RETURNING (pk, clock_utc) of each."""
@@ -398,23 +391,6 @@ def _aware(moment: datetime) -> datetime:
 
 
 @dataclass(frozen=True)
-class AuditStamp:
-    """What every audit row of one batch shares; the record id is each row's own."""
-
-    domain: str
-    action: str
-    run_id: str
-    policy_version: str
-    archive_uri: str | None = None
-    detail: str | None = None
-
-    def row(self, record_id: str, deadline: datetime | None = None) -> dict:
-        return {"domain": self.domain, "record_id": record_id, "action": self.action, "run_id": self.run_id,
-                "policy_version": self.policy_version, "archive_uri": self.archive_uri, "deadline": deadline,
-                "detail": self.detail}
-
-
-@dataclass(frozen=True)
 class SubjectRows:
     """An erasure's subject in one domain: the addresses, exactly as stored, of the rows that name
     them (never logged; None when erasing records by id), the request and its due date."""
@@ -439,11 +415,3 @@ class KeyRange:
 
     after: tuple | None
     upto: tuple | None
-
-
-def report_once(connection: sa.Connection, rows: list[dict]) -> sa.Insert:
-    """INSERT of legal-hold reports that skips any already made (unique in the database),
-    RETURNING one row per report written."""
-    return conflict_insert(connection.dialect.name, audit_log).values(rows).on_conflict_do_nothing(
-        index_elements=["domain", "record_id"], index_where=audit_log.c.action == "skipped_legal_hold",
-    ).returning(audit_log.c.id)
