@@ -34,7 +34,7 @@ test-servers:
 test: setup test-servers
 	$(BIN)/pytest
 
-# Issue 8's targets, every case in one run: a table, benchmarks/results/benchmarks.json, exit 1 on a miss.
+# The benchmark targets, every case in one run: a table, benchmarks/results/benchmarks.json, exit 1 on a miss.
 benchmark: setup test-servers
 	$(BIN)/python benchmarks/run_all.py
 

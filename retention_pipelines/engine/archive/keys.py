@@ -30,10 +30,6 @@ KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12
 
 
-class KeyDestroyed(Exception):
-    """The data key was destroyed: what it encrypted belongs to an erased subject."""
-
-
 def subject_hash(value: str, hash_key: bytes) -> str:
     """The keyed hash (HMAC-SHA256) that names a subject without their address: of the address as
     `normalise_address` makes it, so the same for every spelling of one subject ('Ann@Example.org ',

@@ -41,7 +41,7 @@ def upgrade_legacy_batches(engine) -> int:
         rows = [row for _, row in read_rows(store.get(key), manifest, {})]
         subjects = _subjects(engine, manifest["record_ids"], rows)
         values = [[row.get(column) for column in manifest["columns"]] for row in rows]
-        row_keys = engine._row_keys([(None, None, subject) for subject in subjects], manifest["record_ids"])
+        row_keys = engine.row_keys(list(subjects), manifest["record_ids"])
         encoded = encode_batch(policy.name, manifest["policy_version"], manifest["columns"], values,
                                manifest["record_ids"], _day(key), engine.keys.hash_key, row_keys)
         new_manifest = {**json.loads(encoded.manifest), "object": key, "upgraded_from": LEGACY_FORMAT}
@@ -75,7 +75,7 @@ def upgrade_legacy_blobs(engine, table: DomainTable) -> int:
         data = store.get(key)
         if data.startswith(BLOB_MAGIC):
             continue
-        [data_key] = engine._row_keys([(None, None, address)], [record_id])
+        [data_key] = engine.row_keys([address], [record_id])
         sealed = encrypt_blob(data, data_key, policy.name)
         store.put_cold(key, sealed)
         if not store.holds(key, sealed):

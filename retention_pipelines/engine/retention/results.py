@@ -56,6 +56,48 @@ class Archived:
         return sum(b.rows for b in self.batches)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One batch of the act step, acted on in one transaction: exactly the rows `pks` (an archived
+    object's, `archive_uri` naming it and `blobs` its manifest's objects), or, when `pks` is None,
+    the next `limit` due rows of `lane` (a KeyRange)."""
+
+    pks: list | None = None
+    lane: object | None = None
+    limit: int = 0
+    archive_uri: str | None = None
+    blobs: dict | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A row a batch left for a person: the queue reason, and why in words."""
+
+    reason: str
+    why: str
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    """A batch's transaction: the rows acted on, the rows refused by record id, and for a lane's
+    batch the (clock, key) of the last row it chose (None when the lane had none left)."""
+
+    acted_on: int
+    refused: dict[str, Refusal]
+    last: tuple | None = None
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What the act step counts of a batch: rows acted on, rows refused, its seconds, and where a
+    lane's walk goes on from."""
+
+    acted_on: int
+    failed: int
+    seconds: float
+    last: tuple | None = None
+
+
 @dataclass
 class Acted:
     action: str

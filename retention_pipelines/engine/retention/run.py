@@ -32,10 +32,11 @@ from retention_pipelines.engine.retention.blobs import StoredObjects
 from retention_pipelines.engine.retention.pacing import BatchPacer
 from retention_pipelines.engine.retention.lanes import bounded_parallel
 from retention_pipelines.engine.audit.entries import ACTED_ACTIONS, Action, AuditStamp, held_once, write_entries
-from retention_pipelines.engine.retention.table import LEADING, DomainTable, KeyRange, SubjectRows
+from retention_pipelines.engine.retention.table import DomainTable, DueRow, KeyRange, SubjectRows
 from retention_pipelines.engine.oversight.queue import SYSTEM_ACTOR, ManualQueue
 from retention_pipelines.engine.retention.results import (
-    Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Found, Orphans, RunReport,
+    Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Batch, BatchDone, BatchOutcome, Found, Orphans,
+    Refusal, RunReport,
 )
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
@@ -153,12 +154,12 @@ class RetentionEngine:
         # only rests the workers while the database is busy.
         pacer = BatchPacer(self.policy, self.database.engine, fixed_size=True)
 
-        def archive_batch(rows: list) -> ArchivedBatch:
+        def archive_batch(rows: list[DueRow]) -> ArchivedBatch:
             batch_started = time.monotonic()
-            record_ids = [self.table.record_id(row[1]) for row in rows]
-            values = [row[LEADING:] for row in rows]  # batches() puts clock, pk and subject first
-            day = self.table.clock_instant(rows[0][0]).date()
-            row_keys = None if dry_run else self._row_keys(rows, record_ids)
+            record_ids = [self.table.record_id(row.pk) for row in rows]
+            values = [row.values for row in rows]
+            day = self.table.clock_instant(rows[0].clock).date()
+            row_keys = None if dry_run else self.row_keys([row.subject for row in rows], record_ids)
             # An S3 Object Lock (where configured) keeps each object until the database's now + keep_for.
             retain_until = None if dry_run else self.archive_store.retain_until(self.database.now,
                                                                                 self.policy.archive.keep_for)
@@ -177,8 +178,7 @@ class RetentionEngine:
                                  encoded.rows, encoded.sha256)
 
         # The walk reads the next batch while workers encode, write and verify the previous ones.
-        walk = self.table.batches(self.database.engine, [self.table.subject(), *columns],
-                                  self._bind(found.clock_cutoff), self.policy.batch_size)
+        walk = self.table.batches(self.database.engine, columns, self._bind(found.clock_cutoff), self.policy.batch_size)
         with self._failed_verification_to_queue(run_id):
             archived.batches.extend(bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
         archived.seconds = time.monotonic() - started
@@ -188,9 +188,10 @@ class RetentionEngine:
                         "rows_archived": archived.rows, "archive_objects": len(archived.batches)})
         return archived
 
-    def _row_keys(self, rows: list, record_ids: list[str]) -> list[DataKey]:
-        """Each row's data key: its subject's, or the batch's for rows without a subject."""
-        hashes = [self.keys.subject_hash(row[2]) if row[2] else None for row in rows]
+    def row_keys(self, subjects: list[str | None], record_ids: list[str]) -> list[DataKey]:
+        """Each row's data key, by its subject (None: it has none): the subject's, or for the rows
+        without one the batch's (named by their record ids)."""
+        hashes = [self.keys.subject_hash(subject) if subject else None for subject in subjects]
         by_subject = self.keys.for_subjects({h for h in hashes if h})
         nobody = [rid for rid, h in zip(record_ids, hashes) if h is None]
         batch_key = None
@@ -233,31 +234,30 @@ class RetentionEngine:
         # once this one begins (engine/retention/fence.py).
         fence = DomainFence.take(self.database, self.policy.name) if lock is not None else None
 
-        def act_on(batch: dict) -> tuple[int, int, float, tuple | None]:
+        def act_on(batch: Batch) -> BatchOutcome:
             with pacer.turn():
                 batch_started = time.monotonic()
                 try:
-                    count, refused, last = self._act_on_batch(batch, clock_cutoff, stamp, lock, fence)
+                    done = self._act_on_batch(batch, clock_cutoff, stamp, lock, fence)
                 except sa.exc.IntegrityError:
                     # A row that another table still refers to (a foreign key) fails its whole
                     # batch: the batch goes again row by row, and the rows refused go to a person.
-                    count, refused, last = self._act_row_by_row(batch, clock_cutoff, stamp, lock, fence)
+                    done = self._act_row_by_row(batch, clock_cutoff, stamp, lock, fence)
                 seconds = time.monotonic() - batch_started
-            for record_id, (reason, why) in refused.items():
-                self._needs_person(record_id, reason, why, run_id)
-            pacer.after_batch(count, seconds)
-            return count, len(refused), seconds, last
+            for record_id, refusal in done.refused.items():
+                self._needs_person(record_id, refusal.reason, refusal.why, run_id)
+            pacer.after_batch(done.acted_on, seconds)
+            return BatchOutcome(done.acted_on, len(done.refused), seconds, done.last)
 
-        def walk_lane(lane: KeyRange) -> list[tuple[int, int, float, tuple | None]]:
+        def walk_lane(lane: KeyRange) -> list[BatchOutcome]:
             """A lane's batches one after another, each choosing the rows after the last one's."""
             done, after = [], lane.after
             while True:
-                batch = act_on({"pks": None, "lane": KeyRange(after, lane.upto), "limit": pacer.next_size(),
-                                "archive_uri": None})
-                if batch[3] is None:  # nothing left to choose: the lane is done (no batch to count)
+                outcome = act_on(Batch(lane=KeyRange(after, lane.upto), limit=pacer.next_size()))
+                if outcome.last is None:  # nothing left to choose: the lane is done (no batch to count)
                     return done
-                done.append(batch)
-                after = batch[3]
+                done.append(outcome)
+                after = outcome.last
 
         with self._failed_verification_to_queue(run_id):
             if self.policy.archive.enabled:  # exactly the rows of each verified object
@@ -267,11 +267,11 @@ class RetentionEngine:
                 lanes = self.table.lanes(self.database.engine, clock_cutoff, found.rows, self.policy.parallel_batches,
                                          self.policy.batch_size)
                 acting = [batch for lane in bounded_parallel(walk_lane, lanes, len(lanes)) for batch in lane]
-        for count, failed, seconds, _ in acting:
-            acted.acted_on += count
-            acted.failed += failed
+        for outcome in acting:
+            acted.acted_on += outcome.acted_on
+            acted.failed += outcome.failed
             acted.batches += 1
-            acted.batch_seconds.append(seconds)
+            acted.batch_seconds.append(outcome.seconds)
         acted.seconds, acted.paused_seconds = time.monotonic() - started, pacer.slept_seconds
         log.info(f"{self.policy.name}: {acted.action} {acted.acted_on} rows in {acted.batches} batches, "
                  f"{acted.skipped_legal_hold} newly reported under legal hold",
@@ -283,10 +283,10 @@ class RetentionEngine:
                         "seconds": round(acted.seconds, 3)})
         return acted
 
-    def _act_on_batch(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
-                      fence: DomainFence | None = None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
-        """One batch in one transaction: (rows acted on, {record id: (queue reason, why)}, and for
-        a lane's batch the (clock, key) of the last row it chose, None when none was left)."""
+    def _act_on_batch(self, batch: Batch, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
+                      fence: DomainFence | None = None) -> BatchDone:
+        """One batch in one transaction: the rows acted on, those refused (for a person), and for a
+        lane's batch the (clock, key) of the last row it chose, None when none was left."""
         last = None
 
         def still_ours(connection: sa.Connection) -> None:
@@ -299,42 +299,41 @@ class RetentionEngine:
             # First: a hold committed before this point is seen by every statement below; one placed
             # later waits for this commit (engine/oversight/holds.py).
             pass_gate(connection, self.policy.name)
-            if batch.get("blobs") is not None:
+            if batch.blobs is not None:
                 # Checked before the first object is deleted, not after: an object cannot be put back
                 # by a rollback. The fence's share lock then keeps the batch ours until it commits.
-                count, failed = self.objects.act(connection, clock_cutoff, stamp, batch["pks"], batch["blobs"],
+                count, failed = self.objects.act(connection, clock_cutoff, stamp, batch.pks, batch.blobs,
                                                  before_delete=still_ours)
-                refused = {rid: (Action.BLOB_DELETE_FAILED.value, why) for rid, why in failed.items()}
+                return BatchDone(count, {rid: Refusal(Action.BLOB_DELETE_FAILED.value, why)
+                                         for rid, why in failed.items()})
+            if batch.pks is None:
+                count, last = self.table.act_next(connection, clock_cutoff, stamp, batch.lane, batch.limit)
             else:
-                if batch["pks"] is None:
-                    (count, last), refused = self.table.act_next(connection, clock_cutoff, stamp, batch["lane"],
-                                                                 batch["limit"]), {}
-                else:
-                    count, refused = self.table.act_batch(connection, clock_cutoff, replace(
-                        stamp, archive_uri=batch["archive_uri"]), batch["pks"]), {}
-                still_ours(connection)
-        return count, refused, last
+                count = self.table.act_batch(connection, clock_cutoff, replace(stamp, archive_uri=batch.archive_uri),
+                                             batch.pks)
+            still_ours(connection)
+        return BatchDone(count, {}, last)
 
-    def _act_row_by_row(self, batch: dict, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
-                        fence: DomainFence | None = None) -> tuple[int, dict[str, tuple[str, str]], tuple | None]:
-        pks, last = batch["pks"], None
+    def _act_row_by_row(self, batch: Batch, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
+                        fence: DomainFence | None = None) -> BatchDone:
+        pks, last = batch.pks, None
         if pks is None:  # a lane's batch: the rows it would have chosen
             with self._connect() as connection:
-                keys = connection.execute(self.table.next_rows(clock_cutoff, batch["lane"], batch["limit"])).all()
+                keys = connection.execute(self.table.next_rows(clock_cutoff, batch.lane, batch.limit)).all()
             pks, last = [pk for _, pk in keys], (tuple(keys[-1]) if keys else None)
         count, refused = 0, {}
         for pk in pks:
             try:
-                done, failed, _ = self._act_on_batch({**batch, "pks": [pk]}, clock_cutoff, stamp, lock, fence)
+                done = self._act_on_batch(replace(batch, pks=[pk]), clock_cutoff, stamp, lock, fence)
             except sa.exc.IntegrityError as exc:
                 constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or "a constraint"
-                refused[self.table.record_id(pk)] = ("delete_blocked", f"the database refused: {constraint}")
+                refused[self.table.record_id(pk)] = Refusal("delete_blocked", f"the database refused: {constraint}")
                 continue
-            count += done
-            refused.update(failed)
-        return count, refused, last
+            count += done.acted_on
+            refused.update(done.refused)
+        return BatchDone(count, refused, last)
 
-    def _verified_objects(self, archived: Archived) -> Iterator[dict]:
+    def _verified_objects(self, archived: Archived) -> Iterator[Batch]:
         """An archived domain acts on exactly the rows of each verified object (its manifest's)."""
         for batch in archived.batches:
             # Read back once more: an object changed or gone since it was verified protects nothing.
@@ -346,7 +345,7 @@ class RetentionEngine:
             if not digest == batch.sha256 == manifest["sha256"]:
                 raise ArchiveVerificationFailed(f"{batch.uri} changed since it was verified; its rows stay", batch.uri)
             pks = [pk for rid in manifest["record_ids"] if (pk := self.table.pk_value(rid)) is not None]
-            yield {"pks": pks, "archive_uri": batch.uri, "blobs": manifest.get("blobs")}
+            yield Batch(pks=pks, archive_uri=batch.uri, blobs=manifest.get("blobs"))
 
     def _respell_holds(self, run_id: str) -> None:
         """Holds found in another spelling of their record's key are counted as held (find): they

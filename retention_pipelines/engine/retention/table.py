@@ -23,7 +23,6 @@ from retention_pipelines.schema import legal_holds, manual_queue
 
 ERASED_PLACEHOLDER_PATTERN = "erased-by-request-%@erased.invalid"  # LIKE pattern; % is the request id
 # batches() hands rows with the clock, the primary key and the subject first, then the columns asked for.
-LEADING = 3
 # More than any zone's distance from UTC (the tz database's widest is under 16 hours): a wall-time
 # clock due by a UTC instant is at most this far past that instant's UTC wall time.
 WALL_CLOCK_SLACK = timedelta(days=1)
@@ -218,22 +217,23 @@ class DomainTable:
 
     def batches(
         self, engine: sa.Engine, columns: Sequence[sa.Column], clock_cutoff: datetime, batch_size: int
-    ) -> Iterator[list[sa.Row]]:
+    ) -> Iterator[list[DueRow]]:
         """Keyset walk over (clock, pk): constant memory and one index range per batch, however
         many rows are due; rows deleted behind the walk are never scanned again. Each batch is
         read in its own short transaction, so a long walk holds no snapshot open. A uuid key is
         read as text (what record ids are): parsing a million uuid objects took 3 s."""
         pk = sa.cast(self.pk, sa.Text) if isinstance(self.pk.type, sa.Uuid) else self.pk
-        columns = [self.clock, pk, *columns]
+        selected = [self.clock, pk, self.subject(), *columns]
         last: tuple | None = None
         while True:
-            query = self._keyset(sa.select(*columns).where(*self.due(clock_cutoff), self.not_held()), last)
+            query = self._keyset(sa.select(*selected).where(*self.due(clock_cutoff), self.not_held()), last)
             with engine.connect() as connection:
-                rows = connection.execute(query.order_by(self.clock, self.pk).limit(batch_size)).all()
+                rows = [DueRow(row[0], row[1], row[2], tuple(row[3:]))
+                        for row in connection.execute(query.order_by(self.clock, self.pk).limit(batch_size))]
             if not rows:
                 return
             yield rows
-            last = (rows[-1][0], rows[-1][1])
+            last = (rows[-1].clock, rows[-1].pk)
 
     def _keyset(self, query: sa.Select, after: tuple | None, upto: tuple | None = None) -> sa.Select:
         """Rows strictly after `after` and up to `upto` (inclusive) in (clock, pk) order; a bound
@@ -388,6 +388,17 @@ def exact_interval(duration: timedelta) -> sa.ColumnElement:
 def _aware(moment: datetime) -> datetime:
     """SQLite hands back naive UTC; PostgreSQL aware instants."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@dataclass(frozen=True)
+class DueRow:
+    """A due row as the archive walk reads it: its clock, its key (as the walk compares it), its
+    subject (None where the domain has none) and the values of the archived columns, in their order."""
+
+    clock: object
+    pk: object
+    subject: str | None
+    values: tuple
 
 
 @dataclass(frozen=True)

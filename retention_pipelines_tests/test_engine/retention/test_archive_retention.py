@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.retention.archive_expiry import ACTION, ArchiveRetention, archive_units
+from retention_pipelines.engine.audit.entries import Action
+from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention, archive_units
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.policies.model import Archive
@@ -50,7 +51,7 @@ def keys_in(store) -> set[str]:
     return {key for key, _ in store.objects("")}
 
 
-def entries(database, action: str = ACTION) -> list[dict]:
+def entries(database, action: str = Action.ARCHIVE_EXPIRED.value) -> list[dict]:
     query = sa.select(schema.audit_log).where(schema.audit_log.c.action == action).order_by(schema.audit_log.c.id)
     with database.engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
