@@ -228,15 +228,10 @@ def cmd_hold_release(args: argparse.Namespace) -> int:
 
 
 def cmd_hold_list(args: argparse.Namespace) -> int:
-    database = open_current_database()
-    holds = schema.legal_holds
-    query = sa.select(holds).order_by(holds.c.placed_at, holds.c.id)
-    if args.domain:
-        query = query.where(holds.c.domain == args.domain)
-    if not args.all:
-        query = query.where(holds.c.released_at.is_(None))
-    with database.engine.connect() as connection:
-        print_table([dict(row._mapping) for row in connection.execute(query)])
+    from retention_pipelines.engine.oversight.holds import placed_holds
+
+    holds = placed_holds(open_current_database(), domain=args.domain, include_released=args.all)
+    print_table([vars(hold) for hold in holds])
     return 0
 
 
