@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -55,6 +56,32 @@ def under_legal_hold(database: AppDatabase, domain: str, record_id: str) -> bool
     """Whether an unreleased legal hold is on the record (its id in canonical text)."""
     with database.connect() as connection:
         return bool(connection.execute(sa.select(held(domain, sa.literal(record_id, sa.Text)))).scalar())
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """One hold as the hold book keeps it (its columns, in their order)."""
+
+    id: int
+    domain: str
+    record_id: str  # canonical
+    reason: str
+    placed_at: datetime
+    released_at: datetime | None
+    placed_by: str | None
+    released_by: str | None
+
+
+def placed_holds(database: AppDatabase, domain: str | None = None, include_released: bool = False) -> list[LegalHold]:
+    """The holds in force, of one domain or of all, oldest first; with `include_released` the
+    released ones too. Reading them needs no policy version, unlike placing or releasing one."""
+    query = sa.select(legal_holds).order_by(legal_holds.c.placed_at, legal_holds.c.id)
+    if domain:
+        query = query.where(legal_holds.c.domain == domain)
+    if not include_released:
+        query = query.where(legal_holds.c.released_at.is_(None))
+    with database.connect() as connection:
+        return [LegalHold(**row._mapping) for row in connection.execute(query)]
 
 
 def pass_gate(connection: sa.Connection, domain: str, exclusive: bool = False) -> None:
