@@ -37,3 +37,10 @@ class LockLost(Exception):
 class ConfigurationError(ValueError):
     """A RETENTION_* variable that cannot be used; the message names it, never its value."""
 
+
+def first_line(exc: BaseException) -> str:
+    """What an error said, in one line fit to show: a driver's own words (a DBAPIError's `orig`)
+    rather than SQLAlchemy's wrapping of them, else the exception's; its type's name when it says
+    nothing. Drivers quote the rows and the connection they were given: the line is redacted."""
+    said = str(getattr(exc, "orig", None) or exc).strip()
+    return without_personal_data(said.splitlines()[0] if said else type(exc).__name__)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
-from retention_pipelines.errors import PolicyMismatch, StoreUnavailable
+from retention_pipelines.errors import PolicyMismatch, StoreUnavailable, first_line
 from retention_pipelines.redaction import display_url
 
 
@@ -31,8 +31,7 @@ class AppDatabase:
         return self.engine.dialect.name == "sqlite"
 
     def connect_error(self, exc: Exception) -> StoreUnavailable:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return StoreUnavailable(f"database {self.display_url} is unreachable: {reason}")
+        return StoreUnavailable(f"database {self.display_url} is unreachable: {first_line(exc)}")
 
     def now(self) -> datetime:
         """The database's clock, in UTC: every cutoff is computed from it, never from the worker's."""

@@ -9,8 +9,8 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from retention_pipelines.errors import DomainLocked, LockLost, StoreUnavailable
-from retention_pipelines.redaction import display_url, without_personal_data
+from retention_pipelines.errors import DomainLocked, LockLost, StoreUnavailable, first_line
+from retention_pipelines.redaction import display_url
 
 
 class HeldLock(ABC):
@@ -104,7 +104,7 @@ def _unreachable(exc: Exception) -> str | None:
     import redis
 
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-        return without_personal_data((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        return first_line(exc)
     return None
 
 

@@ -15,7 +15,7 @@ from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention
 from retention_pipelines.engine.oversight.queue import RECORD_REASONS, ManualQueue, QueueItem
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed
 from retention_pipelines.engine.retention.run import RetentionEngine
-from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.errors import first_line
 from retention_pipelines.stores import HeldLock, LockLost, StoreUnavailable
 
 ERASURE_ITEM = re.compile(r"^erasure request \d+: ")
@@ -48,7 +48,7 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
     try:
         done, what = attempt(item, engine, run_id, lock)
     except RETRY_ERRORS as exc:
-        done, what = False, _reason(exc)
+        done, what = False, first_line(exc)
     if not done:
         queue.retry_failed(item.id, by, what, run_id)
         return RetryOutcome(item.id, item.domain, item.reason, False, what)
@@ -91,10 +91,3 @@ def _retry_archive_object(item: QueueItem, engine: RetentionEngine, run_id: str,
                "the store refused the delete" if expiry.objects_refused else "it is not past its keep_for")
         return False, f"the archive object is still there: {why}"
     return True, "the archive object was deleted" if expiry.objects_deleted else "the archive object was already gone"
-
-
-def _reason(exc: Exception) -> str:
-    """A retry's failure in one line, for the item's history: the driver's message for a database
-    error, never personal data."""
-    reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
-    return without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__)
