@@ -89,7 +89,9 @@ class RetentionStores(dg.ConfigurableResource):
     def archive_keys(self) -> ArchiveKeys:
         """The data keys of the encrypted archives, wrapped by RETENTION_ARCHIVE_MASTER_KEY."""
         if self._keys is None:
-            self._keys = ArchiveKeys.from_settings(self.database, self.settings())
+            settings = self.settings()
+            self._keys = ArchiveKeys(self.database, settings.resolved_archive_master_key(),
+                                     settings.resolved_erasure_hash_key())
         return self._keys
 
     def subject_erasure(self, policy_version: str, policies: list[DomainPolicy] = ()) -> SubjectErasure:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -17,6 +19,9 @@ from retention_pipelines.engine.retention.results import ArchiveVerificationFail
 from retention_pipelines.engine.retention.run import RetentionEngine
 from retention_pipelines.errors import first_line
 from retention_pipelines.stores import HeldLock, LockLost, StoreUnavailable
+
+if TYPE_CHECKING:
+    from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
 
 ERASURE_ITEM = re.compile(r"^erasure request \d+: ")
 
@@ -34,15 +39,18 @@ class RetryOutcome:
 
 
 def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
-               lock: HeldLock | None = None) -> RetryOutcome:
+               lock: HeldLock | None = None, erasure: SubjectErasure | None = None) -> RetryOutcome:
     """One attempt at the item, by what it is about; resolved when nothing of it is left to do,
-    else left as it was with one more attempt and why."""
+    else left as it was with one more attempt and why. An erasure's item is erased through
+    `erasure`, which its caller makes as for the erasure runs."""
     if item.reason in (ARCHIVE_QUEUE_REASON, ARCHIVE_HELD_REASON) and is_archive_key(item.domain, item.record_id):
         attempt = _retry_archive_object
     elif item.reason == "legal_hold_conflict" or ERASURE_ITEM.match(item.detail or ""):
         # An erasure's record (its hold released, retryable checked; or one the erasure run could not
         # finish): erased by id now, whatever its retention deadline.
-        attempt = _erase_record
+        if erasure is None:
+            raise ValueError(f"queue item {item.id} is an erasure's: its retry needs the subject erasure")
+        attempt = partial(_erase_record, erasure)
     else:
         attempt = _retry_records
     try:
@@ -69,13 +77,8 @@ def _retry_records(item: QueueItem, engine: RetentionEngine, run_id: str, lock: 
     return True, f"{report.acted.acted_on} rows {report.acted.action}" if report.acted.acted_on else "nothing was left to do"
 
 
-def _erase_record(item: QueueItem, engine: RetentionEngine, run_id: str, lock: HeldLock | None) -> tuple[bool, str]:
-    from retention_pipelines.engine.gdpr.requests import ErasureRequests
-    from retention_pipelines.engine.archive.keys import ArchiveKeys
-    from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
-
-    erasure = SubjectErasure(ErasureRequests(engine.database), engine.keys or ArchiveKeys.from_settings(engine.database),
-                             engine.archive_store, engine.policy_version)
+def _erase_record(erasure: SubjectErasure, item: QueueItem, engine: RetentionEngine, run_id: str,
+                  lock: HeldLock | None) -> tuple[bool, str]:
     return erasure.erase_record(engine, item, run_id, lock)
 
 
