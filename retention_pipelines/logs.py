@@ -21,8 +21,8 @@ from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
+from retention_pipelines.errors import ConfigurationError
 from retention_pipelines.redaction import without_personal_data
-from retention_pipelines.stores.settings import ConfigurationError
 
 ROOT = "retention_pipelines"
 LEVEL_VARIABLE = "RETENTION_LOG_LEVEL"

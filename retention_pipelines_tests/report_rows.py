@@ -23,6 +23,7 @@ from retention_pipelines.stores import AppDatabase, archive_store_from_url, blob
 from retention_pipelines_tests.app_rows import (
     insert_blacklist_at, insert_meal_plans_at, insert_quiz_rows, insert_token_expiring_at,
 )
+from retention_pipelines_tests.test_engine.helpers import configured_keys
 
 MONTH = "2026-10"
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -103,7 +104,8 @@ def month_of_activity(database: AppDatabase, policies, archive_url: str, folder:
     archive = archive_store_from_url(archive_url)
 
     def engine(domain: str, **options) -> RetentionEngine:
-        return RetentionEngine(policies.domains[domain], version, database, archive, **options)
+        keys = configured_keys(database) if policies.domains[domain].archive.enabled else None
+        return RetentionEngine(policies.domains[domain], version, database, archive, keys=keys, **options)
 
     def run(domain: str, run_id: str, moment: datetime, **options) -> None:
         engine(domain, **options).run(run_id)

@@ -48,6 +48,7 @@ from retention_pipelines.stores.blob import S3BlobStore  # noqa: E402
 from retention_pipelines.stores.s3 import s3_client  # noqa: E402
 from retention_pipelines_tests.app_rows import insert_meal_plans_at, meal_plan_rows  # noqa: E402
 from retention_pipelines_tests.servers import MotoS3Server, PostgresServer  # noqa: E402
+from retention_pipelines_tests.test_engine.helpers import configured_keys  # noqa: E402
 
 CASE = "9 meal-plan PDFs on S3"
 OBJECTS = {"full": 10_000, "quick": 1_000, "smoke": 50}
@@ -134,7 +135,7 @@ def engine_run(database: AppDatabase, hot: str, archive: str, objects: int) -> d
     engine = RetentionEngine(
         policies.domains["meal_plans"], policies.policy_version, database,
         S3ArchiveStore(archive, "retention", client=TimedClient(s3_client(), clock)),
-        blob_store=S3BlobStore(hot, "", client=TimedClient(s3_client(), clock)))
+        blob_store=S3BlobStore(hot, "", client=TimedClient(s3_client(), clock)), keys=configured_keys(database))
     started = time.perf_counter()
     report = engine.run("bench-pdfs")
     seconds = time.perf_counter() - started

@@ -269,6 +269,7 @@ def engine_child(spec: dict) -> None:
     from retention_pipelines.engine import RetentionEngine
     from retention_pipelines.policies import load_policies
     from retention_pipelines.stores import AppDatabase, archive_store_from_url
+    from retention_pipelines_tests.test_engine.helpers import configured_keys
 
     policies = load_policies()
     policy = policies.domains["quiz_responses"]
@@ -283,7 +284,8 @@ def engine_child(spec: dict) -> None:
     with tempfile.TemporaryDirectory() as folder:
         database = AppDatabase(spec["url"])
         engine = RetentionEngine(policy, policies.policy_version, database,
-                                 archive_store_from_url(Path(folder).as_uri()))
+                                 archive_store_from_url(Path(folder).as_uri()),
+                                 keys=configured_keys(database) if policy.archive.enabled else None)
         run_started = time.monotonic()
         report = engine.run("benchmark")
         run_finished = time.monotonic()

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError
+from retention_pipelines.logs import get_logger
 from retention_pipelines.stores import StoreUnavailable, load_settings
 from retention_pipelines.stores.notifier import CLOSED, OPENED, Alert, LogNotifier, notifier
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    channels = notifier(load_settings())
+    channels = notifier(load_settings(), get_logger("alerts"))
     if isinstance(channels, LogNotifier):
         print("no alert channel is configured (RETENTION_SLACK_TOKEN, RETENTION_PAGERDUTY_ROUTING_KEY, "
               "RETENTION_ALERT_WEBHOOK_URL): alerts are JSON log lines only")

@@ -22,6 +22,7 @@ from retention_pipelines.cli.queue import add_queue_commands
 from retention_pipelines.cli.report import add_report_commands
 from retention_pipelines.cli.restore import add_restore_command
 from retention_pipelines.cli.run import add_run_commands
+from retention_pipelines.errors import first_line
 from retention_pipelines.logs import configure_logging
 from retention_pipelines.policies import PolicyError
 from retention_pipelines.redaction import without_personal_data
@@ -53,8 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreUnavailable as exc:
         return _refuse(exc, EXIT_FAILED)
     except sa.exc.DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        return _refuse(f"database error: {reason}", EXIT_FAILED)
+        return _refuse(f"database error: {first_line(exc)}", EXIT_FAILED)
 
 
 def _refuse(message: object, exit_code: int) -> int:

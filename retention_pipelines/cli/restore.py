@@ -8,6 +8,7 @@ import uuid
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
 from retention_pipelines.redaction import EMAIL
+from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
 from retention_pipelines.engine.retention.run import RetentionEngine
@@ -34,9 +35,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
                                               args.record_id)
         except RecordIdInvalid as exc:
             raise CliError(f"--record-id: {exc}") from None
+        keys = (ArchiveKeys(database, settings.resolved_archive_master_key(), settings.resolved_erasure_hash_key())
+                if policy.archive.enabled else None)
         engine = RetentionEngine(policy, policies.policy_version, database,
                                  archive_store_from_url(settings.resolved_archive_url(), settings.archive_storage_class),
-                                 blob_store_from_url(settings.resolved_blob_url()) if policy.blob_key_column else None)
+                                 blob_store_from_url(settings.resolved_blob_url()) if policy.blob_key_column else None,
+                                 keys=keys)
         if not args.dry_run:
             lock = domain_locks(settings.redis_url, settings.lock_dir(), settings.lock_ttl_seconds).acquire(
                 policy.name, settings.lock_wait_seconds)

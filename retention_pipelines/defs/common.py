@@ -8,6 +8,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from retention_pipelines.engine import ArchiveVerificationFailed
+from retention_pipelines.errors import first_line
 from retention_pipelines.logs import log_context
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.redaction import without_personal_data
@@ -48,9 +49,8 @@ def operator_errors():
         raise dg.Failure(description=without_personal_data(str(exc)),
                          allow_retries=not isinstance(exc, (PolicyMismatch, SchemaBehindError, ConfigurationError))) from None
     except sa.exc.DBAPIError as exc:  # the database went away or refused mid-run: batches are whole or untouched
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        raise dg.Failure(description=without_personal_data(f"database error: {reason}; every committed batch is "
-                                                           "audited, a rerun finishes the rest")) from None
+        raise dg.Failure(description=f"database error: {first_line(exc)}; every committed batch is audited, "
+                                     "a rerun finishes the rest") from None
 
 
 @contextlib.contextmanager

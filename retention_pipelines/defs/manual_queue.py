@@ -51,7 +51,8 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
             with log_context(run_id=context.run_id, domain=item.domain), operator_errors():
                 lock = retention_stores.hold_domain_lock(item.domain)
                 engine = retention_stores.engine(by_domain[item.domain], policy_version)
-                outcome = retry_item(queue, item, engine, context.run_id, config.by, lock)
+                outcome = retry_item(queue, item, engine, context.run_id, config.by, lock,
+                                     erasure=retention_stores.subject_erasure(policy_version))
             log.info(f"queue item {item_id}: {'resolved' if outcome.resolved else 'still open'}: {outcome.message}",
                      extra={"queue_item": item_id, "resolved": outcome.resolved})
             outcomes.append({"item": item_id, "resolved": outcome.resolved, "message": outcome.message})

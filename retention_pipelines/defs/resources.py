@@ -11,6 +11,7 @@ from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
+from retention_pipelines.logs import get_logger
 from retention_pipelines.stores.metrics import push_run_metrics
 from retention_pipelines.stores.notifier import Notifier, notifier
 from retention_pipelines.policies import DomainPolicy
@@ -69,7 +70,7 @@ class RetentionStores(dg.ConfigurableResource):
 
     @property
     def notifier(self) -> Notifier:
-        return notifier(self.settings())
+        return notifier(self.settings(), get_logger("alerts"))
 
     def push_metrics(self, context, domain: str, acted, lag) -> bool:
         """The run's figures to the Pushgateway, where one is configured. Metrics that cannot be
@@ -88,7 +89,9 @@ class RetentionStores(dg.ConfigurableResource):
     def archive_keys(self) -> ArchiveKeys:
         """The data keys of the encrypted archives, wrapped by RETENTION_ARCHIVE_MASTER_KEY."""
         if self._keys is None:
-            self._keys = ArchiveKeys.from_settings(self.database, self.settings())
+            settings = self.settings()
+            self._keys = ArchiveKeys(self.database, settings.resolved_archive_master_key(),
+                                     settings.resolved_erasure_hash_key())
         return self._keys
 
     def subject_erasure(self, policy_version: str, policies: list[DomainPolicy] = ()) -> SubjectErasure:

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from retention_pipelines.errors import StoreUnavailable
 from retention_pipelines.redaction import display_url
-from retention_pipelines.stores.database import StoreUnavailable
 from retention_pipelines.stores.files import DRAFT_PREFIX, inside, write_whole
 from retention_pipelines.stores.s3 import pool_connections, s3_client
 

@@ -12,9 +12,9 @@ from urllib.parse import unquote, urlparse
 
 from tenacity import RetryError, retry, retry_if_result, stop_after_attempt, wait_exponential
 
+from retention_pipelines.errors import KeyOutsideStore, StoreUnavailable
 from retention_pipelines.redaction import display_url
-from retention_pipelines.stores.database import StoreUnavailable
-from retention_pipelines.stores.files import KeyOutsideStore, inside
+from retention_pipelines.stores.files import inside
 from retention_pipelines.stores.s3 import pool_connections, s3_client
 
 # Why a local store did not delete a key that leads out of its folder: short, and without the key.

@@ -9,22 +9,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
-from retention_pipelines.redaction import display_url, without_personal_data
-
-
-class StoreUnavailable(Exception):
-    """A production part (database, archive store, lock service) cannot be reached or used.
-
-    Its message often quotes what a driver or a server said, which may quote a connection string
-    or a row: it is redacted here, so that every store's error is safe to show wherever it goes."""
-
-    def __init__(self, message: str):
-        super().__init__(without_personal_data(message))
-
-
-class PolicyMismatch(Exception):
-    """A policy names a table or column that the database does not have, or one it cannot use as
-    it is (a type, a clock without a declared zone or meaning of NULL); one line per problem."""
+from retention_pipelines.errors import PolicyMismatch, StoreUnavailable, first_line
+from retention_pipelines.redaction import display_url
 
 
 class AppDatabase:
@@ -45,8 +31,7 @@ class AppDatabase:
         return self.engine.dialect.name == "sqlite"
 
     def connect_error(self, exc: Exception) -> StoreUnavailable:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return StoreUnavailable(f"database {self.display_url} is unreachable: {reason}")
+        return StoreUnavailable(f"database {self.display_url} is unreachable: {first_line(exc)}")
 
     def now(self) -> datetime:
         """The database's clock, in UTC: every cutoff is computed from it, never from the worker's."""

@@ -7,13 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from retention_pipelines.stores.database import StoreUnavailable
+from retention_pipelines.errors import KeyOutsideStore
 
 DRAFT_PREFIX = ".partial-"  # drafts beside their file; listings pass over them
-
-
-class KeyOutsideStore(StoreUnavailable):
-    """A key that does not name a file inside a local store's folder; nothing was touched."""
 
 
 def inside(root: Path, key: str) -> Path:

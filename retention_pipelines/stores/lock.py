@@ -9,15 +9,8 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from retention_pipelines.redaction import display_url, without_personal_data
-
-
-class DomainLocked(Exception):
-    """Another run holds this domain's lock."""
-
-
-class LockLost(Exception):
-    """The lock expired or was taken over while this run held it: stop before deleting anything more."""
+from retention_pipelines.errors import DomainLocked, LockLost, StoreUnavailable, first_line
+from retention_pipelines.redaction import display_url
 
 
 class HeldLock(ABC):
@@ -100,8 +93,6 @@ class RedisDomainLocks(DomainLocks):
         try:
             acquired = lock.acquire()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            from retention_pipelines.stores.database import StoreUnavailable
-
             raise StoreUnavailable(f"lock service {self.display_url} is unreachable: {exc}") from None
         if not acquired:
             raise DomainLocked(_locked_message(domain, wait_seconds))
@@ -113,7 +104,7 @@ def _unreachable(exc: Exception) -> str | None:
     import redis
 
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-        return without_personal_data((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        return first_line(exc)
     return None
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
+from retention_pipelines.errors import StoreUnavailable
 from retention_pipelines.redaction import display_url
-from retention_pipelines.stores.database import StoreUnavailable
 
 JOB = "retention_pipelines"
 

@@ -9,6 +9,7 @@ durations: never personal data.
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
@@ -17,11 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from retention_pipelines.logs import get_logger
+from retention_pipelines.errors import StoreUnavailable
 from retention_pipelines.redaction import display_url, without_personal_data
-from retention_pipelines.stores.database import StoreUnavailable
-
-log = get_logger("alerts")
 
 OPENED, ESCALATED, CLOSED = "opened", "escalated", "closed"
 
@@ -62,12 +60,18 @@ class Notifier(ABC):
 
 
 class LogNotifier(Notifier):
-    """No alerting service configured: one JSON log line per alert, for the log pipeline to pick up."""
+    """No alerting service configured: one JSON log line per alert, for the log pipeline to pick up.
+
+    The logger is the caller's (logs.get_logger("alerts")): the logging setup, which builds on the
+    stores, masks personal data in it and adds the run and domain in force."""
 
     name = "log"
 
+    def __init__(self, log: logging.Logger):
+        self.log = log
+
     def send(self, alert: Alert) -> None:
-        log.warning(alert.text, extra={"domain": alert.domain, "alert": alert.payload()})
+        self.log.warning(alert.text, extra={"domain": alert.domain, "alert": alert.payload()})
 
 
 def _transient(exc: BaseException) -> bool:
@@ -175,12 +179,12 @@ class PagerDutyNotifier(Notifier):
 class Notifiers(Notifier):
     """Every configured channel gets every alert, side by side and each within `timeout`: a
     channel that is down or hangs is named, and the others still deliver. An alert that reaches
-    no one is still logged: it must not be lost silently."""
+    no one is still logged (on `log`): it must not be lost silently."""
 
     name = "alerts"
 
-    def __init__(self, channels: list[Notifier], timeout: float = 30.0):
-        self.channels, self.timeout = channels, timeout
+    def __init__(self, channels: list[Notifier], log: logging.Logger, timeout: float = 30.0):
+        self.channels, self.fallback, self.timeout = channels, LogNotifier(log), timeout
 
     def send(self, alert: Alert) -> None:
         pool = ThreadPoolExecutor(max_workers=len(self.channels), thread_name_prefix="alert")
@@ -196,12 +200,12 @@ class Notifiers(Notifier):
             elif future.exception() is not None:
                 raise future.exception()
         if failures:
-            LogNotifier().send(alert)
+            self.fallback.send(alert)
             raise StoreUnavailable("; ".join(failures))
 
 
-def notifier(settings) -> Notifier:
-    """The channels configured by RETENTION_* variables (see README); none: a log line."""
+def notifier(settings, log: logging.Logger) -> Notifier:
+    """The channels configured by RETENTION_* variables (see README); none: a line on `log`."""
     channels: list[Notifier] = []
     if settings.slack_token:
         channels.append(SlackNotifier(settings.slack_token.get_secret_value(), settings.slack_channel,
@@ -211,4 +215,4 @@ def notifier(settings) -> Notifier:
                                           settings.pagerduty_events_url))
     if settings.alert_webhook_url:
         channels.append(WebhookNotifier(settings.alert_webhook_url))
-    return Notifiers(channels) if channels else LogNotifier()
+    return Notifiers(channels, log) if channels else LogNotifier(log)

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retention_pipelines.errors import ConfigurationError
 from retention_pipelines.redaction import remember_secrets, url_secrets
 from retention_pipelines.stores.files import write_whole
 
@@ -257,9 +258,6 @@ def _publish_once(path: Path, content: str) -> None:
     """Write `content` to `path` unless another process got there first (the losers keep the
     winner's content): a key must never change once something was encrypted or hashed with it."""
     write_whole(path, content.encode(), keep_existing=True)
-
-class ConfigurationError(ValueError):
-    """A RETENTION_* variable that cannot be used; the message names it, never its value."""
 
 
 def accepted_range(field: str) -> str:

@@ -80,6 +80,7 @@ def build_engine(config: dict):
     from retention_pipelines.policies.model import Pacing
     from retention_pipelines.stores import AppDatabase, archive_store_from_url
     from retention_pipelines.stores.blob import S3BlobStore
+    from retention_pipelines_tests.test_engine.helpers import configured_keys
 
     policies = load_policies()
     domain = config.get("domain", "quiz_responses")
@@ -92,7 +93,7 @@ def build_engine(config: dict):
     database = AppDatabase(config["database_url"])
     blob_store = S3BlobStore(config["hot_bucket"], "") if config.get("hot_bucket") else None
     engine = RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(config["archive_url"]),
-                             blob_store=blob_store)
+                             blob_store=blob_store, keys=configured_keys(database) if policy.archive.enabled else None)
     return database, engine
 
 

@@ -22,7 +22,7 @@ from retention_pipelines_tests.reliability.faults import (
     EndpointOutage, clear_failure, fixed_batches, loss, outcome, rerun_outcome,
 )
 from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.test_engine.helpers import bulk_insert_pg
+from retention_pipelines_tests.test_engine.helpers import bulk_insert_pg, configured_keys
 
 DUE, BATCH = 1000, 50
 BATCHES = DUE // BATCH
@@ -79,14 +79,14 @@ def test_object_store_down_mid_run(pg_database, policies, quiz_policy, s3_archiv
     parsed = urlparse(s3_archive_url)
     client = DownAtRequest(s3_client(), outage, method, at, mid_answer)
     store = S3ArchiveStore(parsed.netloc, parsed.path, client=client)
-    engine = RetentionEngine(policy, policies.policy_version, pg_database, store)
+    engine = RetentionEngine(policy, policies.policy_version, pg_database, store, keys=configured_keys(pg_database))
 
     message = outcome(lambda: engine.run("store-down"))
     outage.up()
     deleted = len(inserted - remaining_ids(pg_database))
     lost = loss(pg_database, inserted, s3_archive_url)
     rerun = rerun_outcome(RetentionEngine(policy, policies.policy_version, pg_database,
-                                          archive_store_from_url(s3_archive_url)),
+                                          archive_store_from_url(s3_archive_url), keys=configured_keys(pg_database)),
                           pg_database, inserted, s3_archive_url)
     clear = message is None or clear_failure(message, f"s3://{parsed.netloc}")
     record(f"faults: S3 down while {phase}", "0 lost, failure names the archive store",

@@ -347,7 +347,7 @@ def test_no_secret_in_log_lines(in_force, json_log):
         raise RuntimeError(text)
     except RuntimeError:
         log.exception("step failed")
-    LogNotifier().send(Alert("quiz_responses", "run_failures", "opened", f"last failure: {text}"))
+    LogNotifier(get_logger("alerts")).send(Alert("quiz_responses", "run_failures", "opened", f"last failure: {text}"))
     lines = json_log.getvalue().splitlines()
     assert len(lines) == 4 and all(json.loads(line)["logger"].startswith("retention_pipelines") for line in lines)
     assert_no_secret(json_log.getvalue(), canaries)
@@ -381,7 +381,7 @@ STORES = {
     "PagerDuty": (lambda s: PagerDutyNotifier(s.pagerduty_routing_key.get_secret_value(), s.pagerduty_events_url,
                                               timeout=2, attempts=1).send(ALERT),
                   rf"PagerDuty \(http://{HOST}/…\) is unreachable"),
-    "every alert channel": (lambda s: notifier(s).send(ALERT), rf"alert webhook http://{HOST}/… is unreachable"),
+    "every alert channel": (lambda s: notifier(s, get_logger("alerts")).send(ALERT), rf"alert webhook http://{HOST}/… is unreachable"),
     "pushgateway": (lambda s: push_run_metrics(s.pushgateway_url, "quiz_responses", 1, 0, 1.0, 0.0, False),
                     rf"pushgateway http://{HOST} is unreachable"),
     "archive store": (lambda s: archive_store_from_url(s.alert_webhook_url),

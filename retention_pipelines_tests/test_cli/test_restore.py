@@ -12,6 +12,7 @@ from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import archive_store_from_url, load_settings
 from retention_pipelines_tests.app_rows import _insert
 from retention_pipelines_tests.test_cli.conftest import EMAIL
+from retention_pipelines_tests.test_engine.helpers import configured_keys
 
 
 def deleted_by_a_run(database) -> list[str]:
@@ -21,7 +22,8 @@ def deleted_by_a_run(database) -> list[str]:
         for i in range(2)])
     policies = load_policies()
     RetentionEngine(policies.domains["email_blacklist"], policies.policy_version, database,
-                    archive_store_from_url(load_settings().resolved_archive_url())).run("run-in-error")
+                    archive_store_from_url(load_settings().resolved_archive_url()),
+                    keys=configured_keys(database)).run("run-in-error")
     return ids
 
 

@@ -346,7 +346,8 @@ def test_once_the_hold_is_released_a_retry_of_the_conflict_erases_the_record(pg_
         queue.retryable(item.id)
     with pg_database.engine.begin() as connection:
         connection.execute(sa.update(schema.legal_holds).values(released_at=sa.func.now()))
-    outcome = retry_item(queue, queue.retryable(item.id), engine, "retry-run", "ops-ines")
+    outcome = retry_item(queue, queue.retryable(item.id), engine, "retry-run", "ops-ines",
+                         erasure=stores.subject_erasure(policies.policy_version))
 
     assert outcome.resolved, outcome.message
     assert f"erasure request {world.request.id}: 1 records erased; 1 archive keys destroyed" == outcome.message

@@ -13,13 +13,20 @@ from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.engine.archive.format import blob_key_id, decrypt_blob, read_manifest, read_rows
 from retention_pipelines.engine.archive.keys import ArchiveKeys
-from retention_pipelines.stores import AppDatabase, archive_store_from_url
+from retention_pipelines.stores import AppDatabase, archive_store_from_url, load_settings
 
 QUIZ = "quiz_responses"
 
 
 def engine_for(policy, policies, database: AppDatabase, archive_url: str) -> RetentionEngine:
-    return RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(archive_url))
+    return RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(archive_url),
+                           keys=configured_keys(database) if policy.archive.enabled else None)
+
+
+def configured_keys(database: AppDatabase) -> ArchiveKeys:
+    """The archive keys of the tests' configuration, made as the resource and the CLI make them."""
+    settings = load_settings()
+    return ArchiveKeys(database, settings.resolved_archive_master_key(), settings.resolved_erasure_hash_key())
 
 
 def archiving(policy, batch_size: int | None = None, exclude_columns: list[str] | None = None):
@@ -102,13 +109,13 @@ def archive_objects(url: str) -> dict[str, bytes]:
 def archived_rows(database: AppDatabase, data: bytes, manifest: dict) -> list[tuple[str, dict | None]]:
     """(record id, row) of an archive object, decrypted with the configured keys; None for a row
     whose data key is destroyed."""
-    keys = ArchiveKeys.from_settings(database)
+    keys = configured_keys(database)
     return list(read_rows(data, manifest, keys.unwrap({s["key"] for s in manifest["segments"]})))
 
 
 def archived_pdf(database: AppDatabase, sealed: bytes, domain: str = "meal_plans") -> bytes | None:
     """An archived object (a PDF) decrypted with the configured keys; None once its key is destroyed."""
-    key = ArchiveKeys.from_settings(database).unwrap({blob_key_id(sealed)})[blob_key_id(sealed)]
+    key = configured_keys(database).unwrap({blob_key_id(sealed)})[blob_key_id(sealed)]
     return None if key is None else decrypt_blob(sealed, key, domain)
 
 

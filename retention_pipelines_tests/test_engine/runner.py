@@ -54,6 +54,7 @@ def main() -> int:
     from retention_pipelines.policies import load_policies
     from retention_pipelines.policies.model import Pacing
     from retention_pipelines.stores import AppDatabase, archive_store_from_url
+    from retention_pipelines_tests.test_engine.helpers import configured_keys
 
     policies = load_policies()
     policy = policies.domains["quiz_responses"]
@@ -64,7 +65,8 @@ def main() -> int:
         update["archive"] = policy.archive.model_copy(update={"enabled": True, "keep_for": timedelta(days=365)})
     policy = policy.model_copy(update=update)
     database = AppDatabase(config["database_url"])
-    engine = RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(config["archive_url"]))
+    engine = RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(config["archive_url"]),
+                             keys=configured_keys(database) if policy.archive.enabled else None)
     emit(event="ready")
     ran = run_under_lock(engine, config)
     if ran is None:

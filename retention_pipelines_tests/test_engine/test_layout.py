@@ -49,3 +49,27 @@ def test_no_capability_imports_one_above_it_nor_anything_outside_the_core():
                 elif parts[:2] == ["retention_pipelines", "engine"] and len(parts) == 2:
                     wrong.append(f"{package}/{path.name} imports the engine's root")
     assert not wrong, wrong
+
+
+def reads_configuration(path: Path) -> list[str]:
+    """What in the module reads the configuration itself: the settings' loader or model by name,
+    or the process's environment (os.environ, os.getenv)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            found += [f"imports {alias.name}" for alias in node.names if alias.name in ("load_settings", "RetentionSettings")]
+        elif isinstance(node, ast.Import):
+            found += [f"imports {alias.name}" for alias in node.names if alias.name.endswith(".settings")]
+        elif isinstance(node, ast.Attribute) and node.attr in ("load_settings", "RetentionSettings", "environ", "getenv"):
+            found.append(f"uses {node.attr}")
+        elif isinstance(node, ast.Name) and node.id in ("load_settings", "RetentionSettings", "environ", "getenv"):
+            found.append(f"uses {node.id}")
+    return found
+
+
+def test_the_engine_is_handed_its_collaborators_and_never_reads_the_configuration():
+    """The Dagster resource and the CLI read the settings and make the stores and keys; a module of
+    the engine that read them too would run with collaborators its caller did not choose."""
+    wrong = [f"{path.relative_to(ENGINE)} {what}" for path in sorted(ENGINE.rglob("*.py"))
+             for what in reads_configuration(path)]
+    assert not wrong, wrong

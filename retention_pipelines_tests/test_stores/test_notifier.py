@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from retention_pipelines.logs import ROOT, configure_logging
+from retention_pipelines.logs import ROOT, configure_logging, get_logger
 from retention_pipelines.stores import StoreUnavailable
 from retention_pipelines.stores.notifier import (
     Alert, LogNotifier, Notifiers, PagerDutyNotifier, SlackNotifier, WebhookNotifier, notifier,
@@ -163,7 +163,7 @@ def test_an_unreachable_channel_is_named(kind):
 
 # Fan-out ---------------------------------------------------------------------------------------
 def test_every_channel_gets_every_alert(receiver):
-    channels = Notifiers([slack(receiver), pagerduty(receiver), WebhookNotifier(receiver.url)])
+    channels = Notifiers([slack(receiver), pagerduty(receiver), WebhookNotifier(receiver.url)], get_logger("alerts"))
     channels.send(lag_alert())
     channels.send(lag_alert("closed"))
     assert [body["event"] for body in receiver.received] == ["opened", "closed"]
@@ -179,7 +179,7 @@ def test_one_channel_down_the_others_still_deliver_and_the_alert_is_logged(recei
     working[down] = broken
     with caplog.at_level(logging.WARNING, logger="retention_pipelines.alerts"):
         with pytest.raises(StoreUnavailable) as caught:
-            Notifiers(list(working.values()), timeout=20).send(lag_alert(summary=f"lag 6h; {PERSON}"))
+            Notifiers(list(working.values()), get_logger("alerts"), timeout=20).send(lag_alert(summary=f"lag 6h; {PERSON}"))
     message = str(caught.value)
     assert name in message
     for other in {"webhook": "alert webhook", "slack": "Slack", "pagerduty": "PagerDuty"}.values():
@@ -204,7 +204,7 @@ def test_one_channel_down_the_others_still_deliver_and_the_alert_is_logged(recei
 
 def test_a_channel_that_hangs_does_not_hold_the_alert_past_the_timeout(receiver, silent, caplog):
     hanging = WebhookNotifier(silent.base + WEBHOOK_PATH)  # 10 s per attempt, 3 attempts
-    channels = Notifiers([hanging, slack(receiver), pagerduty(receiver)], timeout=1)
+    channels = Notifiers([hanging, slack(receiver), pagerduty(receiver)], get_logger("alerts"), timeout=1)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="retention_pipelines.alerts"):
         with pytest.raises(StoreUnavailable, match=r"alert webhook did not answer within 1 s"):
@@ -220,7 +220,7 @@ def test_channels_that_hang_are_waited_for_side_by_side_not_one_after_another(si
     timeout = 3
     channels = Notifiers([WebhookNotifier(silent.base + WEBHOOK_PATH),
                           SlackNotifier(SLACK_TOKEN, "#retention-alerts", silent.base + "/api/"),
-                          PagerDutyNotifier(ROUTING_KEY, silent.base + EVENTS_PATH)], timeout=timeout)
+                          PagerDutyNotifier(ROUTING_KEY, silent.base + EVENTS_PATH)], get_logger("alerts"), timeout=timeout)
     started = time.monotonic()
     with pytest.raises(StoreUnavailable) as caught:
         channels.send(lag_alert())
@@ -232,9 +232,10 @@ def test_channels_that_hang_are_waited_for_side_by_side_not_one_after_another(si
 
 HANGING_PAGERDUTY = """
 import sys, time
+from retention_pipelines.logs import get_logger
 from retention_pipelines.stores import StoreUnavailable
 from retention_pipelines.stores.notifier import Alert, Notifiers, PagerDutyNotifier
-channels = Notifiers([PagerDutyNotifier("R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12", sys.argv[1])], timeout=1)
+channels = Notifiers([PagerDutyNotifier("R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12", sys.argv[1])], get_logger("alerts"), timeout=1)
 try:
     channels.send(Alert("quiz_responses", "retention_lag", "opened", "lag 6h"))
 except StoreUnavailable as exc:
@@ -266,7 +267,7 @@ def test_the_channels_come_from_the_environment(receiver, monkeypatch):
     monkeypatch.setenv("RETENTION_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
     monkeypatch.setenv("RETENTION_PAGERDUTY_EVENTS_URL", receiver.events_url)
     monkeypatch.setenv("RETENTION_ALERT_WEBHOOK_URL", receiver.url)
-    channels = notifier(load_settings())
+    channels = notifier(load_settings(), get_logger("alerts"))
     assert isinstance(channels, Notifiers)
     assert [type(c) for c in channels.channels] == [SlackNotifier, PagerDutyNotifier, WebhookNotifier]
     channels.send(lag_alert())
@@ -282,7 +283,7 @@ def test_only_slack_configured_gives_only_slack(receiver, monkeypatch):
     monkeypatch.setenv("RETENTION_SLACK_TOKEN", SLACK_TOKEN)
     monkeypatch.setenv("RETENTION_SLACK_CHANNEL", "#retention-alerts")
     monkeypatch.setenv("RETENTION_SLACK_API_URL", receiver.slack_api_url)
-    channels = notifier(load_settings())
+    channels = notifier(load_settings(), get_logger("alerts"))
     assert [type(c) for c in channels.channels] == [SlackNotifier]
     channels.send(lag_alert())
     assert len(receiver.slack) == 1 and receiver.pagerduty == [] and receiver.received == []
@@ -291,7 +292,7 @@ def test_only_slack_configured_gives_only_slack(receiver, monkeypatch):
 def test_only_pagerduty_configured_gives_only_pagerduty(receiver, monkeypatch):
     monkeypatch.setenv("RETENTION_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
     monkeypatch.setenv("RETENTION_PAGERDUTY_EVENTS_URL", receiver.events_url)
-    channels = notifier(load_settings())
+    channels = notifier(load_settings(), get_logger("alerts"))
     assert [type(c) for c in channels.channels] == [PagerDutyNotifier]
     channels.send(lag_alert("closed"))
     [event] = receiver.pagerduty
@@ -300,7 +301,7 @@ def test_only_pagerduty_configured_gives_only_pagerduty(receiver, monkeypatch):
 
 
 def test_without_a_channel_alerts_are_json_log_lines(caplog, json_log):
-    channel = notifier(load_settings())
+    channel = notifier(load_settings(), get_logger("alerts"))
     assert isinstance(channel, LogNotifier)
     with caplog.at_level(logging.WARNING, logger="retention_pipelines.alerts"):
         channel.send(Alert("email_blacklist", "run_duration", "closed", f"back within its time; {PERSON}"))
@@ -323,7 +324,7 @@ def test_a_slack_token_without_a_channel_is_refused_naming_the_variable_not_the_
 
 def test_a_slack_channel_without_a_token_sends_nothing_to_slack(monkeypatch):
     monkeypatch.setenv("RETENTION_SLACK_CHANNEL", "#retention-alerts")
-    assert isinstance(notifier(load_settings()), LogNotifier)
+    assert isinstance(notifier(load_settings(), get_logger("alerts")), LogNotifier)
 
 
 def test_a_refusal_is_not_retried_and_is_named(receiver):

@@ -65,19 +65,14 @@ class DataKey:
 
 
 class ArchiveKeys:
-    """The data keys, in the app database, wrapped by the master key."""
+    """The data keys, in the app database, wrapped by the master key. Whoever reads the
+    configuration (the Dagster resource, the CLI) makes them from RETENTION_ARCHIVE_MASTER_KEY and
+    RETENTION_ERASURE_HASH_KEY; the engine is handed them."""
 
     def __init__(self, database: AppDatabase, master_key: bytes, hash_key: bytes):
         if len(master_key) != KEY_BYTES:
             raise ValueError(f"the archive master key must be {KEY_BYTES} bytes")
         self.database, self._master, self.hash_key = database, AESGCM(master_key), hash_key
-
-    @classmethod
-    def from_settings(cls, database: AppDatabase, settings=None) -> ArchiveKeys:
-        from retention_pipelines.stores import load_settings
-
-        settings = settings or load_settings()
-        return cls(database, settings.resolved_archive_master_key(), settings.resolved_erasure_hash_key())
 
     def subject_hash(self, value: str) -> str:
         return subject_hash(value, self.hash_key)

@@ -5,6 +5,8 @@ nothing of it is left to do; otherwise it stays as it was, with one more attempt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -14,8 +16,11 @@ from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention
 from retention_pipelines.engine.oversight.queue import RECORD_REASONS, ManualQueue, QueueItem
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed
 from retention_pipelines.engine.retention.run import RetentionEngine
-from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.errors import first_line
 from retention_pipelines.stores import HeldLock, LockLost, StoreUnavailable
+
+if TYPE_CHECKING:
+    from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
 
 # What a retry can run into that leaves the item for another try; anything else is a bug and raises.
 RETRY_ERRORS = (StoreUnavailable, ArchiveVerificationFailed, LockLost, sa.exc.DBAPIError)
@@ -31,21 +36,24 @@ class RetryOutcome:
 
 
 def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run_id: str, by: str,
-               lock: HeldLock | None = None) -> RetryOutcome:
+               lock: HeldLock | None = None, erasure: SubjectErasure | None = None) -> RetryOutcome:
     """One attempt at the item, by what it is about; resolved when nothing of it is left to do,
-    else left as it was with one more attempt and why."""
+    else left as it was with one more attempt and why. An erasure's item is erased through
+    `erasure`, which its caller makes as for the erasure runs."""
     if item.reason in (ARCHIVE_QUEUE_REASON, ARCHIVE_HELD_REASON) and is_archive_key(item.domain, item.record_id):
         attempt = _retry_archive_object
     elif item.reason == "legal_hold_conflict" or item.erasure_request_id is not None:
         # An erasure's record (its hold released, retryable checked; or one the erasure run could not
         # finish): erased by id now, whatever its retention deadline.
-        attempt = _erase_record
+        if erasure is None:
+            raise ValueError(f"queue item {item.id} is an erasure's: its retry needs the subject erasure")
+        attempt = partial(_erase_record, erasure)
     else:
         attempt = _retry_records
     try:
         done, what = attempt(item, engine, run_id, lock)
     except RETRY_ERRORS as exc:
-        done, what = False, _reason(exc)
+        done, what = False, first_line(exc)
     if not done:
         queue.retry_failed(item.id, by, what, run_id)
         return RetryOutcome(item.id, item.domain, item.reason, False, what)
@@ -66,13 +74,8 @@ def _retry_records(item: QueueItem, engine: RetentionEngine, run_id: str, lock: 
     return True, f"{report.acted.acted_on} rows {report.acted.action}" if report.acted.acted_on else "nothing was left to do"
 
 
-def _erase_record(item: QueueItem, engine: RetentionEngine, run_id: str, lock: HeldLock | None) -> tuple[bool, str]:
-    from retention_pipelines.engine.gdpr.requests import ErasureRequests
-    from retention_pipelines.engine.archive.keys import ArchiveKeys
-    from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
-
-    erasure = SubjectErasure(ErasureRequests(engine.database), engine.keys or ArchiveKeys.from_settings(engine.database),
-                             engine.archive_store, engine.policy_version)
+def _erase_record(erasure: SubjectErasure, item: QueueItem, engine: RetentionEngine, run_id: str,
+                  lock: HeldLock | None) -> tuple[bool, str]:
     return erasure.erase_record(engine, item, run_id, lock)
 
 
@@ -88,10 +91,3 @@ def _retry_archive_object(item: QueueItem, engine: RetentionEngine, run_id: str,
                "the store refused the delete" if expiry.objects_refused else "it is not past its keep_for")
         return False, f"the archive object is still there: {why}"
     return True, "the archive object was deleted" if expiry.objects_deleted else "the archive object was already gone"
-
-
-def _reason(exc: Exception) -> str:
-    """A retry's failure in one line, for the item's history: the driver's message for a database
-    error, never personal data."""
-    reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig else str(exc)
-    return without_personal_data(reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__)

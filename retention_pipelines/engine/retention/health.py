@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine.retention.table import DomainTable
+from retention_pipelines.errors import first_line
 from retention_pipelines.policies import DomainPolicy
-from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import AppDatabase, ArchiveStore, BlobStore, PolicyMismatch, StoreUnavailable
 
 RUNBOOK = "docs/runbooks/health.md"
@@ -34,8 +34,7 @@ def _probe(name: str, action: str, run: Callable[[], str]) -> Probe:
     except (StoreUnavailable, PolicyMismatch, schema.SchemaBehindError, sa.exc.SQLAlchemyError, OSError) as exc:
         # The driver's own words (psycopg2 quotes the user it tried): shown in the CLI, the check's
         # metadata and Dagster's event log.
-        reason = without_personal_data(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0])
-        return Probe(name, False, f"{reason} — {action} (see {RUNBOOK}#{name.split(':')[0]})")
+        return Probe(name, False, f"{first_line(exc)} — {action} (see {RUNBOOK}#{name.split(':')[0]})")
 
 
 def check_health(database: AppDatabase, policies: list[DomainPolicy], archive_store: ArchiveStore,

@@ -56,6 +56,8 @@ class RetentionEngine:
         self.database, self.archive_store, self.blob_store = database, archive_store, blob_store
         if policy.blob_key_column and blob_store is None:
             raise ValueError(f"domain {policy.name} keeps objects ({policy.blob_key_column}): it needs a blob store")
+        if policy.archive.enabled and keys is None:
+            raise ValueError(f"domain {policy.name} archives its rows: it needs the archive keys")
         try:
             ensure_current(database.engine)
         except sa.exc.OperationalError as exc:
@@ -63,9 +65,8 @@ class RetentionEngine:
         # Refused (PolicyMismatch) unless the table is what the policy requires: a wall-time clock
         # without its declared zone is never guessed at.
         self.table = DomainTable.of(policy, database)
-        # The data keys the archives are encrypted with (crypto-shredding); by default those of the
-        # configuration (RETENTION_ARCHIVE_MASTER_KEY, RETENTION_ERASURE_HASH_KEY).
-        self.keys = keys or (ArchiveKeys.from_settings(database) if policy.archive.enabled else None)
+        # The data keys the archives are encrypted with (crypto-shredding).
+        self.keys = keys
         self.objects = StoredObjects(policy, self.table, blob_store, archive_store,
                                      self.keys.hash_key if self.keys else None) if blob_store else None
         # What the run cannot finish goes to a person; a retry of a queue item counts its own attempt.

@@ -371,7 +371,8 @@ def test_a_retry_of_the_erasures_queue_item_does_not_resolve_it_while_the_store_
     queue = ManualQueue(any_database, erasure.policies.policy_version)
     [item] = queue.list()
 
-    outcome = retry_item(queue, queue.retryable(item.id), erasure.engine("meal_plans"), "retry-1", "dana")
+    outcome = retry_item(queue, queue.retryable(item.id), erasure.engine("meal_plans"), "retry-1", "dana",
+                         erasure=erasure.subject_erasure)
 
     assert erasure.blob_store.get("plans/ann-new.pdf") is not None  # the store still refuses: nothing was done
     assert table_rows(any_database, "meal_plans")[stuck]["email"] == ANN

@@ -20,7 +20,7 @@ from retention_pipelines_tests.app_rows import (
 from retention_pipelines_tests.queue_rows import (
     NOTES_FK, allow_deletes, create_notes_table, deny_deletes, drop_notes, queue_audit, queue_rows, refer_to,
 )
-from retention_pipelines_tests.test_engine.helpers import archiving, engine_for
+from retention_pipelines_tests.test_engine.helpers import archiving, configured_keys, engine_for
 from retention_pipelines_tests.test_engine.retention.test_archive import CorruptingStore
 from retention_pipelines_tests.test_engine.retention.test_blobs import FlakyS3, hot_keys, meal_plans_engine, put_pdfs
 
@@ -213,7 +213,8 @@ def test_an_archive_that_does_not_verify_becomes_one_item_and_its_retry_reruns_t
     due = insert_quiz_rows(pg_database, [timedelta(days=2, minutes=i) for i in range(4)])
     policy = archiving(quiz_policy, batch_size=10)
     root = archive_root(local_archive_url)
-    broken = RetentionEngine(policy, policies.policy_version, pg_database, CorruptingStore(root))
+    broken = RetentionEngine(policy, policies.policy_version, pg_database, CorruptingStore(root),
+                             keys=configured_keys(pg_database))
 
     for attempt in (1, 2):
         with pytest.raises(ArchiveVerificationFailed):
@@ -232,7 +233,8 @@ def test_an_archive_that_does_not_verify_becomes_one_item_and_its_retry_reruns_t
     assert not still.resolved and "sha256" in still.message
     assert queue.get(item.id).attempts == 3 and len(queue_rows(pg_database)) == 1
 
-    healthy = RetentionEngine(policy, policies.policy_version, pg_database, LocalArchiveStore(root))
+    healthy = RetentionEngine(policy, policies.policy_version, pg_database, LocalArchiveStore(root),
+                              keys=configured_keys(pg_database))
     done = retry_item(queue, queue.retryable(item.id), healthy, "retry-2", "carol")
     assert done.resolved and done.message == "4 rows deleted"
     assert remaining_ids(pg_database) == set()

@@ -19,7 +19,8 @@ from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines_tests.app_rows import archive_root, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.test_engine.helpers import (
-    archive_objects, archived_rows, archiving, assert_each_deleted_audited_once, audit_rows, engine_for, manifests,
+    archive_objects, archived_rows, archiving, assert_each_deleted_audited_once, audit_rows, configured_keys, engine_for,
+    manifests,
 )
 
 EMAIL = "someone.private@example.invalid"
@@ -101,7 +102,7 @@ def test_an_object_that_reads_back_wrong_is_not_acted_on(any_database, policies,
     due = insert_quiz_rows(any_database, [timedelta(days=2, minutes=i) for i in range(5)])
     policy = archiving(quiz_policy, batch_size=3)
     engine = RetentionEngine(policy, policies.policy_version, any_database,
-                             CorruptingStore(archive_root(local_archive_url)))
+                             CorruptingStore(archive_root(local_archive_url)), keys=configured_keys(any_database))
 
     with pytest.raises(ArchiveVerificationFailed, match="sha256"):
         engine.run("corrupt-read")

@@ -28,6 +28,7 @@ from retention_pipelines.policies.model import Archive
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines_tests.app_rows import insert_blacklist_at
+from retention_pipelines_tests.test_engine.helpers import configured_keys
 
 DOMAIN = "email_blacklist"
 KEEP_FOR = timedelta(days=365)
@@ -351,7 +352,7 @@ def test_s3_a_legal_hold_past_keep_for_goes_to_a_person_and_the_retry_finishes(p
 
     s3.put_object_legal_hold(Bucket=bucket, Key=f"{prefix}/{held}", LegalHold={"Status": "OFF"})
     queue = ManualQueue(pg_database, policies.policy_version)
-    engine = RetentionEngine(policy, policies.policy_version, pg_database, store)
+    engine = RetentionEngine(policy, policies.policy_version, pg_database, store, keys=configured_keys(pg_database))
     outcome = retry_item(queue, queue.get(item["id"]), engine, "retry-run", "alice")
 
     assert outcome.resolved, outcome.message
@@ -392,7 +393,8 @@ def test_s3_the_retention_run_locks_what_it_archives_until_now_plus_keep_for(pg_
     store = archive_store_from_url(lock_bucket_url, object_lock_mode="GOVERNANCE", batch_storage_class="STANDARD_IA")
     now = pg_database.now()
     insert_blacklist_at(pg_database, [now - timedelta(days=91)] * 3)
-    report = RetentionEngine(blacklist, policies.policy_version, pg_database, store).run("archiving-run")
+    report = RetentionEngine(blacklist, policies.policy_version, pg_database, store,
+                             keys=configured_keys(pg_database)).run("archiving-run")
     assert report.acted.acted_on == 3
     [batch] = report.archived.batches
     bucket, prefix = lock_bucket_url.removeprefix("s3://").split("/", 1)

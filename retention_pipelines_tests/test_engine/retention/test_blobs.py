@@ -17,6 +17,7 @@ from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
 from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
 from retention_pipelines_tests.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
 from retention_pipelines_tests.s3_clients import MisstoringS3, SlowReadsS3
+from retention_pipelines_tests.test_engine.helpers import configured_keys
 
 PDF = b"%PDF-1.4\n% a meal plan\n%%EOF\n"
 
@@ -36,7 +37,7 @@ def meal_plans_engine(policies, database, archive_url, blob_store, batch_size=No
     if batch_size:
         policy = policy.model_copy(update={"batch_size": batch_size})
     return RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(archive_url, storage_class),
-                           blob_store=blob_store)
+                           blob_store=blob_store, keys=configured_keys(database))
 
 
 class FlakyS3:
@@ -208,7 +209,7 @@ def test_a_copy_that_does_not_verify_deletes_nothing_reaches_a_person_and_the_re
     bad = S3ArchiveStore(bucket, prefix, client=MisstoringS3(bad_endings=(f"/blobs/{ids[1]}",)))
     with pytest.raises(ArchiveVerificationFailed, match="does not match"):
         RetentionEngine(policy, policies.policy_version, pg_database, bad,
-                        blob_store=S3BlobStore(hot_bucket, "")).run("bad-copy")
+                        blob_store=S3BlobStore(hot_bucket, ""), keys=configured_keys(pg_database)).run("bad-copy")
     assert hot_keys(hot_bucket) == set(keys)  # not one PDF deleted, of its batch or of another
     assert all(key is not None for key, _ in meal_plan_rows(pg_database).values())
     assert [e["action"] for e in audit_entries(pg_database)] == ["queue_opened"]

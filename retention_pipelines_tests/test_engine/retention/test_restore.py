@@ -12,12 +12,11 @@ import sqlalchemy as sa
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
-from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
 from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.test_engine.helpers import dump_all_tables
+from retention_pipelines_tests.test_engine.helpers import configured_keys, dump_all_tables
 
 ANN, BOB, CARL = "ann@example.com", "bob@example.com", "carl@example.com"
 
@@ -43,7 +42,7 @@ def deleted(any_database, policies, local_archive_url):
         {"email": email, "reason": "chargeback", "created_at": any_database.bind_time(now - timedelta(days=91, minutes=i))}
         for i, email in enumerate((ANN, BOB, CARL))])
     engine = RetentionEngine(policies.domains["email_blacklist"], policies.policy_version, any_database,
-                             archive_store_from_url(local_archive_url))
+                             archive_store_from_url(local_archive_url), keys=configured_keys(any_database))
     before = blacklist(any_database)
     assert engine.run("wrong-run").acted.acted_on == 3
     assert blacklist(any_database) == {}
@@ -78,7 +77,7 @@ def test_only_the_records_named_and_a_record_the_run_did_not_delete_is_refused(a
 
 def test_an_erased_subjects_rows_are_never_restored(any_database, deleted, policies):
     engine, ids, _ = deleted
-    keys = ArchiveKeys.from_settings(any_database)
+    keys = configured_keys(any_database)
     requests = ErasureRequests(any_database, keys.hash_key)
     request = requests.request(ANN)
     erasure = SubjectErasure(requests, keys, engine.archive_store, policies.policy_version, [engine.policy])
@@ -148,7 +147,8 @@ def test_a_wall_time_clock_comes_back_as_the_same_wall_time(pg_url, policies, lo
         ids = _insert(database, "email_blacklist", [{"email": email, "reason": "manual", "created_at": wall}
                                                      for email, wall in zip((ANN, BOB, CARL), walls)])
         policy = policies.domains["email_blacklist"].model_copy(update={"clock_timezone": "America/New_York"})
-        engine = RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(local_archive_url))
+        engine = RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(local_archive_url),
+                                 keys=configured_keys(database))
         assert engine.run("wall-run").acted.acted_on == 2
         with database.engine.connect() as connection:
             deadlines = dict(connection.execute(sa.select(schema.audit_log.c.record_id, schema.audit_log.c.deadline)
