@@ -388,7 +388,7 @@ def _result(case: str, value: float, details: dict) -> Result:
 
 
 def run(size: str = "full") -> list[Result]:
-    from retention_pipelines_tests.servers import PostgresServer
+    from retention_pipelines_tests.support.servers import PostgresServer
 
     global _started
     _started = time.monotonic()

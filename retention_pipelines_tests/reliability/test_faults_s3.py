@@ -17,12 +17,11 @@ from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.s3 import s3_client
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.reliability.faults import (
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.faults import (
     EndpointOutage, clear_failure, fixed_batches, loss, outcome, rerun_outcome,
 )
-from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.test_engine.helpers import bulk_insert_pg
+from retention_pipelines_tests.support.figures import record
 
 DUE, BATCH = 1000, 50
 BATCHES = DUE // BATCH

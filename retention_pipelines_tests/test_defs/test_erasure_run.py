@@ -30,7 +30,7 @@ from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.engine.report.render import render_report
 from retention_pipelines.stores import archive_store_from_url, blob_store_from_url
-from retention_pipelines_tests.app_rows import _insert
+from retention_pipelines_tests.support.app_rows import _insert
 
 ANN = "Ann.Subject@Example.com"
 BOB = "bob.other@example.com"

@@ -26,7 +26,7 @@ from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.policies.model import Archive
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import LocalArchiveStore
-from retention_pipelines_tests.app_rows import insert_blacklist_at
+from retention_pipelines_tests.support.app_rows import insert_blacklist_at
 
 DOMAIN = "email_blacklist"
 KEEP_FOR = timedelta(days=365)

@@ -16,8 +16,8 @@ from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
 from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
 from retention_pipelines.stores import archive_store_from_url
-from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.test_engine.helpers import dump_all_tables
+from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.databases import dump_all_tables
 
 ANN, BOB, CARL = "ann@example.com", "bob@example.com", "carl@example.com"
 
@@ -133,7 +133,7 @@ def test_a_wall_time_clock_comes_back_as_the_same_wall_time(pg_url, policies, lo
     from zoneinfo import ZoneInfo
 
     from retention_pipelines.stores import AppDatabase
-    from retention_pipelines_tests.conftest import in_session_time_zone
+    from retention_pipelines_tests.support.databases import in_session_time_zone
 
     database = in_session_time_zone(AppDatabase(pg_url), "Pacific/Kiritimati")  # UTC+14
     try:

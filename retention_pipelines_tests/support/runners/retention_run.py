@@ -1,6 +1,6 @@
 """One retention run of quiz_responses in its own process, for the kill and concurrency tests.
 
-    python -m retention_pipelines_tests.test_engine.runner '<json config>'
+    python -m retention_pipelines_tests.support.runners.retention_run '<json config>'
 
 Prints one JSON line per event on stdout (ready, acquired, locked, done). With "wait_for_go",
 it reads a line from stdin before running (or, holding a lock, before running under it).
