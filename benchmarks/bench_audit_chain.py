@@ -10,7 +10,7 @@ record id each, time-ordered as the log is) are written once. Then:
   verify       every chain walked and recomputed, the row counts compared, one anchor checked
   seal 10k     10,000 new rows (a run's worth) sealed onto the long chains
 
-Target: verify ≤ 10 s for 1,000,000 rows (issue 6). Prints a table, and writes the figures as
+Target: verify ≤ 10 s for 1,000,000 rows. Prints a table, and writes the figures as
 JSON (--json, default benchmarks/results/bench_audit_chain.json).
 """
 
@@ -32,7 +32,7 @@ import sqlalchemy as sa  # noqa: E402
 from retention_pipelines.engine.audit import chain as audit_chain  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
 from retention_pipelines.stores.archive import LocalArchiveStore  # noqa: E402
-from retention_pipelines_tests.servers import PostgresServer  # noqa: E402
+from retention_pipelines_tests.support.servers import PostgresServer  # noqa: E402
 
 SERVER_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "shared_buffers": "512MB",
                    "max_wal_size": "8GB", "checkpoint_timeout": "30min"}

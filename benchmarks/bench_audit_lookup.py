@@ -38,7 +38,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from retention_pipelines.engine.audit.evidence import index_records, record_evidence  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
-from retention_pipelines_tests.servers import PostgresServer  # noqa: E402
+from retention_pipelines_tests.support.servers import PostgresServer  # noqa: E402
 
 SERVER_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "shared_buffers": "512MB", "max_wal_size": "8GB",
                    "checkpoint_timeout": "30min"}

@@ -1,4 +1,4 @@
-"""Every benchmark case of issue 8, in one run: a table of ratios with their targets, and JSON.
+"""Every benchmark case, in one run: a table of ratios with their targets, and JSON.
 
     python benchmarks/run_all.py [--size full|quick|smoke] [--only quiz,dagster_runs,pdfs] [--json PATH]
 

@@ -5,25 +5,22 @@ A server that cannot start fails every test that needs it, loudly (ServerFailed)
 
 from __future__ import annotations
 
-import itertools
 import os
 import uuid
 
 import boto3
-import psycopg2
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
 from retention_pipelines import schema
 from retention_pipelines.demo import create_app_tables
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.alert_channels import AlertReceiver
-from retention_pipelines_tests.reliability.figures import FIGURES, table, write_artifact
-from retention_pipelines_tests.servers import MotoS3Server, PostgresServer, PushgatewayServer, RedisServer
-
-_names = itertools.count()
+from retention_pipelines_tests.support.alert_channels import AlertReceiver
+from retention_pipelines_tests.support.cli import PASSWORD, Outcome
+from retention_pipelines_tests.support.databases import new_database
+from retention_pipelines_tests.support.figures import FIGURES, table, write_artifact
+from retention_pipelines_tests.support.servers import MotoS3Server, PostgresServer, PushgatewayServer, RedisServer
 
 # The tests run as the demo, whose unset stores and keys fall back to RETENTION_HOME; set on import,
 # since test modules load the code location (which reads the settings) while they are collected. The
@@ -49,7 +46,7 @@ if settings().derandomize:
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The reliability table (reliability/figures.py): the reliability suite's figures and the
+    """The reliability table (support/figures.py): the reliability suite's figures and the
     property suite's, whichever of them ran."""
     if not FIGURES:
         return
@@ -76,29 +73,6 @@ def postgres_server():
         yield server
     finally:
         server.stop()
-
-
-def new_database(server: PostgresServer, template: str = "app_template") -> str:
-    name = f"test_{next(_names)}_{uuid.uuid4().hex[:6]}"
-    connection = psycopg2.connect(server.dsn("postgres"))
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}" TEMPLATE {template}')
-    connection.close()
-    return server.url(name)
-
-
-def in_session_time_zone(database: AppDatabase, zone: str) -> AppDatabase:
-    """Every new session of `database` set to `zone` after this project's UTC pin: sessions whose
-    zone someone changed (a pooler's reset query, a role's setting)."""
-    def set_zone(dbapi_connection, record) -> None:
-        dbapi_connection.autocommit = True  # a SET in a transaction rolled back would be undone
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute("SET TimeZone = %s", (zone,))
-        dbapi_connection.autocommit = False
-
-    sa.event.listen(database.engine, "connect", set_zone)
-    return database
 
 
 @pytest.fixture
@@ -202,3 +176,38 @@ def receiver():
     server = AlertReceiver()
     yield server
     server.stop()
+
+
+# `retention` in process, for the CLI tests and the others that run it (test_logs.py, the leak scan).
+ENVIRONMENT = ["RETENTION_DATABASE_URL", "RETENTION_ARCHIVE_URL", "RETENTION_REDIS_URL", "RETENTION_HOME",
+               "RETENTION_POLICIES_FILE", "RETENTION_LOCK_WAIT_SECONDS", "RETENTION_LOCK_TTL_SECONDS",
+               "DAGSTER_HOME"]
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    """No RETENTION_* or DAGSTER_HOME from the caller's shell; whatever a test or the CLI itself
+    sets is undone afterwards (set first, so that monkeypatch restores even a variable that was unset)."""
+    for name in ENVIRONMENT:
+        monkeypatch.setenv(name, "unset-by-test")
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli('hold', 'list') → Outcome; argparse's SystemExit becomes its exit code."""
+    from retention_pipelines.cli import main
+
+    def invoke(*args: str) -> Outcome:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        captured = capsys.readouterr()
+        outcome = Outcome(code, captured.out, captured.err)
+        assert PASSWORD not in outcome.text, outcome.text
+        assert "Traceback" not in outcome.err, outcome.err
+        return outcome
+
+    return invoke

@@ -1,4 +1,4 @@
-"""The benchmark command runs end to end and reports every quiz_responses target of issue 8.
+"""The benchmark command runs end to end and reports every quiz_responses target.
 
 At the smoke size the figures mean nothing (a few thousand rows): this checks that the one command
 of the README works and writes each target with a value, its target and its comparison; whether

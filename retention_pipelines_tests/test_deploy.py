@@ -19,7 +19,7 @@ from retention_pipelines.cli.main import build_parser
 from retention_pipelines.policies.model import Pacing
 from retention_pipelines.stores.s3 import s3_client
 from retention_pipelines.stores.settings import REQUIRED_OUTSIDE_DEMO
-from retention_pipelines_tests.deploy_files import service_command as command
+from retention_pipelines_tests.support.deploy_files import service_command as command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CODE, WEBSERVER, DAEMON = "retention-code", "dagster-webserver", "dagster-daemon"

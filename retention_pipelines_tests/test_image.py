@@ -18,7 +18,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from retention_pipelines_tests.deploy_files import service_command
+from retention_pipelines_tests.support.deploy_files import service_command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DAGSTER_FAMILY = ("dagster", "dagster-webserver", "dagster-postgres", "dagster-aws", "dagster-k8s", "dagster-slack")

@@ -16,12 +16,12 @@ from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.logs import LEVEL_VARIABLE, ROOT, configure_logging, get_logger, log_context
 from retention_pipelines.stores.settings import ConfigurationError
-from retention_pipelines_tests.app_rows import insert_quiz_rows, remaining_ids
-# The CLI tests' fixtures: `cli` runs `retention` in process; clean_environment (autouse) clears
-# RETENTION_* and DAGSTER_HOME for every test of this module too.
-from retention_pipelines_tests.test_cli.conftest import (  # noqa: F401  (fixtures)
-    EMAIL as LOOKS_LIKE_EMAIL, PASSWORD, clean_environment, cli, dagster_home, with_password,
-)
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.cli import EMAIL as LOOKS_LIKE_EMAIL, dagster_home, with_password
+
+# `cli` (the root conftest's fixture) runs `retention` in process; clean_environment clears
+# RETENTION_* and DAGSTER_HOME for every test of this module, as for the CLI tests.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 PERSON = "jane.doe+diet@example.com"
 

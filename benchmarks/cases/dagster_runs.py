@@ -1,4 +1,4 @@
-"""Case 8 (issue 8): Dagster's own overhead on a run that has nothing to do, and one SLA sensor tick.
+"""Case 8: Dagster's own overhead on a run that has nothing to do, and one SLA sensor tick.
 
     python benchmarks/cases/dagster_runs.py [--size full|quick|smoke]
 
@@ -44,7 +44,7 @@ from retention_pipelines.defs.domain_factory import build_domain_defs  # noqa: E
 from retention_pipelines.defs.resources import RetentionStores  # noqa: E402
 from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor  # noqa: E402
 from retention_pipelines.policies import load_policies  # noqa: E402
-from retention_pipelines_tests.servers import PostgresServer, RedisServer  # noqa: E402
+from retention_pipelines_tests.support.servers import PostgresServer, RedisServer  # noqa: E402
 
 CASE = "8 Dagster runs and sensors"
 ROWS = {"full": 2_000_000, "quick": 200_000, "smoke": 20_000}

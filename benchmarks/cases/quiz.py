@@ -1,4 +1,4 @@
-"""Issue 8's quiz_responses targets (1–7), each against the database's own limits, in one run.
+"""The quiz_responses targets (1–7), each against the database's own limits, in one run.
 
     python benchmarks/run_all.py --only quiz [--size full|quick|smoke]
 
@@ -269,7 +269,7 @@ def engine_child(spec: dict) -> None:
     from retention_pipelines.engine import RetentionEngine
     from retention_pipelines.policies import load_policies
     from retention_pipelines.stores import AppDatabase, archive_store_from_url
-    from retention_pipelines_tests.test_engine.helpers import configured_keys
+    from retention_pipelines_tests.support.archives import configured_keys
 
     policies = load_policies()
     policy = policies.domains["quiz_responses"]
@@ -390,7 +390,7 @@ def _result(case: str, value: float, details: dict) -> Result:
 
 
 def run(size: str = "full") -> list[Result]:
-    from retention_pipelines_tests.servers import PostgresServer
+    from retention_pipelines_tests.support.servers import PostgresServer
 
     global _started
     _started = time.monotonic()

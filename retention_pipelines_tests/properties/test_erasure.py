@@ -27,15 +27,15 @@ from retention_pipelines.engine.gdpr.erasure_run import ErasureIncomplete, Subje
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore
-from retention_pipelines_tests.properties.conftest import PropertyFigures
-from retention_pipelines_tests.property_harness import (
+from retention_pipelines_tests.support.properties.figures import PropertyFigures
+from retention_pipelines_tests.support.properties.harness import (
     Holds, PropertyWorld, insert_row, observe, observe_all, put_objects, record_uuid,
 )
-from retention_pipelines_tests.property_model import (
-    ErasureIncompleteButClosed, HeldRecordActedOn, ModelRow, OtherPersonErased,
-    RerunNotIdempotent, Violations, check_audit, subject_of,
+from retention_pipelines_tests.support.properties.model import (
+    ErasureIncompleteButClosed, HeldRecordActedOn, ModelRow, OtherPersonErased, RerunNotIdempotent, Violations,
+    check_audit, subject_of,
 )
-from retention_pipelines_tests.property_strategies import (
+from retention_pipelines_tests.support.properties.strategies import (
     BLOB_POOL, ERASABLE_DOMAINS, HOLD_SPELLINGS, erasure_scenarios, hold_spellings, shipped_policies, shown,
 )
 

@@ -3,7 +3,7 @@
 The machine writes a domain's rows around their deadlines, then drives the engine one step at a
 time (find, for the latest partition or a drawn partition window → archive → act, then audit),
 while between any two steps the app writes rows or moves a row's clock and an operator places or
-releases holds through `retention hold`. After each act step the model (property_model.py) checks
+releases holds through `retention hold`. After each act step the model (support/properties/model.py) checks
 the invariants: the rows, objects and audit log, what the run had to do and what it must not do;
 a rerun right after a complete run must do nothing. Every example ends with its run finished, a
 complete run and a rerun (`teardown`).
@@ -21,15 +21,15 @@ from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore
-from retention_pipelines_tests.properties.conftest import PropertyFigures
-from retention_pipelines_tests.property_harness import (
+from retention_pipelines_tests.support.properties.figures import PropertyFigures
+from retention_pipelines_tests.support.properties.harness import (
     Holds, PropertyWorld, insert_row, move_clock, observe, present_ids, put_objects, record_uuid,
 )
-from retention_pipelines_tests.property_model import (
-    ActedOnBeforeDeadline, AuditMismatch, HeldRecordActedOn, ModelRow, RunWindow, Violations, check_act,
-    check_audit, check_objects_gone, check_objects_kept, check_rerun,
+from retention_pipelines_tests.support.properties.model import (
+    ActedOnBeforeDeadline, AuditMismatch, HeldRecordActedOn, ModelRow, RunWindow, Violations, check_act, check_audit,
+    check_objects_gone, check_objects_kept, check_rerun,
 )
-from retention_pipelines_tests.property_strategies import (
+from retention_pipelines_tests.support.properties.strategies import (
     BLOB_POOL, DAY, HOLD_SPELLINGS, HOUR, OFFSETS, PARTITION_WINDOWS, TIMEZONES, hold_spellings, policies, row_specs,
     shipped_policies,
 )

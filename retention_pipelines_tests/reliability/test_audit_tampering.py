@@ -1,4 +1,4 @@
-"""Issue 9, part 6: audit tampering. A sealed audit log is tampered with directly in SQL in 100
+"""Audit tampering. A sealed audit log is tampered with directly in SQL in 100
 seeded random ways — an UPDATE of a random column of a random sealed row, a DELETE of a random row,
 a forged INSERT with an id in the middle of a domain's sealed range — each on a fresh copy of one
 template database (CREATE DATABASE … TEMPLATE). The verifier (`audit_chain.verify`, what
@@ -29,9 +29,9 @@ from retention_pipelines.defs.audit_chain import INTACT_CHECK, build_audit_chain
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.conftest import new_database
-from retention_pipelines_tests.reliability.figures import full, record
-from retention_pipelines_tests.test_cli.conftest import RETENTION_SCRIPT
+from retention_pipelines_tests.support.cli import RETENTION_SCRIPT
+from retention_pipelines_tests.support.databases import new_database
+from retention_pipelines_tests.support.figures import full, record
 
 TAMPERINGS = 100
 SEED = 9

@@ -1,4 +1,4 @@
-"""Issue 9, part 4: a corpus of bad input — broken policy files, bad arguments, malformed erasure
+"""Bad input: a corpus — broken policy files, bad arguments, malformed erasure
 requests, queue operations on unknown ids, bad configuration — each run through the real
 `retention` console script against a seeded PostgreSQL database.
 
@@ -23,13 +23,12 @@ from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.policies import default_policy_path
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.app_rows import (
+from retention_pipelines_tests.support.app_rows import (
     insert_blacklist_at, insert_meal_plans_at, insert_quiz_rows, insert_token_expiring_at,
 )
-from retention_pipelines_tests.conftest import new_database
-from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.test_cli.conftest import RETENTION_SCRIPT, dagster_home
-from retention_pipelines_tests.test_engine.helpers import dump_all_tables
+from retention_pipelines_tests.support.cli import RETENTION_SCRIPT, dagster_home
+from retention_pipelines_tests.support.databases import dump_all_tables, new_database
+from retention_pipelines_tests.support.figures import record
 
 SHIPPED = yaml.safe_load(default_policy_path().read_text())
 DUPLICATE_ADDRESS = "already-asked@example.invalid"

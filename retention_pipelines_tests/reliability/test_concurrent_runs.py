@@ -1,4 +1,4 @@
-"""Issue 9, part 3: concurrency. Eight runs of one domain at once, each its own process: with the
+"""Concurrency. Eight runs of one domain at once, each its own process: with the
 Redis lock as in production they queue and run one at a time, without any lock DELETE … RETURNING
 still audits each row once; and runs of two domains do not wait for each other's lock."""
 
@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from retention_pipelines_tests.app_rows import insert_token_expiring_at, remaining_ids
-from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.reliability.invariants import Seeded, converged
-from retention_pipelines_tests.test_engine.helpers import RunnerProcess, audit_rows, bulk_insert_pg
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, insert_token_expiring_at, remaining_ids
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.figures import record
+from retention_pipelines_tests.support.invariants import Seeded, converged
+from retention_pipelines_tests.support.runners.process import RunnerProcess
 
 RUNS, DUE, BATCH = 8, 2000, 50
 
 
 class DomainRunner(RunnerProcess):
-    MODULE = "retention_pipelines_tests.reliability.runner"
+    MODULE = "retention_pipelines_tests.support.runners.run_with_kill_points"
 
 
 def start(pg_url: str, archive_url: str, run_id: str, **extra) -> DomainRunner:

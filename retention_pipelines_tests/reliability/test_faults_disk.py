@@ -1,4 +1,4 @@
-"""Faults (issue 9, part 2): the local archive folder fills up in the middle of an archiving run.
+"""Faults: the local archive folder fills up in the middle of an archiving run.
 
 The folder is a real 128 KiB tmpfs mounted for the test (the sessions run as root); where mounting
 is not permitted, the real store's writes are made to fail with ENOSPC after a few objects
@@ -16,10 +16,10 @@ import pytest
 
 from retention_pipelines.stores import archive as archive_module
 from retention_pipelines.stores.files import DRAFT_PREFIX
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.reliability.faults import clear_failure, fixed_batches, loss, outcome, rerun_outcome
-from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.test_engine.helpers import bulk_insert_pg, engine_for
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.faults import clear_failure, fixed_batches, loss, outcome, rerun_outcome
+from retention_pipelines_tests.support.figures import record
 
 DUE, BATCH, SMALL, LARGE = 2000, 50, "128k", "64m"
 

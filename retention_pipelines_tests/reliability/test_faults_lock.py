@@ -1,4 +1,4 @@
-"""Faults (issue 9, part 2): a run's Redis lock expires while its process is stopped (SIGSTOP, as a
+"""Faults: a run's Redis lock expires while its process is stopped (SIGSTOP, as a
 long GC pause or a frozen VM would stop it); another run takes the lock and finishes the domain;
 then the stale holder is resumed (SIGCONT).
 
@@ -19,17 +19,19 @@ import time
 import redis
 
 from retention_pipelines.stores.lock import RedisDomainLocks
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.reliability.faults import clear_failure, fixed_batches, loss, outcome, rerun_outcome
-from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.test_engine.helpers import RunnerProcess, audit_rows, bulk_insert_pg, engine_for
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.faults import clear_failure, fixed_batches, loss, outcome, rerun_outcome
+from retention_pipelines_tests.support.figures import record
+from retention_pipelines_tests.support.runners.process import RunnerProcess
 
 DUE, LATE, BATCH, PAUSE_AT, TTL = 1000, 100, 50, 5, 2.0
 KEY = "retention:lock:quiz_responses"
 
 
 class PausedRunner(RunnerProcess):
-    MODULE = "retention_pipelines_tests.reliability.paused_runner"
+    MODULE = "retention_pipelines_tests.support.runners.paused_run"
 
 
 def stale_run(pg_url: str, redis_url: str, archive_url: str, **pause) -> PausedRunner:

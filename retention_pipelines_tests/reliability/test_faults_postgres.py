@@ -1,4 +1,4 @@
-"""Faults (issue 9, part 2): PostgreSQL stopped (`pg_ctl stop -m fast`) in the middle of a run,
+"""Faults: PostgreSQL stopped (`pg_ctl stop -m fast`) in the middle of a run,
 inside a batch's transaction, and started again on the same data folder and port: either at once
 (a restart) or only after the run has ended. The server is this module's own (the session's is
 shared by other tests)."""
@@ -10,11 +10,11 @@ import threading
 import pytest
 
 from retention_pipelines.stores import AppDatabase, HeldLock
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.reliability.faults import clear_failure, fixed_batches, loss, outcome, rerun_outcome
-from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.servers import PostgresServer
-from retention_pipelines_tests.test_engine.helpers import bulk_insert_pg, engine_for
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.faults import clear_failure, fixed_batches, loss, outcome, rerun_outcome
+from retention_pipelines_tests.support.figures import record
+from retention_pipelines_tests.support.servers import PostgresServer
 
 DUE, BATCH, STOP_AT = 2000, 50, 5
 
@@ -29,7 +29,7 @@ def own_postgres():
 
 @pytest.fixture
 def own_database(own_postgres):
-    from retention_pipelines_tests.conftest import new_database
+    from retention_pipelines_tests.support.databases import new_database
 
     database = AppDatabase(new_database(own_postgres))
     yield database

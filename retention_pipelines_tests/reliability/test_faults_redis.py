@@ -1,4 +1,4 @@
-"""Faults (issue 9, part 2): the lock service (Redis) down before a run, and stopped in the middle
+"""Faults: the lock service (Redis) down before a run, and stopped in the middle
 of one. Each test stops its own Redis server (the session's is shared), then starts it again on
 the same port for the rerun."""
 
@@ -10,11 +10,12 @@ import pytest
 
 from retention_pipelines.stores import HeldLock, domain_locks
 from retention_pipelines.stores.lock import RedisDomainLocks
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.reliability.faults import clear_failure, fixed_batches, loss, outcome, rerun_outcome
-from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.servers import RedisServer
-from retention_pipelines_tests.test_engine.helpers import audit_rows, bulk_insert_pg, engine_for
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.faults import clear_failure, fixed_batches, loss, outcome, rerun_outcome
+from retention_pipelines_tests.support.figures import record
+from retention_pipelines_tests.support.servers import RedisServer
 
 DUE, BATCH = 2000, 50
 

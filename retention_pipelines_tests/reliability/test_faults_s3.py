@@ -1,4 +1,4 @@
-"""Faults (issue 9, part 2): the object store goes down in the middle of an archiving run.
+"""Faults: the object store goes down in the middle of an archiving run.
 
 The outage is the moto S3 server's endpoint going down (faults.EndpointOutage: connections refused
 and cut), at an exact request of the run: the run's own boto3 client, real, takes the endpoint down
@@ -17,12 +17,12 @@ from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.s3 import s3_client
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.reliability.faults import (
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.faults import (
     EndpointOutage, clear_failure, fixed_batches, loss, outcome, rerun_outcome,
 )
-from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.test_engine.helpers import bulk_insert_pg, configured_keys
+from retention_pipelines_tests.support.figures import record
+from retention_pipelines_tests.support.archives import configured_keys
 
 DUE, BATCH = 1000, 50
 BATCHES = DUE // BATCH

@@ -1,4 +1,4 @@
-"""Issue 9, part 1: the kill matrix. figures.kills() runs over seeded databases, each SIGKILLed at a
+"""The kill matrix. figures.kills() runs over seeded databases, each SIGKILLed at a
 random instant of one step (find, archive write, archive verify, delete transaction, audit seal,
 blob delete, row redact); after each kill the invariants must hold, and a rerun must finish the job
 without doing anything twice."""
@@ -14,12 +14,12 @@ import boto3
 
 from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.app_rows import insert_meal_plans_at, remaining_ids
-from retention_pipelines_tests.conftest import new_database
-from retention_pipelines_tests.reliability.figures import kills, record
-from retention_pipelines_tests.reliability.invariants import Seeded, assert_invariants, converged
-from retention_pipelines_tests.reliability.runner import build_engine
-from retention_pipelines_tests.test_engine.helpers import RunnerProcess, backend_gone, bulk_insert_pg
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, insert_meal_plans_at, remaining_ids
+from retention_pipelines_tests.support.databases import new_database
+from retention_pipelines_tests.support.figures import kills, record
+from retention_pipelines_tests.support.invariants import Seeded, assert_invariants, converged
+from retention_pipelines_tests.support.runners.process import RunnerProcess, backend_gone
+from retention_pipelines_tests.support.runners.run_with_kill_points import build_engine
 
 SEED = 9  # the matrix is the same on every machine: a failure can be replayed kill by kill
 STEPS = ["find", "archive write", "archive verify", "delete transaction", "audit seal", "blob delete", "row redact"]
@@ -31,7 +31,7 @@ QUIZ_ROWS, QUIZ_BATCH, PLANS, PLANS_BATCH, SEAL_CHUNK = 400, 50, 40, 10, 50
 
 
 class MatrixRunner(RunnerProcess):
-    MODULE = "retention_pipelines_tests.reliability.runner"
+    MODULE = "retention_pipelines_tests.support.runners.run_with_kill_points"
 
 
 def seed(step: str, database: AppDatabase, url: str, tmp_path, archived: bool) -> tuple[Seeded, dict]:

@@ -1,5 +1,5 @@
-"""Issue 9, part 5: the leak scan. Unique, recognisable addresses (`leakcanary-<uuid4 hex>@example.invalid`)
-are seeded in every domain's rows, and canary secrets (secret_canaries.py) are put in every
+"""The leak scan. Unique, recognisable addresses (`leakcanary-<uuid4 hex>@example.invalid`)
+are seeded in every domain's rows, and canary secrets (support/secret_canaries.py) are put in every
 secret-bearing setting: the database's user and password (a role of that name), the Redis user and
 password (an ACL user), the alert webhook's path token, the Pushgateway's password (unreachable:
 every run logs its failure), the Slack token, the PagerDuty routing key, the archive master key,
@@ -49,21 +49,20 @@ from retention_pipelines.stores.metrics import push_run_metrics
 from retention_pipelines.stores.notifier import (
     Alert, LogNotifier, PagerDutyNotifier, SlackNotifier, WebhookNotifier, notifier,
 )
-from retention_pipelines_tests.alert_channels import AlertReceiver
-from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.conftest import new_database
-from retention_pipelines_tests.queue_rows import create_notes_table, queue_rows, refer_to
-from retention_pipelines_tests.reliability.figures import record
-from retention_pipelines_tests.secret_canaries import (
+from retention_pipelines_tests.support.alert_channels import AlertReceiver
+from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.cli import RETENTION_SCRIPT, dagster_home
+from retention_pipelines_tests.support.databases import dump_all_tables, new_database
+from retention_pipelines_tests.support.figures import record
+from retention_pipelines_tests.support.queue_rows import create_notes_table, queue_rows, refer_to
+from retention_pipelines_tests.support.secret_canaries import (
     canary_environment, create_database_role, create_redis_user, leaked, new_canaries,
 )
-from retention_pipelines_tests.servers import free_port
-# The CLI tests' fixtures: `cli` runs `retention` in process; clean_environment (autouse) clears
-# RETENTION_* and DAGSTER_HOME for every test of this module too.
-from retention_pipelines_tests.test_cli.conftest import (  # noqa: F401  (fixtures)
-    RETENTION_SCRIPT, clean_environment, cli, dagster_home,
-)
-from retention_pipelines_tests.test_engine.helpers import dump_all_tables
+from retention_pipelines_tests.support.servers import free_port
+
+# `cli` (the root conftest's fixture) runs `retention` in process; clean_environment clears
+# RETENTION_* and DAGSTER_HOME for every test of this module, as for the CLI tests.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 PDF = b"%PDF-1.4 meal plan\n"
 

@@ -3,7 +3,7 @@ receiver on loopback); a channel that is down is named and the exit code says so
 
 from __future__ import annotations
 
-from retention_pipelines_tests.servers import free_port
+from retention_pipelines_tests.support.servers import free_port
 
 
 def test_the_test_alert_reaches_the_webhook_opened_then_closed(cli, receiver, monkeypatch):

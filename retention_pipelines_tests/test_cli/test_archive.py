@@ -8,8 +8,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from retention_pipelines.stores.archive import LocalArchiveStore
-from retention_pipelines_tests.app_rows import audit_entries
-from retention_pipelines_tests.test_cli.test_run import parse_table
+from retention_pipelines_tests.support.app_rows import audit_entries
+from retention_pipelines_tests.support.cli import parse_table
 
 OLD = f"email_blacklist/2025/01/01/{'3' * 40}.jsonl.gz"
 

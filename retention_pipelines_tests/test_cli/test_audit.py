@@ -9,7 +9,7 @@ import pytest
 from retention_pipelines.engine.audit.evidence import record_evidence
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.policies import load_policies
-from retention_pipelines_tests.app_rows import insert_quiz_rows, uuid_spellings
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows, uuid_spellings
 
 DUE, NOT_DUE = [timedelta(hours=30)] * 3, [timedelta(hours=2)]
 

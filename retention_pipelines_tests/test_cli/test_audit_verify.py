@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from retention_pipelines import schema
 from retention_pipelines.cli.common import EXIT_BAD_INPUT, EXIT_FAILED
 from retention_pipelines.engine.audit import chain as audit_chain
-from retention_pipelines_tests.test_engine.audit.test_audit_chain import execute, ids_of, write_audit_rows
+from retention_pipelines_tests.support.audit_rows import execute, ids_of, write_audit_rows
 
 
 def chained_rows(database) -> int:
@@ -70,7 +70,7 @@ def test_verify_catches_a_rewritten_chain_through_its_anchor(cli, cli_env):
 
 
 def test_verify_refuses_a_database_behind_its_migrations(cli, postgres_server, monkeypatch):
-    from retention_pipelines_tests.test_cli.conftest import with_password
+    from retention_pipelines_tests.support.cli import with_password
 
     url = postgres_server.create_database("behind_audit_verify")
     monkeypatch.setenv("RETENTION_DATABASE_URL", with_password(url))

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from retention_pipelines.demo import app_schema_sql
 from retention_pipelines.schema import head_revision
 from retention_pipelines.schema.tables import VERSION_TABLE
-from retention_pipelines_tests.test_cli.conftest import dagster_home, run_script, with_password
+from retention_pipelines_tests.support.cli import dagster_home, run_script, with_password
 
 RETENTION_TABLES = {"retention_audit_log", "retention_legal_holds", "retention_sla_breaches", "retention_manual_queue",
                     "gdpr_erasure_requests", "retention_data_keys", "retention_audit_record_index", "retention_audit_record_index_state",

@@ -8,7 +8,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from retention_pipelines.policies import load_policies
-from retention_pipelines_tests.test_cli.conftest import EMAIL, dagster_home
+from retention_pipelines_tests.support.cli import EMAIL, dagster_home
 
 QUIZ_RETENTION = timedelta(hours=24)
 

@@ -16,7 +16,7 @@ import pytest
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.schema.tables import VERSION_TABLE
 from retention_pipelines.stores import load_settings
-from retention_pipelines_tests.test_cli.conftest import EMAIL
+from retention_pipelines_tests.support.cli import EMAIL
 
 ADDRESS = "Dana.Subject@Example.org"
 OTHER = "erin.subject@example.net"

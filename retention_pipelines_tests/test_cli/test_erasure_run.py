@@ -9,8 +9,8 @@ import uuid
 import sqlalchemy as sa
 
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
-from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.test_cli.conftest import EMAIL
+from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.cli import EMAIL
 
 ADDRESS = "Gail.Subject@Example.org"
 

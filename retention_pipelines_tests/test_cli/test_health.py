@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from retention_pipelines.policies import default_policy_path
-from retention_pipelines_tests.test_cli.conftest import with_password
+from retention_pipelines_tests.support.cli import with_password
 
 
 def test_health_on_postgresql_and_redis(cli, pg_url, redis_url, tmp_path, monkeypatch):

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.app_rows import insert_quiz_rows, uuid_spellings
-from retention_pipelines_tests.test_cli.conftest import EMAIL, run_script, with_password
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows, uuid_spellings
+from retention_pipelines_tests.support.cli import EMAIL, run_script, with_password
 
 KNOWN_DOMAINS = ["quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"]
 BY = ("--by", "legal-team")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from retention_pipelines.policies import default_policy_path
-from retention_pipelines_tests.test_cli.conftest import run_script
+from retention_pipelines_tests.support.cli import run_script
 
 DOMAINS = ["quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"]
 

@@ -11,32 +11,19 @@ import pytest
 
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.policies import load_policies
-from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.queue_rows import age_item, create_notes_table, place_hold, drop_notes, queue_audit, refer_to
-from retention_pipelines_tests.test_cli.conftest import EMAIL, with_password
-from retention_pipelines_tests.test_engine.helpers import engine_for
+from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.cli import EMAIL, parse_items, with_password
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.queue_rows import (
+    age_item, create_notes_table, drop_notes, place_hold, queue_audit, refer_to,
+)
 
 DAY = timedelta(days=1)
-COLUMNS = ["id", "domain", "record_id", "reason", "status", "due_at", "overdue", "level", "attempts", "claimed_by"]
 
 
 @pytest.fixture
 def queue(cli_env) -> ManualQueue:
     return ManualQueue(cli_env, load_policies().policy_version)
-
-
-def parse_items(text: str) -> list[dict]:
-    """The table `queue list` prints: one line per item; due_at is 'YYYY-MM-DD HH:MM' (two words) and
-    claimed_by may be empty (the line then ends early)."""
-    lines = [line.split() for line in text.strip().splitlines() if line.strip()]
-    header, *rows = lines
-    assert header == COLUMNS, text
-    items = []
-    for tokens in rows:
-        assert len(tokens) in (10, 11), text
-        values = tokens[:5] + [" ".join(tokens[5:7])] + tokens[7:10] + [tokens[10] if len(tokens) == 11 else ""]
-        items.append(dict(zip(COLUMNS, values)))
-    return items
 
 
 def refused(outcome, words: str) -> None:

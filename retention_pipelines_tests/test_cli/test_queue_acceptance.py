@@ -1,4 +1,4 @@
-"""Issue 5's "Done when", end to end through the operator's command line, on PostgreSQL and S3
+"""The manual-resolution queue's promises, end to end through the operator's command line, on PostgreSQL and S3
 (moto's server on loopback): a meal-plan PDF that will not delete leaves exactly one queue item; the
 item escalates once overdue; the fault is removed; `retention queue retry` resolves it; the PDF is
 gone, the row redacted, and the audit log shows every step in order.
@@ -22,12 +22,11 @@ from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.oversight.sla import Breaches
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
-from retention_pipelines_tests.queue_rows import age_item, allow_deletes, deny_deletes
-from retention_pipelines_tests.test_cli.conftest import EMAIL, dagster_home, with_password
-from retention_pipelines_tests.test_cli.test_queue import parse_items
-from retention_pipelines_tests.test_engine.helpers import archived_pdf
-from retention_pipelines_tests.test_engine.retention.test_blobs import PDF, hot_keys, put_pdfs
+from retention_pipelines_tests.support.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
+from retention_pipelines_tests.support.archives import archived_pdf
+from retention_pipelines_tests.support.cli import EMAIL, dagster_home, parse_items, with_password
+from retention_pipelines_tests.support.hot_bucket import PDF, hot_keys, put_pdfs
+from retention_pipelines_tests.support.queue_rows import age_item, allow_deletes, deny_deletes
 
 STUCK, FINE, YOUNG = "plans/stuck.pdf", "plans/fine.pdf", "plans/young.pdf"
 

@@ -17,8 +17,8 @@ from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.engine.report.render import html_name, render_report
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.policies import load_policies
-from retention_pipelines_tests.report_rows import ADDRESSES, MONTH, month_of_activity
-from retention_pipelines_tests.test_cli.conftest import EMAIL, dagster_home
+from retention_pipelines_tests.support.cli import EMAIL, dagster_home
+from retention_pipelines_tests.support.report_rows import ADDRESSES, MONTH, month_of_activity
 
 REMOVAL = ("deleted", "redacted", "redacted_blob_missing", "erased")
 FILES = {html_name(MONTH), "summary.csv", "schedule.csv", "removals_per_day.csv", "breaches.csv",

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import archive_store_from_url, load_settings
-from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.test_cli.conftest import EMAIL
-from retention_pipelines_tests.test_engine.helpers import configured_keys
+from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.cli import EMAIL
+from retention_pipelines_tests.support.archives import configured_keys
 
 
 def deleted_by_a_run(database) -> list[str]:

@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 
 from retention_pipelines.policies import default_policy_path, load_policies
-from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.test_cli.conftest import EMAIL, PASSWORD, dagster_home, run_script
+from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.cli import EMAIL, PASSWORD, dagster_home, parse_table, run_script
 
 KNOWN_DOMAINS = ["quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"]
 DUE = [timedelta(hours=25), timedelta(days=2), timedelta(days=30)]
@@ -24,14 +24,6 @@ def quiz_rows(cli_env):
     due = set(insert_quiz_rows(cli_env, DUE, email=ADDRESS))
     not_due = set(insert_quiz_rows(cli_env, NOT_DUE, email=ADDRESS))
     return due, not_due
-
-
-def parse_table(text: str) -> list[dict]:
-    """The summary table printed by `run` (pandas to_string; no value holds a space)."""
-    lines = [line.split() for line in text.strip().splitlines() if line.strip()]
-    header, *rows = lines
-    assert all(len(row) == len(header) for row in rows), text
-    return [dict(zip(header, row)) for row in rows]
 
 
 def quiz_row(rows: list[dict]) -> dict:
@@ -266,7 +258,7 @@ def test_all_four_domains_on_postgresql_s3_and_redis(cli, cli_env, s3_archive_ur
 
     import boto3
 
-    from retention_pipelines_tests.app_rows import (
+    from retention_pipelines_tests.support.app_rows import (
         insert_blacklist_at, insert_meal_plans_at, insert_token_expiring_at, meal_plan_rows,
     )
 

@@ -17,7 +17,7 @@ from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.definitions import defs
 from retention_pipelines.stores import domain_locks
 from retention_pipelines.stores.archive import LocalArchiveStore
-from retention_pipelines_tests.app_rows import archive_root, audit_entries
+from retention_pipelines_tests.support.app_rows import archive_root, audit_entries
 
 DOMAIN = "email_blacklist"
 OLD = f"{DOMAIN}/2025/01/01/{'1' * 40}.jsonl.gz"

@@ -13,9 +13,9 @@ from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import Acted
 from retention_pipelines.stores import domain_locks
 from retention_pipelines.engine.oversight.queue import ManualQueue
-from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.queue_rows import NOTES_FK, create_notes_table, refer_to
-from retention_pipelines_tests.test_engine.helpers import engine_for
+from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.queue_rows import NOTES_FK, create_notes_table, refer_to
 
 EMAIL = "someone.private@example.invalid"
 
@@ -169,7 +169,7 @@ def test_meal_plans_on_s3_and_its_orphans_report(policies, pg_database, pg_url, 
     import boto3
 
     from retention_pipelines.defs.orphans import NO_ORPHANS_CHECK, build_orphans_defs
-    from retention_pipelines_tests.app_rows import insert_meal_plans_at, meal_plan_rows
+    from retention_pipelines_tests.support.app_rows import insert_meal_plans_at, meal_plan_rows
 
     hot = f"hot-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3")
@@ -227,7 +227,7 @@ def test_a_run_pushes_its_figures_to_the_pushgateway(policies, pg_database, pg_u
 
 def test_an_unreachable_pushgateway_does_not_fail_the_run(policies, pg_database, pg_url, redis_url,
                                                           local_archive_url, instance):
-    from retention_pipelines_tests.servers import free_port
+    from retention_pipelines_tests.support.servers import free_port
 
     insert_quiz_rows(pg_database, [timedelta(hours=30)])
     stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url,

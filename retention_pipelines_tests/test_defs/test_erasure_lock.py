@@ -15,7 +15,7 @@ from retention_pipelines.defs.erasure_run import ERASURE_JOB, ERASURE_PARTITIONS
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.stores import domain_locks
-from retention_pipelines_tests.erasure_rows import ANN, DOMAINS, audit, insert_subject_rows, table_rows
+from retention_pipelines_tests.support.erasure_rows import ANN, DOMAINS, audit, insert_subject_rows, table_rows
 
 QUIZ_STEP = "gdpr__erasure__quiz_responses"
 

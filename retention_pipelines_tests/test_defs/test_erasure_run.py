@@ -1,4 +1,4 @@
-"""The erasure run through Dagster, as issue 6's "done when" says: a subject present in all four
+"""The erasure run through Dagster, as an operator launches it: a subject present in all four
 domains, one of their records under a legal hold, erased in one run — every other record gone or
 redacted, their archived copies unreadable, the held record kept with a queue item, the request
 marked with its outcome; the young blacklist entry kept until its deadline by policy, the request
@@ -30,7 +30,7 @@ from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.engine.report.render import render_report
 from retention_pipelines.stores import archive_store_from_url, blob_store_from_url
-from retention_pipelines_tests.app_rows import _insert
+from retention_pipelines_tests.support.app_rows import _insert
 
 ANN = "Ann.Subject@Example.com"
 BOB = "bob.other@example.com"

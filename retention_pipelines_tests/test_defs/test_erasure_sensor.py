@@ -21,8 +21,8 @@ from retention_pipelines.defs.erasure_run import ERASURE_JOB, MAX_ATTEMPTS, buil
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.stores import domain_locks
-from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.queue_rows import allow_deletes, deny_deletes
+from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.queue_rows import allow_deletes, deny_deletes
 
 ANN, BOB = "Ann.Subject@Example.org", "bob.other@example.net"
 

@@ -23,11 +23,11 @@ from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import build_run_sensors
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.oversight.sla import Breaches
-from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.queue_rows import (
+from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.queue_rows import (
     age_item, create_notes_table, drop_notes, place_hold, queue_audit, queue_rows, refer_to, set_item,
 )
-from retention_pipelines_tests.test_engine.helpers import engine_for
 
 DAY = timedelta(days=1)
 SENSOR = "manual_queue_escalation_sensor"

@@ -17,8 +17,8 @@ from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.engine.report.render import html_name, render_report
-from retention_pipelines_tests.report_rows import ADDRESSES, MONTH, month_of_activity
-from retention_pipelines_tests.test_engine.helpers import archive_objects
+from retention_pipelines_tests.support.archives import archive_objects
+from retention_pipelines_tests.support.report_rows import ADDRESSES, MONTH, month_of_activity
 
 PARTITION = f"{MONTH}-01"
 

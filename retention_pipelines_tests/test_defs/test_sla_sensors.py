@@ -12,7 +12,7 @@ from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import CATCH_UP_TAG, build_retention_lag_sensor
 from retention_pipelines.engine.oversight.sla import RETENTION_LAG, Breaches
-from retention_pipelines_tests.app_rows import insert_quiz_rows
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows
 
 
 @pytest.fixture
@@ -101,7 +101,8 @@ def test_the_lag_is_one_index_backed_query(policies, pg_database, local_archive_
     """The first entry of the clock index, not a scan: EXPLAIN of the lag query on a large-ish table."""
     import sqlalchemy as sa
 
-    from retention_pipelines_tests.test_engine.helpers import bulk_insert_pg, engine_for
+    from retention_pipelines_tests.support.app_rows import bulk_insert_pg
+    from retention_pipelines_tests.support.engines import engine_for
 
     bulk_insert_pg(pg_database, 20_000, "1 hour", email="fresh@example.invalid")
     bulk_insert_pg(pg_database, 100, "2 days")

@@ -11,8 +11,9 @@ import subprocess
 import pytest
 
 from retention_pipelines.stores.settings import REQUIRED_OUTSIDE_DEMO
-from retention_pipelines_tests.servers import free_port
-from retention_pipelines_tests.test_integration.dagster_daemon import REPOSITORY, CodeServer, Webserver, script
+from retention_pipelines_tests.support.dagster_deployment import CodeServer, Webserver, script
+from retention_pipelines_tests.support.repository import REPOSITORY
+from retention_pipelines_tests.support.servers import free_port
 
 # Values that a load never connects to: the refusal comes before any store is opened.
 PRODUCTION = {

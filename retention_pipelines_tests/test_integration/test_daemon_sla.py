@@ -9,36 +9,30 @@ second breach.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import boto3
 import dagster as dg
-import pytest
 
 from retention_pipelines.defs.common import DOMAIN_TAG, job_name
 from retention_pipelines.defs.sla_sensors import CATCH_UP_TAG
 from retention_pipelines.engine.oversight.sla import RETENTION_LAG, Breaches
 from retention_pipelines.policies import DomainPolicy, load_policies
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.app_rows import (
-    audit_entries, insert_blacklist_at, insert_meal_plans_at, insert_quiz_at, insert_token_expiring_at,
-    meal_plan_rows, remaining_ids,
+from retention_pipelines_tests.support.app_rows import (
+    audit_entries, insert_blacklist_at, insert_meal_plans_at, insert_quiz_at, insert_token_expiring_at, meal_plan_rows,
+    remaining_ids,
 )
-from retention_pipelines_tests.conftest import new_database
-from retention_pipelines_tests.test_integration.dagster_daemon import (
-    Daemon, dagster, instigator_states, write_dagster_home,
+from retention_pipelines_tests.support.dagster_deployment import (
+    BLOB_PREFIX, SENSOR_INTERVAL_SECONDS, Daemon, dagster, instigator_states,
 )
 
 SENSOR = "retention_lag_sensor"
-SENSOR_INTERVAL_SECONDS = 5
 WAIT_SECONDS = 300
 SETTLE_SECONDS = 60
-BLOB_PREFIX = "pdfs"
 PDF = b"%PDF-1.4\n% a meal plan\n%%EOF\n"
 INSERTERS = {
     "quiz_responses": insert_quiz_at,
@@ -94,26 +88,6 @@ def failure_messages(instance: dg.DagsterInstance, run_id: str) -> str:
                      if r.dagster_event and r.dagster_event.is_failure) or "(no failure events)"
 
 
-def daemon_env(tmp_path: Path, dagster_home: Path, app_url: str, redis_url: str, archive_url: str,
-               blob_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_") and k != "DAGSTER_HOME"}
-    env.update({
-        "DAGSTER_HOME": str(dagster_home),
-        "RETENTION_HOME": str(tmp_path / "retention_home"),
-        "RETENTION_DATABASE_URL": app_url,
-        "RETENTION_REDIS_URL": redis_url,
-        "RETENTION_ARCHIVE_URL": archive_url,
-        "RETENTION_BLOB_URL": blob_url,
-        # A production deployment (RETENTION_ENV unset): every store and key named, none from RETENTION_HOME.
-        "RETENTION_ARCHIVE_MASTER_KEY": "5a" * 32,
-        "RETENTION_ERASURE_HASH_KEY": "hash-key-of-the-daemon-test",
-        "RETENTION_LAG_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS),
-    })
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
-        assert env.get(key), f"{key} is not set: the s3_env fixture points boto3 at moto"
-    return env
-
-
 def stop_schedules_keep_sensor(env: dict[str, str]) -> None:
     """Every schedule stopped (they default to RUNNING; this Dagster has no `schedule stop --all`),
     the lag sensor running, the all-domains sensor left stopped: only the lag sensor launches runs."""
@@ -128,27 +102,6 @@ def stop_schedules_keep_sensor(env: dict[str, str]) -> None:
         sensors = instigator_states(env, "sensor")
     assert sensors.get(SENSOR) == "RUNNING", sensors
     assert sensors.get("retention_all_domains_sensor") == "STOPPED", sensors
-
-
-@pytest.fixture
-def deployment(tmp_path, postgres_server, redis_url, s3_env, monkeypatch):
-    """The app database, buckets and a DAGSTER_HOME on PostgreSQL; the environment of the daemon."""
-    s3 = boto3.client("s3")
-    archive_bucket, hot_bucket = f"archive-{uuid.uuid4().hex[:10]}", f"hot-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=archive_bucket)
-    s3.create_bucket(Bucket=hot_bucket)
-    app_url = new_database(postgres_server)
-    home, storage = write_dagster_home(tmp_path / "dagster_home", postgres_server, f"dagster_{uuid.uuid4().hex[:8]}")
-    for name, value in storage.items():  # for the instance the test opens itself
-        monkeypatch.setenv(name, value)
-    env = {**daemon_env(tmp_path, home, app_url, redis_url, f"s3://{archive_bucket}/archive",
-                        f"s3://{hot_bucket}/{BLOB_PREFIX}"), **storage}
-    database = AppDatabase(app_url)
-    try:
-        yield {"env": env, "home": home, "database": database, "archive_bucket": archive_bucket,
-               "hot_bucket": hot_bucket, "compute_log_bucket": storage["DAGSTER_COMPUTE_LOG_BUCKET"]}
-    finally:
-        database.dispose()
 
 
 def test_lag_sensor_opens_one_breach_per_domain_and_its_catch_up_run_closes_it(deployment, tmp_path):

@@ -14,7 +14,7 @@ from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 
 from retention_pipelines.defs.common import APP_DATABASE_POOL
 from retention_pipelines.definitions import defs
-from retention_pipelines_tests.test_integration.dagster_daemon import DOMAIN_TAG_LIMIT, write_dagster_home
+from retention_pipelines_tests.support.dagster_deployment import DOMAIN_TAG_LIMIT, write_dagster_home
 
 
 @pytest.fixture

@@ -16,12 +16,11 @@ import yaml
 
 from retention_pipelines.defs.common import domain_partitions, job_name
 from retention_pipelines.policies import load_policies
-from retention_pipelines_tests.app_rows import insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.servers import free_port
-from retention_pipelines_tests.test_integration.dagster_daemon import REPOSITORY, Daemon, Webserver
-from retention_pipelines_tests.test_integration import test_daemon_sla
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.dagster_deployment import Daemon, Webserver
+from retention_pipelines_tests.support.repository import REPOSITORY
+from retention_pipelines_tests.support.servers import free_port
 
-deployment = test_daemon_sla.deployment  # the same fixture: app database, buckets, DAGSTER_HOME on PostgreSQL
 ARTIFACTS = REPOSITORY / "test-artifacts" / "ui"
 DOMAIN = "quiz_responses"
 REPOSITORY_SELECTOR = {"repositoryLocationName": "retention_pipelines", "repositoryName": "__repository__"}

@@ -8,7 +8,7 @@ import pytest
 
 from retention_pipelines.policies import PolicyError, load_policies
 from retention_pipelines.policies.model import Sla
-from retention_pipelines_tests.test_policies.test_loader_errors import edit, setting
+from retention_pipelines_tests.support.policy_files import edit, setting
 
 
 def refused(tmp_path, escalate_at) -> str:

@@ -3,37 +3,15 @@ the file, the domain and the field, never with a traceback."""
 
 from __future__ import annotations
 
-import copy
 import re
 from datetime import date
 from pathlib import Path
 
 import pytest
-import yaml
 
 from retention_pipelines.policies import PolicyError, default_policy_path, load_policies
 from retention_pipelines.policies.loader import POLICIES_ENV
-
-SHIPPED = yaml.safe_load(default_policy_path().read_text())
-
-
-def edit(change):
-    """The shipped policy file, changed by `change(data)`, as YAML text."""
-    data = copy.deepcopy(SHIPPED)
-    change(data)
-    return yaml.safe_dump(data, sort_keys=False)
-
-
-def setting(domain: str, *path_and_value):
-    """A change that sets domains[domain][path…] = value."""
-    *path, key, value = path_and_value
-
-    def change(data):
-        node = data["domains"][domain]
-        for part in path:
-            node = node[part]
-        node[key] = value
-    return change
+from retention_pipelines_tests.support.policy_files import edit, setting
 
 
 def removing(domain: str, key: str):

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from retention_pipelines.stores import StoreUnavailable, archive_store_from_url
 from retention_pipelines.stores.archive import LocalArchiveStore, S3ArchiveStore
 from retention_pipelines.stores.files import KeyOutsideStore
-from retention_pipelines_tests.hostile_keys import SECRET, Sandbox, encoded_keys, legitimate_keys, refused_keys
-from retention_pipelines_tests.servers import free_port
+from retention_pipelines_tests.support.hostile_keys import SECRET, Sandbox, encoded_keys, legitimate_keys, refused_keys
+from retention_pipelines_tests.support.servers import free_port
 
 KEY = "quiz_responses/2026/11/29/0123456789abcdef.jsonl.gz"
 DATA = b"\x1f\x8b" + bytes(range(256)) * 4

@@ -17,8 +17,8 @@ from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.blob import CHANGED, KEY_OUTSIDE, LocalBlobStore, S3BlobStore
 from retention_pipelines.stores.files import KeyOutsideStore
 from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
-from retention_pipelines_tests.hostile_keys import Sandbox, encoded_keys, legitimate_keys, refused_keys
-from retention_pipelines_tests.s3_clients import DigestlessS3, MisstoringS3
+from retention_pipelines_tests.support.hostile_keys import Sandbox, encoded_keys, legitimate_keys, refused_keys
+from retention_pipelines_tests.support.s3 import DigestlessS3, MisstoringS3
 
 
 class CountingS3:

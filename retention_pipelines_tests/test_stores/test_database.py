@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.stores import AppDatabase, PolicyMismatch, StoreUnavailable, archive_store_from_url
-from retention_pipelines_tests.conftest import in_session_time_zone
-from retention_pipelines_tests.servers import free_port
+from retention_pipelines_tests.support.databases import in_session_time_zone
+from retention_pipelines_tests.support.servers import free_port
 
 
 def test_now_is_timezone_aware_utc(any_database):

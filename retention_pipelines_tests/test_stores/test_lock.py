@@ -12,7 +12,7 @@ import redis
 
 from retention_pipelines.stores import DomainLocked, LockLost, StoreUnavailable
 from retention_pipelines.stores.lock import FileDomainLocks, RedisDomainLocks, domain_locks
-from retention_pipelines_tests.servers import free_port
+from retention_pipelines_tests.support.servers import free_port
 
 DOMAIN = "quiz_responses"
 KEY = f"retention:lock:{DOMAIN}"

@@ -19,8 +19,8 @@ from retention_pipelines.stores.notifier import (
     Alert, LogNotifier, Notifiers, PagerDutyNotifier, SlackNotifier, WebhookNotifier, notifier,
 )
 from retention_pipelines.stores.settings import ConfigurationError, load_settings
-from retention_pipelines_tests.alert_channels import EVENTS_PATH, WEBHOOK_PATH, AlertReceiver, SilentServer
-from retention_pipelines_tests.servers import free_port
+from retention_pipelines_tests.support.alert_channels import EVENTS_PATH, WEBHOOK_PATH, AlertReceiver, SilentServer
+from retention_pipelines_tests.support.servers import free_port
 
 ROUTING_KEY = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12"
 SLACK_TOKEN = "xoxb-test-9f8e7d6c5b4a-never-printed"

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from retention_pipelines.engine.audit.entries import ACTED_ACTIONS  # noqa: F401 - where its readers found it
-
 
 class ArchiveVerificationFailed(Exception):
     """An archive object read back does not match what was written: its rows are left in place."""

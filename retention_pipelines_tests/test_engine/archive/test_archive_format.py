@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import gzip
 import hashlib
 import json
 import secrets
@@ -21,6 +20,7 @@ from retention_pipelines.engine.archive.format import (
     segments, verify,
 )
 from retention_pipelines.engine.archive.keys import DataKey
+from retention_pipelines_tests.support.archives import encode_v1
 
 DOMAIN, VERSION, DAY = "email_blacklist", "2026-11-30.1", dt.date(2026, 11, 30)
 NAME_KEY = b"n" * 32
@@ -192,18 +192,6 @@ def test_verify_with_the_keys_reports_a_segment_that_does_not_decrypt(batch):
 
 
 # legacy v1 objects ---------------------------------------------------------------------------------------
-def encode_v1(rows: list[dict], record_ids: list[str]) -> tuple[str, bytes, bytes]:
-    """An object and its manifest as version 1 wrote them (before the encrypted archives): gzip'd
-    JSON lines (mtime 0), named by the data's sha256."""
-    lines = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in rows)
-    data = gzip.compress(lines.encode(), compresslevel=1, mtime=0)
-    digest = hashlib.sha256(data).hexdigest()
-    key = f"{DOMAIN}/2026/08/01/{digest[:40]}.jsonl.gz"
-    manifest = {"format": LEGACY_FORMAT, "domain": DOMAIN, "policy_version": "2026-08-01.1", "codec": "gzip",
-                "object": key, "rows": len(rows), "sha256": digest, "columns": COLUMNS, "record_ids": record_ids}
-    return key, data, json.dumps(manifest, sort_keys=True).encode()
-
-
 def test_a_v1_object_and_its_manifest_still_read_and_verify(batch):
     rows = [batch.as_read(i) for i in range(3)]
     _, data, raw_manifest = encode_v1(rows, batch.ids[:3])

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from retention_pipelines.engine.archive.keys import KEY_BYTES, NONCE_BYTES, ArchiveKeys
 from retention_pipelines.schema import audit_log, data_keys
 from retention_pipelines.stores import ConfigurationError, load_settings
-from retention_pipelines_tests.test_engine.helpers import REPOSITORY, audit_rows
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.repository import REPOSITORY
 
 MASTER = bytes(range(32))
 HASH_KEY = b"h" * 32

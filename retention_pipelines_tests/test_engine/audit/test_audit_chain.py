@@ -21,30 +21,12 @@ from retention_pipelines import schema
 from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines.stores.archive import LocalArchiveStore
-from retention_pipelines_tests.app_rows import insert_quiz_rows
-from retention_pipelines_tests.test_engine.helpers import REPOSITORY, engine_for
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows
+from retention_pipelines_tests.support.audit_rows import execute, ids_of, write_audit_rows
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.repository import REPOSITORY
 
 log = schema.audit_log
-
-
-def write_audit_rows(database: AppDatabase, count: int, domains=("alpha", "beta"), start: int = 0) -> list[int]:
-    """`count` audit rows, the domains taking turns; their ids."""
-    rows = [{"domain": domains[i % len(domains)], "record_id": f"rec-{start + i}", "action": "deleted",
-             "run_id": f"run-{(start + i) // 7}", "policy_version": "v1+test", "deadline":
-             datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=start + i),
-             "archive_uri": f"s3://archive/{start + i}.jsonl.gz" if i % 3 == 0 else None} for i in range(count)]
-    with database.begin() as connection:
-        return list(connection.execute(sa.insert(log).returning(log.c.id), rows).scalars())
-
-
-def execute(database: AppDatabase, sql: str, **params) -> None:
-    with database.begin() as connection:
-        connection.execute(sa.text(sql), params)
-
-
-def ids_of(database: AppDatabase, domain: str) -> list[int]:
-    with database.connect() as connection:
-        return list(connection.execute(sa.select(log.c.id).where(log.c.domain == domain).order_by(log.c.id)).scalars())
 
 
 def chain_blocks(database: AppDatabase, domain: str) -> list[dict]:

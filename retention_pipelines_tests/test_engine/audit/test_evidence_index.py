@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine.audit.evidence import index_records, record_evidence
-from retention_pipelines_tests.test_engine.audit.test_audit_chain import write_audit_rows
+from retention_pipelines_tests.support.audit_rows import write_audit_rows
 
 
 def state(database) -> tuple[int, int]:

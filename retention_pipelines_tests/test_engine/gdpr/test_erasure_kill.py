@@ -13,19 +13,19 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive.format import read_manifest, read_rows, verify
-from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.erasure_rows import (
+from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.erasure_rows import (
     ANN, ANN_SPELLINGS, DOMAINS, PDF, Erasure, audit, data_key_rows, insert_subject_rows, no_address_in_audit,
     table_rows,
 )
-from retention_pipelines_tests.test_engine.helpers import RunnerProcess, backend_gone
+from retention_pipelines_tests.support.runners.process import RunnerProcess, backend_gone
 
 BATCH = 20
 MANY = {"meal_plans": 300, "email_blacklist": 3000}  # Ann's rows beyond the few of insert_subject_rows
 
 
 class ErasureRunner(RunnerProcess):
-    MODULE = "retention_pipelines_tests.test_engine.erasure_runner"
+    MODULE = "retention_pipelines_tests.support.runners.erasure_run"
 
 
 class Killed:

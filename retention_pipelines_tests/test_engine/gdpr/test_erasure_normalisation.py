@@ -27,9 +27,9 @@ from retention_pipelines.engine.archive.keys import legacy_subject_hash, subject
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.identity.subjects import normalise_address
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.conftest import new_database
-from retention_pipelines_tests.erasure_rows import DOMAINS, PDF, Erasure, place_hold, table_rows
+from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.databases import new_database
+from retention_pipelines_tests.support.erasure_rows import DOMAINS, PDF, Erasure, place_hold, table_rows
 
 KEY = b"normalisation-tests-hash-key-0123"
 # Invisible at the ends of an address: whitespace of every kind, zero-width and direction marks.

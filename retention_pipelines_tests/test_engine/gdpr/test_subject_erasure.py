@@ -22,14 +22,14 @@ from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.engine.gdpr.erasure_run import ErasureIncomplete
 from retention_pipelines.schema import audit_log, erasure_requests
 from retention_pipelines.stores.blob import S3BlobStore
-from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.erasure_rows import (
-    ANN, DOMAINS, HASH_KEY, Erasure, audit, data_key_rows, insert_subject_rows, new_uuid, no_address_in_audit, place_hold,
-    table_rows,
+from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.archives import encode_v1
+from retention_pipelines_tests.support.databases import dump_all_tables
+from retention_pipelines_tests.support.erasure_rows import (
+    ANN, DOMAINS, HASH_KEY, Erasure, audit, data_key_rows, insert_subject_rows, new_uuid, no_address_in_audit,
+    place_hold, table_rows,
 )
-from retention_pipelines_tests.queue_rows import allow_deletes, deny_deletes
-from retention_pipelines_tests.test_engine.helpers import dump_all_tables
-from retention_pipelines_tests.test_engine.archive.test_archive_format import encode_v1
+from retention_pipelines_tests.support.queue_rows import allow_deletes, deny_deletes
 
 
 @pytest.fixture

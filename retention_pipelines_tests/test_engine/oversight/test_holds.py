@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine.oversight.holds import EVERY_DOMAIN, HoldRefused, LegalHolds, pass_gate
-from retention_pipelines_tests.app_rows import audit_entries, insert_quiz_rows, remaining_ids, uuid_spellings
-from retention_pipelines_tests.test_engine.helpers import archiving, engine_for
+from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids, uuid_spellings
+from retention_pipelines_tests.support.engines import archiving, engine_for
 
 
 def quiz_key(database, policy) -> sa.Column:

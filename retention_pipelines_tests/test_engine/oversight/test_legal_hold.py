@@ -4,23 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import sqlalchemy as sa
-
-from retention_pipelines import schema
-from retention_pipelines_tests.app_rows import insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.test_engine.helpers import audit_rows, engine_for
-
-
-def place_hold(database, record_id: str) -> None:
-    with database.engine.begin() as connection:
-        connection.execute(sa.insert(schema.legal_holds).values(
-            domain="quiz_responses", record_id=record_id, reason="litigation 2026-17"))
-
-
-def release_holds(database, record_id: str) -> None:
-    with database.engine.begin() as connection:
-        connection.execute(sa.update(schema.legal_holds).where(schema.legal_holds.c.record_id == record_id)
-                           .values(released_at=database.bind_time(database.now())))
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.legal_holds import place_hold, release_holds
 
 
 def test_held_row_stays_is_reported_once_and_goes_after_release(any_database, policies, quiz_policy,

@@ -11,7 +11,7 @@ import pytest
 
 from retention_pipelines.engine.oversight.queue import REASONS, ManualQueue, QueueRefused
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.queue_rows import place_hold, queue_audit, queue_rows, set_item
+from retention_pipelines_tests.support.queue_rows import place_hold, queue_audit, queue_rows, set_item
 
 VERSION = "test-policies-1"
 DOMAIN = "meal_plans"

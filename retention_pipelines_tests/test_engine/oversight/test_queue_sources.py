@@ -14,15 +14,17 @@ from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines.stores.blob import S3BlobStore
-from retention_pipelines_tests.app_rows import (
+from retention_pipelines_tests.support.app_rows import (
     archive_root, audit_entries, insert_meal_plans_at, insert_quiz_rows, meal_plan_rows, remaining_ids,
 )
-from retention_pipelines_tests.queue_rows import (
+from retention_pipelines_tests.support.archives import CorruptingStore
+from retention_pipelines_tests.support.engines import archiving, engine_for, meal_plans_engine
+from retention_pipelines_tests.support.hot_bucket import hot_keys, put_pdfs
+from retention_pipelines_tests.support.queue_rows import (
     NOTES_FK, allow_deletes, create_notes_table, deny_deletes, drop_notes, queue_audit, queue_rows, refer_to,
 )
-from retention_pipelines_tests.test_engine.helpers import archiving, configured_keys, engine_for
-from retention_pipelines_tests.test_engine.retention.test_archive import CorruptingStore
-from retention_pipelines_tests.test_engine.retention.test_blobs import FlakyS3, hot_keys, meal_plans_engine, put_pdfs
+from retention_pipelines_tests.support.s3 import FlakyS3
+from retention_pipelines_tests.support.archives import configured_keys
 
 DENIED = "the object store refused the delete: AccessDenied"
 FK = NOTES_FK

@@ -20,11 +20,11 @@ from retention_pipelines.engine.report.figures import ReportRefused, build_repor
 from retention_pipelines.engine.report.render import html_name, render_report
 from retention_pipelines.policies import default_policy_path
 from retention_pipelines.policies.model import parse_duration
-from retention_pipelines_tests.app_rows import insert_quiz_rows
-from retention_pipelines_tests.report_rows import (
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.report_rows import (
     ADDRESSES, END, MONTH, START, TICK, month_of_activity, place_hold, redate_run,
 )
-from retention_pipelines_tests.test_engine.helpers import engine_for
 
 # Written out here, not imported: the test's own idea of what counts as what.
 REMOVAL = ("deleted", "redacted", "redacted_blob_missing", "erased")

@@ -16,12 +16,12 @@ from retention_pipelines.engine import ArchiveVerificationFailed, RetentionEngin
 from retention_pipelines.engine.archive.format import verify
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.stores import archive_store_from_url
-from retention_pipelines.stores.archive import LocalArchiveStore
-from retention_pipelines_tests.app_rows import archive_root, insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.test_engine.helpers import (
-    archive_objects, archived_rows, archiving, assert_each_deleted_audited_once, audit_rows, configured_keys, engine_for,
-    manifests,
-)
+from retention_pipelines_tests.support.app_rows import archive_root, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.archives import CorruptingStore, archive_objects, archived_rows, manifests
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.engines import archiving, engine_for
+from retention_pipelines_tests.support.invariants import assert_each_deleted_audited_once
+from retention_pipelines_tests.support.archives import configured_keys
 
 EMAIL = "someone.private@example.invalid"
 
@@ -86,16 +86,6 @@ def rows_as_archived(database, exclude: set[str]) -> dict[str, dict]:
     with database.engine.connect() as connection:
         rows = connection.execute(sa.select(table)).mappings().all()
     return {str(row["id"]): {k: plain(v) for k, v in row.items() if k not in exclude} for row in rows}
-
-
-class CorruptingStore(LocalArchiveStore):
-    """A folder whose reads return altered data objects (not manifests): a store gone bad."""
-
-    def get(self, key: str) -> bytes:
-        data = super().get(key)
-        if key.endswith(".manifest.json"):
-            return data
-        return data[:-1] + bytes([data[-1] ^ 0xFF])
 
 
 def test_an_object_that_reads_back_wrong_is_not_acted_on(any_database, policies, quiz_policy, local_archive_url):

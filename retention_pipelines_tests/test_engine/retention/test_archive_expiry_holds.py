@@ -13,8 +13,8 @@ from retention_pipelines import schema
 from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention, HELD_REASON
 from retention_pipelines.engine.oversight.holds import LegalHolds
 from retention_pipelines.stores.archive import LocalArchiveStore
-from retention_pipelines_tests.app_rows import insert_blacklist_at
-from retention_pipelines_tests.test_engine.helpers import engine_for
+from retention_pipelines_tests.support.app_rows import insert_blacklist_at
+from retention_pipelines_tests.support.engines import engine_for
 
 DOMAIN = "email_blacklist"
 

@@ -27,8 +27,8 @@ from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.policies.model import Archive
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import LocalArchiveStore
-from retention_pipelines_tests.app_rows import insert_blacklist_at
-from retention_pipelines_tests.test_engine.helpers import configured_keys
+from retention_pipelines_tests.support.app_rows import insert_blacklist_at
+from retention_pipelines_tests.support.archives import configured_keys
 
 DOMAIN = "email_blacklist"
 KEEP_FOR = timedelta(days=365)

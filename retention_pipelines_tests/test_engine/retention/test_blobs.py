@@ -11,56 +11,14 @@ import sqlalchemy as sa
 from retention_pipelines import schema
 from retention_pipelines.engine import ArchiveVerificationFailed, RetentionEngine
 from retention_pipelines.engine.oversight.queue import ManualQueue
-from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
 from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
-from retention_pipelines_tests.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
-from retention_pipelines_tests.s3_clients import MisstoringS3, SlowReadsS3
-from retention_pipelines_tests.test_engine.helpers import configured_keys
-
-PDF = b"%PDF-1.4\n% a meal plan\n%%EOF\n"
-
-
-def put_pdfs(bucket: str, keys: list[str]) -> None:
-    client = boto3.client("s3")
-    for key in keys:
-        client.put_object(Bucket=bucket, Key=key, Body=PDF + key.encode())
-
-
-def hot_keys(bucket: str) -> set[str]:
-    return {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])}
-
-
-def meal_plans_engine(policies, database, archive_url, blob_store, batch_size=None, storage_class=None):
-    policy = policies.domains["meal_plans"]
-    if batch_size:
-        policy = policy.model_copy(update={"batch_size": batch_size})
-    return RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(archive_url, storage_class),
-                           blob_store=blob_store, keys=configured_keys(database))
-
-
-class FlakyS3:
-    """A real boto3 client whose DeleteObjects fails for chosen keys: `forever` keys get
-    AccessDenied on every try, `once` keys a SlowDown the first time only."""
-
-    def __init__(self, forever=(), once=()):
-        self.client = boto3.client("s3")
-        self.forever, self.once, self.calls = set(forever), set(once), 0
-
-    def __getattr__(self, name):
-        return getattr(self.client, name)
-
-    def delete_objects(self, Bucket, Delete):
-        self.calls += 1
-        failing = {o["Key"]: "AccessDenied" for o in Delete["Objects"] if o["Key"] in self.forever}
-        failing.update({o["Key"]: "SlowDown" for o in Delete["Objects"] if o["Key"] in self.once})
-        self.once.clear()
-        kept = [o for o in Delete["Objects"] if o["Key"] not in failing]
-        if kept:
-            self.client.delete_objects(Bucket=Bucket, Delete={"Objects": kept, "Quiet": True})
-        return {"Errors": [{"Key": k, "Code": c, "Message": c} for k, c in failing.items()]}
-
+from retention_pipelines_tests.support.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
+from retention_pipelines_tests.support.engines import meal_plans_engine
+from retention_pipelines_tests.support.hot_bucket import PDF, hot_keys, put_pdfs
+from retention_pipelines_tests.support.s3 import FlakyS3, MisstoringS3, SlowReadsS3
+from retention_pipelines_tests.support.archives import configured_keys
 
 def test_due_pdfs_are_archived_cold_deleted_and_their_rows_redacted(pg_database, policies, s3_archive_url,
                                                                    hot_bucket):
@@ -181,7 +139,7 @@ def test_dry_run_touches_no_object(pg_database, policies, local_archive_url, hot
 
 def test_a_plan_bought_exactly_90_days_before_the_cutoff_goes_one_a_second_younger_stays(
         pg_database, policies, local_archive_url, hot_bucket):
-    from retention_pipelines_tests.test_engine.helpers import whole_second
+    from retention_pipelines_tests.support.engines import whole_second
 
     cutoff = whole_second(pg_database.now())
     put_pdfs(hot_bucket, ["plans/at.pdf", "plans/younger.pdf"])

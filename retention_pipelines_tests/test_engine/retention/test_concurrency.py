@@ -14,11 +14,12 @@ import sqlalchemy as sa
 from retention_pipelines.policies.model import Pacing
 from retention_pipelines.stores import LockLost
 from retention_pipelines.stores.lock import RedisDomainLocks
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.test_engine.helpers import (
-    RunnerProcess, assert_each_deleted_audited_once, audit_rows, bulk_insert_pg, engine_for,
-)
-from retention_pipelines_tests.test_engine.oversight.test_legal_hold import place_hold
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.invariants import assert_each_deleted_audited_once
+from retention_pipelines_tests.support.legal_holds import place_hold
+from retention_pipelines_tests.support.runners.process import RunnerProcess
 
 DUE, BATCH = 3000, 50
 

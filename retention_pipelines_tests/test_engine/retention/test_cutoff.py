@@ -8,8 +8,8 @@ import psycopg2
 import sqlalchemy as sa
 
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.app_rows import insert_quiz_at, insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.test_engine.helpers import engine_for, whole_second
+from retention_pipelines_tests.support.app_rows import insert_quiz_at, insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.engines import engine_for, whole_second
 
 
 def raw_now(database: AppDatabase) -> datetime:

@@ -7,10 +7,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines_tests.app_rows import (
+from retention_pipelines_tests.support.app_rows import (
     audit_entries, insert_blacklist_at, insert_token_expiring_at, remaining_ids,
 )
-from retention_pipelines_tests.test_engine.helpers import engine_for, whole_second
+from retention_pipelines_tests.support.engines import engine_for, whole_second
 
 
 def test_a_token_expiring_exactly_at_the_cutoff_goes_and_one_a_second_later_stays(any_database, policies,

@@ -8,12 +8,13 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines_tests.app_rows import insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.servers import _pg_bin
-from retention_pipelines_tests.test_engine.helpers import (
-    archive_objects, archiving, audit_rows, dump_all_tables, engine_for,
-)
-from retention_pipelines_tests.test_engine.oversight.test_legal_hold import place_hold
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.archives import archive_objects
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.databases import dump_all_tables
+from retention_pipelines_tests.support.engines import archiving, engine_for
+from retention_pipelines_tests.support.legal_holds import place_hold
+from retention_pipelines_tests.support.servers import _pg_bin
 
 
 def pg_dump(server, url: str) -> bytes:

@@ -12,8 +12,8 @@ from retention_pipelines.engine.retention.fence import DomainFence
 from retention_pipelines.schema import domain_fences
 from retention_pipelines.stores import LockLost
 from retention_pipelines.stores.lock import RedisDomainLocks
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.test_engine.helpers import bulk_insert_pg, engine_for
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.engines import engine_for
 
 
 def token(database, domain: str) -> int | None:

@@ -9,7 +9,7 @@ from retention_pipelines.defs.health import HEALTH_KEY, build_health_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.retention.health import check_health
 from retention_pipelines.stores import AppDatabase, archive_store_from_url, blob_store_from_url
-from retention_pipelines_tests.servers import free_port
+from retention_pipelines_tests.support.servers import free_port
 
 
 def enabled(policies):

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from retention_pipelines_tests.app_rows import insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.test_engine.helpers import (
-    archiving, assert_each_deleted_audited_once, audit_rows, engine_for,
-)
+from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.engines import archiving, engine_for
+from retention_pipelines_tests.support.invariants import assert_each_deleted_audited_once
 
 
 @pytest.mark.parametrize("archive", [False, True], ids=["no-archive", "archive"])

@@ -7,7 +7,8 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines_tests.test_engine.helpers import archiving, bulk_insert_pg, engine_for
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg
+from retention_pipelines_tests.support.engines import archiving, engine_for
 
 TOTAL, DUE = 20_000, 200
 

@@ -9,13 +9,11 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines.engine.archive.format import verify
-from retention_pipelines.stores import archive_store_from_url
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.test_engine.helpers import (
-    RunnerProcess, archive_objects, archiving, assert_each_deleted_audited_once, audit_rows, bulk_insert_pg,
-    engine_for, manifests,
-)
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.engines import archiving, engine_for
+from retention_pipelines_tests.support.invariants import assert_invariant
+from retention_pipelines_tests.support.runners.process import RunnerProcess
 
 DUE, BATCH = 5000, 50
 VARIANTS = [pytest.param(None, id="no-archive"), pytest.param("local", id="archive-local"),
@@ -34,25 +32,6 @@ def archive_url(request, archive_kind) -> str:
 
 def dsn(postgres_server, url: str) -> str:
     return postgres_server.dsn(sa.engine.make_url(url).database)
-
-
-def assert_invariant(database, inserted: set[str], archive_url: str | None) -> set[str]:
-    """Every id gone from the table has exactly one `deleted` audit row and, when archiving, sits in
-    the manifest of an existing, intact object, the one its audit row names."""
-    remaining = remaining_ids(database)
-    assert_each_deleted_audited_once(database, inserted, remaining)
-    if archive_url is not None:
-        store = archive_store_from_url(archive_url)
-        objects = archive_objects(archive_url)
-        listed: dict[str, set[str]] = {}
-        for key, manifest in manifests(objects).items():
-            if key in objects:
-                assert verify(objects[key], manifest) is None, f"{key} does not match its manifest"
-                listed[store.uri(key)] = set(manifest["record_ids"])
-        for row in audit_rows(database, "deleted"):
-            assert row["record_id"] in listed.get(row["archive_uri"], set()), (
-                f"{row['record_id']} deleted but not in the object its audit row names ({row['archive_uri']})")
-    return remaining
 
 
 def rerun_converges(policy, policies, database, archive_url, inserted: set[str]) -> None:

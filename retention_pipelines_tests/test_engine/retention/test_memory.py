@@ -8,9 +8,9 @@ import tracemalloc
 import pytest
 
 from retention_pipelines.stores import AppDatabase
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.conftest import new_database
-from retention_pipelines_tests.test_engine.helpers import archiving, bulk_insert_pg, engine_for
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.databases import new_database
+from retention_pipelines_tests.support.engines import archiving, engine_for
 
 BATCH = 1000
 

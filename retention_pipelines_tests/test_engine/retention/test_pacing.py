@@ -11,10 +11,9 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine.retention.pacing import BatchPacer
 from retention_pipelines.policies.model import Pacing
-from retention_pipelines_tests.app_rows import remaining_ids
-from retention_pipelines_tests.test_engine.helpers import (
-    assert_each_deleted_audited_once, bulk_insert_pg, engine_for,
-)
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.engines import engine_for
+from retention_pipelines_tests.support.invariants import assert_each_deleted_audited_once
 
 
 def paced(policy, **pacing):

@@ -15,8 +15,9 @@ from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
 from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
 from retention_pipelines.stores import archive_store_from_url
-from retention_pipelines_tests.app_rows import _insert
-from retention_pipelines_tests.test_engine.helpers import configured_keys, dump_all_tables
+from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.databases import dump_all_tables
+from retention_pipelines_tests.support.archives import configured_keys
 
 ANN, BOB, CARL = "ann@example.com", "bob@example.com", "carl@example.com"
 
@@ -132,7 +133,7 @@ def test_a_wall_time_clock_comes_back_as_the_same_wall_time(pg_url, policies, lo
     from zoneinfo import ZoneInfo
 
     from retention_pipelines.stores import AppDatabase
-    from retention_pipelines_tests.conftest import in_session_time_zone
+    from retention_pipelines_tests.support.databases import in_session_time_zone
 
     database = in_session_time_zone(AppDatabase(pg_url), "Pacific/Kiritimati")  # UTC+14
     try:

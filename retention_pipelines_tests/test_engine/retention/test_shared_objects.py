@@ -26,9 +26,9 @@ from retention_pipelines.engine.retention.blobs import KEPT
 from retention_pipelines.stores import AppDatabase, LockLost
 from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
 from retention_pipelines.stores.lock import HeldLock
-from retention_pipelines_tests.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
-from retention_pipelines_tests.conftest import new_database
-from retention_pipelines_tests.test_engine.retention.test_blobs import meal_plans_engine
+from retention_pipelines_tests.support.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
+from retention_pipelines_tests.support.databases import new_database
+from retention_pipelines_tests.support.engines import meal_plans_engine
 
 PDF = b"%PDF-1.4\n% a meal plan\n%%EOF\n"
 DUE, YOUNG = timedelta(days=91), timedelta(days=89)

@@ -24,7 +24,7 @@ from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import AppDatabase, PolicyMismatch, archive_store_from_url
 from retention_pipelines.stores.database import _session_in_utc
-from retention_pipelines_tests.conftest import in_session_time_zone, new_database
+from retention_pipelines_tests.support.databases import in_session_time_zone, new_database
 
 ZONES = ["America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]
 # utc: the server's default; database: ALTER DATABASE … SET timezone (this project's sessions pin

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from retention_pipelines.engine.retention.results import ACTED_ACTIONS
+from retention_pipelines.engine.audit.entries import ACTED_ACTIONS
 
 
 # -- the invariants ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """One retention run of quiz_responses in its own process, for the kill and concurrency tests.
 
-    python -m retention_pipelines_tests.test_engine.runner '<json config>'
+    python -m retention_pipelines_tests.support.runners.retention_run '<json config>'
 
 Prints one JSON line per event on stdout (ready, acquired, locked, done). With "wait_for_go",
 it reads a line from stdin before running (or, holding a lock, before running under it).
@@ -54,7 +54,7 @@ def main() -> int:
     from retention_pipelines.policies import load_policies
     from retention_pipelines.policies.model import Pacing
     from retention_pipelines.stores import AppDatabase, archive_store_from_url
-    from retention_pipelines_tests.test_engine.helpers import configured_keys
+    from retention_pipelines_tests.support.archives import configured_keys
 
     policies = load_policies()
     policy = policies.domains["quiz_responses"]

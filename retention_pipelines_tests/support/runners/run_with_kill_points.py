@@ -1,7 +1,7 @@
 """One retention run (any domain) or one audit seal in its own process, with kill points, for the
-kill matrix and the concurrency cases of the reliability suite (issue 9).
+kill matrix and the concurrency cases of the reliability suite.
 
-    python -m retention_pipelines_tests.reliability.runner '<json config>'
+    python -m retention_pipelines_tests.support.runners.run_with_kill_points '<json config>'
 
 Prints one JSON line per event on stdout: ready, acquired / locked, "at" (a kill point reached),
 done / sealed. Config: database_url, archive_url, domain, run_id, batch_size, archive (quiz_responses
@@ -80,7 +80,7 @@ def build_engine(config: dict):
     from retention_pipelines.policies.model import Pacing
     from retention_pipelines.stores import AppDatabase, archive_store_from_url
     from retention_pipelines.stores.blob import S3BlobStore
-    from retention_pipelines_tests.test_engine.helpers import configured_keys
+    from retention_pipelines_tests.support.archives import configured_keys
 
     policies = load_policies()
     domain = config.get("domain", "quiz_responses")
@@ -135,7 +135,7 @@ def main() -> int:
     config = json.loads(sys.argv[1])
     if config.get("seal"):
         return seal(config)
-    from retention_pipelines_tests.test_engine.runner import run_under_lock
+    from retention_pipelines_tests.support.runners.retention_run import run_under_lock
 
     database, engine = build_engine(config)
     if config.get("kill_at"):

@@ -19,7 +19,7 @@ from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase, BlobStore
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore
-from retention_pipelines_tests.app_rows import _insert
+from retention_pipelines_tests.support.app_rows import _insert
 
 ANN = "Ann.Subject@Example.org"
 ANN_SPELLINGS = (ANN, ANN.lower(), ANN.upper())  # how the app may have written her address in its rows

@@ -1,4 +1,4 @@
-"""What the reliability suite measured, case by case, for its summary table (issue 9).
+"""What the reliability suite measured, case by case, for its summary table.
 
 Each test records its figures with `record(...)` and asserts its target itself, so that a missed
 target fails the test; the table (printed at the end of the pytest session, and written to

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import yaml
 
-from retention_pipelines_tests.servers import PostgresServer
+from retention_pipelines_tests.support.repository import REPOSITORY
+from retention_pipelines_tests.support.servers import PostgresServer
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 WORKSPACE = REPOSITORY / "workspace.yaml"
 PRODUCTION_DAGSTER_YAML = REPOSITORY / "deploy" / "dagster.yaml"
 DOMAIN_TAG_LIMIT = {"key": "retention/domain", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+SENSOR_INTERVAL_SECONDS = 5
+BLOB_PREFIX = "pdfs"
 
 
 def script(name: str) -> str:
@@ -59,6 +61,26 @@ def write_dagster_home(folder: Path, server: PostgresServer, storage_database: s
     return folder, {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(server.port),
                     "DAGSTER_PG_DB": storage_database, "DAGSTER_PG_USERNAME": "postgres",
                     "DAGSTER_PG_PASSWORD": "trusted-on-loopback", "DAGSTER_COMPUTE_LOG_BUCKET": compute_log_bucket}
+
+
+def daemon_env(tmp_path: Path, dagster_home: Path, app_url: str, redis_url: str, archive_url: str,
+               blob_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_") and k != "DAGSTER_HOME"}
+    env.update({
+        "DAGSTER_HOME": str(dagster_home),
+        "RETENTION_HOME": str(tmp_path / "retention_home"),
+        "RETENTION_DATABASE_URL": app_url,
+        "RETENTION_REDIS_URL": redis_url,
+        "RETENTION_ARCHIVE_URL": archive_url,
+        "RETENTION_BLOB_URL": blob_url,
+        # A production deployment (RETENTION_ENV unset): every store and key named, none from RETENTION_HOME.
+        "RETENTION_ARCHIVE_MASTER_KEY": "5a" * 32,
+        "RETENTION_ERASURE_HASH_KEY": "hash-key-of-the-daemon-test",
+        "RETENTION_LAG_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS),
+    })
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+        assert env.get(key), f"{key} is not set: the s3_env fixture points boto3 at moto"
+    return env
 
 
 def dagster(env: dict[str, str], *args: str, timeout: float = 180) -> str:

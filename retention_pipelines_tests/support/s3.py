@@ -62,3 +62,25 @@ class SlowReadsS3:
         finally:
             with self.lock:
                 self.in_flight -= 1
+
+
+class FlakyS3:
+    """A real boto3 client whose DeleteObjects fails for chosen keys: `forever` keys get
+    AccessDenied on every try, `once` keys a SlowDown the first time only."""
+
+    def __init__(self, forever=(), once=()):
+        self.client = boto3.client("s3")
+        self.forever, self.once, self.calls = set(forever), set(once), 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def delete_objects(self, Bucket, Delete):
+        self.calls += 1
+        failing = {o["Key"]: "AccessDenied" for o in Delete["Objects"] if o["Key"] in self.forever}
+        failing.update({o["Key"]: "SlowDown" for o in Delete["Objects"] if o["Key"] in self.once})
+        self.once.clear()
+        kept = [o for o in Delete["Objects"] if o["Key"] not in failing]
+        if kept:
+            self.client.delete_objects(Bucket=Bucket, Delete={"Objects": kept, "Quiet": True})
+        return {"Errors": [{"Key": k, "Code": c, "Message": c} for k, c in failing.items()]}

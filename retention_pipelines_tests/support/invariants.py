@@ -1,4 +1,4 @@
-"""What must hold of the database and the stores at every instant, killed run or not (issue 9):
+"""What must hold of the database and the stores at every instant, killed run or not:
 the one check that the kill matrix and the other parts of the suite run after each fault.
 
 `assert_invariants` returns the violations it finds (an empty list when all hold), each a short
@@ -11,14 +11,14 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-import boto3
-
 from retention_pipelines.engine.archive.format import verify
-from retention_pipelines.engine.retention.results import ACTED_ACTIONS
+from retention_pipelines.engine.audit.entries import ACTED_ACTIONS
 from retention_pipelines.stores import AppDatabase, archive_store_from_url
 from retention_pipelines.stores.files import DRAFT_PREFIX
-from retention_pipelines_tests.app_rows import meal_plan_rows, remaining_ids
-from retention_pipelines_tests.test_engine.helpers import archive_objects, audit_rows, manifests
+from retention_pipelines_tests.support.app_rows import meal_plan_rows, remaining_ids
+from retention_pipelines_tests.support.archives import archive_objects, manifests
+from retention_pipelines_tests.support.audit_rows import audit_rows
+from retention_pipelines_tests.support.hot_bucket import hot_keys
 
 MANIFEST = ".manifest.json"
 
@@ -40,11 +40,6 @@ def acted_on(database: AppDatabase, seeded: Seeded) -> set[str]:
     if seeded.domain == "meal_plans":
         return {rid for rid, (key, _) in meal_plan_rows(database).items() if rid in seeded.ids and key is None}
     return seeded.ids - remaining_ids(database, seeded.domain)
-
-
-def hot_keys(bucket: str) -> set[str]:
-    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
 
 def assert_invariants(database: AppDatabase, seeded: Seeded, settled: bool = False) -> list[str]:
@@ -138,3 +133,39 @@ def converged(database: AppDatabase, seeded: Seeded) -> list[str]:
     if seeded.hot_bucket is not None and (left_pdfs := set(seeded.blob_keys.values()) & hot_keys(seeded.hot_bucket)):
         problems.append(f"{len(left_pdfs)} due PDFs left in the hot bucket after the rerun")
     return problems
+
+
+def deleted_audit_counts(database: AppDatabase) -> Counter:
+    return Counter(r["record_id"] for r in audit_rows(database, "deleted"))
+
+
+def assert_each_deleted_audited_once(database: AppDatabase, inserted: set[str], remaining: set[str]) -> None:
+    """Every id gone from the table has exactly one `deleted` audit row, and no audit row names
+    an id that is still there."""
+    counts = deleted_audit_counts(database)
+    gone = inserted - remaining
+    duplicates = {rid: n for rid, n in counts.items() if n != 1}
+    assert not duplicates, f"ids audited more than once: {list(duplicates.items())[:5]}"
+    assert set(counts) == gone, (
+        f"{len(gone - set(counts))} deleted ids without an audit row, "
+        f"{len(set(counts) - gone)} audit rows for ids still present"
+    )
+
+
+def assert_invariant(database, inserted: set[str], archive_url: str | None) -> set[str]:
+    """Every id gone from the table has exactly one `deleted` audit row and, when archiving, sits in
+    the manifest of an existing, intact object, the one its audit row names."""
+    remaining = remaining_ids(database)
+    assert_each_deleted_audited_once(database, inserted, remaining)
+    if archive_url is not None:
+        store = archive_store_from_url(archive_url)
+        objects = archive_objects(archive_url)
+        listed: dict[str, set[str]] = {}
+        for key, manifest in manifests(objects).items():
+            if key in objects:
+                assert verify(objects[key], manifest) is None, f"{key} does not match its manifest"
+                listed[store.uri(key)] = set(manifest["record_ids"])
+        for row in audit_rows(database, "deleted"):
+            assert row["record_id"] in listed.get(row["archive_uri"], set()), (
+                f"{row['record_id']} deleted but not in the object its audit row names ({row['archive_uri']})")
+    return remaining

@@ -1,6 +1,6 @@
 """The property suite's hands and eyes on the real stores: one PostgreSQL database per test,
 emptied between examples; rows written as the app writes them; holds placed, released and listed
-through the `retention hold` command; everything read back for the model (property_model.py).
+through the `retention hold` command; everything read back for the model (model.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from retention_pipelines.cli import main as retention_cli
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines.stores.blob import BlobStore
-from retention_pipelines_tests.property_model import Observed, record_of
+from retention_pipelines_tests.support.properties.model import Observed, record_of
 
 APP_TABLES = ("quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist")
 PDF = b"%PDF-1.7\n% a meal plan\n%%EOF\n"

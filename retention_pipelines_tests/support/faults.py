@@ -1,4 +1,4 @@
-"""What the fault tests share (issue 9, part 2): the outcome an operator sees, the no-loss check, and
+"""What the fault tests share: the outcome an operator sees, the no-loss check, and
 an outage of a real server's endpoint that keeps the server's state.
 
 The outcome of a run is what Dagster shows: the engine's error turned into a Failure by
@@ -141,8 +141,8 @@ def _close(connection: socket.socket) -> None:
 def loss(database, inserted: set[str], archive_url: str | None) -> str | None:
     """None when nothing is lost: every row gone from the table has exactly one `deleted` audit row
     and, where the domain archives, sits in an intact archive object, the one its audit row names
-    (test_kill's invariant); else what is wrong."""
-    from retention_pipelines_tests.test_engine.retention.test_kill import assert_invariant
+    (invariants.assert_invariant); else what is wrong."""
+    from retention_pipelines_tests.support.invariants import assert_invariant
 
     try:
         assert_invariant(database, inserted, archive_url)
@@ -154,8 +154,8 @@ def loss(database, inserted: set[str], archive_url: str | None) -> str | None:
 def rerun_outcome(engine, database, inserted: set[str], archive_url: str | None, rerun=None) -> str | None:
     """A rerun once the dependency is back (`rerun`, by default the engine's own run): None when it
     finished the job (nothing left, each row audited once, nothing lost), else what is wrong."""
-    from retention_pipelines_tests.app_rows import remaining_ids
-    from retention_pipelines_tests.test_engine.helpers import audit_rows
+    from retention_pipelines_tests.support.app_rows import remaining_ids
+    from retention_pipelines_tests.support.audit_rows import audit_rows
 
     failed = outcome(rerun or (lambda: engine.run("rerun")))
     if failed:

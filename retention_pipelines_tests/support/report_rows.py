@@ -20,10 +20,10 @@ from retention_pipelines.engine.gdpr.requests import ErasureRequests, KeptByPoli
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.oversight.sla import Breaches
 from retention_pipelines.stores import AppDatabase, archive_store_from_url, blob_store_from_url
-from retention_pipelines_tests.app_rows import (
+from retention_pipelines_tests.support.app_rows import (
     insert_blacklist_at, insert_meal_plans_at, insert_quiz_rows, insert_token_expiring_at,
 )
-from retention_pipelines_tests.test_engine.helpers import configured_keys
+from retention_pipelines_tests.support.archives import configured_keys
 
 MONTH = "2026-10"
 START = datetime(2026, 10, 1, tzinfo=UTC)

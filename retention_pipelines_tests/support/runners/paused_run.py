@@ -1,9 +1,9 @@
-"""test_engine/runner.py's run of quiz_responses, which stops its own process (SIGSTOP) at a known
+"""retention_run.py's run of quiz_responses, which stops its own process (SIGSTOP) at a known
 instant, for the lock-expiry faults; the test resumes it with SIGCONT.
 
-    python -m retention_pipelines_tests.reliability.paused_runner '<json config>'
+    python -m retention_pipelines_tests.support.runners.paused_run '<json config>'
 
-Config as runner.py's, plus "pause_before_batch": n (stop before the nth batch's transaction
+Config as retention_run.py's, plus "pause_before_batch": n (stop before the nth batch's transaction
 begins) or "pause_before_commit": n (stop inside the nth batch's transaction, after its lock
 check passed, before its commit). Emits a "paused" event just before stopping, and a "failed"
 event with the operator's message (operator_errors) if the run fails.
@@ -18,14 +18,14 @@ import sys
 import threading
 
 from retention_pipelines.engine.retention.run import RetentionEngine
-from retention_pipelines_tests.test_engine import runner
+from retention_pipelines_tests.support.runners import retention_run
 
 CONFIG = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 _batches, _guard = [0], threading.Lock()
 
 
 def _stop_here(batch: int) -> None:
-    runner.emit(event="paused", batch=batch)
+    retention_run.emit(event="paused", batch=batch)
     os.kill(os.getpid(), signal.SIGSTOP)  # the whole process, its lock renewer too, as a long GC pause or a frozen VM
 
 
@@ -65,9 +65,9 @@ def main() -> int:
     RetentionEngine._act_on_batch = _pausing_act_on_batch
     try:
         with operator_errors():
-            return runner.main()
+            return retention_run.main()
     except dg.Failure as failure:
-        runner.emit(event="failed", message=failure.description)
+        retention_run.emit(event="failed", message=failure.description)
         return 1
 
 

@@ -1,6 +1,6 @@
 """One erasure run (every domain, then the key and the request) in its own process, for the kill tests.
 
-    python -m retention_pipelines_tests.test_engine.erasure_runner '<json config>'
+    python -m retention_pipelines_tests.support.runners.erasure_run '<json config>'
 
 Prints one JSON line per event on stdout: ready, "erased <domain>" (after each domain), completing, completed.
 With "pause_after" (a domain) it waits for a line on stdin after that domain; with
@@ -22,7 +22,7 @@ def emit(**event) -> None:
 def main() -> int:
     config = json.loads(sys.argv[1])
     from retention_pipelines.stores import AppDatabase
-    from retention_pipelines_tests.erasure_rows import DOMAINS, Erasure
+    from retention_pipelines_tests.support.erasure_rows import DOMAINS, Erasure
 
     erasure = Erasure(AppDatabase(config["database_url"]), Path(config["folder"]), batch_size=config.get("batch_size"))
     request_id, run_id = config["request_id"], config["run_id"]

@@ -1,0 +1,55 @@
+"""Test databases: a fresh copy of the app's template on the test PostgreSQL, sessions in another
+time zone, and every table dumped to compare before and after."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import psycopg2
+import sqlalchemy as sa
+
+from retention_pipelines.stores import AppDatabase
+from retention_pipelines_tests.support.servers import PostgresServer
+
+_names = itertools.count()
+
+
+def new_database(server: PostgresServer, template: str = "app_template") -> str:
+    name = f"test_{next(_names)}_{uuid.uuid4().hex[:6]}"
+    connection = psycopg2.connect(server.dsn("postgres"))
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}" TEMPLATE {template}')
+    connection.close()
+    return server.url(name)
+
+
+def in_session_time_zone(database: AppDatabase, zone: str) -> AppDatabase:
+    """Every new session of `database` set to `zone` after this project's UTC pin: sessions whose
+    zone someone changed (a pooler's reset query, a role's setting)."""
+    def set_zone(dbapi_connection, record) -> None:
+        dbapi_connection.autocommit = True  # a SET in a transaction rolled back would be undone
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET TimeZone = %s", (zone,))
+        dbapi_connection.autocommit = False
+
+    sa.event.listen(database.engine, "connect", set_zone)
+    return database
+
+
+def dump_all_tables(database: AppDatabase) -> dict[str, list[tuple]]:
+    """Every row of every table (app and retention tables), sorted, plus sequence positions."""
+    inspector = sa.inspect(database.engine)
+    dump = {}
+    with database.engine.connect() as connection:
+        for name in sorted(inspector.get_table_names()):
+            rows = connection.exec_driver_sql(f'SELECT * FROM "{name}"').all()
+            dump[name] = sorted((tuple(repr(bytes(v) if isinstance(v, memoryview) else v) for v in row)
+                                 for row in rows))
+        if not database.is_sqlite:
+            for (sequence,) in connection.exec_driver_sql(
+                    "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1").all():
+                dump[f"sequence {sequence}"] = connection.exec_driver_sql(
+                    f'SELECT last_value, is_called FROM "{sequence}"').all()
+    return dump
