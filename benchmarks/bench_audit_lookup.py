@@ -45,7 +45,8 @@ SERVER_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "shared_buffers": 
 FILL = """
     INSERT INTO retention_audit_log (domain, record_id, action, run_id, occurred_at, policy_version, deadline)
     SELECT (ARRAY['quiz_responses','magic_link_tokens','meal_plans','email_blacklist'])[1 + mod(i, 4)],
-           md5(i::text)::uuid::text, 'deleted', 'run-' || (i / 10000), now() - make_interval(secs => ({rows} - i) / 10.0),
+           md5(i::text)::uuid::text, 'deleted', 'run-' || (i / 10000),
+           now() - make_interval(secs => ({rows} - i) / 10.0),
            'bench+000000000000', now() - make_interval(secs => ({rows} - i) / 10.0)
     FROM generate_series({start}, {stop}) AS i
 """
@@ -106,7 +107,8 @@ def main() -> None:
         indexing = indexed_rows / (time.perf_counter() - started)
         with database.engine.begin() as connection:
             connection.exec_driver_sql(f"DELETE FROM retention_audit_record_index WHERE audit_id > {args.rows - tail}")
-            connection.exec_driver_sql(f"UPDATE retention_audit_record_index_state SET indexed_through = {args.rows - tail}")
+            connection.exec_driver_sql("UPDATE retention_audit_record_index_state "
+                                       f"SET indexed_through = {args.rows - tail}")
         with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("VACUUM ANALYZE retention_audit_record_index")
         lookups(database, chosen[:10])  # warm the connection pool and the index's upper levels

@@ -13,8 +13,8 @@ from retention_pipelines.defs.manual_queue import build_manual_queue_defs
 from retention_pipelines.defs.report import build_report_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor, build_run_sensors
-from retention_pipelines.policies import load_policies
 from retention_pipelines.logs import ensure_logging
+from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import load_settings
 
 

@@ -20,7 +20,8 @@ def app_schema_sql(dialect: str) -> list[str]:
     sql = re.sub(r"--[^\n]*", "", sql)
     if dialect == "sqlite":
         for pattern, replacement in ((r"\buuid\b", "CHAR(36)"), (r"\bjsonb\b", "JSON"),
-                                     (r"\btimestamptz\b", "TIMESTAMP"), (r"DEFAULT now\(\)", "DEFAULT CURRENT_TIMESTAMP")):
+                                     (r"\btimestamptz\b", "TIMESTAMP"),
+                                     (r"DEFAULT now\(\)", "DEFAULT CURRENT_TIMESTAMP")):
             sql = re.sub(pattern, replacement, sql)
     return [statement.strip() for statement in sql.split(";") if statement.strip()]
 
@@ -60,11 +61,13 @@ def seed(database: AppDatabase, rows_per_table: int = 500, seed_value: int = 7,
                             "answers": {"weight_kg": rng.randint(50, 120), "goal": "lose"},
                             "created_at": when(3)} for i in range(rows_per_table)],
         "magic_link_tokens": [{"id": uid(), "email": address(i), "token_hash": uuid.uuid4().hex + str(i),
-                               "created_at": when(2), "expires_at": database.bind_time(now + timedelta(hours=rng.uniform(-48, 2)))}
+                               "created_at": when(2),
+                               "expires_at": database.bind_time(now + timedelta(hours=rng.uniform(-48, 2)))}
                               for i in range(rows_per_table)],
         "meal_plans": [{"id": uid(), "payment_id": f"pay_{i}", "email": address(i),
                         "pdf_blob_key": f"plans/{i}.pdf", "created_at": when(200)} for i in range(rows_per_table)],
-        "email_blacklist": [{"id": uid(), "email": address(i), "reason": rng.choice(["chargeback", "refund_abuse", "manual"]),
+        "email_blacklist": [{"id": uid(), "email": address(i),
+                             "reason": rng.choice(["chargeback", "refund_abuse", "manual"]),
                              "created_at": when(200)} for i in range(rows_per_table)],
     }
     if blob_folder is not None:

@@ -137,7 +137,8 @@ def test_every_reference_resolves_to_what_the_blueprint_defines():
                     assert reference["envVarKey"] in variable_names(target), (
                         f"{where}: {reference['name']} has no variable {reference['envVarKey']}")
                 else:
-                    assert reference["property"] in SERVICE_PROPERTIES, f"{where}: no property {reference['property']!r}"
+                    assert reference["property"] in SERVICE_PROPERTIES, (
+                        f"{where}: no property {reference['property']!r}")
 
 
 def test_every_secret_is_prompted_on_a_service_and_none_is_written_here():
@@ -149,7 +150,8 @@ def test_every_secret_is_prompted_on_a_service_and_none_is_written_here():
             sourced = {"value", "generateValue", "fromDatabase", "fromService"} & set(entry)
             assert sourced or entry.get("sync") is False, f"{where}: no value and not sync: false (never asked for)"
             if "value" in entry:
-                assert not re.search(r"(KEY|TOKEN|PASSWORD|SECRET|_URL)$", key), f"{where}: a secret written in the file"
+                assert not re.search(r"(KEY|TOKEN|PASSWORD|SECRET|_URL)$", key), (
+                    f"{where}: a secret written in the file")
     for name, entries in groups().items():
         for entry in entries:
             assert not re.search(r"(KEY|TOKEN|PASSWORD|SECRET|_URL)$", entry["key"]), (
@@ -361,7 +363,8 @@ def test_helm_values_run_the_image_with_the_secrets_it_needs():
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     settings = {"name": "retention-settings"}
     assert settings in code["envSecrets"], "the code location lacks retention-settings"
-    assert settings in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"], "run pods lack retention-settings"
+    assert settings in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"], (
+        "run pods lack retention-settings")
     for part in ("dagsterWebserver", "dagsterDaemon"):
         assert values[part]["image"] == code["image"], f"{part}: not the project's image (needs dagster-aws, -k8s)"
         assert settings not in values[part].get("envSecrets", []), f"{part}: holds the app's secrets"

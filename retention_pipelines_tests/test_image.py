@@ -22,7 +22,8 @@ from retention_pipelines_tests.support.deploy_files import service_command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DAGSTER_FAMILY = ("dagster", "dagster-webserver", "dagster-postgres", "dagster-aws", "dagster-k8s", "dagster-slack")
-PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)(?:\s*;[^-]+)?(?:\s+--hash=sha256:[0-9a-f]{64})*$")
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)(?:\s*;[^-]+)?"
+                 r"(?:\s+--hash=sha256:[0-9a-f]{64})*$")
 
 
 def normalise(name: str) -> str:
@@ -118,7 +119,8 @@ def test_the_final_stage_is_python_3_11_slim_and_runs_as_a_numbered_user_that_is
     user = users[-1].split(":")[0]
     assert user.isdigit() and int(user) != 0, f"USER {users[-1]}: a fixed uid other than root's"
     # Nothing is compiled, so nothing to compile with: no build tools in the image that runs.
-    assert not any(re.search(r"apt-get install|gcc|build-essential", arguments) for arguments in arguments_of(stage, "RUN"))
+    assert not any(re.search(r"apt-get install|gcc|build-essential", arguments)
+                   for arguments in arguments_of(stage, "RUN"))
 
 
 def test_the_image_installs_the_lock_and_the_project_without_its_dependencies():

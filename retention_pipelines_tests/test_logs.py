@@ -17,7 +17,8 @@ from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.logs import LEVEL_VARIABLE, ROOT, configure_logging, get_logger, log_context
 from retention_pipelines.stores.settings import ConfigurationError
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.support.cli import EMAIL as LOOKS_LIKE_EMAIL, dagster_home, with_password
+from retention_pipelines_tests.support.cli import EMAIL as LOOKS_LIKE_EMAIL
+from retention_pipelines_tests.support.cli import dagster_home, with_password
 
 # `cli` (the root conftest's fixture) runs `retention` in process; clean_environment clears
 # RETENTION_* and DAGSTER_HOME for every test of this module, as for the CLI tests.

@@ -23,7 +23,11 @@ from retention_pipelines.engine.oversight.queue import ManualQueue, QueueRefused
 from retention_pipelines.redaction import EMAIL, display_url, without_personal_data
 from retention_pipelines.stores import load_settings
 from retention_pipelines_tests.support.secret_canaries import (
-    SECRET_SETTINGS, USER_NAMES, canary_environment, leaked, new_canaries,
+    SECRET_SETTINGS,
+    USER_NAMES,
+    canary_environment,
+    leaked,
+    new_canaries,
 )
 
 MASKED = "<redacted e-mail>"

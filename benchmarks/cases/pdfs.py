@@ -47,8 +47,8 @@ from retention_pipelines.stores.archive import S3ArchiveStore  # noqa: E402
 from retention_pipelines.stores.blob import S3BlobStore  # noqa: E402
 from retention_pipelines.stores.s3 import s3_client  # noqa: E402
 from retention_pipelines_tests.support.app_rows import insert_meal_plans_at, meal_plan_rows  # noqa: E402
-from retention_pipelines_tests.support.servers import MotoS3Server, PostgresServer  # noqa: E402
 from retention_pipelines_tests.support.archives import configured_keys  # noqa: E402
+from retention_pipelines_tests.support.servers import MotoS3Server, PostgresServer  # noqa: E402
 
 CASE = "9 meal-plan PDFs on S3"
 OBJECTS = {"full": 10_000, "quick": 1_000, "smoke": 50}

@@ -94,9 +94,11 @@ def _rows_sql(rows: int, expired: int, band: int, scattered: bool) -> str:
         INSERT INTO quiz_responses (id, session_id, email, answers, created_at)
         SELECT gen_random_uuid(), gen_random_uuid(), 'bench-' || i || '@example.invalid',
                jsonb_build_object('weight_kg', mod(i, 100), 'goal', 'lose', 'notes', repeat(md5(i::text), 45)),
-               CASE WHEN i <= {bands} THEN now() - make_interval(hours => {BAND_HOURS[0]} - 2 * ((i - 1) / {max(band, 1)}))
-                                           - make_interval(secs => ({band} * ((i - 1) / {max(band, 1)} + 1) - i) / 1000.0)
-                    WHEN i <= {expired} THEN now() - interval '30 hours' - make_interval(secs => ({expired} - i) / 1000.0)
+               CASE WHEN i <= {bands}
+                    THEN now() - make_interval(hours => {BAND_HOURS[0]} - 2 * ((i - 1) / {max(band, 1)}))
+                         - make_interval(secs => ({band} * ((i - 1) / {max(band, 1)} + 1) - i) / 1000.0)
+                    WHEN i <= {expired}
+                    THEN now() - interval '30 hours' - make_interval(secs => ({expired} - i) / 1000.0)
                     ELSE now() - interval '20 hours' + make_interval(secs => (i - {expired}) / 1000.0) END
         FROM generate_series(1, {rows}) AS i
         {"ORDER BY random()" if scattered else ""}

@@ -6,7 +6,12 @@ import argparse
 import sys
 
 from retention_pipelines.cli.common import (
-    EXIT_FAILED, CliError, dagster_instance, failure_message, open_current_database, print_table,
+    EXIT_FAILED,
+    CliError,
+    dagster_instance,
+    failure_message,
+    open_current_database,
+    print_table,
 )
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
@@ -15,9 +20,9 @@ from retention_pipelines.redaction import without_personal_data
 def cmd_expire(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from retention_pipelines.definitions import defs
     from retention_pipelines.defs.archive_retention import archive_expiry_job_name
     from retention_pipelines.defs.common import DRY_RUN_TAG
-    from retention_pipelines.definitions import defs
 
     policies = load_policies()
     policy = policies.domains.get(args.domain)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
-from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.audit.evidence import index_records, record_evidence
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.policies import load_policies

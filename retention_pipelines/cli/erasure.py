@@ -8,9 +8,21 @@ import sys
 from datetime import timedelta
 
 from retention_pipelines.cli.common import (
-    EXIT_FAILED, MAX_ID, CliError, dagster_instance, failure_message, number_from, open_current_database, print_table,
+    EXIT_FAILED,
+    MAX_ID,
+    CliError,
+    dagster_instance,
+    failure_message,
+    number_from,
+    open_current_database,
+    print_table,
 )
-from retention_pipelines.engine.gdpr.requests import MAX_EXTENSION_DAYS, PARTIALLY_BLOCKED, ErasureRefused, ErasureRequests
+from retention_pipelines.engine.gdpr.requests import (
+    MAX_EXTENSION_DAYS,
+    PARTIALLY_BLOCKED,
+    ErasureRefused,
+    ErasureRequests,
+)
 from retention_pipelines.stores import load_settings
 
 
@@ -60,9 +72,9 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the erasure job for one request now, on the DAGSTER_HOME instance (what the sensor does)."""
+    from retention_pipelines.definitions import defs
     from retention_pipelines.defs.common import DRY_RUN_TAG
     from retention_pipelines.defs.erasure_run import ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY
-    from retention_pipelines.definitions import defs
 
     try:
         request = _requests().get(args.id)
@@ -81,7 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             outcome = metadata
         else:
             rows.append({"domain": event.asset_key.path[-1], "erased": metadata["rows_erased"],
-                         "archived": metadata["rows_archived"], "kept_under_hold": metadata["records_kept_under_legal_hold"],
+                         "archived": metadata["rows_archived"],
+                         "kept_under_hold": metadata["records_kept_under_legal_hold"],
                          "kept_until_deadline": metadata["records_kept_until_deadline"],
                          "in_manual_queue": metadata["rows_waiting_in_manual_queue"]})
     print_table(rows)

@@ -82,7 +82,8 @@ def add_hold_commands(commands) -> None:
         sub.add_argument("--by", required=True, help="who places or releases the hold (a handle, no e-mail address)")
     add.add_argument("--reason", required=True, help="the case or claim; no personal data")
     add.add_argument("--force", action="store_true",
-                     help="place the hold although the record does not exist now (its archived copy, or a record to come)")
+                     help="place the hold although the record does not exist now "
+                          "(its archived copy, or a record to come)")
     add.set_defaults(handler=cmd_add)
     release.set_defaults(handler=cmd_release)
     listing = hold.add_parser("list", help="list active legal holds")

@@ -6,13 +6,18 @@ import argparse
 import getpass
 
 from retention_pipelines.cli.common import (
-    EXIT_FAILED, MAX_ID, CliError, dagster_instance, failure_message, number_from, open_current_database,
+    EXIT_FAILED,
+    MAX_ID,
+    CliError,
+    dagster_instance,
+    failure_message,
+    number_from,
+    open_current_database,
     print_table,
 )
 from retention_pipelines.engine.oversight.queue import ManualQueue, QueueItem, QueueRefused
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
-
 
 ITEM_ID = number_from(1, MAX_ID)
 
@@ -73,8 +78,8 @@ def _transition(args: argparse.Namespace, command: str) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Through the `manual_queue_retry` job, so the retry is a run in the UI like any other."""
-    from retention_pipelines.defs.manual_queue import RETRY_JOB
     from retention_pipelines.definitions import defs
+    from retention_pipelines.defs.manual_queue import RETRY_JOB
 
     queue = _queue()
     for item_id in args.ids:

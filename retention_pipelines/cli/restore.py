@@ -7,14 +7,19 @@ import argparse
 import uuid
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
-from retention_pipelines.redaction import EMAIL
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
 from retention_pipelines.engine.retention.run import RetentionEngine
 from retention_pipelines.policies import load_policies
+from retention_pipelines.redaction import EMAIL
 from retention_pipelines.stores import (
-    DomainLocked, StoreUnavailable, archive_store_from_url, blob_store_from_url, domain_locks, load_settings,
+    DomainLocked,
+    StoreUnavailable,
+    archive_store_from_url,
+    blob_store_from_url,
+    domain_locks,
+    load_settings,
 )
 
 
@@ -38,7 +43,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         keys = (ArchiveKeys(database, settings.resolved_archive_master_key(), settings.resolved_erasure_hash_key())
                 if policy.archive.enabled else None)
         engine = RetentionEngine(policy, policies.policy_version, database,
-                                 archive_store_from_url(settings.resolved_archive_url(), settings.archive_storage_class),
+                                 archive_store_from_url(settings.resolved_archive_url(),
+                                                        settings.archive_storage_class),
                                  blob_store_from_url(settings.resolved_blob_url()) if policy.blob_key_column else None,
                                  keys=keys)
         if not args.dry_run:
@@ -54,7 +60,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if lock is not None:
             lock.release()
         database.dispose()
-    rows = [{"record_id": rid, "outcome": "would be restored" if args.dry_run else "restored"} for rid in report.restored]
+    rows = [{"record_id": rid, "outcome": "would be restored" if args.dry_run else "restored"}
+            for rid in report.restored]
     rows += [{"record_id": rid, "outcome": f"refused: {why}"} for rid, why in sorted(report.refused.items())]
     print_table(rows)
     verb = "would restore" if args.dry_run else "restored"

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 from retention_pipelines import schema
 from retention_pipelines.cli.common import (
-    EXIT_FAILED, CliError, dagster_instance, failure_message, number_from, open_current_database, open_database,
+    EXIT_FAILED,
+    CliError,
+    dagster_instance,
+    failure_message,
+    number_from,
+    open_current_database,
+    open_database,
     print_table,
 )
 from retention_pipelines.policies import PolicyFile, load_policies
@@ -50,8 +56,8 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None
     """Execute the domain's job for its latest partition on the DAGSTER_HOME instance."""
     import dagster as dg
 
-    from retention_pipelines.defs.common import DRY_RUN_TAG, job_name
     from retention_pipelines.definitions import defs
+    from retention_pipelines.defs.common import DRY_RUN_TAG, job_name
 
     job = defs.resolve_job_def(job_name(domain))
     partition = job.partitions_def.get_last_partition_key()

@@ -85,7 +85,8 @@ def _domain_archive_expiry(policy: DomainPolicy, policy_version: str) -> dg.Defi
     job = dg.define_asset_job(
         archive_expiry_job_name(name), selection=dg.AssetSelection.assets(key),
         # One run per domain at a time (dagster.yaml), as for its retention runs: both take its lock.
-        tags={**RUN_TAGS, DOMAIN_TAG: name, "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
+        tags={**RUN_TAGS, DOMAIN_TAG: name,
+              "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
         executor_def=dg.in_process_executor,
         description=f"Delete {name}'s archive objects kept {keep_for}, each with its audit entry.")
     schedule = dg.ScheduleDefinition(name=f"{name}_archive_expiry_schedule", job=job,

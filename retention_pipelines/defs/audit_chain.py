@@ -62,7 +62,8 @@ def build_audit_chain_defs() -> dg.Definitions:
         return dg.Output(sealed.rows, metadata={"rows_sealed": sealed.rows, "rows_indexed": indexed,
                                                 "seconds": round(sealed.seconds, 3)})
 
-    @dg.job(name="audit_seal_job", tags=RUN_TAGS, description="Seal new audit rows into the hash chains and index them by record.")
+    @dg.job(name="audit_seal_job", tags=RUN_TAGS,
+            description="Seal new audit rows into the hash chains and index them by record.")
     def seal_job():
         seal_and_index()
 

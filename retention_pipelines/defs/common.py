@@ -38,7 +38,8 @@ URIS_IN_METADATA = 50
 
 # Checks carry the domain's partitions so that each evaluates one window's outputs; Dagster 1.13
 # marks that as preview. Its warning would be printed on every load of the code location.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
+                        category=dg.PreviewWarning)
 
 
 @contextlib.contextmanager
@@ -47,7 +48,8 @@ def operator_errors():
         yield
     except OPERATOR_ERRORS as exc:
         raise dg.Failure(description=without_personal_data(str(exc)),
-                         allow_retries=not isinstance(exc, (PolicyMismatch, SchemaBehindError, ConfigurationError))) from None
+                         allow_retries=not isinstance(exc, (PolicyMismatch, SchemaBehindError,
+                                                            ConfigurationError))) from None
     except sa.exc.DBAPIError as exc:  # the database went away or refused mid-run: batches are whole or untouched
         raise dg.Failure(description=f"database error: {first_line(exc)}; every committed batch is audited, "
                                      "a rerun finishes the rest") from None

@@ -24,10 +24,11 @@ def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[st
     @dg.asset_check(asset=keys["deletion"], name=NO_ROWS_PAST_DEADLINE_CHECK, blocking=True, partitions_def=partitions,
                     additional_ins={"found": dg.AssetIn(keys["expired_records"])}, description=(
                         f"No row of `{policy.table}` outside a legal hold is left past its deadline: none due "
-                        f"before the run's cutoff or before now − the allowed lag ({format_duration(policy.sla.max_lag)}), "
+                        "before the run's cutoff or before now − the allowed lag "
+                        f"({format_duration(policy.sla.max_lag)}), "
                         "whichever is earlier. Rows the run could not finish, waiting for a person in the manual "
-                        "queue (on its own deadline), are counted apart, and so are rows whose clock is NULL (kept, as the "
-                        "policy's clock_nulls says). Blocks the audit seal when it fails."))
+                        "queue (on its own deadline), are counted apart, and so are rows whose clock is NULL "
+                        "(kept, as the policy's clock_nulls says). Blocks the audit seal when it fails."))
     def no_rows_past_deadline(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
                               deletion: Acted, found: Found) -> dg.AssetCheckResult:
         with domain_step(context, policy.name):
@@ -55,7 +56,8 @@ def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[st
         return dg.AssetCheckResult(passed=deletion.failed == 0, metadata={"rows_failed": deletion.failed})
 
     @dg.asset_check(asset=keys["archive"], name=ARCHIVE_MATCHES_MANIFESTS_CHECK, partitions_def=partitions,
-                    description="Every archive object the run wrote exists and matches its manifest's sha256 and row count.")
+                    description="Every archive object the run wrote exists and matches its manifest's sha256 "
+                                "and row count.")
     def archive_objects_match_manifests(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
                                         archive: Archived) -> dg.AssetCheckResult:
         if archive.dry_run:

@@ -10,7 +10,15 @@ from datetime import timedelta
 import dagster as dg
 
 from retention_pipelines.defs.common import (
-    APP_DATABASE_POOL, DOMAIN_TAG, RUN_TAGS, URIS_IN_METADATA, domain_partitions, domain_step, is_dry_run, iso, job_name,
+    APP_DATABASE_POOL,
+    DOMAIN_TAG,
+    RUN_TAGS,
+    URIS_IN_METADATA,
+    domain_partitions,
+    domain_step,
+    is_dry_run,
+    iso,
+    job_name,
 )
 from retention_pipelines.defs.domain_checks import build_domain_checks
 from retention_pipelines.defs.orphans import build_orphans_defs
@@ -58,7 +66,8 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         "key (erasing the subject makes it unreadable), with a manifest (rows, sha256); each object read back, "
         "decrypted and verified before any of its rows is deleted. "
         + ("" if policy.archive.enabled else "This domain is not archived: nothing is written.")))
-    def archive(context: dg.AssetExecutionContext, retention_stores: RetentionStores, found: Found) -> dg.Output[Archived]:
+    def archive(context: dg.AssetExecutionContext, retention_stores: RetentionStores,
+                found: Found) -> dg.Output[Archived]:
         with domain_step(context, name):
             hold_lock_unless_dry_run(context, retention_stores)
             archived = engine(retention_stores).archive(found, is_dry_run(context), context.run_id)
@@ -120,10 +129,12 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         selection=dg.AssetSelection.assets(*keys.values()),
         partitions_def=partitions,
         # dagster/max_runtime: Dagster's run monitoring stops a run that outlives its SLA.
-        tags={**RUN_TAGS, DOMAIN_TAG: name, "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
+        tags={**RUN_TAGS, DOMAIN_TAG: name,
+              "dagster/max_runtime": str(int(policy.sla.max_run_duration.total_seconds()))},
         # One process per run: the domain lock taken by the first step is held to the last.
         executor_def=dg.in_process_executor,
-        description=f"Retention of {name}: find → archive → {'redact' if policy.redact else 'delete'} → audit, for one window.",
+        description=f"Retention of {name}: find → archive → {'redact' if policy.redact else 'delete'} → audit, "
+                    "for one window.",
     )
     schedule = dg.build_schedule_from_partitioned_job(
         job, name=f"{name}_retention_schedule", minute_of_hour=policy.schedule.minute_of_hour,
@@ -135,4 +146,6 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         asset_checks=build_domain_checks(policy, policy_version, keys, partitions),
         jobs=[job], schedules=[schedule],
     )
-    return dg.Definitions.merge(domain, build_orphans_defs(policy, policy_version)) if policy.blob_key_column else domain
+    if not policy.blob_key_column:
+        return domain
+    return dg.Definitions.merge(domain, build_orphans_defs(policy, policy_version))

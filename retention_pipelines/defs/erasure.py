@@ -61,4 +61,5 @@ def build_erasure_defs(sensor_interval_seconds: int = 300) -> dg.Definitions:
     schedule = dg.ScheduleDefinition(name="erasure_requests_schedule", job=job, cron_schedule="20 * * * *",
                                      default_status=dg.DefaultScheduleStatus.RUNNING,
                                      description="Checks erasure deadlines every hour.")
-    return dg.Definitions(assets=[erasure_requests], jobs=[job], sensors=[erasure_deadline_sensor], schedules=[schedule])
+    return dg.Definitions(assets=[erasure_requests], jobs=[job], sensors=[erasure_deadline_sensor],
+                          schedules=[schedule])

@@ -5,11 +5,16 @@ the request. Built from the policy file: a domain with a `subject_column` is era
 import dagster as dg
 
 from retention_pipelines.defs.common import (
-    APP_DATABASE_POOL, DRY_RUN_TAG, RUN_TAGS, domain_step, is_dry_run, operator_errors,
+    APP_DATABASE_POOL,
+    DRY_RUN_TAG,
+    RUN_TAGS,
+    domain_step,
+    is_dry_run,
+    operator_errors,
 )
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.gdpr.requests import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
 from retention_pipelines.engine.gdpr.erasure_run import DomainErasure, ErasureIncomplete
+from retention_pipelines.engine.gdpr.requests import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
 from retention_pipelines.policies import DomainPolicy
 
 ERASURE_PARTITIONS = dg.DynamicPartitionsDefinition(name="erasure_requests")
@@ -100,7 +105,8 @@ def build_erasure_run_defs(policies: list[DomainPolicy], policy_version: str,
                 continue
             round_key = f"-recheck-{recheck}" if recheck else ""
             runs.append(dg.RunRequest(partition_key=key, run_key=f"erasure-{key}{round_key}-{len(real) + 1}",
-                                      tags={"retention/erasure_request": key, **({RECHECK_TAG: recheck} if recheck else {})}))
+                                      tags={"retention/erasure_request": key,
+                                            **({RECHECK_TAG: recheck} if recheck else {})}))
         return dg.SensorResult(run_requests=runs,
                                dynamic_partitions_requests=[ERASURE_PARTITIONS.build_add_request(new)] if new else [])
 
@@ -117,11 +123,12 @@ def _domain_erasure_asset(policy: DomainPolicy, policy_version: str) -> dg.Asset
     @dg.asset(key=dg.AssetKey(["gdpr", "erasure", name]), partitions_def=ERASURE_PARTITIONS, group_name="gdpr",
               kinds={"sql"}, pool=APP_DATABASE_POOL, description=(
                   f"The request's subject erased from `{policy.table}` (by `{policy.subject_column}`, addresses "
-                  f"compared as normalised): rows {what} {when}" + (", archived first (encrypted with the subject's key)"
-                                               if policy.archive.enabled else "")
+                  f"compared as normalised): rows {what} {when}"
+                  + (", archived first (encrypted with the subject's key)" if policy.archive.enabled else "")
                   + ", each with an `erased` audit entry, under the domain's lock. Records under a legal hold stay "
                   "and get a `legal_hold_conflict` item in the manual queue."))
-    def domain_erasure(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.Output[DomainErasure]:
+    def domain_erasure(context: dg.AssetExecutionContext,
+                       retention_stores: RetentionStores) -> dg.Output[DomainErasure]:
         request_id = int(context.partition_key)
         dry_run = is_dry_run(context)
         with domain_step(context, name):

@@ -112,7 +112,8 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
         "The manual-resolution queue's figures, every 15 minutes: depth by domain and status, the ages of the "
         "open items (oldest, p50, p95), overdue and escalated items, and items resolved in the last 24 hours. "
         "All numeric, so the UI plots the queue over time."))
-    def manual_queue_health(context: dg.AssetExecutionContext, retention_stores: RetentionStores) -> dg.MaterializeResult:
+    def manual_queue_health(context: dg.AssetExecutionContext,
+                            retention_stores: RetentionStores) -> dg.MaterializeResult:
         with operator_errors():
             figures = ManualQueue(retention_stores.database, policy_version).health()
         depth = {f"depth/{domain}/{status}": figures["depth"].get(domain, {}).get(status, 0)

@@ -31,7 +31,8 @@ def build_orphans_defs(policy: DomainPolicy, policy_version: str) -> dg.Definiti
                                                severity=dg.AssetCheckSeverity.WARN, metadata=counts)])
 
     job = dg.define_asset_job(f"{name}_orphans_job", selection=dg.AssetSelection.assets(key),
-                              tags={**RUN_TAGS, DOMAIN_TAG: name}, description=f"Report {name}'s orphaned objects and rows.")
+                              tags={**RUN_TAGS, DOMAIN_TAG: name},
+                              description=f"Report {name}'s orphaned objects and rows.")
     schedule = dg.ScheduleDefinition(name=f"{name}_orphans_schedule", job=job, cron_schedule="45 3 * * *",
                                      default_status=dg.DefaultScheduleStatus.RUNNING)
     return dg.Definitions(assets=[orphans], jobs=[job], schedules=[schedule])

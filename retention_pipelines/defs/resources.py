@@ -8,17 +8,26 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
+from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.logs import get_logger
-from retention_pipelines.stores.metrics import push_run_metrics
-from retention_pipelines.stores.notifier import Notifier, notifier
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import (
-    AppDatabase, ArchiveStore, BlobStore, DomainLocks, HeldLock, RetentionSettings, StoreUnavailable, load_settings,
-    archive_store_from_url, blob_store_from_url, domain_locks,
+    AppDatabase,
+    ArchiveStore,
+    BlobStore,
+    DomainLocks,
+    HeldLock,
+    RetentionSettings,
+    StoreUnavailable,
+    archive_store_from_url,
+    blob_store_from_url,
+    domain_locks,
+    load_settings,
 )
+from retention_pipelines.stores.metrics import push_run_metrics
+from retention_pipelines.stores.notifier import Notifier, notifier
 
 
 class RetentionStores(dg.ConfigurableResource):
@@ -79,7 +88,8 @@ class RetentionStores(dg.ConfigurableResource):
         if not url or acted.dry_run:
             return False
         try:
-            push_run_metrics(url, domain, acted.acted_on, acted.failed, acted.seconds, lag.total_seconds(), acted.dry_run)
+            push_run_metrics(url, domain, acted.acted_on, acted.failed, acted.seconds, lag.total_seconds(),
+                             acted.dry_run)
         except StoreUnavailable as exc:
             context.log.error(str(exc))
             return False

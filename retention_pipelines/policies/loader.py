@@ -60,7 +60,8 @@ def _describe(path: Path, exc: ValidationError) -> str:
         # Union branches (action: 'delete' | {redact: …}) add their type names to the path.
         loc = [p for p in loc if not p.startswith(("literal[", "RedactAction", "function-"))]
         # The action's union adds its branch's tag ('delete' / 'redact') to the path: say it once.
-        loc = [p for i, p in enumerate(loc) if not (i and (p == loc[i - 1] or (loc[i - 1] == "action" and p == "delete")))]
+        loc = [p for i, p in enumerate(loc)
+               if not (i and (p == loc[i - 1] or (loc[i - 1] == "action" and p == "delete")))]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"

@@ -11,15 +11,26 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from retention_pipelines.schema.tables import (
-    VERSION_TABLE, audit_chain, audit_chain_heads, audit_log, audit_record_index, audit_record_index_state, data_keys,
-    domain_fences, erasure_requests, legal_holds, manual_queue, metadata, sla_breaches,
+    VERSION_TABLE,
+    audit_chain,
+    audit_chain_heads,
+    audit_log,
+    audit_record_index,
+    audit_record_index_state,
+    data_keys,
+    domain_fences,
+    erasure_requests,
+    legal_holds,
+    manual_queue,
+    metadata,
+    sla_breaches,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-__all__ = ["SchemaBehindError", "audit_chain", "conflict_insert", "audit_chain_heads", "audit_log", "audit_record_index",
-           "audit_record_index_state", "data_keys", "domain_fences", "ensure_current", "erasure_requests", "legal_holds", "manual_queue",
-           "metadata", "sla_breaches", "upgrade"]
+__all__ = ["SchemaBehindError", "audit_chain", "conflict_insert", "audit_chain_heads", "audit_log",
+           "audit_record_index", "audit_record_index_state", "data_keys", "domain_fences", "ensure_current",
+           "erasure_requests", "legal_holds", "manual_queue", "metadata", "sla_breaches", "upgrade"]
 
 
 def conflict_insert(dialect: str, table: sa.Table):

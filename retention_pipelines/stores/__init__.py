@@ -7,6 +7,7 @@ from retention_pipelines.stores.lock import DomainLocked, DomainLocks, HeldLock,
 from retention_pipelines.stores.settings import ConfigurationError, RetentionSettings, load_settings
 
 __all__ = [
-    "AppDatabase", "ArchiveStore", "ConfigurationError", "load_settings", "BlobStore", "blob_store_from_url", "DomainLocked", "DomainLocks", "HeldLock", "LockLost",
+    "AppDatabase", "ArchiveStore", "ConfigurationError", "load_settings", "BlobStore", "blob_store_from_url",
+    "DomainLocked", "DomainLocks", "HeldLock", "LockLost",
     "PolicyMismatch", "RetentionSettings", "StoreUnavailable", "archive_store_from_url", "domain_locks",
 ]

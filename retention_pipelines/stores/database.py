@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.errors import PolicyMismatch, StoreUnavailable, first_line
+from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.redaction import display_url
 
 

@@ -14,7 +14,6 @@ from retention_pipelines.errors import ConfigurationError
 from retention_pipelines.redaction import remember_secrets, url_secrets
 from retention_pipelines.stores.files import write_whole
 
-
 # The accepted range of each numeric setting, (lowest, highest, unit); a value outside it (NaN and
 # infinities too) is refused when the settings are read, naming the variable and the range.
 # A day at most: a run that waits longer for a stuck one would outlast the next daily tick, hiding

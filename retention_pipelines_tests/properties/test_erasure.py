@@ -17,26 +17,50 @@ from __future__ import annotations
 from datetime import timedelta
 
 from hypothesis.stateful import (
-    Bundle, RuleBasedStateMachine, initialize, multiple, precondition, rule, run_state_machine_as_test,
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
 )
 
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.gdpr.requests import ErasureRefused, ErasureRequests
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.gdpr.erasure_run import ErasureIncomplete, SubjectErasure
+from retention_pipelines.engine.gdpr.requests import ErasureRefused, ErasureRequests
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore
 from retention_pipelines_tests.support.properties.figures import PropertyFigures
 from retention_pipelines_tests.support.properties.harness import (
-    Holds, PropertyWorld, insert_row, observe, observe_all, put_objects, record_uuid,
+    Holds,
+    PropertyWorld,
+    insert_row,
+    observe,
+    observe_all,
+    put_objects,
+    record_uuid,
 )
 from retention_pipelines_tests.support.properties.model import (
-    ErasureIncompleteButClosed, HeldRecordActedOn, ModelRow, OtherPersonErased, RerunNotIdempotent, Violations,
-    check_audit, subject_of,
+    ErasureIncompleteButClosed,
+    HeldRecordActedOn,
+    ModelRow,
+    OtherPersonErased,
+    RerunNotIdempotent,
+    Violations,
+    check_audit,
+    subject_of,
 )
 from retention_pipelines_tests.support.properties.strategies import (
-    BLOB_POOL, ERASABLE_DOMAINS, HOLD_SPELLINGS, erasure_scenarios, hold_spellings, shipped_policies, shown,
+    BLOB_POOL,
+    ERASABLE_DOMAINS,
+    HOLD_SPELLINGS,
+    erasure_scenarios,
+    hold_spellings,
+    shipped_policies,
+    shown,
 )
 
 MASTER_KEY = bytes(range(64, 96))

@@ -14,7 +14,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    Bundle, RuleBasedStateMachine, initialize, multiple, precondition, rule, run_state_machine_as_test,
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
 )
 
 from retention_pipelines.engine import RetentionEngine
@@ -23,14 +29,39 @@ from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore
 from retention_pipelines_tests.support.properties.figures import PropertyFigures
 from retention_pipelines_tests.support.properties.harness import (
-    Holds, PropertyWorld, insert_row, move_clock, observe, present_ids, put_objects, record_uuid,
+    Holds,
+    PropertyWorld,
+    insert_row,
+    move_clock,
+    observe,
+    present_ids,
+    put_objects,
+    record_uuid,
 )
 from retention_pipelines_tests.support.properties.model import (
-    ActedOnBeforeDeadline, AuditMismatch, HeldRecordActedOn, ModelRow, RunWindow, Violations, check_act, check_audit,
-    check_objects_gone, check_objects_kept, check_rerun,
+    ActedOnBeforeDeadline,
+    AuditMismatch,
+    HeldRecordActedOn,
+    ModelRow,
+    RunWindow,
+    Violations,
+    check_act,
+    check_audit,
+    check_objects_gone,
+    check_objects_kept,
+    check_rerun,
 )
 from retention_pipelines_tests.support.properties.strategies import (
-    BLOB_POOL, DAY, HOLD_SPELLINGS, HOUR, OFFSETS, PARTITION_WINDOWS, TIMEZONES, hold_spellings, policies, row_specs,
+    BLOB_POOL,
+    DAY,
+    HOLD_SPELLINGS,
+    HOUR,
+    OFFSETS,
+    PARTITION_WINDOWS,
+    TIMEZONES,
+    hold_spellings,
+    policies,
+    row_specs,
     shipped_policies,
 )
 

@@ -143,7 +143,8 @@ def drop(postgres_server, url: str) -> None:
 
 def cli_verify(url: str, tmp_path) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
-    environment.update({"RETENTION_DATABASE_URL": url, "RETENTION_HOME": str(tmp_path / "home"), "RETENTION_ENV": "demo"})
+    environment.update({"RETENTION_DATABASE_URL": url, "RETENTION_HOME": str(tmp_path / "home"),
+                        "RETENTION_ENV": "demo"})
     return subprocess.run([str(RETENTION_SCRIPT), "audit", "verify", "--no-anchors"], capture_output=True, text=True,
                           env=environment, timeout=120)
 
@@ -187,7 +188,7 @@ def test_every_tampering_is_caught_naming_the_first_broken_link(postgres_server,
             if ok:
                 caught += 1
             else:
-                missed.append((n, what, domain, [l.message for l in verification.broken]))
+                missed.append((n, what, domain, [link.message for link in verification.broken]))
         finally:
             database.dispose()
             drop(postgres_server, url)

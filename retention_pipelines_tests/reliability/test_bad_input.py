@@ -24,7 +24,10 @@ from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.policies import default_policy_path
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.support.app_rows import (
-    insert_blacklist_at, insert_meal_plans_at, insert_quiz_rows, insert_token_expiring_at,
+    insert_blacklist_at,
+    insert_meal_plans_at,
+    insert_quiz_rows,
+    insert_token_expiring_at,
 )
 from retention_pipelines_tests.support.cli import RETENTION_SCRIPT, dagster_home
 from retention_pipelines_tests.support.databases import dump_all_tables, new_database
@@ -100,14 +103,16 @@ CASES = [
     command(["run", "--wait", "soon"], "--wait", "run-wait-not-a-number"),
     command(["frobnicate"], "invalid choice", "unknown-command"),
     command([], "required", "no-command"),
-    command(["hold", "add", "--domain", "quiz_responses", "--record-id", "r1", "--by", "legal"], "--reason", "hold-without-reason"),
+    command(["hold", "add", "--domain", "quiz_responses", "--record-id", "r1", "--by", "legal"], "--reason",
+            "hold-without-reason"),
     command(["hold", "add", "--domain", "quiz_responses", "--record-id", "r1", "--reason", "case 7"], "--by",
             "hold-without-by"),
     command(["hold", "add", "--domain", "quiz_responses", "--record-id", "not-a-uuid", "--reason", "case 7", "--by",
              "legal"], "not a value of the key column", "hold-record-id-not-a-uuid"),
     command(["hold", "add", "--domain", "no_such_domain", "--record-id", "r1", "--reason", "case 7", "--by", "legal"],
             "unknown domain", "hold-unknown-domain"),
-    command(["hold", "add", "--domain", "quiz_responses", "--record-id", "r1", "--reason", "asked by a@b.example", "--by", "legal"],
+    command(["hold", "add", "--domain", "quiz_responses", "--record-id", "r1", "--reason", "asked by a@b.example",
+             "--by", "legal"],
             "e-mail", "hold-reason-with-an-address"),
     command(["report", "--month", "2026-13"], "month", "report-month-13"),
     command(["report", "--month", "last month"], "month", "report-month-words"),

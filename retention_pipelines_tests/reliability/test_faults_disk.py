@@ -83,7 +83,8 @@ def test_archive_folder_full_mid_run(pg_database, policies, quiz_policy, full_di
     full_disk.grow()
     rerun = rerun_outcome(engine, pg_database, inserted, archive.as_uri())
     record(f"faults: archive folder full ({full_disk.how})", "0 lost, failure names the folder and no space",
-           f"{deleted} deleted, {len(drafts)} drafts left; failed: {(message or 'no failure').replace(str(archive), '<folder>')}; "
+           f"{deleted} deleted, {len(drafts)} drafts left; "
+           f"failed: {(message or 'no failure').replace(str(archive), '<folder>')}; "
            f"rerun {'finished' if rerun is None else 'FAILED'}",
            deleted == 0 and not drafts and lost is None and clear and rerun is None)
     assert message is not None, f"the run succeeded: {SMALL} held every object (make DUE larger)"

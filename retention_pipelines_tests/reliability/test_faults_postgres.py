@@ -82,7 +82,8 @@ def test_postgres_stopped_inside_a_batch(own_postgres, own_database, policies, q
     case = "restarted inside a batch" if restart else "stopped inside a batch until the run ended"
     record(f"faults: PostgreSQL {case}", "0 lost, failure names the database",
            f"{'0 lost' if lost is None else 'LOSS'} ({deleted} deleted before); "
-           f"{'failed: ' + message[:80] if message else 'succeeded'}; rerun {'finished' if rerun is None else 'FAILED'}",
+           f"{'failed: ' + message[:80] if message else 'succeeded'}; "
+           f"rerun {'finished' if rerun is None else 'FAILED'}",
            lost is None and in_time and clear and rerun is None)
     assert stopper.checks >= STOP_AT, "PostgreSQL was never stopped: the run had fewer batches"
     assert lost is None, lost

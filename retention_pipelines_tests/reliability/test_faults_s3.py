@@ -18,11 +18,16 @@ from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.s3 import s3_client
 from retention_pipelines_tests.support.app_rows import bulk_insert_pg, remaining_ids
+from retention_pipelines_tests.support.archives import configured_keys
 from retention_pipelines_tests.support.faults import (
-    EndpointOutage, clear_failure, fixed_batches, loss, outcome, rerun_outcome,
+    EndpointOutage,
+    clear_failure,
+    fixed_batches,
+    loss,
+    outcome,
+    rerun_outcome,
 )
 from retention_pipelines_tests.support.figures import record
-from retention_pipelines_tests.support.archives import configured_keys
 
 DUE, BATCH = 1000, 50
 BATCHES = DUE // BATCH
@@ -91,7 +96,8 @@ def test_object_store_down_mid_run(pg_database, policies, quiz_policy, s3_archiv
     clear = message is None or clear_failure(message, f"s3://{parsed.netloc}")
     record(f"faults: S3 down while {phase}", "0 lost, failure names the archive store",
            f"{'0 lost' if lost is None else 'LOSS'} ({deleted} deleted before); "
-           f"{'failed: ' + message[:90] if message else 'succeeded'}; rerun {'finished' if rerun is None else 'FAILED'}",
+           f"{'failed: ' + message[:90] if message else 'succeeded'}; "
+           f"rerun {'finished' if rerun is None else 'FAILED'}",
            lost is None and clear and rerun is None)
     assert client.calls >= at, "the outage never happened: the run made fewer requests"
     assert lost is None, lost

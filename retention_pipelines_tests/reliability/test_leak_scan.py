@@ -42,12 +42,21 @@ from retention_pipelines.defs.health import build_health_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.logs import ROOT, configure_logging, get_logger
 from retention_pipelines.stores import (
-    AppDatabase, StoreUnavailable, archive_store_from_url, blob_store_from_url, load_settings,
+    AppDatabase,
+    StoreUnavailable,
+    archive_store_from_url,
+    blob_store_from_url,
+    load_settings,
 )
 from retention_pipelines.stores.lock import RedisDomainLocks
 from retention_pipelines.stores.metrics import push_run_metrics
 from retention_pipelines.stores.notifier import (
-    Alert, LogNotifier, PagerDutyNotifier, SlackNotifier, WebhookNotifier, notifier,
+    Alert,
+    LogNotifier,
+    PagerDutyNotifier,
+    SlackNotifier,
+    WebhookNotifier,
+    notifier,
 )
 from retention_pipelines_tests.support.alert_channels import AlertReceiver
 from retention_pipelines_tests.support.app_rows import _insert
@@ -56,7 +65,11 @@ from retention_pipelines_tests.support.databases import dump_all_tables, new_dat
 from retention_pipelines_tests.support.figures import record
 from retention_pipelines_tests.support.queue_rows import create_notes_table, queue_rows, refer_to
 from retention_pipelines_tests.support.secret_canaries import (
-    canary_environment, create_database_role, create_redis_user, leaked, new_canaries,
+    canary_environment,
+    create_database_role,
+    create_redis_user,
+    leaked,
+    new_canaries,
 )
 from retention_pipelines_tests.support.servers import free_port
 
@@ -206,7 +219,8 @@ def test_no_address_and_no_secret_anywhere_after_running_everything(scene, canar
                                                                    monkeypatch):
     runs, erased = canary(), canary()
     ids = seed(scene, runs, erased)
-    hold = scene.cli("hold", "add", "--domain", "meal_plans", "--record-id", ids["held_plan"], "--reason", "case 12", "--by", "legal")
+    hold = scene.cli("hold", "add", "--domain", "meal_plans", "--record-id", ids["held_plan"], "--reason", "case 12",
+                     "--by", "legal")
     assert hold.returncode == 0, hold.stderr
 
     everything = scene.cli("run")  # every enabled domain; the foreign key blocks one quiz answer
@@ -380,7 +394,8 @@ STORES = {
     "PagerDuty": (lambda s: PagerDutyNotifier(s.pagerduty_routing_key.get_secret_value(), s.pagerduty_events_url,
                                               timeout=2, attempts=1).send(ALERT),
                   rf"PagerDuty \(http://{HOST}/…\) is unreachable"),
-    "every alert channel": (lambda s: notifier(s, get_logger("alerts")).send(ALERT), rf"alert webhook http://{HOST}/… is unreachable"),
+    "every alert channel": (lambda s: notifier(s, get_logger("alerts")).send(ALERT),
+                            rf"alert webhook http://{HOST}/… is unreachable"),
     "pushgateway": (lambda s: push_run_metrics(s.pushgateway_url, "quiz_responses", 1, 0, 1.0, 0.0, False),
                     rf"pushgateway http://{HOST} is unreachable"),
     "archive store": (lambda s: archive_store_from_url(s.alert_webhook_url),

@@ -41,7 +41,8 @@ def remaining_ids(database: AppDatabase, table: str = "quiz_responses") -> set[s
 
 def audit_entries(database: AppDatabase) -> list[dict]:
     with database.engine.connect() as connection:
-        return [dict(r._mapping) for r in connection.execute(sa.select(schema.audit_log).order_by(schema.audit_log.c.id))]
+        rows = connection.execute(sa.select(schema.audit_log).order_by(schema.audit_log.c.id))
+        return [dict(r._mapping) for r in rows]
 
 
 def archive_root(url: str) -> Path:

@@ -10,7 +10,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from retention_pipelines.engine.archive.format import (
-    LEGACY_FORMAT, blob_key_id, decrypt_blob, read_manifest, read_rows,
+    LEGACY_FORMAT,
+    blob_key_id,
+    decrypt_blob,
+    read_manifest,
+    read_rows,
 )
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.stores import AppDatabase, load_settings

@@ -24,7 +24,8 @@ PASSWORD = "pw-9Xq7-never-printed"
 EMAIL = re.compile(r"[^\s@:/]+@[^\s@]+\.[a-z]{2,}")
 
 # The columns `retention queue list` prints.
-QUEUE_COLUMNS = ["id", "domain", "record_id", "reason", "status", "due_at", "overdue", "level", "attempts", "claimed_by"]
+QUEUE_COLUMNS = ["id", "domain", "record_id", "reason", "status", "due_at", "overdue", "level", "attempts",
+                 "claimed_by"]
 
 
 @dataclass

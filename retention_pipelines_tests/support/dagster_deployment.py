@@ -218,7 +218,8 @@ class Webserver(Daemon):
 
         deadline = time.monotonic() + seconds
         query = json.dumps({"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-                                     "locationOrLoadError { __typename ... on PythonError { message causes { message } } } } } } }"})
+                                     "locationOrLoadError { __typename ... on PythonError "
+                                     "{ message causes { message } } } } } } }"})
         while time.monotonic() < deadline:
             if not self.alive():
                 raise AssertionError(f"dagster-webserver exited:\n{self.tail()}")

@@ -38,5 +38,6 @@ def meal_plans_engine(policies, database, archive_url, blob_store, batch_size=No
     policy = policies.domains["meal_plans"]
     if batch_size:
         policy = policy.model_copy(update={"batch_size": batch_size})
-    return RetentionEngine(policy, policies.policy_version, database, archive_store_from_url(archive_url, storage_class),
+    return RetentionEngine(policy, policies.policy_version, database,
+                           archive_store_from_url(archive_url, storage_class),
                            blob_store=blob_store, keys=configured_keys(database))

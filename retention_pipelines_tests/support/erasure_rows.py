@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.gdpr.erasure_run import DomainErasure, SubjectErasure
+from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase, BlobStore
 from retention_pipelines.stores.archive import LocalArchiveStore
@@ -98,7 +98,8 @@ def insert_subject_rows(database: AppDatabase, blob_store: BlobStore, prefix: st
     def plan(email, when, name):
         key = f"plans/{prefix}{name}.pdf"
         blob_store.put(key, PDF + key.encode())
-        return {"payment_id": f"pay_{uuid.uuid4().hex[:12]}", "email": email, "pdf_blob_key": key, "created_at": at(when)}
+        return {"payment_id": f"pay_{uuid.uuid4().hex[:12]}", "email": email, "pdf_blob_key": key,
+                "created_at": at(when)}
 
     split("meal_plans", [plan(ANN, now - timedelta(days=3), "ann-new"), plan(ANN.upper(), old, "ann-old")],
           [plan(BOB, now - timedelta(days=3), "bob-new"), plan(BOB, old, "bob-old")])
@@ -134,7 +135,8 @@ def audit(database: AppDatabase, action: str | None = None, domain: str | None =
 
 def data_key_rows(database: AppDatabase) -> list[dict]:
     with database.engine.connect() as connection:
-        return [dict(r._mapping) for r in connection.execute(sa.select(schema.data_keys).order_by(schema.data_keys.c.id))]
+        rows = connection.execute(sa.select(schema.data_keys).order_by(schema.data_keys.c.id))
+        return [dict(r._mapping) for r in rows]
 
 
 def place_hold(database: AppDatabase, domain: str, record_id: str) -> None:

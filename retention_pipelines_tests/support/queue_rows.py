@@ -18,7 +18,8 @@ def set_item(database: AppDatabase, item_id: int, **values) -> None:
     """Overwrite columns of one item; datetimes are bound as the database compares them."""
     bound = {k: database.bind_time(v) if isinstance(v, datetime) else v for k, v in values.items()}
     with database.engine.begin() as connection:
-        assert connection.execute(sa.update(manual_queue).where(manual_queue.c.id == item_id).values(bound)).rowcount == 1
+        updated = connection.execute(sa.update(manual_queue).where(manual_queue.c.id == item_id).values(bound))
+        assert updated.rowcount == 1
 
 
 def age_item(database: AppDatabase, item_id: int, age: timedelta, given: timedelta,

@@ -21,7 +21,10 @@ from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.oversight.sla import Breaches
 from retention_pipelines.stores import AppDatabase, archive_store_from_url, blob_store_from_url
 from retention_pipelines_tests.support.app_rows import (
-    insert_blacklist_at, insert_meal_plans_at, insert_quiz_rows, insert_token_expiring_at,
+    insert_blacklist_at,
+    insert_meal_plans_at,
+    insert_quiz_rows,
+    insert_token_expiring_at,
 )
 from retention_pipelines_tests.support.archives import configured_keys
 
@@ -162,7 +165,8 @@ def _queue(database: AppDatabase, scenario: Scenario, version: str) -> None:
         redate_queue_item(database, item.id, created, created + given, closed)
         scenario.queue[name] = item.id
 
-    add("resolved in time", "meal_plans", "plan-x", "blob_delete_failed", at(3, 9), timedelta(days=2), at(4, 9), "resolve")
+    add("resolved in time", "meal_plans", "plan-x", "blob_delete_failed", at(3, 9), timedelta(days=2),
+        at(4, 9), "resolve")
     add("dismissed late", "magic_link_tokens", "2026-10-20-00:00", "run_failed", at(20), timedelta(days=2),
         at(25), "dismiss")
     add("open, due as the month ends", "email_blacklist", "email_blacklist/2026/10/30/x.jsonl.gz",

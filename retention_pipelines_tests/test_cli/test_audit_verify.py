@@ -12,7 +12,8 @@ from retention_pipelines_tests.support.audit_rows import execute, ids_of, write_
 
 def chained_rows(database) -> int:
     with database.connect() as connection:
-        return int(connection.execute(sa.select(sa.func.coalesce(sa.func.sum(schema.audit_chain.c.rows), 0))).scalar_one())
+        total = sa.select(sa.func.coalesce(sa.func.sum(schema.audit_chain.c.rows), 0))
+        return int(connection.execute(total).scalar_one())
 
 
 def test_seal_then_verify_an_intact_log(cli, cli_env):

@@ -12,7 +12,8 @@ from retention_pipelines.schema.tables import VERSION_TABLE
 from retention_pipelines_tests.support.cli import dagster_home, run_script, with_password
 
 RETENTION_TABLES = {"retention_audit_log", "retention_legal_holds", "retention_sla_breaches", "retention_manual_queue",
-                    "gdpr_erasure_requests", "retention_data_keys", "retention_audit_record_index", "retention_audit_record_index_state",
+                    "gdpr_erasure_requests", "retention_data_keys", "retention_audit_record_index",
+                    "retention_audit_record_index_state",
                     "retention_audit_chain", "retention_audit_chain_heads", "retention_domain_fences",
                     VERSION_TABLE}
 

@@ -13,6 +13,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.schema.tables import VERSION_TABLE
 from retention_pipelines.stores import load_settings

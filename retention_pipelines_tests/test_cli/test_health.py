@@ -38,7 +38,8 @@ def health_env(monkeypatch, pg_url, tmp_path):
 def test_health_refuses_a_clock_it_would_have_to_guess_at(cli, pg_database, pg_url, tmp_path, monkeypatch):
     health_env(monkeypatch, pg_url, tmp_path)
     with pg_database.engine.begin() as connection:
-        connection.exec_driver_sql("ALTER TABLE quiz_responses ALTER COLUMN created_at TYPE timestamp without time zone")
+        connection.exec_driver_sql("ALTER TABLE quiz_responses "
+                                   "ALTER COLUMN created_at TYPE timestamp without time zone")
         connection.exec_driver_sql("ALTER TABLE email_blacklist ALTER COLUMN created_at DROP NOT NULL")
     outcome = cli("health")
     assert outcome.code == 1

@@ -133,7 +133,8 @@ def test_every_spelling_the_key_accepts_is_stored_in_its_canonical_form(cli, hol
     assert released.code == 0, released.err
 
 
-@pytest.mark.parametrize("given", ["quiz-1", "3f1c9a52-0d5e-4f7b-9a61", "3f1c9a52-0d5e-4f7b-9a61-2b7c8e4d1a1g", "12345"])
+@pytest.mark.parametrize("given", ["quiz-1", "3f1c9a52-0d5e-4f7b-9a61", "3f1c9a52-0d5e-4f7b-9a61-2b7c8e4d1a1g",
+                                   "12345"])
 def test_an_id_the_key_type_cannot_hold_is_refused_as_bad_input(cli, holds_db, given):
     outcome = add(cli, given)
     assert outcome.code == 2, outcome.text

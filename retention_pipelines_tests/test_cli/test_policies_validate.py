@@ -137,7 +137,8 @@ def test_validate_database_a_column_of_the_wrong_type(cli, cli_env, tmp_path):
 
 def test_validate_database_a_wall_time_clock_needs_its_zone(cli, cli_env, tmp_path):
     with cli_env.engine.begin() as connection:
-        connection.exec_driver_sql("ALTER TABLE quiz_responses ALTER COLUMN created_at TYPE timestamp without time zone")
+        connection.exec_driver_sql("ALTER TABLE quiz_responses "
+                                   "ALTER COLUMN created_at TYPE timestamp without time zone")
     lines = refused_lines(cli("policies", "validate", "--database"))
     assert len(lines) == 1, lines
     assert "domain quiz_responses, field clock_timezone: column quiz_responses.created_at is a timestamp " \

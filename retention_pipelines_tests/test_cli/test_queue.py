@@ -15,7 +15,12 @@ from retention_pipelines_tests.support.app_rows import audit_entries, insert_qui
 from retention_pipelines_tests.support.cli import EMAIL, parse_items, with_password
 from retention_pipelines_tests.support.engines import engine_for
 from retention_pipelines_tests.support.queue_rows import (
-    age_item, create_notes_table, drop_notes, place_hold, queue_audit, refer_to,
+    age_item,
+    create_notes_table,
+    drop_notes,
+    place_hold,
+    queue_audit,
+    refer_to,
 )
 
 DAY = timedelta(days=1)

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.engine.report.render import html_name, render_report
-from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.policies import load_policies
+from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines_tests.support.cli import EMAIL, dagster_home
 from retention_pipelines_tests.support.report_rows import ADDRESSES, MONTH, month_of_activity
 

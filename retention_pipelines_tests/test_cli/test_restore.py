@@ -11,8 +11,8 @@ from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import archive_store_from_url, load_settings
 from retention_pipelines_tests.support.app_rows import _insert
-from retention_pipelines_tests.support.cli import EMAIL
 from retention_pipelines_tests.support.archives import configured_keys
+from retention_pipelines_tests.support.cli import EMAIL
 
 
 def deleted_by_a_run(database) -> list[str]:

@@ -165,7 +165,8 @@ def test_run_deletes_exactly_the_due_rows(cli, cli_env, quiz_rows):
 def test_run_respects_a_legal_hold(cli, cli_env, quiz_rows):
     due, not_due = quiz_rows
     held = sorted(due)[0]
-    added = cli("hold", "add", "--domain", "quiz_responses", "--record-id", held, "--reason", "case 42", "--by", "legal")
+    added = cli("hold", "add", "--domain", "quiz_responses", "--record-id", held, "--reason", "case 42",
+                "--by", "legal")
     assert added.code == 0, added.err
 
     outcome = cli("run", "quiz_responses")
@@ -259,7 +260,10 @@ def test_all_four_domains_on_postgresql_s3_and_redis(cli, cli_env, s3_archive_ur
     import boto3
 
     from retention_pipelines_tests.support.app_rows import (
-        insert_blacklist_at, insert_meal_plans_at, insert_token_expiring_at, meal_plan_rows,
+        insert_blacklist_at,
+        insert_meal_plans_at,
+        insert_token_expiring_at,
+        meal_plan_rows,
     )
 
     hot = f"hot-{uuid_module.uuid4().hex[:8]}"

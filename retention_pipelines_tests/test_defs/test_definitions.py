@@ -7,14 +7,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from retention_pipelines.definitions import defs
 from retention_pipelines.defs.archive_retention import NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK
 from retention_pipelines.defs.common import DOMAIN_TAG, RUN_TAGS
 from retention_pipelines.defs.domain_checks import (
-    ARCHIVE_MATCHES_MANIFESTS_CHECK, AUDIT_MATCHES_ACTED_ON_CHECK, EVERY_OBJECT_DELETED_CHECK,
-    NO_ROWS_PAST_DEADLINE_CHECK, NOTHING_ACTED_ON_EARLY_CHECK,
+    ARCHIVE_MATCHES_MANIFESTS_CHECK,
+    AUDIT_MATCHES_ACTED_ON_CHECK,
+    EVERY_OBJECT_DELETED_CHECK,
+    NO_ROWS_PAST_DEADLINE_CHECK,
+    NOTHING_ACTED_ON_EARLY_CHECK,
 )
 from retention_pipelines.defs.orphans import NO_ORPHANS_CHECK
-from retention_pipelines.definitions import defs
 from retention_pipelines.policies import load_policies
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +77,8 @@ def test_a_disabled_domain_gets_no_assets_job_or_schedule(tmp_path, monkeypatch)
     from retention_pipelines.policies import default_policy_path
 
     path = tmp_path / "policies.yaml"
-    path.write_text(default_policy_path().read_text().replace("  meal_plans:\n", "  meal_plans:\n    enabled: false\n", 1))
+    path.write_text(default_policy_path().read_text().replace("  meal_plans:\n", "  meal_plans:\n    enabled: false\n",
+                                                              1))
     monkeypatch.setenv("RETENTION_POLICIES_FILE", str(path))
     paused = build_definitions()
     assert "meal_plans_retention_job" not in {job.name for job in paused.resolve_all_job_defs()}

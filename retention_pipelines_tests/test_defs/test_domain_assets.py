@@ -11,8 +11,8 @@ from retention_pipelines.defs.common import DRY_RUN_TAG, domain_partitions
 from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine import Acted
-from retention_pipelines.stores import domain_locks
 from retention_pipelines.engine.oversight.queue import ManualQueue
+from retention_pipelines.stores import domain_locks
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.support.engines import engine_for
 from retention_pipelines_tests.support.queue_rows import NOTES_FK, create_notes_table, refer_to

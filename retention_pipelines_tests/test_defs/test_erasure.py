@@ -9,7 +9,10 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.defs.erasure import (
-    ERASURE_OVERDUE, NO_REQUEST_PAST_DUE_CHECK, REQUESTS_KEY, build_erasure_defs,
+    ERASURE_OVERDUE,
+    NO_REQUEST_PAST_DUE_CHECK,
+    REQUESTS_KEY,
+    build_erasure_defs,
 )
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import ErasureRequests

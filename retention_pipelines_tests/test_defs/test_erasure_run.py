@@ -21,7 +21,11 @@ import sqlalchemy as sa
 from retention_pipelines import schema
 from retention_pipelines.defs.common import DRY_RUN_TAG
 from retention_pipelines.defs.erasure_run import (
-    ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY, SUBJECT_ERASED_CHECK, build_erasure_run_defs,
+    ERASURE_JOB,
+    ERASURE_PARTITIONS,
+    OUTCOME_KEY,
+    SUBJECT_ERASED_CHECK,
+    build_erasure_run_defs,
 )
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.archive.format import decrypt_blob, read_manifest, read_rows
@@ -45,7 +49,10 @@ def instance(tmp_path):
 
 @pytest.fixture(params=["local", "s3"])
 def stores(request, pg_url, redis_url, tmp_path):
-    archive_url = request.getfixturevalue("s3_archive_url") if request.param == "s3" else (tmp_path / "archive").as_uri()
+    if request.param == "s3":
+        archive_url = request.getfixturevalue("s3_archive_url")
+    else:
+        archive_url = (tmp_path / "archive").as_uri()
     return RetentionStores(database_url=pg_url, archive_url=archive_url, redis_url=redis_url,
                            blob_url=(tmp_path / "blobs").as_uri())
 
@@ -67,14 +74,17 @@ class World:
         for key in ("plans/ann-new.pdf", "plans/ann-held.pdf", "plans/ann-old.pdf", "plans/bob-old.pdf"):
             blobs.put(key, b"%PDF-1.7 " + key.encode())
         self.quiz = {who: _insert(database, "quiz_responses", [
-            {"session_id": uuid.uuid4(), "email": email, "answers": {"weight_kg": 70}, "created_at": at(now - timedelta(hours=1))}])[0]
+            {"session_id": uuid.uuid4(), "email": email, "answers": {"weight_kg": 70},
+             "created_at": at(now - timedelta(hours=1))}])[0]
             for who, email in (("ann", ANN.lower()), ("bob", BOB))}
         self.tokens = {who: _insert(database, "magic_link_tokens", [
-            {"email": email, "token_hash": uuid.uuid4().hex, "created_at": at(now), "expires_at": at(now + timedelta(minutes=15))}])[0]
+            {"email": email, "token_hash": uuid.uuid4().hex, "created_at": at(now),
+             "expires_at": at(now + timedelta(minutes=15))}])[0]
             for who, email in (("ann", ANN), ("bob", BOB))}
         plans = _insert(database, "meal_plans", [
             {"payment_id": f"pay_{name}", "email": email, "pdf_blob_key": f"plans/{name}.pdf", "created_at": at(when)}
-            for name, email, when in (("ann-new", ANN, now - timedelta(days=3)), ("ann-held", ANN, now - timedelta(days=5)),
+            for name, email, when in (("ann-new", ANN, now - timedelta(days=3)),
+                                      ("ann-held", ANN, now - timedelta(days=5)),
                                       ("ann-old", ANN.upper(), now - timedelta(days=100)),
                                       ("bob-old", BOB, now - timedelta(days=100)))])
         self.plans = dict(zip(("ann-new", "ann-held", "ann-old", "bob-old"), plans))

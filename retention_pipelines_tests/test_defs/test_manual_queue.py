@@ -17,7 +17,12 @@ import pytest
 from retention_pipelines.defs.common import DOMAIN_TAG, domain_partitions, job_name
 from retention_pipelines.defs.domain_factory import build_domain_defs
 from retention_pipelines.defs.manual_queue import (
-    HEALTH_KEY, NO_OVERDUE_ITEMS_CHECK, QUEUE_ITEM, QUEUE_OVERDUE, RETRY_JOB, build_manual_queue_defs,
+    HEALTH_KEY,
+    NO_OVERDUE_ITEMS_CHECK,
+    QUEUE_ITEM,
+    QUEUE_OVERDUE,
+    RETRY_JOB,
+    build_manual_queue_defs,
 )
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.defs.sla_sensors import build_run_sensors
@@ -26,7 +31,14 @@ from retention_pipelines.engine.oversight.sla import Breaches
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.support.engines import engine_for
 from retention_pipelines_tests.support.queue_rows import (
-    age_item, create_notes_table, drop_notes, place_hold, queue_audit, queue_rows, refer_to, set_item,
+    age_item,
+    create_notes_table,
+    drop_notes,
+    place_hold,
+    queue_audit,
+    queue_rows,
+    refer_to,
+    set_item,
 )
 
 DAY = timedelta(days=1)
@@ -140,7 +152,8 @@ def test_the_retry_job_resolves_what_it_can_and_fails_naming_the_item_that_stays
     before = queue.get(fixed.id)
     refused = retry(definitions, instance, [fixed.id])
     assert not refused.success
-    assert f"item {fixed.id}: queue item {fixed.id} is resolved: there is nothing to retry" in failure_description(refused)
+    assert (f"item {fixed.id}: queue item {fixed.id} is resolved: there is nothing to retry"
+            in failure_description(refused))
     assert queue.get(fixed.id) == before
 
 

@@ -15,8 +15,8 @@ from retention_pipelines.defs.report import REPORT_JOB, REPORT_KEY, REPORT_SCHED
 from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.engine.report.figures import build_report
-from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.engine.report.render import html_name, render_report
+from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines_tests.support.archives import archive_objects
 from retention_pipelines_tests.support.report_rows import ADDRESSES, MONTH, month_of_activity
 

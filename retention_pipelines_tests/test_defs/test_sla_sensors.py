@@ -178,7 +178,8 @@ def test_a_run_over_its_time_limit_opens_a_run_duration_breach(policies, pg_url,
     from retention_pipelines.engine.oversight.sla import RUN_DURATION
 
     policy = policies.domains["quiz_responses"]
-    hasty = policy.model_copy(update={"sla": policy.sla.model_copy(update={"max_run_duration": timedelta(milliseconds=1)})})
+    hasty = policy.model_copy(update={
+        "sla": policy.sla.model_copy(update={"max_run_duration": timedelta(milliseconds=1)})})
     stores = RetentionStores(database_url=pg_url, archive_url=local_archive_url, redis_url=redis_url)
     result = run_job(policy, policies, stores, instance)
     assert result.success

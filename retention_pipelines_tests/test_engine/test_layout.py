@@ -57,10 +57,12 @@ def reads_configuration(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
-            found += [f"imports {alias.name}" for alias in node.names if alias.name in ("load_settings", "RetentionSettings")]
+            found += [f"imports {alias.name}" for alias in node.names
+                      if alias.name in ("load_settings", "RetentionSettings")]
         elif isinstance(node, ast.Import):
             found += [f"imports {alias.name}" for alias in node.names if alias.name.endswith(".settings")]
-        elif isinstance(node, ast.Attribute) and node.attr in ("load_settings", "RetentionSettings", "environ", "getenv"):
+        elif (isinstance(node, ast.Attribute)
+              and node.attr in ("load_settings", "RetentionSettings", "environ", "getenv")):
             found.append(f"uses {node.attr}")
         elif isinstance(node, ast.Name) and node.id in ("load_settings", "RetentionSettings", "environ", "getenv"):
             found.append(f"uses {node.id}")

@@ -23,11 +23,20 @@ from retention_pipelines.engine.oversight.sla import RETENTION_LAG, Breaches
 from retention_pipelines.policies import DomainPolicy, load_policies
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.support.app_rows import (
-    audit_entries, insert_blacklist_at, insert_meal_plans_at, insert_quiz_at, insert_token_expiring_at, meal_plan_rows,
+    audit_entries,
+    insert_blacklist_at,
+    insert_meal_plans_at,
+    insert_quiz_at,
+    insert_token_expiring_at,
+    meal_plan_rows,
     remaining_ids,
 )
 from retention_pipelines_tests.support.dagster_deployment import (
-    BLOB_PREFIX, SENSOR_INTERVAL_SECONDS, Daemon, dagster, instigator_states,
+    BLOB_PREFIX,
+    SENSOR_INTERVAL_SECONDS,
+    Daemon,
+    dagster,
+    instigator_states,
 )
 
 SENSOR = "retention_lag_sensor"

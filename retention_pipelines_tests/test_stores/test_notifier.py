@@ -16,7 +16,13 @@ import pytest
 from retention_pipelines.logs import ROOT, configure_logging, get_logger
 from retention_pipelines.stores import StoreUnavailable
 from retention_pipelines.stores.notifier import (
-    Alert, LogNotifier, Notifiers, PagerDutyNotifier, SlackNotifier, WebhookNotifier, notifier,
+    Alert,
+    LogNotifier,
+    Notifiers,
+    PagerDutyNotifier,
+    SlackNotifier,
+    WebhookNotifier,
+    notifier,
 )
 from retention_pipelines.stores.settings import ConfigurationError, load_settings
 from retention_pipelines_tests.support.alert_channels import EVENTS_PATH, WEBHOOK_PATH, AlertReceiver, SilentServer
@@ -179,7 +185,8 @@ def test_one_channel_down_the_others_still_deliver_and_the_alert_is_logged(recei
     working[down] = broken
     with caplog.at_level(logging.WARNING, logger="retention_pipelines.alerts"):
         with pytest.raises(StoreUnavailable) as caught:
-            Notifiers(list(working.values()), get_logger("alerts"), timeout=20).send(lag_alert(summary=f"lag 6h; {PERSON}"))
+            Notifiers(list(working.values()), get_logger("alerts"), timeout=20).send(
+                lag_alert(summary=f"lag 6h; {PERSON}"))
     message = str(caught.value)
     assert name in message
     for other in {"webhook": "alert webhook", "slack": "Slack", "pagerduty": "PagerDuty"}.values():
@@ -220,7 +227,8 @@ def test_channels_that_hang_are_waited_for_side_by_side_not_one_after_another(si
     timeout = 3
     channels = Notifiers([WebhookNotifier(silent.base + WEBHOOK_PATH),
                           SlackNotifier(SLACK_TOKEN, "#retention-alerts", silent.base + "/api/"),
-                          PagerDutyNotifier(ROUTING_KEY, silent.base + EVENTS_PATH)], get_logger("alerts"), timeout=timeout)
+                          PagerDutyNotifier(ROUTING_KEY, silent.base + EVENTS_PATH)],
+                         get_logger("alerts"), timeout=timeout)
     started = time.monotonic()
     with pytest.raises(StoreUnavailable) as caught:
         channels.send(lag_alert())
@@ -235,7 +243,8 @@ import sys, time
 from retention_pipelines.logs import get_logger
 from retention_pipelines.stores import StoreUnavailable
 from retention_pipelines.stores.notifier import Alert, Notifiers, PagerDutyNotifier
-channels = Notifiers([PagerDutyNotifier("R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12", sys.argv[1])], get_logger("alerts"), timeout=1)
+channels = Notifiers([PagerDutyNotifier("R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12", sys.argv[1])], get_logger("alerts"),
+                     timeout=1)
 try:
     channels.send(Alert("quiz_responses", "retention_lag", "opened", "lag 6h"))
 except StoreUnavailable as exc:

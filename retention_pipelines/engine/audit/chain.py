@@ -188,8 +188,9 @@ def _domains_in_log(database: AppDatabase) -> list[str]:
 
 
 def _new_head(connection: sa.Connection, domain: str) -> sa.Insert:
-    return conflict_insert(connection.dialect.name, audit_chain_heads).values(domain=domain, last_block=0, last_seq=0, last_hash=GENESIS.hex(),
-                                            sealed_through=0).on_conflict_do_nothing(index_elements=["domain"])
+    return conflict_insert(connection.dialect.name, audit_chain_heads).values(
+        domain=domain, last_block=0, last_seq=0, last_hash=GENESIS.hex(), sealed_through=0,
+    ).on_conflict_do_nothing(index_elements=["domain"])
 
 
 def _seal_domain(database: AppDatabase, domain: str, horizon: int, chunk_rows: int,

@@ -17,10 +17,16 @@ import json
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive.format import (
-    BLOB_MAGIC, LEGACY_FORMAT, encode_batch, encrypt_blob, read_manifest, read_rows, verify,
+    BLOB_MAGIC,
+    LEGACY_FORMAT,
+    encode_batch,
+    encrypt_blob,
+    read_manifest,
+    read_rows,
+    verify,
 )
-from retention_pipelines.engine.retention.table import DomainTable
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed
+from retention_pipelines.engine.retention.table import DomainTable
 from retention_pipelines.logs import get_logger
 
 log = get_logger("engine")
@@ -49,7 +55,8 @@ def upgrade_legacy_batches(engine) -> int:
         store.put(manifest_key, json.dumps(new_manifest, sort_keys=True).encode())
         problem = verify(store.get(key), read_manifest(store.get(manifest_key)), {k.key_id: k.key for k in row_keys})
         if problem:
-            raise ArchiveVerificationFailed(f"{store.uri(key)}: encrypting a version-1 object: {problem}", store.uri(key))
+            raise ArchiveVerificationFailed(f"{store.uri(key)}: encrypting a version-1 object: {problem}",
+                                            store.uri(key))
         upgraded += 1
     if upgraded:
         log.info(f"{policy.name}: {upgraded} archive objects of version 1 encrypted in place",

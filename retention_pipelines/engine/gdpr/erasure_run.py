@@ -28,18 +28,22 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.archive.format import read_manifest
+from retention_pipelines.engine.archive.keys import ArchiveKeys
+from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.gdpr.archive_upgrade import upgrade_legacy_batches, upgrade_legacy_blobs
 from retention_pipelines.engine.gdpr.requests import (
-    OPEN, AlreadyComplete, ErasureRequests, KeptByPolicy, Outcome,
+    OPEN,
+    AlreadyComplete,
+    ErasureRequests,
+    KeptByPolicy,
+    Outcome,
 )
-from retention_pipelines.engine.archive.keys import ArchiveKeys
+from retention_pipelines.engine.identity.subjects import normalise_address, spellings, subject_rows
 from retention_pipelines.engine.oversight.holds import EVERY_DOMAIN, pass_gate, under_legal_hold
-from retention_pipelines.engine.retention.table import DomainTable, SubjectRows
 from retention_pipelines.engine.oversight.queue import ManualQueue, QueueItem
 from retention_pipelines.engine.retention.run import RetentionEngine
-from retention_pipelines.engine.identity.subjects import normalise_address, spellings, subject_rows
+from retention_pipelines.engine.retention.table import DomainTable, SubjectRows
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, legal_holds
@@ -310,7 +314,8 @@ class SubjectErasure:
         if left:
             return False, "the record is still there and was not erased"
         destroyed: list[str] = []
-        if request.status not in OPEN and request.subject_hash and not self._held_archived_under({request.subject_hash}):
+        if (request.status not in OPEN and request.subject_hash
+                and not self._held_archived_under({request.subject_hash})):
             with self.database.begin() as connection:
                 pass_gate(connection, EVERY_DOMAIN)
                 if self._held_archived_under({request.subject_hash}):

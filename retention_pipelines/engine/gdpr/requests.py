@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive import keys
-from retention_pipelines.redaction import EMAIL
 from retention_pipelines.engine.identity.subjects import normalise_address
+from retention_pipelines.redaction import EMAIL
 from retention_pipelines.schema import erasure_requests
 from retention_pipelines.stores import AppDatabase
 
@@ -92,7 +92,9 @@ class Outcome:
             data = None
         if not isinstance(data, dict) or "summary" not in data:
             return cls(stored, verified=False)
-        moment = (lambda value: None if value is None else datetime.fromisoformat(value))
+        def moment(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value)
+
         return cls(data["summary"], tuple(KeptByPolicy(k["domain"], tuple(k["record_ids"]), moment(k["until"]),
                                                        k["reason"]) for k in data.get("kept_by_policy", ())),
                    moment(data.get("recheck_after")), moment(data.get("completed_on_recheck_at")),
@@ -148,7 +150,8 @@ def subject_hash(address: str, key: bytes) -> str:
 class ErasureRequests:
     """The requests in the app database (gdpr_erasure_requests); the app may insert rows too."""
 
-    def __init__(self, database: AppDatabase, hash_key: bytes | None = None, due_within: timedelta = timedelta(days=30)):
+    def __init__(self, database: AppDatabase, hash_key: bytes | None = None,
+                 due_within: timedelta = timedelta(days=30)):
         self.database, self.hash_key, self.due_within = database, hash_key, due_within
 
     def request(self, address: str) -> ErasureRequest:
@@ -191,7 +194,8 @@ class ErasureRequests:
         latest = request.received_at + timedelta(days=MAX_TOTAL_DAYS)
         if request.due_at + by > latest:
             room = max((latest - request.due_at).days, 0)
-            raise ErasureRefused(f"erasure request {request_id} would then be due more than {MAX_TOTAL_DAYS} days after "
+            raise ErasureRefused(f"erasure request {request_id} would then be due more than {MAX_TOTAL_DAYS} "
+                                 "days after "
                                  f"it was received (GDPR Art. 12(3): three months at most); it can be extended by "
                                  f"{room} days at most")
         with self.database.begin() as connection:
@@ -227,7 +231,8 @@ class ErasureRequests:
                 outcome = replace(outcome, completed_on_recheck_at=now,
                                   kept_by_policy=outcome.kept_by_policy or stored.kept_by_policy)
             connection.execute(sa.update(erasure_requests).where(erasure_requests.c.id == request_id).values(
-                email=None, subject_hash=row.subject_hash if row.email is None else subject_hash(row.email, self.hash_key),
+                email=None,
+                subject_hash=row.subject_hash if row.email is None else subject_hash(row.email, self.hash_key),
                 outcome=outcome.text(), status=PARTIALLY_BLOCKED if partially_blocked else COMPLETED,
                 completed_at=self._bind(self.database.read_time(row.completed_at) or now)))
         return self.get(request_id)

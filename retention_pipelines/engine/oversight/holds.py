@@ -148,7 +148,8 @@ class LegalHolds:
                 raise HoldRefused(f"{domain} has no record {record_id} (now): nothing to hold; --force places the "
                                   "hold all the same, on its archived copy or on a record yet to come")
             hold_id = connection.execute(sa.insert(legal_holds).values(
-                domain=domain, record_id=record_id, reason=reason, placed_by=by).returning(legal_holds.c.id)).scalar_one()
+                domain=domain, record_id=record_id, reason=reason, placed_by=by,
+            ).returning(legal_holds.c.id)).scalar_one()
             detail = f"legal hold {hold_id} placed: {reason}" + ("" if exists else " (the record does not exist now)")
             self._audit(connection, domain, record_id, Action.HOLD_PLACED, by, detail)
         return HoldChange(hold_id, record_id)

@@ -205,7 +205,8 @@ class ManualQueue:
         query = sa.select(audit_log).where(
             audit_log.c.occurred_at >= self._bind(item.created_at - timedelta(minutes=1)),
             audit_log.c.domain == item.domain, audit_log.c.record_id == item.record_id,
-            sa.or_(audit_log.c.detail.like(f"queue item {item_id} %"), audit_log.c.detail.like(f"queue item {item_id}:%")),
+            sa.or_(audit_log.c.detail.like(f"queue item {item_id} %"),
+                   audit_log.c.detail.like(f"queue item {item_id}:%")),
         ).order_by(audit_log.c.id)
         with self.database.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
@@ -237,7 +238,8 @@ class ManualQueue:
                     manual_queue.c.id == item.id, manual_queue.c.escalation_level < level,
                     manual_queue.c.status.in_(ACTIVE)).values(escalation_level=level)).rowcount
                 if changed:
-                    self._audit(connection, item.domain, item.record_id, Action.QUEUE_ESCALATED, SYSTEM_ACTOR, SYSTEM_ACTOR,
+                    self._audit(connection, item.domain, item.record_id, Action.QUEUE_ESCALATED,
+                                SYSTEM_ACTOR, SYSTEM_ACTOR,
                                 f"queue item {item.id} ({item.reason}): level {item.escalation_level} → {level}")
                     raised.append(self._get(connection, item.id))
         return raised

@@ -7,6 +7,7 @@ no display and no backend chosen by the environment; nothing is fetched from the
 from __future__ import annotations
 
 import io
+
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import DateFormatter, DayLocator, date2num
 from matplotlib.figure import Figure

@@ -220,7 +220,8 @@ class ComplianceReport:
                 len(queue), sum(item.status == OPEN for item in queue), len(breaches),
                 sum(breach.seconds_in_month for breach in breaches),
                 sum(hold.domain == domain for hold in self.legal_holds)))
-        every = DomainTotals(ALL_DOMAINS, {group: sum(row.actions[group] for row in rows) for group in self.action_groups},
+        every = DomainTotals(ALL_DOMAINS,
+                             {group: sum(row.actions[group] for row in rows) for group in self.action_groups},
                              *(sum(getattr(row, name) for row in rows) for name in (
                                  "queue_items", "queue_items_open", "sla_breaches", "seconds_in_breach",
                                  "legal_holds_active")))
@@ -232,7 +233,8 @@ class ComplianceReport:
             items = [item for item in self.queue_items if item.reason == reason]
             closed = [item.seconds_to_close for item in items if item.seconds_to_close is not None]
             rows.append(QueueReason(
-                reason, len(items), *(sum(item.status == status for item in items) for status in ("resolved", "dismissed", OPEN)),
+                reason, len(items),
+                *(sum(item.status == status for item in items) for status in ("resolved", "dismissed", OPEN)),
                 *(sum(item.deadline == deadline for item in items) for deadline in (MET, MISSED)),
                 round(statistics.median(closed)) if closed else None))
         return rows

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.oversight.queue import RECORD_REASONS, ManualQueue, QueueItem
 from retention_pipelines.engine.retention.archive_expiry import HELD_REASON as ARCHIVE_HELD_REASON
 from retention_pipelines.engine.retention.archive_expiry import QUEUE_REASON as ARCHIVE_QUEUE_REASON
 from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention, is_archive_key
-from retention_pipelines.engine.oversight.queue import RECORD_REASONS, ManualQueue, QueueItem
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed
 from retention_pipelines.engine.retention.run import RetentionEngine
 from retention_pipelines.errors import first_line
@@ -71,7 +71,9 @@ def _retry_records(item: QueueItem, engine: RetentionEngine, run_id: str, lock: 
         return False, f"{report.acted.failed} rows could not be {report.acted.action} yet"
     if left:
         return False, "the record is still due and was not acted on"
-    return True, f"{report.acted.acted_on} rows {report.acted.action}" if report.acted.acted_on else "nothing was left to do"
+    if not report.acted.acted_on:
+        return True, "nothing was left to do"
+    return True, f"{report.acted.acted_on} rows {report.acted.action}"
 
 
 def _erase_record(erasure: SubjectErasure, item: QueueItem, engine: RetentionEngine, run_id: str,

@@ -22,10 +22,11 @@ the entry comes first. For each due unit:
 
 (Deleting inside the entry's transaction, before its commit, would lose the entry of an object
 whose commit then failed; an intent row and a done row would double the entries and need a sweep of
-the whole log for unfinished intents.) A kill between 2 and 3 leaves the object with its entry: the next run finds the entry and deletes
-the object without writing a second. A kill before 2 leaves the object and no entry. A delete the
-store refuses after 2 (a lock the HEAD did not show, a permission) leaves the entry, an object the
-next run deletes, and a manual-queue item, resolved by the run that finally deletes it.
+the whole log for unfinished intents.) A kill between 2 and 3 leaves the object with its entry: the
+next run finds the entry and deletes the object without writing a second. A kill before 2 leaves
+the object and no entry. A delete the store refuses after 2 (a lock the HEAD did not show, a
+permission) leaves the entry, an object the next run deletes, and a manual-queue item, resolved by
+the run that finally deletes it.
 
 An object "already has an entry" when an `archive_expired` entry of the domain names its key and
 was written since its deadline (a second early: SQLite's clock stops at the second). That bound
@@ -60,8 +61,8 @@ import sqlalchemy as sa
 from retention_pipelines.engine.archive.format import read_manifest
 from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.oversight.holds import gate_held, held_record_ids
-from retention_pipelines.engine.retention.lanes import bounded_parallel
 from retention_pipelines.engine.oversight.queue import ACTIVE, SYSTEM_ACTOR, ManualQueue
+from retention_pipelines.engine.retention.lanes import bounded_parallel
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration

@@ -18,15 +18,15 @@ from cryptography.exceptions import InvalidTag
 
 from retention_pipelines.engine.archive.format import encrypt_blob, read_manifest
 from retention_pipelines.engine.archive.keys import NONCE_BYTES, DataKey, open_sealed, seal
-from retention_pipelines.engine.retention.lanes import in_parallel
 from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
-from retention_pipelines.engine.retention.table import DomainTable
+from retention_pipelines.engine.retention.lanes import in_parallel
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed, Orphans
+from retention_pipelines.engine.retention.table import DomainTable
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import ArchiveStore, BlobStore
-from retention_pipelines.stores.files import KeyOutsideStore
 from retention_pipelines.stores.blob import CHANGED
+from retention_pipelines.stores.files import KeyOutsideStore
 
 log = get_logger("engine")
 
@@ -160,8 +160,9 @@ class StoredObjects:
             return blobs
         earlier = read_manifest(self.archive_store.get(manifest_key)).get("blobs", {})
         # The key is the one the row points at now: the act step compares the row with it.
-        return {rid: {**earlier[rid], "blob": where["blob"]} if where.get("earlier") and "sha256" in earlier.get(rid, {})
-                else where for rid, where in blobs.items()}
+        return {rid: {**earlier[rid], "blob": where["blob"]}
+                if where.get("earlier") and "sha256" in earlier.get(rid, {}) else where
+                for rid, where in blobs.items()}
 
     def act(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, pks: list,
             blobs: dict, before_delete: Callable[[sa.Connection], None] | None = None) -> tuple[int, dict[str, str]]:

@@ -24,25 +24,34 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive.format import encode_batch, read_manifest, verify
-from retention_pipelines.engine.retention.fence import DomainFence
-from retention_pipelines.engine.oversight.holds import pass_gate
 from retention_pipelines.engine.archive.keys import ArchiveKeys, DataKey
-from retention_pipelines.engine.retention.memory import give_large_blocks_back
-from retention_pipelines.engine.retention.blobs import StoredObjects
-from retention_pipelines.engine.retention.pacing import BatchPacer
-from retention_pipelines.engine.retention.lanes import bounded_parallel
 from retention_pipelines.engine.audit.entries import ACTED_ACTIONS, Action, AuditStamp, held_once, write_entries
-from retention_pipelines.engine.retention.table import DomainTable, DueRow, KeyRange, SubjectRows
+from retention_pipelines.engine.oversight.holds import pass_gate
 from retention_pipelines.engine.oversight.queue import SYSTEM_ACTOR, ManualQueue
+from retention_pipelines.engine.retention.blobs import StoredObjects
+from retention_pipelines.engine.retention.fence import DomainFence
+from retention_pipelines.engine.retention.lanes import bounded_parallel
+from retention_pipelines.engine.retention.memory import give_large_blocks_back
+from retention_pipelines.engine.retention.pacing import BatchPacer
 from retention_pipelines.engine.retention.results import (
-    Acted, ArchiveVerificationFailed, Archived, ArchivedBatch, Audited, Batch, BatchDone, BatchOutcome, Found, Orphans,
-    Refusal, RunReport,
+    Acted,
+    Archived,
+    ArchivedBatch,
+    ArchiveVerificationFailed,
+    Audited,
+    Batch,
+    BatchDone,
+    BatchOutcome,
+    Found,
+    Orphans,
+    Refusal,
+    RunReport,
 )
+from retention_pipelines.engine.retention.table import DomainTable, DueRow, KeyRange, SubjectRows
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, ensure_current
 from retention_pipelines.stores import AppDatabase, ArchiveStore, BlobStore, HeldLock, StoreUnavailable
-
 
 log = get_logger("engine")
 
@@ -111,7 +120,8 @@ class RetentionEngine:
         try:
             yield
         except ArchiveVerificationFailed as exc:
-            self._needs_person(exc.uri or f"{self.policy.name} archive", "archive_verification_failed", str(exc), run_id)
+            self._needs_person(exc.uri or f"{self.policy.name} archive", "archive_verification_failed", str(exc),
+                               run_id)
             raise
 
     # 1. find ---------------------------------------------------------------------------------
@@ -206,7 +216,8 @@ class RetentionEngine:
         self.archive_store.put(encoded.manifest_key, encoded.manifest, retain_until=retain_until)
         # Read back, and decrypted with the keys it was written with: an archive that cannot be read
         # protects nothing, so its rows stay.
-        problem = verify(self.archive_store.get(encoded.key), read_manifest(self.archive_store.get(encoded.manifest_key)),
+        problem = verify(self.archive_store.get(encoded.key),
+                         read_manifest(self.archive_store.get(encoded.manifest_key)),
                          {k.key_id: k.key for k in row_keys})
         if problem:
             uri = self.archive_store.uri(encoded.key)
@@ -355,7 +366,8 @@ class RetentionEngine:
             respelled = self.table.respell_holds(connection)
             write_entries(connection, [
                 AuditStamp(self.policy.name, Action.HOLD_RESPELLED, run_id, self.policy_version, actor=SYSTEM_ACTOR,
-                           detail=f"legal hold {hold_id}: record id rewritten in its key's canonical form").row(canonical)
+                           detail=f"legal hold {hold_id}: record id rewritten in its key's canonical form",
+                           ).row(canonical)
                 for hold_id, _, canonical in respelled])
         if respelled:
             log.warning(f"{self.policy.name}: {len(respelled)} legal holds named their record in another spelling "

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import copy
 import uuid
-from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.engine.audit.entries import AuditStamp, inserted_from, write_entries
 from retention_pipelines.engine.oversight.holds import held, held_record_ids
+from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import legal_holds, manual_queue
-
 
 ERASED_PLACEHOLDER_PATTERN = "erased-by-request-%@erased.invalid"  # LIKE pattern; % is the request id
 # batches() hands rows with the clock, the primary key and the subject first, then the columns asked for.
@@ -305,7 +304,8 @@ class DomainTable:
             keys = sa.literal([str(pk) for pk in pks], sa.ARRAY(sa.Text))
             target = self.pk == sa.any_(sa.cast(keys, sa.ARRAY(self.pk.type)))
             gone = self._act(target, clock_cutoff).returning(*self.returning()).cte("gone")
-            return int(connection.execute(sa.select(sa.func.count()).select_from(self._audited(gone, stamp))).scalar_one())
+            counted = sa.select(sa.func.count()).select_from(self._audited(gone, stamp))
+            return int(connection.execute(counted).scalar_one())
         done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(*self.returning())).all()
         write_entries(connection, [stamp.row(self.record_id(pk), self.deadline_value(clock)) for pk, clock in done])
         return len(done)
@@ -317,7 +317,8 @@ class DomainTable:
 
     def _audited(self, gone: sa.CTE, stamp: AuditStamp) -> sa.CTE:
         """The audit INSERT of every row a DELETE/UPDATE … RETURNING (`gone`) handed back."""
-        return inserted_from(stamp, sa.cast(gone.c[self.pk.name], sa.Text), self.deadline(gone.c.clock_utc)).cte("audited")
+        return inserted_from(stamp, sa.cast(gone.c[self.pk.name], sa.Text),
+                             self.deadline(gone.c.clock_utc)).cte("audited")
 
     def redact_rows(self, pks: Sequence[object], clock_cutoff: datetime) -> sa.Update:
         """Redact exactly these rows (still due, not held), RETURNING (pk, clock_utc) of each."""

@@ -16,8 +16,17 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from retention_pipelines.engine.archive.format import (
-    BLOB_MAGIC, FORMAT, LEGACY_FORMAT, blob_key_id, decrypt_blob, encode_batch, encrypt_blob, read_manifest, read_rows,
-    segments, verify,
+    BLOB_MAGIC,
+    FORMAT,
+    LEGACY_FORMAT,
+    blob_key_id,
+    decrypt_blob,
+    encode_batch,
+    encrypt_blob,
+    read_manifest,
+    read_rows,
+    segments,
+    verify,
 )
 from retention_pipelines.engine.archive.keys import DataKey
 from retention_pipelines_tests.support.archives import encode_v1

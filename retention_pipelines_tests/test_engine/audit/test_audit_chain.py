@@ -208,7 +208,8 @@ def test_a_forged_row_with_a_forged_hash_breaks_the_chain(sealed):
     reader = audit_chain._content_reader(sealed.engine.dialect.name)
     with sealed.connect() as connection:
         for audit_id in forged_ids:
-            row = connection.exec_driver_sql(f"SELECT {content_sql} FROM retention_audit_log a WHERE a.id = {audit_id}").one()
+            row = connection.exec_driver_sql(
+                f"SELECT {content_sql} FROM retention_audit_log a WHERE a.id = {audit_id}").one()
             state = audit_chain.link_hash(state, reader(tuple(row)))
             hashes.append(state[:16])
     with sealed.begin() as connection:

@@ -15,7 +15,15 @@ import sqlalchemy as sa
 from retention_pipelines.engine.archive.format import read_manifest, read_rows, verify
 from retention_pipelines_tests.support.app_rows import _insert
 from retention_pipelines_tests.support.erasure_rows import (
-    ANN, ANN_SPELLINGS, DOMAINS, PDF, Erasure, audit, data_key_rows, insert_subject_rows, no_address_in_audit,
+    ANN,
+    ANN_SPELLINGS,
+    DOMAINS,
+    PDF,
+    Erasure,
+    audit,
+    data_key_rows,
+    insert_subject_rows,
+    no_address_in_audit,
     table_rows,
 )
 from retention_pipelines_tests.support.runners.process import RunnerProcess, backend_gone

@@ -22,10 +22,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retention_pipelines.engine.gdpr.requests import ErasureRefused, normalized
 from retention_pipelines.engine.archive.keys import legacy_subject_hash, subject_hash
-from retention_pipelines.engine.oversight.queue import ManualQueue
+from retention_pipelines.engine.gdpr.requests import ErasureRefused, normalized
 from retention_pipelines.engine.identity.subjects import normalise_address
+from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.support.app_rows import _insert
 from retention_pipelines_tests.support.databases import new_database
@@ -81,8 +81,8 @@ def test_the_request_keeps_the_normalised_address_and_refuses_what_is_not_one():
 
 def test_the_subject_hash_is_of_the_normalised_address_and_the_legacy_one_of_the_old_form():
     expected = hmac.new(KEY, b"strasse@example.de", hashlib.sha256).hexdigest()
-    assert {subject_hash(s, KEY) for s in ("Straße@example.de", " STRASSE@EXAMPLE.DE\u200b", "ｓｔｒａｓｓｅ@example.de")} \
-        == {expected}
+    spellings = ("Straße@example.de", " STRASSE@EXAMPLE.DE\u200b", "ｓｔｒａｓｓｅ@example.de")
+    assert {subject_hash(s, KEY) for s in spellings} == {expected}
     # For an ASCII address, with ASCII spaces around it, the old hash is today's: its keys are found.
     assert legacy_subject_hash(" Ann@Example.org ", KEY) == subject_hash("ann@example.org", KEY)
     # Where the forms differ, the old hash names another key, which an erasure destroys too.
@@ -148,7 +148,8 @@ def worlds(draw) -> dict:
             st.booleans(),  # old (past its deadline) or young
             st.sampled_from([False, False, False, True]),  # under a legal hold
         ), min_size=1, max_size=4))
-        rows[domain] = [(who, old, held, draw(spellings_of(address)) if who == "subject" else draw(near_misses(address)))
+        rows[domain] = [(who, old, held,
+                         draw(spellings_of(address)) if who == "subject" else draw(near_misses(address)))
                         for who, old, held in rows[domain]]
     return {"address": address, "rows": rows, "request": draw(spellings_of(address)),
             "app_inserts_the_request": draw(st.booleans())}

@@ -16,18 +16,27 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive.format import blob_key_id, decrypt_blob, read_manifest, read_rows
+from retention_pipelines.engine.gdpr.erasure_run import ErasureIncomplete
 from retention_pipelines.engine.gdpr.requests import ErasureRefused
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.resolution.retry import retry_item
-from retention_pipelines.engine.gdpr.erasure_run import ErasureIncomplete
 from retention_pipelines.schema import audit_log, erasure_requests
 from retention_pipelines.stores.blob import S3BlobStore
 from retention_pipelines_tests.support.app_rows import _insert
 from retention_pipelines_tests.support.archives import encode_v1
 from retention_pipelines_tests.support.databases import dump_all_tables
 from retention_pipelines_tests.support.erasure_rows import (
-    ANN, DOMAINS, HASH_KEY, Erasure, audit, data_key_rows, insert_subject_rows, new_uuid, no_address_in_audit,
-    place_hold, table_rows,
+    ANN,
+    DOMAINS,
+    HASH_KEY,
+    Erasure,
+    audit,
+    data_key_rows,
+    insert_subject_rows,
+    new_uuid,
+    no_address_in_audit,
+    place_hold,
+    table_rows,
 )
 from retention_pipelines_tests.support.queue_rows import allow_deletes, deny_deletes
 
@@ -89,8 +98,9 @@ def test_each_domain_erases_exactly_the_subjects_rows_whatever_their_deadline(an
             row = after[rid]
             assert row["email"] == f"erased-by-request-{request.id}@erased.invalid"
             assert row["pdf_blob_key"] is None and row["pdf_deleted_at"] is not None
-            assert {k: v for k, v in row.items() if k not in ("email", "pdf_blob_key", "pdf_deleted_at")} == {
-                k: v for k, v in tables_before[domain][rid].items() if k not in ("email", "pdf_blob_key", "pdf_deleted_at")}
+            erased_columns = ("email", "pdf_blob_key", "pdf_deleted_at")
+            assert {k: v for k, v in row.items() if k not in erased_columns} == {
+                k: v for k, v in tables_before[domain][rid].items() if k not in erased_columns}
         assert set(folder_files(erasure.folder / "blobs")) == set(blobs_before) - {
             "plans/ann-new.pdf", "plans/ann-old.pdf"}
     else:
@@ -209,7 +219,8 @@ def test_a_pdf_the_store_refuses_to_delete_keeps_the_request_open_until_a_rerun_
     assert table_rows(any_database, "meal_plans")[stuck]["email"] == ANN  # the row stays as it was
     queue = ManualQueue(any_database)
     [item] = queue.list()
-    assert (item.domain, item.record_id, item.reason, item.status) == ("meal_plans", stuck, "blob_delete_failed", "open")
+    assert (item.domain, item.record_id, item.reason, item.status) == (
+        "meal_plans", stuck, "blob_delete_failed", "open")
 
     allow_deletes(hot_bucket)
     queue.resolve(item.id, "dana", "the bucket policy was lifted")
@@ -300,7 +311,8 @@ def test_a_subject_never_archived_has_no_key_to_destroy_and_the_request_still_co
     now = any_database.now()
     carol = "Carol.Quiz@example.com"  # only in domains that archive nothing
     quiz = _insert(any_database, "quiz_responses", [{"session_id": new_uuid(any_database), "email": carol.lower(),
-                                                     "answers": {"goal": "keto"}, "created_at": any_database.bind_time(now)}])
+                                                     "answers": {"goal": "keto"},
+                                                     "created_at": any_database.bind_time(now)}])
     tokens = _insert(any_database, "magic_link_tokens", [{
         "email": carol, "token_hash": "c" * 64, "created_at": any_database.bind_time(now),
         "expires_at": any_database.bind_time(now + timedelta(minutes=15))}])
@@ -484,7 +496,8 @@ def test_keys_named_by_the_legacy_hash_are_destroyed_with_the_subjects(any_datab
     assert legacy != erasure.keys.subject_hash(stored)
     erasure.keys.for_subjects({legacy})  # as an archive written by the earlier version left it
     _insert(any_database, "email_blacklist", [{"email": stored, "reason": "chargeback",
-                                               "created_at": any_database.bind_time(any_database.now() - timedelta(days=95))}])
+                                               "created_at": any_database.bind_time(
+                                                   any_database.now() - timedelta(days=95))}])
     request = erasure.requests.request("STRASSE@example.de")
 
     outcome = erasure.run(request.id, "erasure-run")

@@ -29,7 +29,8 @@ def quiz_key(database, policy) -> sa.Column:
 def test_a_hold_in_any_accepted_spelling_keeps_its_row(pg_database, policies, quiz_policy, local_archive_url, index):
     held, other = insert_quiz_rows(pg_database, [timedelta(days=2)] * 2)
     book = LegalHolds(pg_database, policies.policy_version)
-    placed = book.place("quiz_responses", quiz_key(pg_database, quiz_policy), uuid_spellings(held)[index], "case 1", "legal")
+    placed = book.place("quiz_responses", quiz_key(pg_database, quiz_policy), uuid_spellings(held)[index], "case 1",
+                        "legal")
     assert placed.record_id == held
 
     report = engine_for(quiz_policy, policies, pg_database, local_archive_url).run("spelled")

@@ -15,16 +15,27 @@ from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines.stores.blob import S3BlobStore
 from retention_pipelines_tests.support.app_rows import (
-    archive_root, audit_entries, insert_meal_plans_at, insert_quiz_rows, meal_plan_rows, remaining_ids,
+    archive_root,
+    audit_entries,
+    insert_meal_plans_at,
+    insert_quiz_rows,
+    meal_plan_rows,
+    remaining_ids,
 )
-from retention_pipelines_tests.support.archives import CorruptingStore
+from retention_pipelines_tests.support.archives import CorruptingStore, configured_keys
 from retention_pipelines_tests.support.engines import archiving, engine_for, meal_plans_engine
 from retention_pipelines_tests.support.hot_bucket import hot_keys, put_pdfs
 from retention_pipelines_tests.support.queue_rows import (
-    NOTES_FK, allow_deletes, create_notes_table, deny_deletes, drop_notes, queue_audit, queue_rows, refer_to,
+    NOTES_FK,
+    allow_deletes,
+    create_notes_table,
+    deny_deletes,
+    drop_notes,
+    queue_audit,
+    queue_rows,
+    refer_to,
 )
 from retention_pipelines_tests.support.s3 import FlakyS3
-from retention_pipelines_tests.support.archives import configured_keys
 
 DENIED = "the object store refused the delete: AccessDenied"
 FK = NOTES_FK
@@ -120,7 +131,8 @@ def test_a_retry_of_an_object_item_fails_while_the_fault_lasts_and_resolves_once
     assert [(e["action"], e["run_id"]) for e in queue.history(item.id)] == [
         ("queue_opened", "run-1"), ("queue_retry_failed", "retry-1"), ("queue_resolved", "retry-2")]
     resolved = queue.history(item.id)[-1]
-    assert resolved["actor"] == "alice" and resolved["detail"] == f"queue item {item.id} (blob_delete_failed): open → resolved"
+    assert resolved["actor"] == "alice"
+    assert resolved["detail"] == f"queue item {item.id} (blob_delete_failed): open → resolved"
     # The retry added nothing to the queue.
     assert [e["action"] for e in queue_audit(pg_database)].count("queue_opened") == 2
 

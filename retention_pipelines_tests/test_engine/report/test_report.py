@@ -23,7 +23,14 @@ from retention_pipelines.policies.model import parse_duration
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows
 from retention_pipelines_tests.support.engines import engine_for
 from retention_pipelines_tests.support.report_rows import (
-    ADDRESSES, END, MONTH, START, TICK, month_of_activity, place_hold, redate_run,
+    ADDRESSES,
+    END,
+    MONTH,
+    START,
+    TICK,
+    month_of_activity,
+    place_hold,
+    redate_run,
 )
 
 # Written out here, not imported: the test's own idea of what counts as what.
@@ -103,7 +110,8 @@ def count(database, query: str, **params) -> int:
 
 
 def audit_count(database, actions, domain: str | None = None) -> int:
-    return count(database, "SELECT count(*) FROM retention_audit_log WHERE occurred_at >= :start AND occurred_at < :end "
+    return count(database, "SELECT count(*) FROM retention_audit_log "
+                 "WHERE occurred_at >= :start AND occurred_at < :end "
                  "AND action = ANY(:actions) AND (CAST(:domain AS text) IS NULL OR domain = :domain)",
                  actions=list(actions), domain=domain)
 
@@ -235,7 +243,8 @@ def test_queue_items_and_resolutions_reconcile_with_their_table(pg_database, oct
     assert {status for *_, status, _, _ in expected.values()} == {"resolved", "dismissed", "open"}
     by_reason = {reason: tuple(str(v) for v in values) for reason, *values in sql(pg_database, f"""
         SELECT reason, count(*), count(*) FILTER (WHERE {AT_MONTH_END} AND status = 'resolved'),
-               count(*) FILTER (WHERE {AT_MONTH_END} AND status = 'dismissed'), count(*) FILTER (WHERE NOT {AT_MONTH_END}),
+               count(*) FILTER (WHERE {AT_MONTH_END} AND status = 'dismissed'),
+               count(*) FILTER (WHERE NOT {AT_MONTH_END}),
                count(*) FILTER (WHERE {QUEUE_DEADLINE} = 'met'), count(*) FILTER (WHERE {QUEUE_DEADLINE} = 'missed')
         FROM retention_manual_queue WHERE created_at >= :start AND created_at < :end GROUP BY reason""")}
     assert {r["reason"]: (r["items"], r["resolved"], r["dismissed"], r["open"], r["deadline_met"],
@@ -316,9 +325,11 @@ def test_the_page_shows_the_csvs_cell_for_cell_with_charts_and_every_section(oct
     assert parsed.figures["records removed or redacted"] == total["removed"]
     assert parsed.figures["legal holds in force"] == total["legal_holds_active"]
     [erasure] = read_csv(files["erasure_summary.csv"])
-    assert parsed.figures["erasure deadlines met / missed"] == f"{erasure['deadline_met']} / {erasure['deadline_missed']}"
+    assert parsed.figures["erasure deadlines met / missed"] == (
+        f"{erasure['deadline_met']} / {erasure['deadline_missed']}")
     assert parsed.figures["audit chain"] == "intact"
-    assert read_csv(files["audit_chain.csv"]) == [{"result": "intact", "rows_checked": "1234", "rows_not_yet_sealed": "0", "first_broken": ""}]
+    assert read_csv(files["audit_chain.csv"]) == [{"result": "intact", "rows_checked": "1234",
+                                                    "rows_not_yet_sealed": "0", "first_broken": ""}]
     assert "<script" not in files[html_name(MONTH)].decode() and "http:" not in files[html_name(MONTH)].decode()
     assert "https:" not in files[html_name(MONTH)].decode()  # no network: nothing fetched
 
@@ -337,12 +348,13 @@ def test_no_address_appears_in_any_file(pg_database, october):
 def test_the_chain_is_not_verified_until_it_is_wired_and_a_break_shows(pg_database, policies):
     report = build_report(pg_database, policies, MONTH)
     files = render_report(report)
-    assert read_csv(files["audit_chain.csv"]) == [{"result": "not verified", "rows_checked": "", "rows_not_yet_sealed": "", "first_broken": ""}]
+    assert read_csv(files["audit_chain.csv"]) == [{"result": "not verified", "rows_checked": "",
+                                                    "rows_not_yet_sealed": "", "first_broken": ""}]
     assert "was not verified" in files[html_name(MONTH)].decode()
     broken = render_report(build_report(pg_database, policies, MONTH, chain_status={
         "intact": False, "rows_checked": 77, "first_broken": "entry 41"}))
-    assert read_csv(broken["audit_chain.csv"]) == [{"result": "BROKEN", "rows_checked": "77", "rows_not_yet_sealed": "0",
-                                                         "first_broken": "entry 41"}]
+    assert read_csv(broken["audit_chain.csv"]) == [{"result": "BROKEN", "rows_checked": "77",
+                                                     "rows_not_yet_sealed": "0", "first_broken": "entry 41"}]
     assert "audit chain is broken" in broken[html_name(MONTH)].decode()
 
 

@@ -17,11 +17,16 @@ from retention_pipelines.engine.archive.format import verify
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines_tests.support.app_rows import archive_root, insert_quiz_rows, remaining_ids
-from retention_pipelines_tests.support.archives import CorruptingStore, archive_objects, archived_rows, manifests
+from retention_pipelines_tests.support.archives import (
+    CorruptingStore,
+    archive_objects,
+    archived_rows,
+    configured_keys,
+    manifests,
+)
 from retention_pipelines_tests.support.audit_rows import audit_rows
 from retention_pipelines_tests.support.engines import archiving, engine_for
 from retention_pipelines_tests.support.invariants import assert_each_deleted_audited_once
-from retention_pipelines_tests.support.archives import configured_keys
 
 EMAIL = "someone.private@example.invalid"
 

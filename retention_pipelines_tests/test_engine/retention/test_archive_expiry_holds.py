@@ -10,8 +10,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention, HELD_REASON
 from retention_pipelines.engine.oversight.holds import LegalHolds
+from retention_pipelines.engine.retention.archive_expiry import HELD_REASON, ArchiveRetention
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines_tests.support.app_rows import insert_blacklist_at
 from retention_pipelines_tests.support.engines import engine_for
@@ -61,7 +61,8 @@ def test_archived_copies_of_a_held_record_outlive_keep_for(pg_database, policies
     manifests = [k for k in left if k.endswith(".manifest.json")]
     assert len(manifests) == 1 and manifests[0].removesuffix(".manifest.json") in left
     items = queue_items(pg_database)
-    assert sorted(item["record_id"] for item in items) == sorted([pdf_of_held, manifests[0].removesuffix(".manifest.json")])
+    assert sorted(item["record_id"] for item in items) == sorted(
+        [pdf_of_held, manifests[0].removesuffix(".manifest.json")])
     assert {item["reason"] for item in items} == {HELD_REASON}
     assert not any(held in (item["detail"] or "") for item in items)
 

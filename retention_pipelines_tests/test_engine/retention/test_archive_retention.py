@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
 from retention_pipelines.engine.audit.entries import Action
-from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention, archive_units
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.resolution.retry import retry_item
+from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention, archive_units
 from retention_pipelines.policies.model import Archive
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines.stores.archive import LocalArchiveStore

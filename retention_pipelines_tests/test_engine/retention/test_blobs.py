@@ -15,10 +15,11 @@ from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
 from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
+from retention_pipelines_tests.support.archives import configured_keys
 from retention_pipelines_tests.support.engines import meal_plans_engine
 from retention_pipelines_tests.support.hot_bucket import PDF, hot_keys, put_pdfs
 from retention_pipelines_tests.support.s3 import FlakyS3, MisstoringS3, SlowReadsS3
-from retention_pipelines_tests.support.archives import configured_keys
+
 
 def test_due_pdfs_are_archived_cold_deleted_and_their_rows_redacted(pg_database, policies, s3_archive_url,
                                                                    hot_bucket):

@@ -8,7 +8,10 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines_tests.support.app_rows import (
-    audit_entries, insert_blacklist_at, insert_token_expiring_at, remaining_ids,
+    audit_entries,
+    insert_blacklist_at,
+    insert_token_expiring_at,
+    remaining_ids,
 )
 from retention_pipelines_tests.support.engines import engine_for, whole_second
 

@@ -11,13 +11,13 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
+from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
-from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
 from retention_pipelines.stores import archive_store_from_url
 from retention_pipelines_tests.support.app_rows import _insert
-from retention_pipelines_tests.support.databases import dump_all_tables
 from retention_pipelines_tests.support.archives import configured_keys
+from retention_pipelines_tests.support.databases import dump_all_tables
 
 ANN, BOB, CARL = "ann@example.com", "bob@example.com", "carl@example.com"
 
@@ -40,7 +40,8 @@ def deleted(any_database, policies, local_archive_url):
     """Three blacklist entries (Ann, Bob, Carl) deleted by run `wrong-run`, archived first."""
     now = any_database.now()
     ids = _insert(any_database, "email_blacklist", [
-        {"email": email, "reason": "chargeback", "created_at": any_database.bind_time(now - timedelta(days=91, minutes=i))}
+        {"email": email, "reason": "chargeback",
+         "created_at": any_database.bind_time(now - timedelta(days=91, minutes=i))}
         for i, email in enumerate((ANN, BOB, CARL))])
     engine = RetentionEngine(policies.domains["email_blacklist"], policies.policy_version, any_database,
                              archive_store_from_url(local_archive_url), keys=configured_keys(any_database))
@@ -139,7 +140,8 @@ def test_a_wall_time_clock_comes_back_as_the_same_wall_time(pg_url, policies, lo
     try:
         with database.engine.begin() as connection:
             connection.exec_driver_sql("ALTER TABLE email_blacklist ALTER COLUMN created_at "
-                                       "TYPE timestamp without time zone USING created_at AT TIME ZONE 'America/New_York'")
+                                       "TYPE timestamp without time zone "
+                                       "USING created_at AT TIME ZONE 'America/New_York'")
         new_york = ZoneInfo("America/New_York")
         now = database.now()
         walls = [(now - timedelta(days=90, hours=hours)).astimezone(new_york).replace(tzinfo=None)

@@ -122,7 +122,8 @@ def prepare(time_database: dict, scenario: dict) -> tuple[str, dict[int, datetim
         cursor.execute("SELECT pg_catalog.now()")
         behind = cursor.fetchone()[0] - scenario["now"]
         cursor.execute("CREATE OR REPLACE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql STABLE "
-                       f"AS $$ SELECT pg_catalog.now() - interval '{behind // timedelta(microseconds=1)} microseconds' $$")
+                       "AS $$ SELECT pg_catalog.now() "
+                       f"- interval '{behind // timedelta(microseconds=1)} microseconds' $$")
     admin.close()
     return name, expected
 

@@ -31,7 +31,8 @@ def upgrade() -> None:
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("extension_reason", sa.Text(), nullable=True),
         sa.Column("outcome", sa.Text(), nullable=True),
-        sa.CheckConstraint("status IN ('received', 'completed', 'partially_blocked')", name="gdpr_erasure_requests_status"),
+        sa.CheckConstraint("status IN ('received', 'completed', 'partially_blocked')",
+                           name="gdpr_erasure_requests_status"),
         sa.CheckConstraint("email IS NOT NULL OR status <> 'received'", name="gdpr_erasure_requests_open_has_email"),
     )
     op.create_index("gdpr_erasure_requests_one_open", "gdpr_erasure_requests", [sa.text("lower(email)")], unique=True,

@@ -21,7 +21,8 @@ down_revision = "0009"
 branch_labels = None
 depends_on = None
 
-UUID_SPELLING = re.compile(r"^\s*\{?\s*[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\s*\}?\s*$")
+UUID_SPELLING = re.compile(r"^\s*\{?\s*[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+                           r"[0-9a-fA-F]{12}\s*\}?\s*$")
 
 
 def upgrade() -> None:
