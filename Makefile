@@ -31,7 +31,10 @@ ui: setup
 test-servers:
 	bash scripts/install-test-servers
 
+# Lint first (ruff, configured in pyproject.toml): a finding fails `make test`, and so `.ci/run`,
+# before any test starts.
 test: setup test-servers
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 # The benchmark targets, every case in one run: a table, benchmarks/results/benchmarks.json, exit 1 on a miss.
