@@ -10,18 +10,15 @@ line (the CLI's documented convention, see test_cli/test_run.py); no other line 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import subprocess
 from datetime import date, timedelta
 
 import pytest
-import yaml
 
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.engine.oversight.queue import ManualQueue
-from retention_pipelines.policies import default_policy_path
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.support.app_rows import (
     insert_blacklist_at,
@@ -32,28 +29,11 @@ from retention_pipelines_tests.support.app_rows import (
 from retention_pipelines_tests.support.cli import RETENTION_SCRIPT, dagster_home
 from retention_pipelines_tests.support.databases import dump_all_tables, new_database
 from retention_pipelines_tests.support.figures import record
+from retention_pipelines_tests.support.policy_files import edit as policy_text
+from retention_pipelines_tests.support.policy_files import setting
 
-SHIPPED = yaml.safe_load(default_policy_path().read_text())
 DUPLICATE_ADDRESS = "already-asked@example.invalid"
 HASH_KEY = "b" * 64
-
-
-def policy_text(change) -> str:
-    """The shipped policy file after `change(data)`, as YAML."""
-    data = copy.deepcopy(SHIPPED)
-    change(data)
-    return yaml.safe_dump(data, sort_keys=False)
-
-
-def setting(domain: str, *path_and_value):
-    *path, key, value = path_and_value
-
-    def change(data):
-        node = data["domains"][domain]
-        for part in path:
-            node = node[part]
-        node[key] = value
-    return change
 
 
 def policy(text: str, keyword: str, id: str, argv=("run", "quiz_responses")):
