@@ -39,6 +39,8 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
     def retry_queue_items(context: dg.OpExecutionContext, config: QueueRetryConfig,
                           retention_stores: RetentionStores) -> dg.Output[list[dict]]:
         queue = ManualQueue(retention_stores.database, policy_version)
+        with operator_errors():  # an erasure's item is retried through it: built once for every item
+            erasure = retention_stores.subject_erasure(policy_version)
         outcomes = []
         for item_id in dict.fromkeys(config.item_ids):
             try:
@@ -51,8 +53,7 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
             with log_context(run_id=context.run_id, domain=item.domain), operator_errors():
                 lock = retention_stores.hold_domain_lock(item.domain)
                 engine = retention_stores.engine(by_domain[item.domain], policy_version)
-                outcome = retry_item(queue, item, engine, context.run_id, config.by, lock,
-                                     erasure=retention_stores.subject_erasure(policy_version))
+                outcome = retry_item(queue, item, engine, context.run_id, config.by, lock, erasure=erasure)
             log.info(f"queue item {item_id}: {'resolved' if outcome.resolved else 'still open'}: {outcome.message}",
                      extra={"queue_item": item_id, "resolved": outcome.resolved})
             outcomes.append({"item": item_id, "resolved": outcome.resolved, "message": outcome.message})

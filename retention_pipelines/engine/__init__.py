@@ -10,6 +10,7 @@ from retention_pipelines.engine.retention.run import (
     RetentionEngine,
     RunReport,
 )
+from retention_pipelines.engine.retention.selection import DUE, Selection, SubjectRows
 
-__all__ = ["Acted", "ArchiveVerificationFailed", "Archived", "Audited", "Found", "Orphans", "RetentionEngine",
-           "RunReport"]
+__all__ = ["DUE", "Acted", "ArchiveVerificationFailed", "Archived", "Audited", "Found", "Orphans", "RetentionEngine",
+           "RunReport", "Selection", "SubjectRows"]

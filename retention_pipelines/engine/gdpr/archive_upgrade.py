@@ -26,7 +26,7 @@ from retention_pipelines.engine.archive.format import (
     verify,
 )
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed
-from retention_pipelines.engine.retention.table import DomainTable
+from retention_pipelines.engine.retention.selection import Selection
 from retention_pipelines.logs import get_logger
 
 log = get_logger("engine")
@@ -64,15 +64,15 @@ def upgrade_legacy_batches(engine) -> int:
     return upgraded
 
 
-def upgrade_legacy_blobs(engine, table: DomainTable) -> int:
-    """The PDFs of the rows `table` chooses (a subject's), archived in clear by version 1, encrypted
-    in place under their subject's key; how many."""
+def upgrade_legacy_blobs(engine, selection: Selection) -> int:
+    """The PDFs of the rows `selection` chooses (a subject's), archived in clear by version 1,
+    encrypted in place under their subject's key; how many."""
     if not engine.policy.blob_key_column:
         return 0
-    store, policy = engine.archive_store, engine.policy
+    store, policy, table = engine.archive_store, engine.policy, engine.table
     subject = table.table.c[policy.subject_column]
     with engine.database.connect() as connection:
-        rows = connection.execute(sa.select(table.pk, subject).where(*table.due(None))).all()
+        rows = connection.execute(sa.select(table.pk, subject).where(*table.due(None, selection))).all()
     upgraded = 0
     for pk, address in rows:
         record_id = table.record_id(pk)

@@ -1,8 +1,8 @@
 """The erasure run (GDPR Art. 17): one request's subject erased from every domain that names them.
 
 For each domain whose policy has a subject column, the subject's rows are found by the one
-normalisation of addresses (engine/identity/subjects.py), and the domain's own engine, narrowed to the
-addresses they were found with (`RetentionEngine.for_subject`), archives, deletes or redacts and
+normalisation of addresses (engine/identity/subjects.py), and the domain's own engine, given the
+addresses they were found with as its selection (`Selection.erasing`), archives, deletes or redacts and
 audits them (action `erased`) under the same domain lock, legal holds and archive rules as a
 scheduled run. A record under a legal hold stays (Art. 17(3)(e)); it gets a `legal_hold_conflict`
 item in the manual queue. A domain whose policy keeps its rows until their deadline
@@ -43,7 +43,8 @@ from retention_pipelines.engine.identity.subjects import normalise_address, spel
 from retention_pipelines.engine.oversight.holds import EVERY_DOMAIN, pass_gate, under_legal_hold
 from retention_pipelines.engine.oversight.queue import ManualQueue, QueueItem
 from retention_pipelines.engine.retention.run import RetentionEngine
-from retention_pipelines.engine.retention.table import DomainTable, SubjectRows
+from retention_pipelines.engine.retention.selection import Selection, SubjectRows
+from retention_pipelines.engine.retention.table import DomainTable
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, legal_holds
@@ -139,14 +140,14 @@ class SubjectErasure:
             return DomainErasure(policy.name, dry_run=dry_run, already_complete=True)
         found = list(self._rows_of(engine.table, is_subject))
         written = spellings(found)
-        subject = engine.for_subject(SubjectRows(written, request.id, request.due_at))
+        subject = Selection.erasing(SubjectRows(written, request.id, request.due_at))
         if policy.archive.enabled and not dry_run:
             # Copies written in clear before the archives were encrypted would outlive the key.
             upgrade_legacy_batches(engine)
-            upgrade_legacy_blobs(engine, subject.table)
-        report = subject.run(run_id, dry_run=dry_run, lock=lock)
+            upgrade_legacy_blobs(engine, subject)
+        report = engine.run(run_id, dry_run=dry_run, lock=lock, selection=subject)
         with self.database.connect() as connection:
-            held = subject.table.held_due(connection, report.found.clock_cutoff)
+            held = engine.table.held_due(connection, report.found.clock_cutoff, subject)
         kept = sorted(engine.table.record_id(row.pk) for row in found if policy.on_erasure == "keep_until_deadline"
                       and row.clock > report.found.clock_cutoff and engine.table.record_id(row.pk) not in held)
         current = {self.keys.subject_hash(stored) for stored in written}
@@ -301,16 +302,16 @@ class SubjectErasure:
         request = self.requests.get(request_id)
         if under_legal_hold(self.database, item.domain, item.record_id):
             return False, "the record is still under a legal hold"
-        target = engine.for_subject(SubjectRows(None, request_id, request.due_at)).for_retry([item.record_id])
-        report = target.run(run_id, lock=lock)
+        target = Selection.erasing(SubjectRows(None, request_id, request.due_at)).retry([item.record_id])
+        report = engine.run(run_id, lock=lock, selection=target)
         if report.acted.failed:
             return False, f"{report.acted.failed} records could not be erased yet"
         # Past its deadline as the run judged it: a domain that keeps its rows until their deadline
         # does not count one before it as left to erase (the request waits for it by policy).
         clock_cutoff = self.database.bind_time(self.database.now() - engine.policy.retain_for)
         with self.database.connect() as connection:
-            left = connection.execute(sa.select(sa.func.count()).select_from(target.table.table).where(
-                *target.table.due(clock_cutoff))).scalar_one()
+            left = connection.execute(sa.select(sa.func.count()).select_from(engine.table.table).where(
+                *engine.table.due(clock_cutoff, target))).scalar_one()
         if left:
             return False, "the record is still there and was not erased"
         destroyed: list[str] = []

@@ -16,6 +16,7 @@ from retention_pipelines.engine.retention.archive_expiry import QUEUE_REASON as 
 from retention_pipelines.engine.retention.archive_expiry import ArchiveRetention, is_archive_key
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed
 from retention_pipelines.engine.retention.run import RetentionEngine
+from retention_pipelines.engine.retention.selection import DUE
 from retention_pipelines.errors import first_line
 from retention_pipelines.stores import HeldLock, LockLost, StoreUnavailable
 
@@ -64,9 +65,9 @@ def retry_item(queue: ManualQueue, item: QueueItem, engine: RetentionEngine, run
 def _retry_records(item: QueueItem, engine: RetentionEngine, run_id: str, lock: HeldLock | None) -> tuple[bool, str]:
     """The item's record (or, for a failed run or archive, its whole domain) through a run."""
     one_record = item.reason in RECORD_REASONS
-    target = engine.for_retry([item.record_id] if one_record else None)
-    report = target.run(run_id, lock=lock)
-    left = target.count_remaining(engine.database.now(), waiting_for_a_person=None) if one_record else 0
+    selection = DUE.retry([item.record_id] if one_record else None)
+    report = engine.run(run_id, lock=lock, selection=selection)
+    left = engine.count_remaining(engine.database.now(), None, selection) if one_record else 0
     if report.acted.failed:
         return False, f"{report.acted.failed} rows could not be {report.acted.action} yet"
     if left:
@@ -86,7 +87,7 @@ def _retry_archive_object(item: QueueItem, engine: RetentionEngine, run_id: str,
     """An archive object the store refused to delete: its unit goes through the archive expiry
     again (still only once past keep_for, audited once); done when the object is gone."""
     expiry = ArchiveRetention(engine.policy, engine.policy_version, engine.database,
-                              engine.archive_store).for_retry().expire(run_id, lock=lock, key=item.record_id)
+                              engine.archive_store).expire(run_id, lock=lock, key=item.record_id)
     if engine.archive_store.exists(item.record_id):
         why = ("it holds a record under a legal hold" if expiry.objects_skipped_held else
                "it is under an Object Lock or legal hold" if expiry.objects_skipped_locked else

@@ -49,7 +49,6 @@ object (which S3 and the folder store always do) is a unit of its own, expired o
 
 from __future__ import annotations
 
-import copy
 import itertools
 import time
 from collections.abc import Iterable, Iterator
@@ -179,14 +178,8 @@ class ArchiveRetention:
         self.database, self.archive_store = database, archive_store
         self.keep_for: timedelta = policy.archive.keep_for
         self.prefix = f"{policy.name}/"
-        # What a run cannot finish goes to a person; a manual-queue retry counts its own attempt.
-        self.queue: ManualQueue | None = ManualQueue(database, policy_version)
-
-    def for_retry(self) -> ArchiveRetention:
-        """The same, for a manual-queue retry: it adds to and resolves nothing in the queue itself."""
-        retry = copy.copy(self)
-        retry.queue = None
-        return retry
+        # What a run cannot finish goes to a person.
+        self.queue = ManualQueue(database, policy_version)
 
     def _deadline(self, written_at: datetime) -> datetime:
         return written_at + self.keep_for
@@ -195,9 +188,11 @@ class ArchiveRetention:
     def expire(self, run_id: str, dry_run: bool = False, lock: HeldLock | None = None,
                key: str | None = None) -> Expiry:
         """Delete every object of the domain past keep_for (or only the unit holding `key`: a
-        manual-queue retry), each with its audit entry. A dry run looks and counts, nothing more."""
+        manual-queue retry), each with its audit entry. A dry run looks and counts, nothing more.
+        A retry counts its attempt on its own item: it adds to and resolves nothing in the queue."""
         if key is not None and not key.startswith(self.prefix):
             raise ValueError(f"{key!r} is not an archive object of domain {self.policy.name} ({self.prefix}…)")
+        queue = self.queue if key is None else None
         started = time.monotonic()
         now = self.database.now()
         result = Expiry(self.policy.name, dry_run, now, self.keep_for)
@@ -205,7 +200,7 @@ class ArchiveRetention:
         due = (unit for unit in units if (key is None or key in unit.keys) and self._deadline(unit.written_at) <= now)
         while chunk := list(itertools.islice(due, CHUNK)):
             with gate_held(self.database, [self.policy.name]):
-                self._expire_chunk(chunk, result, now, run_id, dry_run, lock)
+                self._expire_chunk(chunk, result, now, run_id, dry_run, lock, queue)
         result.seconds = time.monotonic() - started
         verb = "would delete" if dry_run else "deleted"
         log.info(f"{self.policy.name}: archive expiry: {verb} {result.objects_deleted} of {result.objects_due} objects "
@@ -219,7 +214,7 @@ class ArchiveRetention:
         return result
 
     def _expire_chunk(self, chunk: list[ArchiveUnit], result: Expiry, now: datetime, run_id: str, dry_run: bool,
-                      lock: HeldLock | None) -> None:
+                      lock: HeldLock | None, queue: ManualQueue | None) -> None:
         """Units of one chunk, under the domain's hold gate: the holds read here stay the holds
         until the last of them is deleted."""
         with self.database.connect() as connection:
@@ -232,7 +227,7 @@ class ArchiveRetention:
                 result.oldest_due_written_at = oldest
 
         def expire_unit(unit: ArchiveUnit) -> tuple[ArchiveUnit, _UnitOutcome]:
-            return unit, self._expire_unit(unit, audited, held, now, run_id, dry_run, lock)
+            return unit, self._expire_unit(unit, audited, held, now, run_id, dry_run, lock, queue)
 
         deleted = []
         for unit, outcome in bounded_parallel(expire_unit, chunk, WORKERS):
@@ -244,10 +239,10 @@ class ArchiveRetention:
             result.queued += outcome.queued
             deleted += unit.keys if outcome.gone else []
         if not dry_run:
-            self._resolve_queue_items(deleted, run_id)
+            self._resolve_queue_items(queue, deleted, run_id)
 
     def _expire_unit(self, unit: ArchiveUnit, audited: set[str], held: set[str], now: datetime, run_id: str,
-                     dry_run: bool, lock: HeldLock | None) -> _UnitOutcome:
+                     dry_run: bool, lock: HeldLock | None, queue: ManualQueue | None) -> _UnitOutcome:
         """Legal holds → lock check → audit entries committed → delete (a dry run stops after the
         checks, counting what it would delete)."""
         result = _UnitOutcome()
@@ -255,9 +250,9 @@ class ArchiveRetention:
         if keeps:
             result.skipped_held += len(unit.objects)
             if not dry_run:  # one item for the unit, named by its data object
-                self._needs_person(unit.keys[0], f"archive object past its keep_for ({self._keep_for_text()}) holds "
-                                                 f"{keeps} under legal hold: kept while the hold lasts", run_id,
-                                   result, HELD_REASON)
+                self._needs_person(queue, unit.keys[0],
+                                   f"archive object past its keep_for ({self._keep_for_text()}) holds {keeps} under "
+                                   "legal hold: kept while the hold lasts", run_id, result, HELD_REASON)
             return result
         locks = [(key, self.archive_store.lock(key)) for key in unit.keys]
         held = [(key, found) for key, found in locks if found is not None and found.in_force(now)]
@@ -266,8 +261,8 @@ class ArchiveRetention:
             for key, found in held:
                 if not dry_run and (found.retain_until is None or found.retain_until <= now):
                     # A legal hold past the lock date: it will not lift itself.
-                    self._needs_person(key, f"archive object past its keep_for ({self._keep_for_text()}) is "
-                                            "under an S3 legal hold", run_id, result)
+                    self._needs_person(queue, key, f"archive object past its keep_for ({self._keep_for_text()}) "
+                                       "is under an S3 legal hold", run_id, result)
             return result
         if dry_run:
             result.deleted += len(unit.objects)
@@ -286,7 +281,7 @@ class ArchiveRetention:
                 self.archive_store.delete(key)
             except DeleteRefused as exc:
                 result.refused += len(unit.keys) - index
-                self._needs_person(key, f"archive object past its keep_for ({self._keep_for_text()}): {exc}",
+                self._needs_person(queue, key, f"archive object past its keep_for ({self._keep_for_text()}): {exc}",
                                    run_id, result)
                 return result
             result.deleted += 1
@@ -315,11 +310,11 @@ class ArchiveRetention:
     def _keep_for_text(self) -> str:
         return format_duration(self.keep_for)
 
-    def _needs_person(self, key: str, detail: str, run_id: str, result: _UnitOutcome,
+    def _needs_person(self, queue: ManualQueue | None, key: str, detail: str, run_id: str, result: _UnitOutcome,
                       reason: str = QUEUE_REASON) -> None:
-        if self.queue is None:
+        if queue is None:
             return
-        self.queue.add(self.policy.name, key, reason, detail, self.policy.sla.resolve_within, run_id)
+        queue.add(self.policy.name, key, reason, detail, self.policy.sla.resolve_within, run_id)
         result.queued += 1
 
     def _audited(self, chunk: list[ArchiveUnit]) -> set[str]:
@@ -333,9 +328,9 @@ class ArchiveRetention:
         with self.database.connect() as connection:
             return set(connection.execute(query).scalars())
 
-    def _resolve_queue_items(self, keys: list[str], run_id: str) -> None:
+    def _resolve_queue_items(self, queue: ManualQueue | None, keys: list[str], run_id: str) -> None:
         """Items about objects this run deleted are done."""
-        if not keys or self.queue is None:
+        if not keys or queue is None:
             return
         query = sa.select(manual_queue.c.id).where(
             manual_queue.c.domain == self.policy.name, manual_queue.c.reason.in_((QUEUE_REASON, HELD_REASON)),
@@ -343,7 +338,7 @@ class ArchiveRetention:
         with self.database.connect() as connection:
             items = list(connection.execute(query).scalars())
         for item_id in items:
-            self.queue.resolve(item_id, SYSTEM_ACTOR, f"deleted by archive expiry run {run_id}", run_id)
+            queue.resolve(item_id, SYSTEM_ACTOR, f"deleted by archive expiry run {run_id}", run_id)
 
     # the check -----------------------------------------------------------------------------------
     def count_overdue(self, grace: timedelta = GRACE) -> Overdue:

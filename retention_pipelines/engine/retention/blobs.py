@@ -6,7 +6,6 @@ only when no row left behind still points at it."""
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from retention_pipelines.engine.archive.keys import NONCE_BYTES, DataKey, open_s
 from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.retention.lanes import in_parallel
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed, Orphans
+from retention_pipelines.engine.retention.selection import Selection
 from retention_pipelines.engine.retention.table import DomainTable
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
@@ -61,12 +61,6 @@ class StoredObjects:
         self.policy, self.table = policy, table
         self.blob_store, self.archive_store = blob_store, archive_store
         self.name_key = name_key
-
-    def for_table(self, table: DomainTable) -> StoredObjects:
-        """The same objects for a narrowed table (a queue retry, an erasure's subject)."""
-        narrowed = copy.copy(self)
-        narrowed.table = table
-        return narrowed
 
     def archive(self, values: list, names: list[str], record_ids: list[str], row_keys: list[DataKey] | None,
                 retain_until: datetime | None = None) -> dict:
@@ -164,8 +158,9 @@ class StoredObjects:
                 if where.get("earlier") and "sha256" in earlier.get(rid, {}) else where
                 for rid, where in blobs.items()}
 
-    def act(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, pks: list,
-            blobs: dict, before_delete: Callable[[sa.Connection], None] | None = None) -> tuple[int, dict[str, str]]:
+    def act(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection, stamp: AuditStamp,
+            pks: list, blobs: dict,
+            before_delete: Callable[[sa.Connection], None] | None = None) -> tuple[int, dict[str, str]]:
         """The batch's rows and objects, in the caller's transaction: plan() decides with the rows
         locked; before_delete (the run's lock and fence) is checked; the rows are redacted and
         audited; only then are the objects deleted, each only in the version archived, and the
@@ -176,13 +171,13 @@ class StoredObjects:
         transaction that commits them (if that commit fails, the object is gone with its verified
         copy in the archive, and the next run redacts and audits its rows). Returns (redacted,
         {record id: why its object would not go})."""
-        plan = self.plan(connection, clock_cutoff, pks, blobs)
+        plan = self.plan(connection, clock_cutoff, selection, pks, blobs)
         outside = {rid: OUTSIDE for rid in sorted(plan.acting) if blobs.get(rid, {}).get("outside_store")}
         if before_delete is not None:
             before_delete(connection)
         failed: dict[str, str] = {}
         with connection.begin_nested() as redacting:
-            done = self._redact(connection, clock_cutoff, stamp, plan.redact, blobs)
+            done = self._redact(connection, clock_cutoff, selection, stamp, plan.redact, blobs)
             if plan.delete:
                 failed = self.blob_store.delete_many(list(plan.delete), plan.delete)
             if failed:
@@ -190,7 +185,7 @@ class StoredObjects:
         stayed = {rid for rid, key in plan.deleting.items() if key in failed}
         refused = {rid: failed[plan.deleting[rid]] for rid in stayed if failed[plan.deleting[rid]] != CHANGED}
         if failed:
-            done = self._redact(connection, clock_cutoff, stamp,
+            done = self._redact(connection, clock_cutoff, selection, stamp,
                                 {rid: detail for rid, detail in plan.redact.items() if rid not in stayed}, blobs)
             if refused:
                 log.warning(f"{self.policy.name}: {len(refused)} objects could not be deleted "
@@ -213,7 +208,8 @@ class StoredObjects:
                         extra={"domain": self.policy.name, "step": "act", "rows_changed_since_archive": changed})
         return done, refused
 
-    def plan(self, connection: sa.Connection, clock_cutoff: datetime, pks: list, blobs: dict) -> ObjectPlan:
+    def plan(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection, pks: list,
+             blobs: dict) -> ObjectPlan:
         """The one decision of what goes. The batch's transaction has passed its domain's hold gate
         (engine/oversight/holds.py: a hold placed from now on waits for the commit); the batch's rows and
         every row that points at the same objects are locked, in key order (two batches sharing an
@@ -227,7 +223,7 @@ class StoredObjects:
         key = table.table.c[self.policy.blob_key_column]
         batch = table.pk.in_(pks)
         sharing = key.in_(sa.select(key).where(batch, key.is_not(None)))
-        acting = sa.and_(batch, *table.due(clock_cutoff), table.not_held()).label("acting")
+        acting = sa.and_(batch, *table.due(clock_cutoff, selection), table.not_held()).label("acting")
         rows = connection.execute(sa.select(table.pk, key, acting).where(sa.or_(batch, sharing))
                                   .order_by(table.pk).with_for_update()).all()
         holders: dict[str, set[str]] = {}
@@ -264,12 +260,12 @@ class StoredObjects:
         return ("archive_key" in where or where.get("missing", False)) and \
             where.get("blob") == self.fingerprint("key", blob_key)
 
-    def _redact(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp,
+    def _redact(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection, stamp: AuditStamp,
                 redact: dict[str, str | None], blobs: dict) -> int:
         """Redact these rows and write each one's audit entry; returns how many."""
         table = self.table
-        done = connection.execute(table.redact_rows([table.pk_value(rid) for rid in redact], clock_cutoff)).all() \
-            if redact else []
+        done = connection.execute(table.redact_rows([table.pk_value(rid) for rid in redact], clock_cutoff,
+                                                    selection)).all() if redact else []
         entries = []
         for pk, clock_utc in done:
             rid = table.record_id(pk)
@@ -280,7 +276,7 @@ class StoredObjects:
             detail = "; ".join(part for part in (stamp.detail, redact[rid]) if part) or None
             entries.append(replace(stamp, action=action, detail=detail,
                                    archive_uri=self.archive_store.uri(where["archive_key"]) if "archive_key" in where
-                                   else None).row(rid, table.deadline_value(clock_utc)))
+                                   else None).row(rid, table.deadline_value(clock_utc, selection)))
         write_entries(connection, entries)
         return len(done)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from retention_pipelines.engine.retention.selection import DUE, Selection
+
 
 class ArchiveVerificationFailed(Exception):
     """An archive object read back does not match what was written: its rows are left in place."""
@@ -27,6 +29,7 @@ class Found:
     due_in_window: int
     overdue: int
     held: int
+    selection: Selection = DUE  # what the run works on: what archive and act read
 
     @property
     def rows(self) -> int:

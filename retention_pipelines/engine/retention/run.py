@@ -14,7 +14,6 @@ or audited twice; archive objects are content-addressed, so re-archiving rewrite
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import time
 from collections.abc import Iterator
@@ -47,7 +46,8 @@ from retention_pipelines.engine.retention.results import (
     Refusal,
     RunReport,
 )
-from retention_pipelines.engine.retention.table import DomainTable, DueRow, KeyRange, SubjectRows
+from retention_pipelines.engine.retention.selection import DUE, Selection
+from retention_pipelines.engine.retention.table import DomainTable, DueRow, KeyRange
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import audit_log, ensure_current
@@ -79,55 +79,38 @@ class RetentionEngine:
         self.objects = StoredObjects(policy, self.table, blob_store, archive_store,
                                      self.keys.hash_key if self.keys else None) if blob_store else None
         # What the run cannot finish goes to a person; a retry of a queue item counts its own attempt.
-        self.queue: ManualQueue | None = ManualQueue(database, policy_version)
-        self.action = policy.action_name  # the audit action of each row acted on
-        self.audit_detail: str | None = None
+        self.queue = ManualQueue(database, policy_version)
         give_large_blocks_back()  # a long run's memory stays where a short run's is
 
-    def for_retry(self, record_ids: list[str] | None = None) -> RetentionEngine:
-        """The same engine for a manual-queue retry, limited to these records (None: every due
-        row): they go through every step (find, archive, act, audit) exactly as in a scheduled
-        run. It adds nothing to the queue: the retry counts its own attempt on its item."""
-        narrowed = copy.copy(self)
-        narrowed.queue = None
-        if record_ids is not None:
-            narrowed.table = self.table.narrowed_to(record_ids)
-            if self.objects is not None:
-                narrowed.objects = self.objects.for_table(narrowed.table)
-        return narrowed
+    def action(self, selection: Selection) -> str:
+        """The audit action of each row the run acts on: an erasure's rows are `erased`, naming its request."""
+        return Action.ERASED.value if selection.subject is not None else self.policy.action_name
 
-    def for_subject(self, erasing: SubjectRows) -> RetentionEngine:
-        """The same engine for an erasure request: every step (find, archive, act, audit) chooses
-        the subject's rows, whatever their deadline, under the same holds, archive rules and audit;
-        each row acted on is audited as `erased`, naming the request."""
-        subject = copy.copy(self)
-        subject.table = self.table.for_subject(erasing)
-        if self.objects is not None:
-            subject.objects = self.objects.for_table(subject.table)
-        subject.action, subject.audit_detail = Action.ERASED.value, f"erasure request {erasing.request_id}"
-        return subject
-
-    def _needs_person(self, record_id: str, reason: str, detail: str, run_id: str | None) -> None:
-        erasing = self.table.erasing  # an erasure's item names its request: its retry erases the record
-        if self.audit_detail:
-            detail = f"{self.audit_detail}: {detail}"
-        if self.queue is not None:
-            self.queue.add(self.policy.name, record_id, reason, detail, self.policy.sla.resolve_within,
-                           run_id or SYSTEM_ACTOR, erasure_request_id=erasing.request_id if erasing else None)
+    def _needs_person(self, record_id: str, reason: str, detail: str, run_id: str | None,
+                      selection: Selection) -> None:
+        if selection.retrying:  # the retry counts its attempt on its own item
+            return
+        if selection.audit_detail:
+            detail = f"{selection.audit_detail}: {detail}"
+        # An erasure's item names its request: its retry erases the record.
+        self.queue.add(self.policy.name, record_id, reason, detail, self.policy.sla.resolve_within,
+                       run_id or SYSTEM_ACTOR, erasure_request_id=selection.erasure_request_id)
 
     @contextlib.contextmanager
-    def _failed_verification_to_queue(self, run_id: str | None):
+    def _failed_verification_to_queue(self, run_id: str | None, selection: Selection):
         try:
             yield
         except ArchiveVerificationFailed as exc:
             self._needs_person(exc.uri or f"{self.policy.name} archive", "archive_verification_failed", str(exc),
-                               run_id)
+                               run_id, selection)
             raise
 
     # 1. find ---------------------------------------------------------------------------------
-    def find(self, window_start: datetime | None = None, window_end: datetime | None = None) -> Found:
-        """Everything whose deadline is at or before the cutoff, the earlier of the window's end
-        and the database's now, is due: rows of the window and any left from before it."""
+    def find(self, window_start: datetime | None = None, window_end: datetime | None = None,
+             selection: Selection = DUE) -> Found:
+        """Everything selected whose deadline is at or before the cutoff, the earlier of the window's
+        end and the database's now, is due: rows of the window and any left from before it. The
+        steps after find work on what it found: the selection travels with it."""
         now = self.database.now()
         cutoff = min(window_end, now) if window_end is not None else now
         clock_cutoff = cutoff - self.policy.retain_for
@@ -135,16 +118,17 @@ class RetentionEngine:
         bind = self.database.bind_time
         with self._connect() as connection:
             in_window, total = connection.execute(
-                self.table.count_due(bind(clock_cutoff), bind(start_clock) if start_clock else None, held=True)
+                self.table.count_due(bind(clock_cutoff), selection, bind(start_clock) if start_clock else None,
+                                     held=True)
             ).one()
-            held_clocks = self.table.held_due_clocks(connection, bind(clock_cutoff))
+            held_clocks = self.table.held_due_clocks(connection, bind(clock_cutoff), selection)
         # The held rows, few, taken out of the counts the clock index gave.
         held = len(held_clocks)
         held_in_window = held if start_clock is None else sum(
             1 for clock in held_clocks.values() if self.database.read_time(clock) > start_clock)
         in_window, total = int(in_window) - held_in_window, int(total) - held
         found = Found(self.policy.name, now, window_start, window_end, cutoff, clock_cutoff,
-                      in_window, total - in_window, held)
+                      in_window, total - in_window, held, selection)
         log.info(f"{self.policy.name}: cutoff {cutoff.isoformat()}: {found.rows} due "
                  f"({found.due_in_window} in the window, {found.overdue} overdue), {held} under legal hold",
                  extra={"domain": self.policy.name, "step": "find", "cutoff": cutoff.isoformat(),
@@ -189,8 +173,9 @@ class RetentionEngine:
                                  encoded.rows, encoded.sha256)
 
         # The walk reads the next batch while workers encode, write and verify the previous ones.
-        walk = self.table.batches(self.database.engine, columns, self._bind(found.clock_cutoff), self.policy.batch_size)
-        with self._failed_verification_to_queue(run_id):
+        walk = self.table.batches(self.database.engine, columns, self._bind(found.clock_cutoff), found.selection,
+                                  self.policy.batch_size)
+        with self._failed_verification_to_queue(run_id, found.selection):
             archived.batches.extend(bounded_parallel(archive_batch, walk, self.policy.parallel_batches))
         archived.seconds = time.monotonic() - started
         verb = "would archive" if dry_run else "archived and verified"
@@ -226,7 +211,8 @@ class RetentionEngine:
     # 3. act: delete or redact, with the audit rows, one transaction per batch ------------------
     def act(self, found: Found, archived: Archived | None, run_id: str, dry_run: bool = False,
             lock: HeldLock | None = None) -> Acted:
-        acted = Acted(action=self.action, dry_run=dry_run, since=found.database_now)
+        selection = found.selection
+        acted = Acted(action=self.action(selection), dry_run=dry_run, since=found.database_now)
         if dry_run:
             acted.acted_on = archived.rows if self.policy.archive.enabled and archived else found.rows
             acted.skipped_legal_hold = found.held
@@ -239,7 +225,8 @@ class RetentionEngine:
         self._respell_holds(run_id)
         acted.skipped_legal_hold = self._audit_held(found, run_id)
         clock_cutoff = self._bind(found.clock_cutoff)
-        stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version, detail=self.audit_detail)
+        stamp = AuditStamp(self.policy.name, acted.action, run_id, self.policy_version,
+                           detail=selection.audit_detail)
 
         pacer = BatchPacer(self.policy, self.database.engine)
         # Under a lock, the domain's fencing token too: no batch of a run that lost the lock commits
@@ -250,14 +237,14 @@ class RetentionEngine:
             with pacer.turn():
                 batch_started = time.monotonic()
                 try:
-                    done = self._act_on_batch(batch, clock_cutoff, stamp, lock, fence)
+                    done = self._act_on_batch(batch, clock_cutoff, selection, stamp, lock, fence)
                 except sa.exc.IntegrityError:
                     # A row that another table still refers to (a foreign key) fails its whole
                     # batch: the batch goes again row by row, and the rows refused go to a person.
-                    done = self._act_row_by_row(batch, clock_cutoff, stamp, lock, fence)
+                    done = self._act_row_by_row(batch, clock_cutoff, selection, stamp, lock, fence)
                 seconds = time.monotonic() - batch_started
             for record_id, refusal in done.refused.items():
-                self._needs_person(record_id, refusal.reason, refusal.why, run_id)
+                self._needs_person(record_id, refusal.reason, refusal.why, run_id, selection)
             pacer.after_batch(done.acted_on, seconds)
             return BatchOutcome(done.acted_on, len(done.refused), seconds, done.last)
 
@@ -271,13 +258,13 @@ class RetentionEngine:
                 done.append(outcome)
                 after = outcome.last
 
-        with self._failed_verification_to_queue(run_id):
+        with self._failed_verification_to_queue(run_id, selection):
             if self.policy.archive.enabled:  # exactly the rows of each verified object
                 acting = list(bounded_parallel(act_on, self._verified_objects(archived),
                                                self.policy.parallel_batches))
             else:  # the due rows, in lanes side by side
-                lanes = self.table.lanes(self.database.engine, clock_cutoff, found.rows, self.policy.parallel_batches,
-                                         self.policy.batch_size)
+                lanes = self.table.lanes(self.database.engine, clock_cutoff, selection, found.rows,
+                                         self.policy.parallel_batches, self.policy.batch_size)
                 acting = [batch for lane in bounded_parallel(walk_lane, lanes, len(lanes)) for batch in lane]
         for outcome in acting:
             acted.acted_on += outcome.acted_on
@@ -295,8 +282,8 @@ class RetentionEngine:
                         "seconds": round(acted.seconds, 3)})
         return acted
 
-    def _act_on_batch(self, batch: Batch, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
-                      fence: DomainFence | None = None) -> BatchDone:
+    def _act_on_batch(self, batch: Batch, clock_cutoff: datetime, selection: Selection, stamp: AuditStamp,
+                      lock: HeldLock | None, fence: DomainFence | None = None) -> BatchDone:
         """One batch in one transaction: the rows acted on, those refused (for a person), and for a
         lane's batch the (clock, key) of the last row it chose, None when none was left."""
         last = None
@@ -314,29 +301,29 @@ class RetentionEngine:
             if batch.blobs is not None:
                 # Checked before the first object is deleted, not after: an object cannot be put back
                 # by a rollback. The fence's share lock then keeps the batch ours until it commits.
-                count, failed = self.objects.act(connection, clock_cutoff, stamp, batch.pks, batch.blobs,
+                count, failed = self.objects.act(connection, clock_cutoff, selection, stamp, batch.pks, batch.blobs,
                                                  before_delete=still_ours)
                 return BatchDone(count, {rid: Refusal(Action.BLOB_DELETE_FAILED.value, why)
                                          for rid, why in failed.items()})
             if batch.pks is None:
-                count, last = self.table.act_next(connection, clock_cutoff, stamp, batch.lane, batch.limit)
+                count, last = self.table.act_next(connection, clock_cutoff, selection, stamp, batch.lane, batch.limit)
             else:
-                count = self.table.act_batch(connection, clock_cutoff, replace(stamp, archive_uri=batch.archive_uri),
-                                             batch.pks)
+                count = self.table.act_batch(connection, clock_cutoff, selection,
+                                             replace(stamp, archive_uri=batch.archive_uri), batch.pks)
             still_ours(connection)
         return BatchDone(count, {}, last)
 
-    def _act_row_by_row(self, batch: Batch, clock_cutoff: datetime, stamp: AuditStamp, lock: HeldLock | None,
-                        fence: DomainFence | None = None) -> BatchDone:
+    def _act_row_by_row(self, batch: Batch, clock_cutoff: datetime, selection: Selection, stamp: AuditStamp,
+                        lock: HeldLock | None, fence: DomainFence | None = None) -> BatchDone:
         pks, last = batch.pks, None
         if pks is None:  # a lane's batch: the rows it would have chosen
             with self._connect() as connection:
-                keys = connection.execute(self.table.next_rows(clock_cutoff, batch.lane, batch.limit)).all()
+                keys = connection.execute(self.table.next_rows(clock_cutoff, selection, batch.lane, batch.limit)).all()
             pks, last = [pk for _, pk in keys], (tuple(keys[-1]) if keys else None)
         count, refused = 0, {}
         for pk in pks:
             try:
-                done = self._act_on_batch(replace(batch, pks=[pk]), clock_cutoff, stamp, lock, fence)
+                done = self._act_on_batch(replace(batch, pks=[pk]), clock_cutoff, selection, stamp, lock, fence)
             except sa.exc.IntegrityError as exc:
                 constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or "a constraint"
                 refused[self.table.record_id(pk)] = Refusal("delete_blocked", f"the database refused: {constraint}")
@@ -377,7 +364,7 @@ class RetentionEngine:
     def _audit_held(self, found: Found, run_id: str) -> int:
         """One `skipped_legal_hold` audit row per held, due record, written once ever."""
         with self._begin() as connection:
-            held = sorted(set(self.table.held_due(connection, self._bind(found.clock_cutoff))))
+            held = sorted(set(self.table.held_due(connection, self._bind(found.clock_cutoff), found.selection)))
             if not held:
                 return 0
             stamp = AuditStamp(self.policy.name, Action.SKIPPED_LEGAL_HOLD, run_id, self.policy_version)
@@ -408,7 +395,7 @@ class RetentionEngine:
         index, one cheap query however large the table."""
         now = self.database.now()
         oldest = sa.select(sa.func.min(self.table.clock_utc())).where(
-            *self.table.due(self._bind(now - self.policy.retain_for)), self.table.not_held(),
+            *self.table.due(self._bind(now - self.policy.retain_for), DUE), self.table.not_held(),
             self.table.not_waiting_for_a_person())
         with self._connect() as connection:
             clock = connection.execute(oldest).scalar_one()
@@ -421,16 +408,17 @@ class RetentionEngine:
         with self._connect() as connection:
             return self.table.count_without_clock(connection)
 
-    def count_remaining(self, deadline: datetime, waiting_for_a_person: bool | None = False) -> int:
-        """Rows not under a legal hold whose deadline is at or before `deadline` and that are still
-        to be acted on: what a compliance check expects to be zero after a run. Rows with an open
-        manual-queue item are left out (False, the default), counted alone (True) or counted in
-        with the others (None)."""
+    def count_remaining(self, deadline: datetime, waiting_for_a_person: bool | None = False,
+                        selection: Selection = DUE) -> int:
+        """Selected rows not under a legal hold whose deadline is at or before `deadline` and that
+        are still to be acted on: what a compliance check expects to be zero after a run. Rows with
+        an open manual-queue item are left out (False, the default), counted alone (True) or
+        counted in with the others (None)."""
         clock_cutoff = self._bind(deadline - self.policy.retain_for)
         queued = self.table.not_waiting_for_a_person()
         extra = {False: [queued], True: [~queued], None: []}[waiting_for_a_person]
         with self._connect() as connection:
-            return int(connection.execute(self.table.count_due(clock_cutoff, None, *extra)).one()[1])
+            return int(connection.execute(self.table.count_due(clock_cutoff, selection, None, *extra)).one()[1])
 
     def verify_archive(self, archived: Archived) -> list[str]:
         """Each object of the run read back against its manifest: the problems found, if any."""
@@ -463,8 +451,8 @@ class RetentionEngine:
 
     # the whole run, for the CLI's engine-only paths, tests and benchmarks ----------------------
     def run(self, run_id: str, window_start: datetime | None = None, window_end: datetime | None = None,
-            dry_run: bool = False, lock: HeldLock | None = None) -> RunReport:
-        found = self.find(window_start, window_end)
+            dry_run: bool = False, lock: HeldLock | None = None, selection: Selection = DUE) -> RunReport:
+        found = self.find(window_start, window_end, selection)
         archived = self.archive(found, dry_run, run_id)
         acted = self.act(found, archived, run_id, dry_run, lock)
         return RunReport(found, archived, acted, None if dry_run else self.audit(acted, run_id))

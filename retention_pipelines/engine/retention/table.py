@@ -6,7 +6,6 @@ table reads that 1%, never the whole table.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,11 +16,10 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine.audit.entries import AuditStamp, inserted_from, write_entries
 from retention_pipelines.engine.oversight.holds import held, held_record_ids
+from retention_pipelines.engine.retention.selection import ERASED_PLACEHOLDER_PATTERN, Selection
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import legal_holds, manual_queue
 
-ERASED_PLACEHOLDER_PATTERN = "erased-by-request-%@erased.invalid"  # LIKE pattern; % is the request id
-# batches() hands rows with the clock, the primary key and the subject first, then the columns asked for.
 # More than any zone's distance from UTC (the tz database's widest is under 16 hours): a wall-time
 # clock due by a UTC instant is at most this far past that instant's UTC wall time.
 WALL_CLOCK_SLACK = timedelta(days=1)
@@ -38,29 +36,11 @@ class DomainTable:
         # AppDatabase.clock_zone), None when they are instants.
         self.clock_zone = clock_zone
         self.archived_columns = [c for c in table.c if c.name not in policy.archive.exclude_columns]
-        self.only: list | None = None  # primary keys a narrowed table is limited to
-        self.erasing: SubjectRows | None = None  # an erasure's subject, in place of the deadline
 
     @classmethod
     def of(cls, policy: DomainPolicy, database) -> DomainTable:
         """The domain's table in `database` (an AppDatabase), its clock read in the zone it is in."""
         return cls(policy, database.app_table(policy), database.clock_zone(policy))
-
-    def narrowed_to(self, record_ids: Sequence[str]) -> DomainTable:
-        """The same table with every statement limited to these records (a manual-queue retry);
-        ids that cannot match a row (malformed) match nothing."""
-        narrowed = copy.copy(self)
-        narrowed.only = [pk for rid in record_ids if (pk := self.pk_value(rid)) is not None]
-        return narrowed
-
-    def for_subject(self, erasing: SubjectRows) -> DomainTable:
-        """The same table with every statement choosing one subject's rows (an erasure request)
-        instead of the rows past their deadline: the same batches, locks, holds and audit."""
-        if not self.policy.subject_column:
-            raise ValueError(f"domain {self.policy.name} has no subject column: nothing in it can be erased by subject")
-        subject = copy.copy(self)
-        subject.erasing = erasing
-        return subject
 
     def record_id(self, value: object) -> str:
         """Record ids are stored as text in the audit log and the legal holds."""
@@ -160,20 +140,25 @@ class DomainTable:
         return int(connection.execute(sa.select(sa.func.count()).select_from(self.table)
                                       .where(self.clock.is_(None))).scalar_one())
 
-    def due(self, clock_cutoff: datetime) -> list[sa.ColumnElement[bool]]:
-        """Rows whose deadline has passed by the cutoff and that are still to be acted on; for an
-        erasure, the subject's rows, whatever their deadline (an erased row no longer names them)."""
-        if self.erasing is not None:
+    def due(self, clock_cutoff: datetime | None, selection: Selection) -> list[sa.ColumnElement[bool]]:
+        """The selected rows still to be acted on: those whose deadline has passed by the cutoff;
+        for an erasure, the subject's rows, whatever their deadline (an erased row no longer names
+        them); for a retry, only the records it names."""
+        erasing = selection.subject
+        if erasing is not None:
+            if not self.policy.subject_column:
+                raise ValueError(f"domain {self.policy.name} has no subject column: nothing in it can be erased "
+                                 "by subject")
             subject = self.table.c[self.policy.subject_column]
             # The subject's rows by the exact addresses they were found with (engine/identity/subjects.py:
             # who a subject is is decided in Python, once; the database only compares the stored
             # text for equality, through the address index). A record kept by a hold is erased by
             # its id once the hold is released (the request's address may be gone by then): then
-            # `only` names it.
-            conditions = [] if self.erasing.spellings is None else [subject.in_(self.erasing.spellings)]
-            if self.erasing.spellings is None and self.only is None:
+            # the selection names it.
+            conditions = [] if erasing.spellings is None else [subject.in_(erasing.spellings)]
+            if erasing.spellings is None and selection.record_ids is None:
                 raise ValueError("an erasure without its subject's addresses must name its records")
-            if self.erasing.spellings is None and self.policy.redact:  # an erased row stays, its address gone
+            if erasing.spellings is None and self.policy.redact:  # an erased row stays, its address gone
                 conditions += [subject.is_not(None), ~subject.like(ERASED_PLACEHOLDER_PATTERN)]
             if self.policy.on_erasure == "keep_until_deadline":
                 # Its rows go no earlier than their deadline, even on erasure.
@@ -182,26 +167,30 @@ class DomainTable:
             conditions = self.clock_at_or_before(clock_cutoff)
             if self.policy.redact:  # a redacted row stays; it is done once its stamp is set
                 conditions.append(self.table.c[self.policy.redact.stamp_column].is_(None))
-        if self.only is not None:
-            conditions.append(self.pk.in_(self.only))
+        if selection.record_ids is not None:
+            # Ids that cannot match a row (malformed) match nothing.
+            conditions.append(self.pk.in_([pk for rid in selection.record_ids
+                                           if (pk := self.pk_value(rid)) is not None]))
         return conditions
 
-    def deadline(self, clock_utc: sa.ColumnElement) -> sa.ColumnElement:
+    def deadline(self, clock_utc: sa.ColumnElement, selection: Selection) -> sa.ColumnElement:
         """The audit row's deadline: the record's clock as UTC (clock_utc()) + its retention
         period, exactly; for an erasure, the request's due date."""
-        if self.erasing is not None:
-            return sa.literal(self.erasing.due_at, sa.DateTime(timezone=True))
+        if selection.subject is not None:
+            return sa.literal(selection.subject.due_at, sa.DateTime(timezone=True))
         return clock_utc + exact_interval(self.policy.retain_for)
 
-    def deadline_value(self, clock_utc: datetime) -> datetime:
+    def deadline_value(self, clock_utc: datetime, selection: Selection) -> datetime:
         """deadline() of a clock_utc() value read back (SQLite: naive UTC)."""
-        return self.erasing.due_at if self.erasing is not None else _aware(clock_utc) + self.policy.retain_for
+        if selection.subject is not None:
+            return selection.subject.due_at
+        return _aware(clock_utc) + self.policy.retain_for
 
     def returning(self) -> tuple[sa.ColumnElement, sa.ColumnElement]:
         """What a DELETE/UPDATE hands back of each row it acted on: (pk, clock_utc())."""
         return self.pk, self.clock_utc().label("clock_utc")
 
-    def count_due(self, clock_cutoff: datetime, window_start_clock: datetime | None,
+    def count_due(self, clock_cutoff: datetime, selection: Selection, window_start_clock: datetime | None,
                   *extra: sa.ColumnElement[bool], held: bool = False) -> sa.Select:
         """(due in the window, all due) among the rows not under a legal hold; with held=True,
         held rows counted in: a count the clock index alone answers (an index-only scan), where
@@ -212,10 +201,11 @@ class DomainTable:
         )
         return sa.select(
             sa.func.coalesce(sa.func.sum(in_window), 0), sa.func.count()
-        ).where(*self.due(clock_cutoff), *([] if held else [self.not_held()]), *extra)
+        ).where(*self.due(clock_cutoff, selection), *([] if held else [self.not_held()]), *extra)
 
     def batches(
-        self, engine: sa.Engine, columns: Sequence[sa.Column], clock_cutoff: datetime, batch_size: int
+        self, engine: sa.Engine, columns: Sequence[sa.Column], clock_cutoff: datetime, selection: Selection,
+        batch_size: int
     ) -> Iterator[list[DueRow]]:
         """Keyset walk over (clock, pk): constant memory and one index range per batch, however
         many rows are due; rows deleted behind the walk are never scanned again. Each batch is
@@ -225,7 +215,8 @@ class DomainTable:
         selected = [self.clock, pk, self.subject(), *columns]
         last: tuple | None = None
         while True:
-            query = self._keyset(sa.select(*selected).where(*self.due(clock_cutoff), self.not_held()), last)
+            query = self._keyset(sa.select(*selected).where(*self.due(clock_cutoff, selection), self.not_held()),
+                                 last)
             with engine.connect() as connection:
                 rows = [DueRow(row[0], row[1], row[2], tuple(row[3:]))
                         for row in connection.execute(query.order_by(self.clock, self.pk).limit(batch_size))]
@@ -247,7 +238,7 @@ class DomainTable:
                 self.clock <= upto[0], sa.or_(self.clock < upto[0], self.pk <= upto[1]))
         return query
 
-    def lanes(self, engine: sa.Engine, clock_cutoff: datetime, due_rows: int, count: int,
+    def lanes(self, engine: sa.Engine, clock_cutoff: datetime, selection: Selection, due_rows: int, count: int,
               batch_size: int) -> list[KeyRange]:
         """The due rows cut into `count` lanes of about as many rows each, at clock instants read
         from the clock index alone (an index-only scan): lanes are walked side by side, each batch
@@ -257,40 +248,40 @@ class DomainTable:
         edges = []
         with engine.connect() as connection:
             for k in range(1, count):
-                edge = connection.execute(sa.select(self.clock).where(*self.due(clock_cutoff)).order_by(self.clock)
-                                          .offset(k * due_rows // count).limit(1)).scalar()
+                edge = connection.execute(sa.select(self.clock).where(*self.due(clock_cutoff, selection))
+                                          .order_by(self.clock).offset(k * due_rows // count).limit(1)).scalar()
                 if edge is not None and (not edges or edge > edges[-1]):
                     edges.append(edge)
         bounds = [None, *((edge, None) for edge in edges), None]
         return [KeyRange(after, upto) for after, upto in zip(bounds, bounds[1:])]
 
-    def act_next(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp, lane: KeyRange,
-                 limit: int) -> tuple[int, tuple | None]:
+    def act_next(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection, stamp: AuditStamp,
+                 lane: KeyRange, limit: int) -> tuple[int, tuple | None]:
         """Choose the next `limit` due rows (not held) of a lane, after lane.after, and DELETE (or
         redact) and audit them in the caller's transaction: (rows acted on, the (clock, key) of
         the last row chosen, None when none was left). Deadline and holds are checked again in
         the statement itself, and only the rows it RETURNs are audited."""
-        chosen = self.next_rows(clock_cutoff, lane, limit)
+        chosen = self.next_rows(clock_cutoff, selection, lane, limit)
         if connection.dialect.name != "postgresql":
             keys = connection.execute(chosen).all()
             if not keys:
                 return 0, None
-            return self.act_batch(connection, clock_cutoff, stamp, pks=[pk for _, pk in keys]), tuple(keys[-1])
+            return self.act_batch(connection, clock_cutoff, selection, stamp, [pk for _, pk in keys]), tuple(keys[-1])
         # PostgreSQL: choose, delete and audit in one statement (data-modifying CTEs), rows deleted
         # by their physical address (ctid), so that no id travels to the worker and back.
         ctid = sa.literal_column("ctid")
         picked = chosen.add_columns(ctid.label("row_ctid")).cte("chosen")
         gone = self._act(ctid == sa.any_(sa.func.array(sa.select(picked.c.row_ctid).scalar_subquery())),
-                         clock_cutoff).returning(*self.returning()).cte("gone")
+                         clock_cutoff, selection).returning(*self.returning()).cte("gone")
         last = sa.select(picked).order_by(picked.c[self.clock.name].desc(), picked.c[self.pk.name].desc()).limit(1)
         last = last.subquery("last")
         row = connection.execute(sa.select(
-            sa.select(sa.func.count()).select_from(self._audited(gone, stamp)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(self._audited(gone, stamp, selection)).scalar_subquery(),
             sa.select(last.c[self.clock.name]).scalar_subquery(),
             sa.select(last.c[self.pk.name]).scalar_subquery())).one()
         return int(row[0]), None if row[1] is None else (row[1], row[2])
 
-    def act_batch(self, connection: sa.Connection, clock_cutoff: datetime, stamp: AuditStamp,
+    def act_batch(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection, stamp: AuditStamp,
                   pks: Sequence[object]) -> int:
         """DELETE (or redact) these rows (those of a verified archive object, or chosen by
         act_next) and write one audit row per row acted on, in the caller's transaction; returns
@@ -303,37 +294,41 @@ class DomainTable:
             # values is compiled, sent and parsed as 10,000 parameters.
             keys = sa.literal([str(pk) for pk in pks], sa.ARRAY(sa.Text))
             target = self.pk == sa.any_(sa.cast(keys, sa.ARRAY(self.pk.type)))
-            gone = self._act(target, clock_cutoff).returning(*self.returning()).cte("gone")
-            counted = sa.select(sa.func.count()).select_from(self._audited(gone, stamp))
+            gone = self._act(target, clock_cutoff, selection).returning(*self.returning()).cte("gone")
+            counted = sa.select(sa.func.count()).select_from(self._audited(gone, stamp, selection))
             return int(connection.execute(counted).scalar_one())
-        done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff).returning(*self.returning())).all()
-        write_entries(connection, [stamp.row(self.record_id(pk), self.deadline_value(clock)) for pk, clock in done])
+        done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff, selection)
+                                  .returning(*self.returning())).all()
+        write_entries(connection, [stamp.row(self.record_id(pk), self.deadline_value(clock, selection))
+                                   for pk, clock in done])
         return len(done)
 
-    def next_rows(self, clock_cutoff: datetime, lane: KeyRange, limit: int) -> sa.Select:
+    def next_rows(self, clock_cutoff: datetime, selection: Selection, lane: KeyRange, limit: int) -> sa.Select:
         """(clock, key) of the next `limit` due rows (not held) of a lane, in (clock, key) order."""
-        return self._keyset(sa.select(self.clock, self.pk).where(*self.due(clock_cutoff), self.not_held()),
+        return self._keyset(sa.select(self.clock, self.pk).where(*self.due(clock_cutoff, selection), self.not_held()),
                             lane.after, lane.upto).order_by(self.clock, self.pk).limit(limit)
 
-    def _audited(self, gone: sa.CTE, stamp: AuditStamp) -> sa.CTE:
+    def _audited(self, gone: sa.CTE, stamp: AuditStamp, selection: Selection) -> sa.CTE:
         """The audit INSERT of every row a DELETE/UPDATE … RETURNING (`gone`) handed back."""
         return inserted_from(stamp, sa.cast(gone.c[self.pk.name], sa.Text),
-                             self.deadline(gone.c.clock_utc)).cte("audited")
+                             self.deadline(gone.c.clock_utc, selection)).cte("audited")
 
-    def redact_rows(self, pks: Sequence[object], clock_cutoff: datetime) -> sa.Update:
+    def redact_rows(self, pks: Sequence[object], clock_cutoff: datetime, selection: Selection) -> sa.Update:
         """Redact exactly these rows (still due, not held), RETURNING (pk, clock_utc) of each."""
-        return self._act(self.pk.in_(pks), clock_cutoff).returning(*self.returning())
+        return self._act(self.pk.in_(pks), clock_cutoff, selection).returning(*self.returning())
 
-    def _act(self, target: sa.ColumnElement[bool], clock_cutoff: datetime) -> sa.Delete | sa.Update:
-        where = [target, *self.due(clock_cutoff), self.not_held()]
+    def _act(self, target: sa.ColumnElement[bool], clock_cutoff: datetime,
+             selection: Selection) -> sa.Delete | sa.Update:
+        where = [target, *self.due(clock_cutoff, selection), self.not_held()]
+        erasing = selection.subject
         if self.policy.redact:
             values = {column: None for column in self.policy.redact.null_columns}
             stamp = self.table.c[self.policy.redact.stamp_column]
-            values[stamp.name] = sa.func.now() if self.erasing is None else sa.func.coalesce(stamp, sa.func.now())
-            if self.erasing is not None:
+            values[stamp.name] = sa.func.now() if erasing is None else sa.func.coalesce(stamp, sa.func.now())
+            if erasing is not None:
                 # The row stays (a purchase record, kept for the law); the subject's address goes.
                 subject = self.table.c[self.policy.subject_column]
-                values[subject.name] = None if subject.nullable else self.erasing.placeholder
+                values[subject.name] = None if subject.nullable else erasing.placeholder
             return sa.update(self.table).where(*where).values(values)
         return sa.delete(self.table).where(*where)
 
@@ -364,18 +359,19 @@ class DomainTable:
         return sorted({pk for rid in held_record_ids(connection, self.policy.name)
                        if (pk := self.pk_value(rid)) is not None}, key=str)
 
-    def held_due(self, connection: sa.Connection, clock_cutoff: datetime) -> list[str]:
-        """Record ids under an unreleased hold whose rows are due."""
-        return list(self.held_due_clocks(connection, clock_cutoff))
+    def held_due(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection) -> list[str]:
+        """Record ids under an unreleased hold whose rows are selected and due."""
+        return list(self.held_due_clocks(connection, clock_cutoff, selection))
 
-    def held_due_clocks(self, connection: sa.Connection, clock_cutoff: datetime) -> dict[str, datetime]:
+    def held_due_clocks(self, connection: sa.Connection, clock_cutoff: datetime,
+                        selection: Selection) -> dict[str, datetime]:
         """{record id: clock as UTC} of the rows under an unreleased hold that are due: holds are few,
         rows are many, so the holds are read and each one's row looked up by primary key."""
         pks = self.held_keys(connection)
         due = {}
         for start in range(0, len(pks), 1000):
             rows = connection.execute(sa.select(self.pk, self.clock_utc()).where(self.pk.in_(pks[start:start + 1000]),
-                                                                           *self.due(clock_cutoff)))
+                                                                           *self.due(clock_cutoff, selection)))
             due.update((self.record_id(pk), clock) for pk, clock in rows)
         return due
 
@@ -400,25 +396,6 @@ class DueRow:
     pk: object
     subject: str | None
     values: tuple
-
-
-@dataclass(frozen=True)
-class SubjectRows:
-    """An erasure's subject in one domain: the addresses, exactly as stored, of the rows that name
-    them (never logged; None when erasing records by id), the request and its due date."""
-
-    spellings: tuple[str, ...] | None
-    request_id: int
-    due_at: datetime
-
-    @property
-    def placeholder(self) -> str:
-        """What replaces the address in a row that stays and cannot hold NULL: says which request
-        erased it, nothing of whom."""
-        return ERASED_PLACEHOLDER_PATTERN.replace("%", str(self.request_id))
-
-    def __repr__(self) -> str:  # never the address, in a traceback or a log line
-        return f"SubjectRows(request_id={self.request_id})"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines.engine import ArchiveVerificationFailed, RetentionEngine
+from retention_pipelines.engine import DUE, ArchiveVerificationFailed, RetentionEngine
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.stores.archive import LocalArchiveStore
@@ -273,16 +273,16 @@ def test_a_dry_run_adds_nothing_to_the_queue(pg_database, policies, quiz_policy,
     assert sorted(r["reason"] for r in queue_rows(pg_database)) == ["blob_delete_failed"] * 2 + ["delete_blocked"]
 
 
-def test_a_narrowed_engine_adds_nothing_to_the_queue(pg_database, policies, quiz_policy, local_archive_url,
+def test_a_retry_selection_adds_nothing_to_the_queue(pg_database, policies, quiz_policy, local_archive_url,
                                                     notes_table):
     rows = insert_quiz_rows(pg_database, [timedelta(hours=30)] * 3)
     notes_table(rows[1])
     engine = engine_for(quiz_policy, policies, pg_database, local_archive_url)
-    report = engine.for_retry([rows[1], rows[2]]).run("narrow")
+    report = engine.run("narrow", selection=DUE.retry([rows[1], rows[2]]))
     assert report.acted.acted_on == 1 and report.acted.failed == 1
     assert remaining_ids(pg_database) == {rows[0], rows[1]}  # rows[0] was not among the records
     assert queue_rows(pg_database) == []
-    # The full engine is unchanged by it.
+    # The engine keeps no trace of it: the next run works on every due row.
     engine.run("full")
     assert [r["record_id"] for r in queue_rows(pg_database)] == [rows[1]]
     assert remaining_ids(pg_database) == {rows[1]}
