@@ -18,7 +18,7 @@ class AppDatabase:
 
     def __init__(self, url: str):
         try:
-            self.engine = sa.create_engine(url, pool_pre_ping=True, **_engine_options(url))
+            self.engine = sa.create_engine(driver_url(url), pool_pre_ping=True, **_engine_options(url))
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise StoreUnavailable(f"RETENTION_DATABASE_URL is not a usable database URL: {exc}") from None
         self.display_url = display_url(url)
@@ -185,6 +185,19 @@ def _uuids_as_text(inspector, table, column_info) -> None:
 
 
 APPLICATION_NAME = "retention_pipelines"
+
+
+def driver_url(url: str) -> str | sa.URL:
+    """The URL with the driver this project installs: hosts hand out `postgresql://…` or
+    `postgres://…`, which SQLAlchemy 2.1 maps to psycopg 3 (not installed) or does not know at all;
+    both mean psycopg2. An explicit driver is kept as written."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return url  # refused by create_engine, with its own message
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg2")
+    return url
 
 
 def _engine_options(url: str) -> dict:

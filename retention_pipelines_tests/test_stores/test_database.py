@@ -126,3 +126,23 @@ def test_engine_on_an_unreachable_database_raises_store_unavailable(policies, qu
 def test_a_url_that_is_not_a_database_url():
     with pytest.raises(StoreUnavailable, match="RETENTION_DATABASE_URL"):
         AppDatabase("nosuchdialect://u:secret@host/x")
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg2"])
+def test_the_url_forms_hosts_hand_out_reach_the_database_through_psycopg2(pg_url, scheme):
+    """`postgresql://` (which SQLAlchemy 2.1 maps to psycopg 3, not installed) and Heroku's and
+    Render's `postgres://` mean the same database as the explicit driver."""
+    url = scheme + "://" + pg_url.split("://", 1)[1]
+    database = AppDatabase(url)
+    try:
+        assert database.engine.dialect.driver == "psycopg2"
+        assert database.now().tzinfo is UTC
+        assert database.display_url.startswith(f"{scheme}://")  # shown as the operator wrote it
+    finally:
+        database.dispose()
+
+
+def test_a_url_with_another_driver_keeps_it():
+    with pytest.raises(StoreUnavailable, match="RETENTION_DATABASE_URL") as refused:
+        AppDatabase("postgresql+nosuchdriver://u:secret@127.0.0.1/x")
+    assert "secret" not in str(refused.value)
