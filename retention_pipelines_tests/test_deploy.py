@@ -457,3 +457,14 @@ def test_every_checklist_command_is_a_command_of_this_project():
         if "--month" in words:
             words.append("2026-11")
         parser.parse_args(words)  # exits (fails the test) on a command or option that does not exist
+
+
+def test_the_demo_instance_never_shows_the_first_visit_dialog(tmp_path):
+    """The webserver asks the instance (GraphQL shouldShowNux); the production instance is asked the
+    same way by the UI test, through its webserver."""
+    import dagster as dg
+
+    shutil.copy(REPOSITORY / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.nux_enabled is False
+    assert load("deploy/dagster.yaml")["nux"] == {"enabled": False}

@@ -45,6 +45,7 @@ mutation Launch($params: LaunchBackfillParams!) {
     ... on InvalidSubsetError { message }
   }
 }"""
+NUX = "Join the Dagster community"  # the first-visit dialog's title, shown on a loopback origin unless disabled
 
 
 def wait_for_backfill_runs(instance: dg.DagsterInstance, backfill_id: str, count: int, daemon: Daemon,
@@ -134,6 +135,7 @@ def test_a_backfill_through_the_api_then_the_ui_in_a_browser(deployment, tmp_pat
     daemon = Daemon(env, tmp_path / "daemon.log").start()
     try:
         webserver.wait_ready()
+        assert webserver.graphql("query { shouldShowNux }")["shouldShowNux"] is False
         # The domain's schedule, turned off and on again through the API; the daemon runs it at its minute.
         schedule = f"{DOMAIN}_retention_schedule"
         selector = {"selector": {**REPOSITORY_SELECTOR, "scheduleName": schedule}}
@@ -163,6 +165,7 @@ def test_a_backfill_through_the_api_then_the_ui_in_a_browser(deployment, tmp_pat
             catalog = page(driver, f"{webserver.url}/assets", [DOMAIN, "email_blacklist", "meal_plans"],
                            ARTIFACTS / "1-asset-catalog.png")
             assert "magic_link_tokens" in catalog
+            assert NUX not in catalog, "the first-visit dialog covers the first page"
             events = page(driver, f"{webserver.url}/assets/{DOMAIN}/deletion?view=events",
                           ["rows_deleted", "policy_version"], ARTIFACTS / "2-deletion-materializations.png")
             assert "rows_skipped_legal_hold" in events
