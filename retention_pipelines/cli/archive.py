@@ -25,9 +25,7 @@ def cmd_expire(args: argparse.Namespace) -> int:
     from retention_pipelines.defs.common import DRY_RUN_TAG
 
     policies = load_policies()
-    policy = policies.domains.get(args.domain)
-    if policy is None:
-        raise CliError(f"unknown domain {args.domain!r}; the policy file has: {', '.join(policies.domains)}")
+    policy = policies.domains[args.domain]  # a known one (refuse_unknown_domains)
     if not policy.enabled or not policy.archive.enabled:
         raise CliError(f"domain {args.domain} has no archive to expire (enabled, archive.enabled in the policy file)")
     open_current_database().dispose()  # refuse before the run starts

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
+import sqlalchemy as sa
+
+from retention_pipelines.cli.common import EXIT_FAILED, open_current_database, print_table
 from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.audit.evidence import index_records, record_evidence
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.policies import load_policies
 from retention_pipelines.policies.model import format_duration
+from retention_pipelines.schema import audit_chain_heads
 from retention_pipelines.stores import PolicyMismatch
 
 
@@ -29,9 +32,6 @@ def _why(entry: dict, policies) -> str:
 def _spellings_of(database, policies, given: str, domain: str | None) -> list[str]:
     """The ids the audit log may name the record by: its canonical form in the domain's key type
     (in every domain's, without --domain), and the text as given, which names an archive object."""
-    if domain is not None and domain not in policies.domains:
-        raise CliError(f"--domain: no domain {domain!r} in the policy file "
-                       f"(domains: {', '.join(sorted(policies.domains))})")
     names = {given}
     for policy in policies.domains.values():
         if domain is not None and policy.name != domain:
@@ -112,6 +112,16 @@ def cmd_seal(args: argparse.Namespace) -> int:
     return 0
 
 
+def chained_domains() -> tuple[str, list[str]]:
+    """The domains the audit log's chains name, a domain taken out of the policy file among them."""
+    database = open_current_database()
+    try:
+        with database.connect() as connection:
+            return "the audit log's chains", sorted(connection.execute(sa.select(audit_chain_heads.c.domain)).scalars())
+    finally:
+        database.dispose()
+
+
 def add_audit_commands(commands) -> None:
     audit = commands.add_parser("audit", help="the evidence in the audit log").add_subparsers(
         dest="audit_command", required=True, metavar="COMMAND")
@@ -126,3 +136,5 @@ def add_audit_commands(commands) -> None:
     seal = audit.add_parser("seal", help="chain the audit rows written since the last seal")
     seal.add_argument("--domain", help="only this domain's rows")
     seal.set_defaults(handler=cmd_seal)
+    for command in (show, verify, seal):
+        command.set_defaults(domains_also_known=chained_domains)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from retention_pipelines import schema
+from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import AppDatabase, RetentionSettings, load_settings
 
@@ -39,6 +40,29 @@ def number_from(low: int, high: int, whole: bool = True, unit: str = "") -> Call
         return value
 
     return parse
+
+
+def refuse_unknown_domains(args: argparse.Namespace) -> None:
+    """Every domain a command names (`--domain`, `run`'s DOMAIN…) is one of the policy file's, or
+    the command is refused (exit 2) before it does anything: a typo never reads as a domain that
+    has nothing in it ("every chain is intact"). The audit commands also know the domains the
+    audit log's chains name (`domains_also_known`): a domain taken out of the policy file keeps its
+    evidence."""
+    named = []
+    for given in (getattr(args, "domain", None), getattr(args, "domains", None)):
+        named += [given] if isinstance(given, str) else list(given or ())
+    if not named:
+        return
+    policies = load_policies()
+    unknown = [name for name in named if name not in policies.domains]
+    if not unknown:
+        return
+    also_known = getattr(args, "domains_also_known", None)
+    where, names = also_known() if also_known else ("", [])
+    unknown = [name for name in unknown if name not in names]
+    if unknown:
+        raise CliError(f"unknown domain {unknown[0]!r}; the policy file has: {', '.join(policies.domains)}"
+                       + (f"; {where}: {', '.join(names)}" if names else ""))
 
 
 def print_table(rows: list[dict]) -> None:

@@ -33,8 +33,14 @@ def _requests() -> ErasureRequests:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
+    address = args.email
+    if address == "-":  # from standard input: out of the shell's history and the process list
+        lines = sys.stdin.read().splitlines()
+        address = lines[0] if len(lines) == 1 else ""
+        if not address.strip():
+            raise CliError("--email -: standard input must hold the address alone, on one line")
     try:
-        request = _requests().request(args.email)
+        request = _requests().request(address)
     except ErasureRefused as exc:
         raise CliError(str(exc)) from None
     print(f"erasure request {request.id} received; due {request.due_at:%Y-%m-%d %H:%M} UTC")
@@ -111,7 +117,9 @@ def add_erasure_commands(commands) -> None:
     erasure = commands.add_parser("erasure", help="requests for erasure (GDPR Art. 17)").add_subparsers(
         dest="erasure_command", required=True, metavar="COMMAND")
     request = erasure.add_parser("request", help="receive a request for erasure")
-    request.add_argument("--email", required=True, help="the subject's address (never printed back)")
+    request.add_argument("--email", required=True,
+                         help="the subject's address (never printed back); - reads it from standard input, "
+                              "which keeps it out of the shell's history and the process list")
     request.set_defaults(handler=cmd_request)
     status = erasure.add_parser("status", help="requests, their deadlines and days left")
     status.add_argument("id", type=number_from(1, MAX_ID), nargs="?")

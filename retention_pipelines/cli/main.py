@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 import sqlalchemy as sa
 
@@ -12,7 +13,7 @@ from retention_pipelines import schema
 from retention_pipelines.cli.alerts import add_alerts_commands
 from retention_pipelines.cli.archive import add_archive_commands
 from retention_pipelines.cli.audit import add_audit_commands
-from retention_pipelines.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, CliError
+from retention_pipelines.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, CliError, refuse_unknown_domains
 from retention_pipelines.cli.db import add_db_commands
 from retention_pipelines.cli.erasure import add_erasure_commands
 from retention_pipelines.cli.health import add_health_command
@@ -31,6 +32,7 @@ from retention_pipelines.stores import ConfigurationError, PolicyMismatch, Store
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retention", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('retention_pipelines')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # In the order `retention --help` lists them.
     for add_commands in (add_run_commands, add_policies_commands, add_hold_commands, add_health_command,
@@ -46,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The terminal shows tables; log lines (JSON, on stderr) only from warnings up, unless
         # RETENTION_LOG_LEVEL asks for more.
         configure_logging(default_level="WARNING")
+        refuse_unknown_domains(args)
         return args.handler(args)
     except CliError as exc:
         return _refuse(exc, exc.exit_code)

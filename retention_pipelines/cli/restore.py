@@ -25,10 +25,7 @@ from retention_pipelines.stores import (
 
 def cmd_restore(args: argparse.Namespace) -> int:
     policies = load_policies()
-    policy = policies.domains.get(args.domain)
-    if policy is None:
-        raise CliError(f"--domain: no domain {args.domain!r} in the policy file "
-                       f"(domains: {', '.join(sorted(policies.domains))})")
+    policy = policies.domains[args.domain]  # a known one (refuse_unknown_domains)
     if EMAIL.search(args.by):
         raise CliError("--by: give a handle, not an e-mail address")
     settings = load_settings()

@@ -74,4 +74,4 @@ def test_show_finds_a_record_by_any_spelling_of_its_key(cli, cli_env, after_a_ru
         assert shown.code == 0, (spelling, shown.text)
         assert "deleted" in shown.out
     typo = cli("audit", "show", "--record-id", due[2], "--domain", "quiz_responsez")
-    assert typo.code == 2 and "no domain 'quiz_responsez'" in typo.err
+    assert typo.code == 2 and "unknown domain 'quiz_responsez'" in typo.err

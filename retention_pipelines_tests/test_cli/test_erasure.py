@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
 import re
 import stat
@@ -84,6 +85,21 @@ def test_request_prints_the_id_and_due_date_but_never_the_address(erasure, cli_e
     assert stored["email"] == ADDRESS.lower() and stored["status"] == "received"
     assert stored["due_at"] - stored["received_at"] == timedelta(days=30)
     assert due == cli_env.read_time(stored["due_at"]).strftime("%Y-%m-%d %H:%M")
+
+
+def test_the_address_read_from_standard_input_is_taken_as_given_on_the_line(erasure, cli_env, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(ADDRESS + "\n"))
+    request_id, _ = requested(erasure, "-")
+    assert row(cli_env, request_id)["email"] == ADDRESS.lower()
+
+
+@pytest.mark.parametrize("given", ["", "\n", "  \n", f"{ADDRESS}\n{OTHER}\n"], ids=["empty", "blank line", "spaces",
+                                                                                    "two lines"])
+def test_standard_input_without_one_address_is_refused_with_exit_2(erasure, cli_env, monkeypatch, given):
+    monkeypatch.setattr("sys.stdin", io.StringIO(given))
+    refused(erasure("request", "--email", "-"), 2, "--email -: standard input must hold the address alone")
+    with cli_env.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM gdpr_erasure_requests").scalar_one() == 0
 
 
 def test_retention_erasure_due_days_sets_the_deadline(erasure, cli_env, monkeypatch):

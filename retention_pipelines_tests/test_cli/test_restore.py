@@ -52,7 +52,7 @@ def test_dry_run_then_restore_then_again(cli, cli_env):
 
 def test_wrong_arguments_are_named(cli, cli_env):
     unknown = cli("restore", "--domain", "nope", "--run", "r", "--by", "ops")
-    assert unknown.code == 2 and "--domain: no domain 'nope'" in unknown.err
+    assert unknown.code == 2 and "unknown domain 'nope'" in unknown.err
     person = cli("restore", "--domain", "email_blacklist", "--run", "r", "--by", "ines@example.com")
     assert person.code == 2 and "--by: give a handle" in person.err and "ines@example.com" not in person.text
     nothing = cli("restore", "--domain", "email_blacklist", "--run", "never-ran", "--by", "ops")
