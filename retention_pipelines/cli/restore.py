@@ -62,7 +62,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     rows += [{"record_id": rid, "outcome": f"refused: {why}"} for rid, why in sorted(report.refused.items())]
     print_table(rows)
     verb = "would restore" if args.dry_run else "restored"
-    print(f"{policy.name}: run {args.run} deleted {report.deleted_in_run} rows; {verb} {len(report.restored)}, "
+    print(f"{policy.name}: run {report.run_id} deleted {report.deleted_in_run} rows; {verb} {len(report.restored)}, "
           f"refused {len(report.refused)}")
     if report.still_due:
         print(f"note: {report.still_due} restored rows are past their deadline: the next run deletes them again unless "
@@ -73,7 +73,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def add_restore_command(commands) -> None:
     restore = commands.add_parser("restore", help="re-insert rows a run deleted in error, from their archive")
     restore.add_argument("--domain", required=True)
-    restore.add_argument("--run", required=True, help="the run id that deleted them (in the audit log)")
+    restore.add_argument("--run", required=True,
+                         help="the run id that deleted them (in the audit log): whole, or its beginning as printed")
     restore.add_argument("--record-id", action="append", default=[], help="only these records (repeatable)")
     restore.add_argument("--by", required=True, help="who restores: a handle, written in each audit entry")
     restore.add_argument("--dry-run", action="store_true", help="say what would be restored; change nothing")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import dagster as dg
 import sqlalchemy as sa
 
 from retention_pipelines.engine import RetentionEngine
@@ -12,7 +13,7 @@ from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import archive_store_from_url, load_settings
 from retention_pipelines_tests.support.app_rows import _insert
 from retention_pipelines_tests.support.archives import configured_keys
-from retention_pipelines_tests.support.cli import EMAIL
+from retention_pipelines_tests.support.cli import EMAIL, parse_table
 
 
 def deleted_by_a_run(database) -> list[str]:
@@ -73,3 +74,20 @@ def test_record_ids_are_taken_in_any_spelling_of_the_key_and_refused_when_no_key
     bad = cli("restore", "--domain", "email_blacklist", "--run", "run-in-error", "--by", "ops-ines",
               "--record-id", "not-a-key")
     assert bad.code == 2 and bad.err.startswith("retention: error: --record-id") and "key column" in bad.err
+
+
+def test_the_run_id_run_prints_is_taken_as_it_is_printed(cli, cli_env):
+    now = cli_env.now()
+    ids = _insert(cli_env, "email_blacklist", [
+        {"email": "person@example.com", "reason": "refund_abuse", "created_at": now - timedelta(days=95)}])
+    ran = cli("run", "email_blacklist")
+    assert ran.code == 0, ran.text
+    [row] = [r for r in parse_table(ran.out) if r["domain"] == "email_blacklist"]
+    printed = row["run_id"]
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs()
+    assert run.run_id.startswith(printed) and len(printed) < len(run.run_id)
+    restored = cli("restore", "--domain", "email_blacklist", "--run", printed, "--by", "ops-ines")
+    assert restored.code == 0, restored.text
+    assert f"email_blacklist: run {run.run_id} deleted 1 rows; restored 1, refused 0" in restored.out
+    assert present(cli_env) == set(ids)

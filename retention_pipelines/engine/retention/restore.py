@@ -25,11 +25,13 @@ from retention_pipelines.schema import audit_log, erasure_requests
 from retention_pipelines.stores import HeldLock, StoreUnavailable
 
 RESTORABLE = (Action.DELETED.value, Action.ERASED.value)  # erased rows are found in order to be refused by name
+AMBIGUOUS_SHOWN = 5  # runs named when a shortened run id fits several
 
 
 @dataclass
 class RestoreReport:
     domain: str
+    run_id: str = ""  # the deleting run, in full (the one a shortened id named)
     deleted_in_run: int = 0
     restored: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # record id → why
@@ -54,7 +56,8 @@ class Restorer:
             raise RestoreRefused(f"domain {self.policy.name} redacts, it does not delete: its rows were never removed "
                                  "(an archived PDF is at the archive_uri of its audit entry)")
         self._check_columns()
-        report = RestoreReport(self.policy.name, dry_run=dry_run)
+        deleting_run_id = self.run_named(deleting_run_id)
+        report = RestoreReport(self.policy.name, deleting_run_id, dry_run=dry_run)
         entries = self._entries(deleting_run_id, record_ids)
         report.deleted_in_run = sum(action == Action.DELETED for _, action, _ in entries)
         if not entries:
@@ -75,6 +78,27 @@ class Restorer:
             for record_id in set(record_ids) - {rid for rid, _, _ in entries}:
                 report.refused[record_id] = f"not deleted by run {deleting_run_id}"
         return report
+
+    def run_named(self, given: str) -> str:
+        """The run an id names, whole or any unambiguous beginning of it (as the CLI prints run
+        ids), among the runs that deleted or erased rows of the domain."""
+        given = given.strip()
+        if not given:
+            raise RestoreRefused("the run id is empty")
+        query = sa.select(audit_log.c.run_id).distinct().where(
+            audit_log.c.domain == self.policy.name, audit_log.c.action.in_(RESTORABLE),
+            audit_log.c.run_id.startswith(given, autoescape=True)).limit(AMBIGUOUS_SHOWN + 1)
+        with self.database.connect() as connection:
+            runs = sorted(connection.execute(query).scalars())
+        if not runs:
+            raise RestoreRefused(f"run {given} deleted nothing in {self.policy.name}")
+        if given in runs:
+            return given
+        if len(runs) > 1:
+            shown = ", ".join(runs[:AMBIGUOUS_SHOWN]) + (", …" if len(runs) > AMBIGUOUS_SHOWN else "")
+            raise RestoreRefused(f"run id {given!r} is the beginning of several runs that deleted rows of "
+                                 f"{self.policy.name} ({shown}): give more of it")
+        return runs[0]
 
     def _entries(self, run_id: str, record_ids: list[str] | None) -> list[tuple[str, str, str | None]]:
         query = sa.select(audit_log.c.record_id, audit_log.c.action, audit_log.c.archive_uri).where(

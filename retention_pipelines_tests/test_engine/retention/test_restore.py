@@ -4,6 +4,7 @@ for archives that are gone; a dry run writes nothing."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -125,6 +126,28 @@ def test_domains_without_deleted_archived_rows_are_refused_by_name(any_database,
     engine, _, _ = deleted
     with pytest.raises(RestoreRefused, match="run no-such-run deleted nothing in email_blacklist"):
         Restorer(engine).restore("no-such-run", None, "ops", "r")
+
+
+def test_a_run_is_named_by_any_unambiguous_beginning_of_its_id(any_database, deleted, policies):
+    engine, ids, _ = deleted
+    report = Restorer(engine).restore("wrong", None, "ops", "restore-1", dry_run=True)
+    assert report.run_id == "wrong-run" and sorted(report.restored) == sorted(ids.values())
+    # A second deleting run whose id the first one's begins: the whole id still names the first,
+    # a shorter beginning names neither.
+    again = _insert(any_database, "email_blacklist", [
+        {"email": "dora@example.com", "reason": "chargeback",
+         "created_at": any_database.bind_time(any_database.now() - timedelta(days=92))}])
+    assert engine.run("wrong-run-2").acted.acted_on == 1
+    assert Restorer(engine).restore("wrong-run", None, "ops", "r", dry_run=True).run_id == "wrong-run"
+    assert Restorer(engine).restore("wrong-run-", None, "ops", "r", dry_run=True).restored == again
+    with pytest.raises(RestoreRefused, match=r"'wrong' is the beginning of several runs .*\(wrong-run, wrong-run-2\)"):
+        Restorer(engine).restore("wrong", None, "ops", "r")
+    for nothing in ("wrong%", "w_ong", "%", "wrong-run-2x", "other"):  # no pattern: a beginning, letter for letter
+        with pytest.raises(RestoreRefused, match=f"run {re.escape(nothing)} deleted nothing in email_blacklist"):
+            Restorer(engine).restore(nothing, None, "ops", "r")
+    with pytest.raises(RestoreRefused, match="the run id is empty"):
+        Restorer(engine).restore("  ", None, "ops", "r")
+    assert restored_entries(any_database) == []
 
 
 def test_a_wall_time_clock_comes_back_as_the_same_wall_time(pg_url, policies, local_archive_url):
