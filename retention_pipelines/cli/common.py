@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 import sqlalchemy as sa
+from tabulate import tabulate
 
 from retention_pipelines import schema
 from retention_pipelines.policies import load_policies
@@ -66,12 +67,14 @@ def refuse_unknown_domains(args: argparse.Namespace) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
+    """Rows as aligned columns, each value as its own text and a missing one blank: no NaN, NaT or
+    None where there is nothing, and no number reformatted."""
     if not rows:
         print("(none)")
         return
-    import pandas as pd  # already a dependency; its alignment saves a hand-written formatter
-
-    print(pd.DataFrame(rows).to_string(index=False))
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    print(tabulate([[row.get(column) for column in columns] for row in rows], headers=columns, tablefmt="plain",
+                   missingval="", disable_numparse=True))
 
 
 def open_database(settings: RetentionSettings | None = None) -> AppDatabase:
