@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError
+from retention_pipelines.cli.output import say
 from retention_pipelines.logs import get_logger
 from retention_pipelines.stores import StoreUnavailable, load_settings
 from retention_pipelines.stores.notifier import CLOSED, OPENED, Alert, LogNotifier, notifier
@@ -14,8 +15,8 @@ from retention_pipelines.stores.notifier import CLOSED, OPENED, Alert, LogNotifi
 def cmd_test(args: argparse.Namespace) -> int:
     channels = notifier(load_settings(), get_logger("alerts"))
     if isinstance(channels, LogNotifier):
-        print("no alert channel is configured (RETENTION_SLACK_TOKEN, RETENTION_PAGERDUTY_ROUTING_KEY, "
-              "RETENTION_ALERT_WEBHOOK_URL): alerts are JSON log lines only")
+        say("no alert channel is configured (RETENTION_SLACK_TOKEN, RETENTION_PAGERDUTY_ROUTING_KEY, "
+            "RETENTION_ALERT_WEBHOOK_URL): alerts are JSON log lines only", channels=[])
         return 0
     names = [channel.name for channel in channels.channels]
     try:
@@ -24,7 +25,7 @@ def cmd_test(args: argparse.Namespace) -> int:
                                 summary="test alert from `retention alerts test`: no action needed"))
     except StoreUnavailable as exc:
         raise CliError(f"the test alert did not reach every channel: {exc}", EXIT_FAILED) from None
-    print(f"test alert opened and closed on {', '.join(names)}")
+    say(f"test alert opened and closed on {', '.join(names)}", channels=names)
     return 0
 
 

@@ -11,8 +11,8 @@ from retention_pipelines.cli.common import (
     dagster_instance,
     failure_message,
     open_current_database,
-    print_table,
 )
+from retention_pipelines.cli.output import show_table
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
 
@@ -40,7 +40,7 @@ def cmd_expire(args: argparse.Namespace) -> int:
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     failures = [failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     ok = result.success and all(c.passed or c.severity == dg.AssetCheckSeverity.WARN for c in checks.values())
-    print_table([{
+    show_table([{
         "domain": args.domain, "status": "ok" if ok else "FAILED", "dry_run": args.dry_run,
         "keep_for": metadata.get("keep_for", "—"), "past_keep_for": metadata.get("objects_past_keep_for", 0),
         "deleted": metadata.get("objects_would_delete" if args.dry_run else "objects_deleted", 0),

@@ -6,7 +6,8 @@ import argparse
 
 import sqlalchemy as sa
 
-from retention_pipelines.cli.common import EXIT_FAILED, open_current_database, print_table
+from retention_pipelines.cli.common import EXIT_FAILED, open_current_database
+from retention_pipelines.cli.output import say, show_table
 from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.audit.evidence import index_records, record_evidence
@@ -55,9 +56,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         database.dispose()
     if not entries:
         where = f" in {args.domain}" if args.domain else ""
-        print(f"no audit entry for record {args.record_id}{where}")
+        say(f"no audit entry for record {args.record_id}{where}", entries=[])
         return EXIT_FAILED
-    print_table([{
+    show_table([{
         "when": entry["occurred_at"].isoformat(timespec="seconds"), "domain": entry["domain"],
         "action": entry["action"], "why": _why(entry, policies),
         "deadline": entry["deadline"].isoformat(timespec="seconds") if entry["deadline"] else "",
@@ -81,18 +82,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                           [args.domain] if args.domain else None)
     finally:
         database.dispose()
-    print(f"{verification.rows_checked:,} audit rows checked in {verification.seconds:.1f} s, "
-          f"{verification.anchors_checked} anchored positions, {verification.unsealed:,} rows not yet sealed")
-    print_table([{
+    say(f"{verification.rows_checked:,} audit rows checked in {verification.seconds:.1f} s, "
+        f"{verification.anchors_checked} anchored positions, {verification.unsealed:,} rows not yet sealed",
+        rows_checked=verification.rows_checked, seconds=round(verification.seconds, 3),
+        anchors_checked=verification.anchors_checked, rows_not_yet_sealed=verification.unsealed)
+    show_table([{
         "domain": chain.domain, "positions": chain.positions, "rows_checked": chain.rows_checked,
         "not_yet_sealed": chain.unsealed, "status": "intact" if chain.intact else "BROKEN",
         "problems": chain.problems,
     } for chain in verification.domains])
     for link in verification.broken:
-        print(f"first broken link: {link.message}")
+        say(f"first broken link: {link.message}")
+    say("every chain is intact" if verification.intact else "a chain is broken", intact=verification.intact)
     if not verification.intact:
         return EXIT_FAILED
-    print("every chain is intact")
     return 0
 
 
@@ -104,11 +107,12 @@ def cmd_seal(args: argparse.Namespace) -> int:
     finally:
         database.dispose()
     if not report.settled:
-        print("writers of the audit log stayed open: nothing sealed; try again")
+        say("writers of the audit log stayed open: nothing sealed; try again", settled=False)
         return EXIT_FAILED
-    print_table([{"domain": domain, "rows_sealed": rows} for domain, rows in report.sealed.items()])
-    print(f"{report.rows:,} audit rows sealed in {report.seconds:.1f} s (every row up to id {report.horizon}); "
-          f"{indexed:,} added to the evidence index")
+    show_table([{"domain": domain, "rows_sealed": rows} for domain, rows in report.sealed.items()])
+    say(f"{report.rows:,} audit rows sealed in {report.seconds:.1f} s (every row up to id {report.horizon}); "
+        f"{indexed:,} added to the evidence index", settled=True, rows_sealed=report.rows,
+        seconds=round(report.seconds, 3), sealed_through=report.horizon, rows_indexed=indexed)
     return 0
 
 

@@ -7,7 +7,6 @@ import os
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from tabulate import tabulate
 
 from retention_pipelines import schema
 from retention_pipelines.policies import load_policies
@@ -64,17 +63,6 @@ def refuse_unknown_domains(args: argparse.Namespace) -> None:
     if unknown:
         raise CliError(f"unknown domain {unknown[0]!r}; the policy file has: {', '.join(policies.domains)}"
                        + (f"; {where}: {', '.join(names)}" if names else ""))
-
-
-def print_table(rows: list[dict]) -> None:
-    """Rows as aligned columns, each value as its own text and a missing one blank: no NaN, NaT or
-    None where there is nothing, and no number reformatted."""
-    if not rows:
-        print("(none)")
-        return
-    columns = list(dict.fromkeys(column for row in rows for column in row))
-    print(tabulate([[row.get(column) for column in columns] for row in rows], headers=columns, tablefmt="plain",
-                   missingval="", disable_numparse=True))
 
 
 def open_database(settings: RetentionSettings | None = None) -> AppDatabase:

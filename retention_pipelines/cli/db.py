@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.cli.common import open_database
+from retention_pipelines.cli.output import say
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
@@ -16,8 +17,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         before, after = schema.upgrade(database.engine)
     except sa.exc.OperationalError as exc:
         raise database.connect_error(exc) from None
-    print(f"{database.display_url}: retention tables at migration {after}"
-          + ("" if before == after else f" (was {before or 'none'})"))
+    say(f"{database.display_url}: retention tables at migration {after}"
+        + ("" if before == after else f" (was {before or 'none'})"), migration=after, was=before)
     return 0
 
 

@@ -15,8 +15,8 @@ from retention_pipelines.cli.common import (
     failure_message,
     number_from,
     open_current_database,
-    print_table,
 )
+from retention_pipelines.cli.output import say, show_table
 from retention_pipelines.engine.gdpr.requests import (
     MAX_EXTENSION_DAYS,
     PARTIALLY_BLOCKED,
@@ -43,7 +43,8 @@ def cmd_request(args: argparse.Namespace) -> int:
         request = _requests().request(address)
     except ErasureRefused as exc:
         raise CliError(str(exc)) from None
-    print(f"erasure request {request.id} received; due {request.due_at:%Y-%m-%d %H:%M} UTC")
+    say(f"erasure request {request.id} received; due {request.due_at:%Y-%m-%d %H:%M} UTC", id=request.id,
+        due_at=request.due_at)
     return 0
 
 
@@ -54,7 +55,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ErasureRefused as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     now = requests.database.now()
-    print_table([{
+    show_table([{
         "id": r.id, "status": r.status, "received": f"{r.received_at:%Y-%m-%d %H:%M}",
         "due": f"{r.due_at:%Y-%m-%d %H:%M}", "days_left": r.days_left(now) if r.completed_at is None else "",
         "completed": f"{r.completed_at:%Y-%m-%d %H:%M}" if r.completed_at else "",
@@ -72,7 +73,8 @@ def cmd_extend(args: argparse.Namespace) -> int:
         request = _requests().extend(args.id, timedelta(days=args.days), args.reason)
     except ErasureRefused as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    print(f"erasure request {request.id} now due {request.due_at:%Y-%m-%d %H:%M} UTC")
+    say(f"erasure request {request.id} now due {request.due_at:%Y-%m-%d %H:%M} UTC", id=request.id,
+        due_at=request.due_at)
     return 0
 
 
@@ -103,13 +105,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "kept_under_hold": metadata["records_kept_under_legal_hold"],
                          "kept_until_deadline": metadata["records_kept_until_deadline"],
                          "in_manual_queue": metadata["rows_waiting_in_manual_queue"]})
-    print_table(rows)
+    show_table(rows)
     failures = [failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     if failures or not result.success:
         print("; ".join(failures) or "the erasure run failed", file=sys.stderr)
         return EXIT_FAILED
     verb = "would be erased (dry run: nothing changed)" if args.dry_run else outcome.get("status", "")
-    print(f"erasure request {request.id}: {verb}" + (f"; {outcome['outcome']}" if outcome.get("outcome") else ""))
+    say(f"erasure request {request.id}: {verb}" + (f"; {outcome['outcome']}" if outcome.get("outcome") else ""),
+        id=request.id, status=outcome.get("status"), outcome=outcome.get("outcome"), dry_run=args.dry_run)
     return 0
 
 

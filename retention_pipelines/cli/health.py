@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from retention_pipelines.cli.common import EXIT_FAILED, print_table
+from retention_pipelines.cli.common import EXIT_FAILED
+from retention_pipelines.cli.output import show_table
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import load_settings
@@ -21,7 +22,7 @@ def cmd_health(args: argparse.Namespace) -> int:
         probes = run_health(stores, [p for p in policies.domains.values() if p.enabled])
     finally:
         stores.close()
-    print_table([{"dependency": p.name, "ok": p.ok, "detail": without_personal_data(p.message)} for p in probes])
+    show_table([{"dependency": p.name, "ok": p.ok, "detail": without_personal_data(p.message)} for p in probes])
     return 0 if all(p.ok for p in probes) else EXIT_FAILED
 
 

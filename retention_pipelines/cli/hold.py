@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
+from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database
+from retention_pipelines.cli.output import say, show_table
 from retention_pipelines.engine.identity.records import RecordIdInvalid
 from retention_pipelines.engine.oversight.holds import HoldRefused, LegalHolds, placed_holds
 from retention_pipelines.policies import load_policies
@@ -45,7 +46,8 @@ def _change_hold(args: argparse.Namespace, verb: str, change) -> int:
         raise CliError(str(exc), EXIT_FAILED) from None
     finally:
         holds.database.dispose()
-    print(f"legal hold {done.hold_id} {verb} {args.domain} record {done.record_id} by {by}")
+    say(f"legal hold {done.hold_id} {verb} {args.domain} record {done.record_id} by {by}", hold_id=done.hold_id,
+        domain=args.domain, record_id=done.record_id, by=by)
     return 0
 
 
@@ -65,7 +67,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     holds = placed_holds(open_current_database(), domain=args.domain, include_released=args.all)
-    print_table([vars(hold) for hold in holds])
+    show_table([vars(hold) for hold in holds])
     return 0
 
 

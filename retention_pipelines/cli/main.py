@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.metadata import version
 
 import sqlalchemy as sa
@@ -18,6 +18,7 @@ from retention_pipelines.cli.db import add_db_commands
 from retention_pipelines.cli.erasure import add_erasure_commands
 from retention_pipelines.cli.health import add_health_command
 from retention_pipelines.cli.hold import add_hold_commands
+from retention_pipelines.cli.output import OUTPUT
 from retention_pipelines.cli.policies import add_policies_commands
 from retention_pipelines.cli.queue import add_queue_commands
 from retention_pipelines.cli.report import add_report_commands
@@ -39,7 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
                          add_queue_commands, add_audit_commands, add_erasure_commands, add_restore_command,
                          add_alerts_commands, add_report_commands, add_archive_commands, add_db_commands):
         add_commands(commands)
+    for command in _commands(parser):
+        command.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parsers of the commands themselves (`hold list`, `health`), below their groups: argparse
+    offers no public walk of its subparsers, and one `--json` added here is spelled alike everywhere."""
+    groups = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not groups:
+        yield parser
+    for group in groups:
+        for command in group.choices.values():
+            yield from _commands(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # RETENTION_LOG_LEVEL asks for more.
         configure_logging(default_level="WARNING")
         refuse_unknown_domains(args)
-        return args.handler(args)
+        OUTPUT.start(as_json=args.json)
+        exit_code = args.handler(args)
+        OUTPUT.flush()
+        return exit_code
     except CliError as exc:
         return _refuse(exc, exc.exit_code)
     except (PolicyError, PolicyMismatch, schema.SchemaBehindError, ConfigurationError) as exc:

@@ -7,7 +7,8 @@ import argparse
 
 import sqlalchemy as sa
 
-from retention_pipelines.cli.common import open_database, print_table
+from retention_pipelines.cli.common import open_database
+from retention_pipelines.cli.output import say, show_table
 from retention_pipelines.policies import PolicyFile, load_policies
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.stores import PolicyMismatch
@@ -16,9 +17,10 @@ from retention_pipelines.stores import PolicyMismatch
 def cmd_validate(args: argparse.Namespace) -> int:
     policies = load_policies(args.file)
     checked = _validate_against_database(policies) if args.database else None
-    print(f"{args.file or 'policy file'}: valid, version {policies.policy_version}, {len(policies.domains)} domains"
-          + (f"; every enabled domain's table fits it in {checked}" if checked else ""))
-    print_table([{
+    say(f"{args.file or 'policy file'}: valid, version {policies.policy_version}, {len(policies.domains)} domains"
+        + (f"; every enabled domain's table fits it in {checked}" if checked else ""), valid=True,
+        policy_version=policies.policy_version, database=str(checked) if checked else None)
+    show_table([{
         "domain": p.name, "enabled": p.enabled, "table": p.table, "clock": p.clock_column,
         "retain_for": format_duration(p.retain_for), "action": p.action_name, "archive": p.archive.enabled,
         "partitions": p.partitions.cadence, "batch_size": p.batch_size,

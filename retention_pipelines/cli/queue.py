@@ -13,8 +13,8 @@ from retention_pipelines.cli.common import (
     failure_message,
     number_from,
     open_current_database,
-    print_table,
 )
+from retention_pipelines.cli.output import say, show_record, show_table
 from retention_pipelines.engine.oversight.queue import ManualQueue, QueueItem, QueueRefused
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
@@ -44,7 +44,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     except QueueRefused as exc:
         raise CliError(str(exc)) from None
     now = queue.clock()
-    print_table([_row(item, now) for item in items])
+    show_table([_row(item, now) for item in items])
     return 0
 
 
@@ -54,11 +54,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         item = queue.get(args.id)
     except QueueRefused as exc:
         raise _refused(exc) from None
-    for key, value in vars(item).items():
-        print(f"{key:>17}: {'' if value is None else value}")
-    print("\nhistory (audit log):")
-    print_table([{"at": entry["occurred_at"], "action": entry["action"], "by": entry["actor"],
-                  "run_id": entry["run_id"], "detail": entry["detail"]} for entry in queue.history(item.id)])
+    show_record(vars(item), "item")
+    say("\nhistory (audit log):")
+    show_table([{"at": entry["occurred_at"], "action": entry["action"], "by": entry["actor"],
+                 "run_id": entry["run_id"], "detail": entry["detail"]} for entry in queue.history(item.id)], "history")
     return 0
 
 
@@ -71,8 +70,8 @@ def _transition(args: argparse.Namespace, command: str) -> int:
             item = getattr(queue, command)(args.id, args.by, args.note)
     except QueueRefused as exc:
         raise _refused(exc) from None
-    print(f"queue item {item.id} ({item.domain}, {item.reason}) is now {item.status}"
-          + (f" by {item.claimed_by}" if item.status == "claimed" else ""))
+    say(f"queue item {item.id} ({item.domain}, {item.reason}) is now {item.status}"
+        + (f" by {item.claimed_by}" if item.status == "claimed" else ""), id=item.id, status=item.status)
     return 0
 
 
@@ -93,11 +92,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
             "ops": {"retry_queue_items": {"config": {"item_ids": args.ids, "by": args.by}}},
             "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     now = queue.clock()
-    print_table([_row(queue.get(item_id), now) for item_id in args.ids])
+    show_table([_row(queue.get(item_id), now) for item_id in args.ids])
     failures = [failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     if failures:
         raise CliError(f"run {result.run_id[:8]}: " + without_personal_data("; ".join(failures)), EXIT_FAILED)
-    print(f"run {result.run_id[:8]}: every item resolved")
+    say(f"run {result.run_id[:8]}: every item resolved", run_id=result.run_id)
     return 0
 
 

@@ -7,7 +7,8 @@ import argparse
 from datetime import timedelta
 from pathlib import Path
 
-from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
+from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database
+from retention_pipelines.cli.output import say, show_table
 from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.engine.report.figures import ALL_DOMAINS, ReportRefused, build_report, month_bounds
 from retention_pipelines.policies import load_policies
@@ -47,14 +48,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError(f"--out {out}: cannot write the report: {exc.strerror or exc}", EXIT_FAILED) from None
     totals = [t for t in report.totals() if t.domain == ALL_DOMAINS][0]
     erasure = report.erasure_summary()
-    print_table([{"domain": t.domain, **t.actions, "queue_items": t.queue_items, "sla_breaches": t.sla_breaches,
+    show_table([{"domain": t.domain, **t.actions, "queue_items": t.queue_items, "sla_breaches": t.sla_breaches,
                   "legal_holds_active": t.legal_holds_active} for t in report.totals()])
-    print(f"erasure requests: {erasure['requests']} (deadline met {erasure['met']}, missed {erasure['missed']}, "
+    say(f"erasure requests: {erasure['requests']} (deadline met {erasure['met']}, missed {erasure['missed']}, "
           f"open {erasure['open']}, partially blocked {erasure['partially_blocked']}); "
           f"audit chain: {report.chain.label}; {totals.actions['removed']} records removed or redacted"
-          + (f" (month in progress: as of {report.as_of:%Y-%m-%d %H:%M} UTC)" if report.in_progress else ""))
-    print(f"compliance report for {month} written to {out.resolve()}: {html_name(month)} and "
-          f"{len(files) - 1} CSV files")
+          + (f" (month in progress: as of {report.as_of:%Y-%m-%d %H:%M} UTC)" if report.in_progress else ""),
+        erasure_requests=erasure, audit_chain=report.chain.label, records_removed=totals.actions["removed"],
+        in_progress=report.in_progress)
+    say(f"compliance report for {month} written to {out.resolve()}: {html_name(month)} and "
+        f"{len(files) - 1} CSV files", month=month, folder=str(out.resolve()), files=sorted(str(f) for f in files))
     return 0
 
 

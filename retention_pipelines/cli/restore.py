@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import uuid
 
-from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database, print_table
+from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database
+from retention_pipelines.cli.output import say, show_table
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
@@ -60,13 +61,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
     rows = [{"record_id": rid, "outcome": "would be restored" if args.dry_run else "restored"}
             for rid in report.restored]
     rows += [{"record_id": rid, "outcome": f"refused: {why}"} for rid, why in sorted(report.refused.items())]
-    print_table(rows)
+    show_table(rows)
     verb = "would restore" if args.dry_run else "restored"
-    print(f"{policy.name}: run {report.run_id} deleted {report.deleted_in_run} rows; {verb} {len(report.restored)}, "
-          f"refused {len(report.refused)}")
+    say(f"{policy.name}: run {report.run_id} deleted {report.deleted_in_run} rows; {verb} {len(report.restored)}, "
+        f"refused {len(report.refused)}", domain=policy.name, run_id=report.run_id, dry_run=args.dry_run,
+        deleted_in_run=report.deleted_in_run, restored=len(report.restored), refused=len(report.refused),
+        still_due=report.still_due)
     if report.still_due:
-        print(f"note: {report.still_due} restored rows are past their deadline: the next run deletes them again unless "
-              "the policy is changed or a legal hold is placed (`retention hold add`)")
+        say(f"note: {report.still_due} restored rows are past their deadline: the next run deletes them again unless "
+            "the policy is changed or a legal hold is placed (`retention hold add`)")
     return 0
 
 

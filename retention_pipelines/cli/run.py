@@ -19,8 +19,8 @@ from retention_pipelines.cli.common import (
     number_from,
     open_current_database,
     open_database,
-    print_table,
 )
+from retention_pipelines.cli.output import say, show_table
 from retention_pipelines.policies import PolicyFile, load_policies
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import load_settings
@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     domains = _domains(policies, [*args.domains, *(args.domain or ())])
     open_current_database().dispose()  # refuse before any run starts, not in each of them
     rows = [run_domain_job(domain, args.dry_run, args.wait) for domain in domains]
-    print_table([{k: v for k, v in row.items() if k != "message"} for row in rows])
+    show_table([{k: v for k, v in row.items() if k != "message"} for row in rows])
     for row in rows:
         if row["message"]:
             print(f"{row['domain']}: {without_personal_data(row['message'])}", file=sys.stderr)
@@ -125,7 +125,8 @@ def _build_and_run_demo(rows: int) -> int:
     schema.upgrade(database.engine)
     seeded = demo.seed(database, rows_per_table=rows, blob_folder=(settings.home / "blobs").resolve())
     database.dispose()
-    print(f"demo database {demo_file}: " + ", ".join(f"{n} {t}" for t, n in seeded.items()))
+    say(f"demo database {demo_file}: " + ", ".join(f"{n} {t}" for t, n in seeded.items()), demo_database=str(demo_file),
+        rows_seeded=seeded)
     return cmd_run(argparse.Namespace(domains=[], domain=None, dry_run=False, wait=None))
 
 

@@ -1,10 +1,9 @@
 """What every command shares: a domain it is given is one of the policy file's, or the command is
-refused (exit 2) before it touches anything; tables without NaN, NaT or None; `--version`."""
+refused (exit 2) before it touches anything; `--version`."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from importlib.metadata import version
 
 import dagster as dg
@@ -12,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines.cli.common import print_table
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.support.audit_rows import write_audit_rows
 
@@ -77,16 +75,3 @@ def test_the_audit_commands_also_know_the_domains_the_chains_name(cli, cli_env):
     assert typo.err.rstrip().endswith("; the audit log's chains: alpha, beta"), typo.err
     held = cli("hold", "list", "--domain", "alpha")
     assert held.code == 2 and "unknown domain 'alpha'" in held.err and "chains" not in held.err
-
-
-def test_a_table_shows_each_value_as_its_own_text_and_nothing_where_there_is_none(capsys):
-    moment = datetime(2026, 12, 6, 18, 55, tzinfo=UTC)
-    print_table([{"id": 7, "due": moment, "claimed_by": None, "days": 45.0, "done": False},
-                 {"id": 12, "due": None, "claimed_by": "ops-ines", "days": 1.5, "extra": "x"}])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["id", "due", "claimed_by", "days", "done", "extra"]
-    assert lines[1].split() == ["7", "2026-12-06", "18:55:00+00:00", "45.0", "False"]
-    assert lines[2].split() == ["12", "ops-ines", "1.5", "x"]
-    assert not re.search(r"\b(NaN|NaT|None|nan)\b", "\n".join(lines))
-    print_table([])
-    assert capsys.readouterr().out == "(none)\n"
