@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.audit.chain import SETTLE_SECONDS, settled_horizon
+from retention_pipelines.engine.audit.seal import SETTLE_SECONDS, settled_horizon
 from retention_pipelines.schema import audit_log, audit_record_index, audit_record_index_state, conflict_insert
 from retention_pipelines.stores import AppDatabase
 
