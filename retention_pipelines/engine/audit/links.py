@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from retention_pipelines.stores import Dialect
+
 GENESIS = hashlib.sha256(b"retention_audit_log chain genesis").digest()
 CONTENT_COLUMNS = ("id", "domain", "record_id", "action", "run_id", "occurred_at", "policy_version", "archive_uri",
                    "deadline", "actor", "detail")
@@ -43,23 +45,14 @@ def link_hash(previous: bytes, content: tuple) -> bytes:
 
 
 # reading rows' content, the same way for the sealer and the verifier ------------------------------
-def content_sql(dialect: str, alias: str) -> str:
+def content_sql(dialect: Dialect, alias: str) -> str:
     """The select list of a row's CONTENT_COLUMNS, for raw SQL over `retention_audit_log {alias}`."""
-    def column(name: str) -> str:
-        if name in TIME_COLUMNS and dialect == "postgresql":
-            # Formatted by the server: no datetime object per row on the client.
-            return f"""to_char({alias}.{name} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-        return f"{alias}.{name}"
-
-    return ", ".join(column(name) for name in CONTENT_COLUMNS)
-
-
-def param(dialect: str, name: str) -> str:
-    return f"%({name})s" if dialect == "postgresql" else f":{name}"
+    return ", ".join(dialect.utc_text(f"{alias}.{name}") if name in TIME_COLUMNS else f"{alias}.{name}"
+                     for name in CONTENT_COLUMNS)
 
 
 def _utc_text(value: str | datetime | None) -> str | None:
-    """SQLite keeps timestamps as naive UTC text, to the millisecond or the microsecond."""
+    """A timestamp kept as naive UTC text (to the millisecond or the microsecond), respelt canonically."""
     if value is None:
         return None
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
@@ -71,17 +64,17 @@ def _utc_text(value: str | datetime | None) -> str | None:
 _OCCURRED, _DEADLINE = CONTENT_COLUMNS.index("occurred_at"), CONTENT_COLUMNS.index("deadline")
 
 
-def content_reader(dialect: str) -> Callable[[tuple], tuple]:
+def content_reader(dialect: Dialect) -> Callable[[tuple], tuple]:
     """What turns a row read with content_sql into the content that canonical() takes."""
-    if dialect == "postgresql":
-        return tuple
+    if dialect.has_column_types:
+        return tuple  # the database formatted the timestamps itself (Dialect.utc_text)
 
-    def sqlite_content(values: tuple) -> tuple:
+    def respelt(values: tuple) -> tuple:
         values = list(values)
         values[_OCCURRED], values[_DEADLINE] = _utc_text(values[_OCCURRED]), _utc_text(values[_DEADLINE])
         return tuple(values)
 
-    return sqlite_content
+    return respelt
 
 
 # a block's ids, packed ------------------------------------------------------------------------------
@@ -94,4 +87,4 @@ def unpack_ids(packed: bytes) -> tuple[int, ...]:
 
 
 __all__ = ["CONTENT_COLUMNS", "GENESIS", "ROW_HASH_BYTES", "TIME_COLUMNS", "canonical", "content_reader",
-           "content_sql", "link_hash", "pack_ids", "param", "unpack_ids"]
+           "content_sql", "link_hash", "pack_ids", "unpack_ids"]

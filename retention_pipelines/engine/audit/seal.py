@@ -30,11 +30,10 @@ from retention_pipelines.engine.audit.links import (
     content_sql,
     link_hash,
     pack_ids,
-    param,
 )
 from retention_pipelines.logs import get_logger
-from retention_pipelines.schema import audit_chain, audit_chain_heads, audit_log, conflict_insert
-from retention_pipelines.stores import AppDatabase
+from retention_pipelines.schema import audit_chain, audit_chain_heads, audit_log
+from retention_pipelines.stores import AppDatabase, Dialect
 
 log = get_logger("audit_chain")
 
@@ -82,8 +81,8 @@ def settled_horizon(database: AppDatabase, settle_seconds: float) -> int | None:
     that could still commit one stayed open longer than settle_seconds."""
     with database.connect() as connection:
         horizon = int(connection.execute(sa.select(sa.func.max(audit_log.c.id))).scalar_one() or 0)
-        if database.is_sqlite:
-            return horizon  # one writer at a time: an open writer's ids are above every committed one
+        if database.dialect.one_writer_at_a_time:
+            return horizon  # an open writer's ids are above every committed one
         # An INSERT takes its RowExclusiveLock on the table before its rows' ids are drawn and holds
         # it until its transaction ends: an id at or below the horizon that is not committed yet
         # belongs to a transaction holding that lock now (read after the horizon).
@@ -107,7 +106,7 @@ def _domains_in_log(database: AppDatabase) -> list[str]:
 
 
 def _new_head(connection: sa.Connection, domain: str) -> sa.Insert:
-    return conflict_insert(connection.dialect.name, audit_chain_heads).values(
+    return Dialect.of(connection).upsert(audit_chain_heads).values(
         domain=domain, last_block=0, last_seq=0, last_hash=GENESIS.hex(), sealed_through=0,
     ).on_conflict_do_nothing(index_elements=["domain"])
 
@@ -126,7 +125,7 @@ def _seal_chunk(database: AppDatabase, domain: str, horizon: int, chunk_rows: in
                 after_chunk: Callable[[str, int], None] | None) -> tuple[int, int]:
     """One block and its head, in one transaction: (rows sealed, the id sealed through). Its rows
     are let go on return, before the next chunk is read: one chunk in memory at a time."""
-    dialect = database.engine.dialect.name
+    dialect = database.dialect
     content_of = content_reader(dialect)
     with database.begin() as connection:
         # The first statement writes, so that SQLite takes its write lock before the head is read;
@@ -157,7 +156,7 @@ def _seal_chunk(database: AppDatabase, domain: str, horizon: int, chunk_rows: in
     return len(ids), through
 
 
-def _unsealed_rows(connection: sa.Connection, dialect: str, domain: str, after: int, horizon: int,
+def _unsealed_rows(connection: sa.Connection, dialect: Dialect, domain: str, after: int, horizon: int,
                    chunk_rows: int) -> tuple[list[tuple], int]:
     """The domain's next rows after `after`, at most chunk_rows of them, and the id they reach.
 
@@ -166,10 +165,10 @@ def _unsealed_rows(connection: sa.Connection, dialect: str, domain: str, after: 
     planner cannot know, made PostgreSQL sort the whole log for every chunk), and never more rows
     than the window's ids. Ids that no row has are skipped in one step."""
     window = (f"SELECT {content_sql(dialect, 'a')} FROM retention_audit_log a "
-              f"WHERE a.id > {param(dialect, 'after')} AND a.id <= {param(dialect, 'upto')} "
-              f"AND a.domain = {param(dialect, 'domain')} ORDER BY a.id")
-    following = (f"SELECT min(id) FROM retention_audit_log WHERE id > {param(dialect, 'after')} "
-                 f"AND id <= {param(dialect, 'upto')}")
+              f"WHERE a.id > {dialect.param('after')} AND a.id <= {dialect.param('upto')} "
+              f"AND a.domain = {dialect.param('domain')} ORDER BY a.id")
+    following = (f"SELECT min(id) FROM retention_audit_log WHERE id > {dialect.param('after')} "
+                 f"AND id <= {dialect.param('upto')}")
     rows: list[tuple] = []
     cursor = connection.connection.dbapi_connection.cursor()  # plain tuples, in the same transaction
     try:

@@ -23,7 +23,6 @@ from retention_pipelines.engine.audit.links import (
     content_reader,
     content_sql,
     link_hash,
-    param,
     unpack_ids,
 )
 from retention_pipelines.schema import audit_chain_heads, audit_log
@@ -245,18 +244,15 @@ def verify(database: AppDatabase, archive_store: ArchiveStore | None = None,
     anchors, unreadable = read_anchors(archive_store) if archive_store is not None else ({}, [])
     result = Verification(anchors_checked=sum(len(entries) for positions in anchors.values()
                                               for entries in positions.values()))
-    dialect = database.engine.dialect.name
+    dialect = database.dialect
     content_of = content_reader(dialect)
     with database.connect() as connection:
-        if dialect == "postgresql":
-            connection.execution_options(isolation_level="REPEATABLE READ")
-        else:
-            connection.exec_driver_sql("BEGIN")  # one snapshot for the heads, the blocks and the rows
+        dialect.read_in_one_snapshot(connection)  # for the heads, the blocks and the rows
         heads = {row.domain: row for row in connection.execute(sa.select(audit_chain_heads))}
         raw = connection.connection.dbapi_connection
         block_query = (f"SELECT block, first_seq, rows, first_id, last_id, ids, row_hashes, prev_hash, last_hash "
-                       f"FROM retention_audit_chain WHERE domain = {param(dialect, 'domain')} "
-                       f"AND block > {param(dialect, 'after')} ORDER BY block LIMIT 8")
+                       f"FROM retention_audit_chain WHERE domain = {dialect.param('domain')} "
+                       f"AND block > {dialect.param('after')} ORDER BY block LIMIT 8")
 
         def next_blocks(domain: str, after: int) -> list:
             cursor = raw.cursor()
@@ -277,14 +273,12 @@ def verify(database: AppDatabase, archive_store: ArchiveStore | None = None,
             if only is None or domain in only:
                 walk_of(domain)
         upto = max((head.sealed_through for head in heads.values()), default=0)
-        where = [f"a.id <= {param(dialect, 'upto')}"]
+        where = [f"a.id <= {dialect.param('upto')}"]
         if only is not None:
-            where.append(f"a.domain IN ({', '.join(param(dialect, f'd{n}') for n in range(len(only)))})")
+            where.append(f"a.domain IN ({', '.join(dialect.param(f'd{n}') for n in range(len(only)))})")
         params = {"upto": upto, **{f"d{n}": name for n, name in enumerate(only or [])}}
-        cursor = raw.cursor("audit_chain_verify") if dialect == "postgresql" else raw.cursor()
+        cursor = dialect.server_cursor(raw, "audit_chain_verify", FETCH_ROWS)
         try:
-            if dialect == "postgresql":
-                cursor.itersize = FETCH_ROWS
             cursor.execute(f"SELECT {content_sql(dialect, 'a')} FROM retention_audit_log a "
                            f"WHERE {' AND '.join(where)} ORDER BY a.id", params)
             for row in cursor:

@@ -215,8 +215,8 @@ def test_a_forged_row_with_a_forged_hash_breaks_the_chain(sealed):
     block = chain_blocks(sealed, "alpha")[1]  # positions 5–8: the forged row goes first
     forged_ids = [gap, *unpack_ids(block["ids"])]
     state, hashes = bytes.fromhex(block["prev_hash"]), []
-    select_list = content_sql(sealed.engine.dialect.name, "a")
-    reader = content_reader(sealed.engine.dialect.name)
+    select_list = content_sql(sealed.dialect, "a")
+    reader = content_reader(sealed.dialect)
     with sealed.connect() as connection:
         for audit_id in forged_ids:
             row = connection.exec_driver_sql(
