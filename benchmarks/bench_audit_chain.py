@@ -1,4 +1,4 @@
-"""Benchmark: sealing and verifying the audit log's hash chains (engine/audit/chain.py).
+"""Benchmark: sealing and verifying the audit log's hash chains (engine/audit/seal.py, verify.py).
 
     python benchmarks/bench_audit_chain.py [--rows 1000000] [--domains 4] [--json FILE]
 
@@ -29,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from retention_pipelines.engine.audit import chain as audit_chain  # noqa: E402
+from retention_pipelines.engine.audit.anchor import anchor  # noqa: E402
+from retention_pipelines.engine.audit.seal import seal  # noqa: E402
+from retention_pipelines.engine.audit.verify import verify  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
 from retention_pipelines.stores.archive import LocalArchiveStore  # noqa: E402
 from retention_pipelines_tests.support.servers import PostgresServer  # noqa: E402
@@ -74,19 +76,19 @@ def main() -> None:
         database = AppDatabase(server.create_app_database("bench_chain"))
         _, fill_seconds = timed(fill, database.engine, 1, args.rows, args.rows, args.domains)
         print(f"{args.rows:,} audit rows written in {fill_seconds:.0f} s")
-        sealed, seal_seconds = timed(audit_chain.seal, database)
+        sealed, seal_seconds = timed(seal, database)
         assert sealed.rows == args.rows, sealed
-        resealed, reseal_seconds = timed(audit_chain.seal, database)
+        resealed, reseal_seconds = timed(seal, database)
         assert resealed.rows == 0, resealed
         with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("VACUUM ANALYZE retention_audit_chain")
         with tempfile.TemporaryDirectory() as folder:
             store = LocalArchiveStore(Path(folder))
-            audit_chain.anchor(database, store)
-            verified, verify_seconds = timed(audit_chain.verify, database, store)
+            anchor(database, store)
+            verified, verify_seconds = timed(verify, database, store)
         assert verified.intact and verified.rows_checked == args.rows, verified
         fill(database.engine, args.rows + 1, args.rows + 10_000, args.rows, args.domains)
-        more, more_seconds = timed(audit_chain.seal, database)
+        more, more_seconds = timed(seal, database)
         assert more.rows == 10_000, more
         with database.engine.connect() as connection:
             sizes = dict(connection.exec_driver_sql(

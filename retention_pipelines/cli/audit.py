@@ -8,9 +8,10 @@ import sqlalchemy as sa
 
 from retention_pipelines.cli.common import EXIT_FAILED, open_current_database
 from retention_pipelines.cli.output import say, show_table
-from retention_pipelines.engine.audit import chain as audit_chain
 from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.audit.evidence import index_records, record_evidence
+from retention_pipelines.engine.audit.seal import seal
+from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.policies import load_policies
 from retention_pipelines.policies.model import format_duration
@@ -78,8 +79,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Check the chains as they are: nothing is sealed first, so that what was sealed is what is checked."""
     database = open_current_database()
     try:
-        verification = audit_chain.verify(database, None if args.no_anchors else _archive_store(),
-                                          [args.domain] if args.domain else None)
+        verification = verify(database, None if args.no_anchors else _archive_store(),
+                              [args.domain] if args.domain else None)
     finally:
         database.dispose()
     say(f"{verification.rows_checked:,} audit rows checked in {verification.seconds:.1f} s, "
@@ -102,7 +103,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_seal(args: argparse.Namespace) -> int:
     database = open_current_database()
     try:
-        report = audit_chain.seal(database, [args.domain] if args.domain else None)
+        report = seal(database, [args.domain] if args.domain else None)
         indexed = index_records(database) if report.settled else 0
     finally:
         database.dispose()
@@ -129,16 +130,19 @@ def chained_domains() -> tuple[str, list[str]]:
 def add_audit_commands(commands) -> None:
     audit = commands.add_parser("audit", help="the evidence in the audit log").add_subparsers(
         dest="audit_command", required=True, metavar="COMMAND")
-    show = audit.add_parser("show", help="every audit entry of one record: when, why, by which run, archived where")
-    show.add_argument("--record-id", required=True)
-    show.add_argument("--domain")
-    show.set_defaults(handler=cmd_show)
-    verify = audit.add_parser("verify", help="check the audit log's hash chains and their anchors; exit 1 when broken")
-    verify.add_argument("--domain", help="only this domain's chain")
-    verify.add_argument("--no-anchors", action="store_true", help="skip the anchors in the archive store")
-    verify.set_defaults(handler=cmd_verify)
-    seal = audit.add_parser("seal", help="chain the audit rows written since the last seal")
-    seal.add_argument("--domain", help="only this domain's rows")
-    seal.set_defaults(handler=cmd_seal)
-    for command in (show, verify, seal):
+    # Not named verify and seal: those are the engine's functions this module calls.
+    show_command = audit.add_parser("show", help="every audit entry of one record: when, why, by which run, "
+                                                 "archived where")
+    show_command.add_argument("--record-id", required=True)
+    show_command.add_argument("--domain")
+    show_command.set_defaults(handler=cmd_show)
+    verify_command = audit.add_parser("verify", help="check the audit log's hash chains and their anchors; exit 1 "
+                                                     "when broken")
+    verify_command.add_argument("--domain", help="only this domain's chain")
+    verify_command.add_argument("--no-anchors", action="store_true", help="skip the anchors in the archive store")
+    verify_command.set_defaults(handler=cmd_verify)
+    seal_command = audit.add_parser("seal", help="chain the audit rows written since the last seal")
+    seal_command.add_argument("--domain", help="only this domain's rows")
+    seal_command.set_defaults(handler=cmd_seal)
+    for command in (show_command, verify_command, seal_command):
         command.set_defaults(domains_also_known=chained_domains)

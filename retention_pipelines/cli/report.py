@@ -9,7 +9,7 @@ from pathlib import Path
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database
 from retention_pipelines.cli.output import say, show_table
-from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.engine.report.figures import ALL_DOMAINS, ReportRefused, build_report, month_bounds
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import archive_store_from_url, load_settings
@@ -28,7 +28,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     policies = load_policies()
     database = open_current_database(settings)
     try:
-        chain = None if args.no_chain else audit_chain.verify(
+        chain = None if args.no_chain else verify(
             database, archive_store_from_url(settings.resolved_archive_url())).as_status()
         report = build_report(database, policies, month, chain_status=chain,
                               erasure_due=timedelta(days=settings.erasure_due_days))

@@ -4,8 +4,10 @@ import dagster as dg
 
 from retention_pipelines.defs.common import RUN_TAGS, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.anchor import anchor
 from retention_pipelines.engine.audit.evidence import index_records
+from retention_pipelines.engine.audit.seal import seal
+from retention_pipelines.engine.audit.verify import verify
 
 AUDIT_CHAIN_KEY = dg.AssetKey(["audit", "chain"])
 INTACT_CHECK = "audit_chain_intact"
@@ -24,12 +26,12 @@ def build_audit_chain_defs() -> dg.Definitions:
             "archive store as the day's anchor (audit_anchors/YYYY/MM/DD.json)."))
     def chain(context: dg.AssetExecutionContext, retention_stores: RetentionStores):
         database, archive_store = retention_stores.database, retention_stores.archive_store
-        sealed = audit_chain.seal(database)
+        sealed = seal(database)
         index_records(database)
         if not sealed.settled:
             context.log.warning("audit chain: writers of the audit log stayed open; nothing sealed this time")
-        verification = audit_chain.verify(database, archive_store)
-        key = audit_chain.anchor(database, archive_store, intact=verification.intact)
+        verification = verify(database, archive_store)
+        key = anchor(database, archive_store, intact=verification.intact)
         for link in verification.broken:
             context.log.error(f"audit chain broken: {link.message}")
         yield dg.AssetCheckResult(
@@ -55,7 +57,7 @@ def build_audit_chain_defs() -> dg.Definitions:
     def seal_and_index(context: dg.OpExecutionContext, retention_stores: RetentionStores) -> dg.Output[int]:
         database = retention_stores.database
         with operator_errors():
-            sealed = audit_chain.seal(database)
+            sealed = seal(database)
             indexed = index_records(database)
         if not sealed.settled:
             context.log.warning("audit chain: writers of the audit log stayed open; nothing sealed this time")

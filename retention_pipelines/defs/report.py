@@ -8,7 +8,8 @@ import dagster as dg
 
 from retention_pipelines.defs.common import RUN_TAGS, operator_errors
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.seal import seal
+from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.engine.report.figures import ALL_DOMAINS, build_report
 from retention_pipelines.policies import PolicyFile
 
@@ -47,8 +48,8 @@ def build_report_defs(policies: PolicyFile) -> dg.Definitions:
         with operator_errors():
             settings = retention_stores.settings()
             # The month has ended: what it wrote is sealed now, then every chain verified against its anchors.
-            audit_chain.seal(retention_stores.database)
-            chain = audit_chain.verify(retention_stores.database, retention_stores.archive_store).as_status()
+            seal(retention_stores.database)
+            chain = verify(retention_stores.database, retention_stores.archive_store).as_status()
             report = build_report(retention_stores.database, policies, month, chain_status=chain,
                                   erasure_due=timedelta(days=settings.erasure_due_days))
             uris = store_report(render_report(report), retention_stores.archive_store, month)

@@ -28,19 +28,9 @@ from retention_pipelines.schema.tables import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-__all__ = ["SchemaBehindError", "audit_chain", "conflict_insert", "audit_chain_heads", "audit_log",
+__all__ = ["SchemaBehindError", "audit_chain", "audit_chain_heads", "audit_log",
            "audit_record_index", "audit_record_index_state", "data_keys", "domain_fences", "ensure_current",
            "erasure_requests", "legal_holds", "manual_queue", "metadata", "sla_breaches", "upgrade"]
-
-
-def conflict_insert(dialect: str, table: sa.Table):
-    """INSERT into one of our tables that can say ON CONFLICT DO NOTHING / DO UPDATE: PostgreSQL's
-    and SQLite's spell it alike, but each dialect has its own construct."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
 
 
 class SchemaBehindError(Exception):

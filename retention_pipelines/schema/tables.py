@@ -40,7 +40,7 @@ audit_log = sa.Table(
              sqlite_where=sa.text("action = 'skipped_legal_hold'")),
 )
 
-# The audit log's hash chains (engine/audit/chain.py), one per domain, sealed after the rows are
+# The audit log's hash chains (engine/audit/seal.py), one per domain, sealed after the rows are
 # written so that nothing is added to the transactions that write them: each row's hash is
 # sha256(previous row's hash + the row's content), the rows in id order. One block per sealed
 # chunk: its rows' ids, the first 16 bytes of each row's hash, the full hash before and after it.

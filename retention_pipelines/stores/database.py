@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from retention_pipelines.errors import PolicyMismatch, StoreUnavailable, first_line
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.redaction import display_url
+from retention_pipelines.stores.dialect import Dialect
 
 
 class AppDatabase:
@@ -29,6 +30,11 @@ class AppDatabase:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    @property
+    def dialect(self) -> Dialect:
+        """What this database does differently from the other one the project runs on."""
+        return Dialect.of(self.engine)
 
     def connect_error(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"database {self.display_url} is unreachable: {first_line(exc)}")

@@ -1,7 +1,7 @@
 """Audit tampering. A sealed audit log is tampered with directly in SQL in 100
 seeded random ways — an UPDATE of a random column of a random sealed row, a DELETE of a random row,
 a forged INSERT with an id in the middle of a domain's sealed range — each on a fresh copy of one
-template database (CREATE DATABASE … TEMPLATE). The verifier (`audit_chain.verify`, what
+template database (CREATE DATABASE … TEMPLATE). The verifier (engine/audit/verify.py, what
 `retention audit verify` runs) must catch every one and name the first broken link: the tampered
 domain and the audit-row id (and, for a changed or deleted row, its chain position).
 
@@ -27,7 +27,9 @@ from sqlalchemy.engine import make_url
 from retention_pipelines import schema
 from retention_pipelines.defs.audit_chain import INTACT_CHECK, build_audit_chain_defs
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.links import CONTENT_COLUMNS
+from retention_pipelines.engine.audit.seal import seal
+from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.support.cli import RETENTION_SCRIPT
 from retention_pipelines_tests.support.databases import new_database
@@ -60,7 +62,7 @@ def seed_audit_log(database: AppDatabase) -> None:
     with database.begin() as connection:
         ids = list(connection.execute(sa.insert(log).returning(log.c.id), rows).scalars())
         connection.execute(sa.delete(log).where(log.c.id.in_(ids[::7])))
-    report = audit_chain.seal(database, chunk_rows=BLOCK_ROWS)
+    report = seal(database, chunk_rows=BLOCK_ROWS)
     assert report.settled and report.rows == ROWS - len(ids[::7])
 
 
@@ -71,7 +73,7 @@ def template(postgres_server):
     database = AppDatabase(url)
     try:
         seed_audit_log(database)
-        assert audit_chain.verify(database).intact
+        assert verify(database).intact
     finally:
         database.dispose()  # a template must have no connection open
     return make_url(url).database
@@ -114,7 +116,7 @@ def tamper(database: AppDatabase, rng: random.Random, n: int) -> tuple[str, str,
         with database.begin() as connection:
             connection.execute(sa.delete(log).where(log.c.id == row["id"]))
         return f"delete id {row['id']}", row["domain"], {row["id"]}, position
-    column = rng.choice(audit_chain.CONTENT_COLUMNS)
+    column = rng.choice(CONTENT_COLUMNS)
     if column == "id":  # moved to an unused id of the range: a deletion here, an insertion there
         value = rng.choice([i for i in range(1, max(used)) if i not in used])
         named, position = {row["id"], value}, None
@@ -168,7 +170,7 @@ def test_every_tampering_is_caught_naming_the_first_broken_link(postgres_server,
         database = AppDatabase(url)
         try:
             what, domain, named, position = tamper(database, rng, n)
-            verification = audit_chain.verify(database)
+            verification = verify(database)
             links = {link.domain: link for link in verification.broken}
             link = links.get(domain)
             ok = (not verification.intact and link is not None and link.audit_id in named

@@ -12,7 +12,8 @@ from datetime import timedelta
 
 import boto3
 
-from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.seal import seal
+from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.support.app_rows import bulk_insert_pg, insert_meal_plans_at, remaining_ids
 from retention_pipelines_tests.support.databases import new_database
@@ -57,7 +58,7 @@ def seed(step: str, database: AppDatabase, url: str, tmp_path, archived: bool) -
 
 def seal_violations(database: AppDatabase, settled: bool) -> list[str]:
     """The audit chain intact (a killed seal leaves whole blocks or none); settled: every row sealed."""
-    verification = audit_chain.verify(database)
+    verification = verify(database)
     problems = [f"audit chain broken: {link.message}" for link in verification.broken]
     if settled and verification.unsealed:
         problems.append(f"{verification.unsealed} audit rows left unsealed after the second seal")
@@ -91,7 +92,7 @@ def kill_once(index: int, step: str, rng: random.Random, postgres_server, tmp_pa
         violations = assert_invariants(database, seeded)
         if step == "audit seal":
             violations += seal_violations(database, settled=False)
-            audit_chain.seal(database, chunk_rows=SEAL_CHUNK)
+            seal(database, chunk_rows=SEAL_CHUNK)
             failures = converged(database, seeded) + seal_violations(database, settled=True)
         else:
             report = build_engine({**config, "database_url": url})[1].run("rerun")

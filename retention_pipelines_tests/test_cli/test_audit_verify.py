@@ -6,7 +6,8 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.cli.common import EXIT_BAD_INPUT, EXIT_FAILED
-from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.anchor import anchor
+from retention_pipelines.engine.audit.seal import seal
 from retention_pipelines_tests.support.audit_rows import execute, ids_of, write_audit_rows
 
 
@@ -55,14 +56,14 @@ def test_verify_seals_nothing_first(cli, cli_env):
 
 def test_verify_catches_a_rewritten_chain_through_its_anchor(cli, cli_env):
     write_audit_rows(cli_env, 6)
-    audit_chain.seal(cli_env)
+    seal(cli_env)
     from retention_pipelines.stores import archive_store_from_url, load_settings
 
-    audit_chain.anchor(cli_env, archive_store_from_url(load_settings().resolved_archive_url()))
+    anchor(cli_env, archive_store_from_url(load_settings().resolved_archive_url()))
     execute(cli_env, "UPDATE retention_audit_log SET action = 'kept' WHERE id = :id", id=ids_of(cli_env, "alpha")[0])
     execute(cli_env, "DELETE FROM retention_audit_chain")
     execute(cli_env, "DELETE FROM retention_audit_chain_heads")
-    audit_chain.seal(cli_env)
+    seal(cli_env)
 
     assert cli("audit", "verify", "--no-anchors").code == 0
     verified = cli("audit", "verify")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.engine.report.render import html_name, render_report
 from retention_pipelines.policies import load_policies
@@ -55,7 +55,7 @@ def test_report_writes_the_engines_report_to_the_folder_given(cli, cli_env, tmp_
     assert not EMAIL.search(outcome.text)
     assert_no_address(out)
     # The same figures as the engine's own report of the month, cell for cell (the CSVs hold no clock time).
-    chain = audit_chain.verify(cli_env, archive_store_from_url((tmp_path / "archive").as_uri())).as_status()
+    chain = verify(cli_env, archive_store_from_url((tmp_path / "archive").as_uri())).as_status()
     assert chain["intact"] and chain["unsealed"] > 0  # verified, nothing sealed yet: the command seals nothing
     expected = render_report(build_report(cli_env, load_policies(), MONTH, chain_status=chain,
                                           erasure_due=timedelta(days=30)))

@@ -80,8 +80,8 @@ def test_the_code_location_runs_it_daily():
 
 
 def test_the_seal_job_every_15_minutes_seals_and_indexes_what_runs_wrote(pg_url, pg_database, local_archive_url):
-    from retention_pipelines.engine.audit import chain as audit_chain
     from retention_pipelines.engine.audit.evidence import record_evidence
+    from retention_pipelines.engine.audit.verify import verify
 
     write_audit_rows(pg_database, 9)
     definitions = build_audit_chain_defs()
@@ -92,7 +92,7 @@ def test_the_seal_job_every_15_minutes_seals_and_indexes_what_runs_wrote(pg_url,
     [materialization] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     metadata = {k: v.value for k, v in materialization.event_specific_data.metadata.items()}
     assert (metadata["rows_sealed"], metadata["rows_indexed"]) == (9, 9)
-    verification = audit_chain.verify(pg_database)
+    verification = verify(pg_database)
     assert verification.intact and verification.unsealed == 0
     with pg_database.connect() as connection:
         assert connection.execute(sa.select(schema.audit_record_index_state.c.indexed_through)).scalar_one() == max(

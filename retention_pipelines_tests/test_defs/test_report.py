@@ -13,7 +13,7 @@ import pytest
 
 from retention_pipelines.defs.report import REPORT_JOB, REPORT_KEY, REPORT_SCHEDULE, build_report_defs
 from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.engine.audit import chain as audit_chain
+from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.engine.report.render import html_name, render_report
 from retention_pipelines.stores import archive_store_from_url
@@ -53,7 +53,7 @@ def test_the_report_is_stored_and_linked_with_the_months_totals(store, request, 
 
     stored = {key: data for key, data in archive_objects(archive_url).items() if key not in before}
     # The asset sealed the log before verifying it: every row checked, none left unsealed.
-    chain = audit_chain.verify(pg_database, archive_store_from_url(archive_url)).as_status()
+    chain = verify(pg_database, archive_store_from_url(archive_url)).as_status()
     assert chain["intact"] and chain["unsealed"] == 0 and chain["rows_checked"] > 0
     expected = render_report(build_report(pg_database, policies, MONTH, chain_status=chain,
                                           erasure_due=timedelta(days=30)))

@@ -75,3 +75,66 @@ def test_the_engine_is_handed_its_collaborators_and_never_reads_the_configuratio
     wrong = [f"{path.relative_to(ENGINE)} {what}" for path in sorted(ENGINE.rglob("*.py"))
              for what in reads_configuration(path)]
     assert not wrong, wrong
+
+
+# What differs between PostgreSQL and SQLite is asked of stores/dialect.py by what it does; the engine
+# never names a database.
+DATABASE_WORDS = ("postgres", "sqlite")
+
+
+def names_a_database(source: str) -> list[str]:
+    """Where code (not a comment, not a docstring) names a database: a string, an identifier or an
+    imported module with postgres or sqlite in it (`is_sqlite`, "postgresql", sqlalchemy.dialects.sqlite),
+    or a dialect's name asked for (`connection.dialect.name`)."""
+    tree = ast.parse(source)
+    docstrings = {id(node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            words = [node.value]
+        elif isinstance(node, ast.Name):
+            words = [node.id]
+        elif isinstance(node, ast.Attribute):
+            words = [node.attr]
+            owner = node.value
+            if node.attr == "name" and ("dialect" in (getattr(owner, "attr", None), getattr(owner, "id", None))):
+                found.append(f"line {node.lineno}: dialect.name")
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            words = [node.name]
+        elif isinstance(node, ast.arg):
+            words = [node.arg]
+        elif isinstance(node, ast.keyword):
+            words = [node.arg or ""]
+        elif isinstance(node, ast.alias):
+            words = [node.name, node.asname or ""]
+        elif isinstance(node, ast.ImportFrom):
+            words = [node.module or ""]
+        else:
+            continue
+        found += [f"line {node.lineno}: {word!r}" for word in words
+                  if any(database in word.lower() for database in DATABASE_WORDS)]
+    return found
+
+
+def test_no_engine_module_names_a_database():
+    wrong = [f"{path.relative_to(ENGINE)} {where}" for path in sorted(ENGINE.rglob("*.py"))
+             for where in names_a_database(path.read_text())]
+    assert not wrong, "ask stores/dialect.py's Dialect instead:\n" + "\n".join(wrong)
+
+
+def test_the_database_check_sees_code_and_not_comments_or_docstrings():
+    """A check that finds nothing must not be a check that cannot find anything."""
+    source = ('"""On PostgreSQL and SQLite alike."""\n'
+              "from sqlalchemy.dialects.postgresql import insert\n"
+              "def act(connection, database):\n"
+              '    """SQLite: one writer at a time."""\n'
+              "    # PostgreSQL takes advisory locks\n"
+              '    if connection.dialect.name == "postgresql":\n'
+              "        return database.is_sqlite\n"
+              "def on_sqlite(dialect):\n"
+              "    return dialect.name\n")
+    assert sorted(names_a_database(source)) == [
+        "line 2: 'sqlalchemy.dialects.postgresql'", "line 6: 'postgresql'", "line 6: dialect.name",
+        "line 7: 'is_sqlite'", "line 8: 'on_sqlite'", "line 9: dialect.name"]
+    assert names_a_database('"""PostgreSQL, SQLite."""\n# sqlite\nx = 1  # postgresql\n') == []

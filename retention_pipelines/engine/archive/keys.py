@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.identity.subjects import normalise_address
-from retention_pipelines.schema import conflict_insert, data_keys
-from retention_pipelines.stores import AppDatabase
+from retention_pipelines.schema import data_keys
+from retention_pipelines.stores import AppDatabase, Dialect
 
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12
@@ -177,7 +177,7 @@ class ArchiveKeys:
 
 
 def _insert_once(connection: sa.Connection, owner: str) -> sa.Insert:
-    insert = conflict_insert(connection.dialect.name, data_keys)
+    insert = Dialect.of(connection).upsert(data_keys)
     if owner == "subject":
         return insert.on_conflict_do_nothing(index_elements=["subject_hash"],
                                              index_where=data_keys.c.destroyed_at.is_(None))
@@ -187,7 +187,7 @@ def _insert_once(connection: sa.Connection, owner: str) -> sa.Insert:
 def _insert_subject_keys(connection: sa.Connection, keys: list[tuple[str, dict]]) -> list[str]:
     """Insert (subject hash, key row) pairs, skipping subjects that have a live key by now;
     returns the hashes whose keys were inserted."""
-    if connection.dialect.name == "postgresql":
+    if Dialect.of(connection).binds_arrays:
         # One statement over arrays: SQLAlchemy's executemany (its insertmanyvalues pages of 1,000
         # rows with RETURNING) took 20 µs a key, the arrays unnested by the server take 3.
         return connection.execute(sa.text(
@@ -201,8 +201,8 @@ def _insert_subject_keys(connection: sa.Connection, keys: list[tuple[str, dict]]
 
 
 def _any_of(connection: sa.Connection, column: sa.Column, values: list[str]) -> Iterator[sa.ColumnElement[bool]]:
-    """`column` among `values`: one array parameter on PostgreSQL, lists of 1,000 elsewhere."""
-    if connection.dialect.name == "postgresql":
+    """`column` among `values`: one array parameter where the database binds arrays, else lists of 1,000."""
+    if Dialect.of(connection).binds_arrays:
         if values:
             yield column == sa.any_(sa.cast(sa.literal(values, sa.ARRAY(sa.Text)), sa.ARRAY(sa.Text)))
         return

@@ -12,7 +12,8 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
-from retention_pipelines.schema import audit_log, conflict_insert
+from retention_pipelines.schema import audit_log
+from retention_pipelines.stores import Dialect
 
 
 class Action(StrEnum):
@@ -95,6 +96,6 @@ def inserted_from(stamp: AuditStamp, record_id: sa.ColumnElement, deadline: sa.C
 def held_once(connection: sa.Connection, entries: Sequence[dict]) -> sa.Insert:
     """INSERT of `skipped_legal_hold` entries that skips any record already reported (unique in the
     database, so two runs reporting one hold at once keep one entry), RETURNING one row per entry written."""
-    return conflict_insert(connection.dialect.name, audit_log).values(list(entries)).on_conflict_do_nothing(
+    return Dialect.of(connection).upsert(audit_log).values(list(entries)).on_conflict_do_nothing(
         index_elements=["domain", "record_id"], index_where=audit_log.c.action == Action.SKIPPED_LEGAL_HOLD.value,
     ).returning(audit_log.c.id)

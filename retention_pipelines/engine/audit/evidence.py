@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.audit.chain import SETTLE_SECONDS, settled_horizon
-from retention_pipelines.schema import audit_log, audit_record_index, audit_record_index_state, conflict_insert
+from retention_pipelines.engine.audit.seal import SETTLE_SECONDS, settled_horizon
+from retention_pipelines.schema import audit_log, audit_record_index, audit_record_index_state
 from retention_pipelines.stores import AppDatabase
 
 EVIDENCE_COLUMNS = ("occurred_at", "domain", "action", "policy_version", "run_id", "actor", "archive_uri",
@@ -61,7 +61,7 @@ def index_records(database: AppDatabase, settle_seconds: float = SETTLE_SECONDS,
                 return added
             upto = min(through + chunk, horizon)
             # Two indexers at once on SQLite (no row lock to wait on) add each entry once.
-            added += connection.execute(conflict_insert(connection.dialect.name, audit_record_index).from_select(
+            added += connection.execute(database.dialect.upsert(audit_record_index).from_select(
                 ["record_id", "audit_id"], sa.select(audit_log.c.record_id, audit_log.c.id).where(
                     audit_log.c.id > through, audit_log.c.id <= upto)).on_conflict_do_nothing()).rowcount
             connection.execute(sa.update(audit_record_index_state).where(audit_record_index_state.c.id == 1).values(

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
+from retention_pipelines.stores import Dialect
+
 
 class RecordIdInvalid(ValueError):
     """An id that the domain's key column cannot hold: it names no record."""
@@ -28,7 +30,7 @@ def canonical_record_id(connection: sa.Connection, key: sa.Column, given: str) -
     value = given.strip()
     if not value:
         raise RecordIdInvalid("an empty record id names no record")
-    if connection.dialect.name != "postgresql":
+    if not Dialect.of(connection).has_column_types:  # what the type accepts is for Python to say
         python_type = _python_type(key.type)
         try:
             return str(python_type(value)) if python_type is not None else value

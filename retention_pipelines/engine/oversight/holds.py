@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.identity.records import canonical_record_id
 from retention_pipelines.schema import legal_holds
-from retention_pipelines.stores import AppDatabase
+from retention_pipelines.stores import AppDatabase, Dialect
 
 # The advisory-lock class of the hold gates ('HOLD'); each domain's gate is (class, hashtext(domain)).
 HOLD_GATE = 0x484F4C44
@@ -88,8 +88,8 @@ def pass_gate(connection: sa.Connection, domain: str, exclusive: bool = False) -
     """The domain's hold gate, for the rest of the caller's transaction: first in every transaction
     that removes something of the domain (shared; EVERY_DOMAIN for something of any domain), and in
     every one that places or releases a hold (exclusive, with EVERY_DOMAIN's)."""
-    if connection.dialect.name != "postgresql":
-        return
+    if Dialect.of(connection).one_writer_at_a_time:
+        return  # the database orders a hold and a removal by itself
     lock = sa.func.pg_advisory_xact_lock if exclusive else sa.func.pg_advisory_xact_lock_shared
     for gate in (domain, EVERY_DOMAIN) if exclusive else (domain,):
         connection.execute(sa.select(lock(HOLD_GATE, sa.func.hashtext(gate))))
@@ -99,7 +99,7 @@ def pass_gate(connection: sa.Connection, domain: str, exclusive: bool = False) -
 def gate_held(database: AppDatabase, domains: Iterable[str]) -> Iterator[None]:
     """The gates of these domains, shared, across several transactions and the object-store calls
     between them (an archive object's audit entry is committed before the object is deleted)."""
-    if database.is_sqlite:
+    if database.dialect.one_writer_at_a_time:
         yield
         return
     keys = sorted(set(domains))
@@ -140,7 +140,7 @@ class LegalHolds:
                 legal_holds.c.released_at.is_(None))).scalar()
             if active is not None:
                 raise HoldRefused(f"record {record_id} of {domain} is already under legal hold {active}")
-            value = sa.cast(sa.literal(record_id, sa.Text), key.type) if connection.dialect.name == "postgresql" \
+            value = sa.cast(sa.literal(record_id, sa.Text), key.type) if Dialect.of(connection).has_column_types \
                 else record_id  # compared in the key's type, so that its index answers
             exists = connection.execute(sa.select(sa.literal(1)).select_from(key.table).where(
                 key == value).limit(1)).first() is not None

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.oversight.holds import under_legal_hold
 from retention_pipelines.redaction import EMAIL
-from retention_pipelines.schema import audit_log, conflict_insert, manual_queue
+from retention_pipelines.schema import audit_log, manual_queue
 from retention_pipelines.stores import AppDatabase
 
 REASONS = ("blob_delete_failed", "archive_verification_failed", "delete_blocked", "legal_hold_conflict", "run_failed")
@@ -101,7 +101,7 @@ class ManualQueue:
             raise QueueRefused(f"unknown queue reason {reason!r}: one of {', '.join(REASONS)}")
         _no_personal_data("a queue item's detail", detail)
         now = self.database.now()
-        statement = conflict_insert(self.database.engine.dialect.name, manual_queue).values(
+        statement = self.database.dialect.upsert(manual_queue).values(
             domain=domain, record_id=record_id, reason=reason, detail=detail, status=OPEN,
             created_at=self._bind(now), due_at=self._bind(now + resolve_within), last_attempt_at=self._bind(now),
             erasure_request_id=erasure_request_id,

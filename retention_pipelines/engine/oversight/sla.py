@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from retention_pipelines.schema import conflict_insert, sla_breaches
+from retention_pipelines.schema import sla_breaches
 from retention_pipelines.stores import AppDatabase
 
 RETENTION_LAG = "retention_lag"  # data kept past its deadline longer than sla.max_lag
@@ -40,7 +40,7 @@ class Breaches:
              level: int = 1) -> Breach:
         """The open breach of this domain and kind, opened now if there was none: never two.
         `level` is the escalation this observation calls for; a breach's level only rises."""
-        statement = conflict_insert(self.database.engine.dialect.name, sla_breaches).values(
+        statement = self.database.dialect.upsert(sla_breaches).values(
             domain=domain, kind=kind, observed=_amount(observed), threshold=_amount(threshold), escalation_level=level,
         ).on_conflict_do_nothing(index_elements=["domain", "kind"], index_where=sla_breaches.c.closed_at.is_(None))
         with self.database.begin() as connection:

@@ -302,14 +302,9 @@ class _Gatherer:
         self.database, self.start, self.end, self.as_of = database, start, end, as_of
 
     def _at(self, moment: datetime):
-        """A UTC instant as a bound of a range. SQLite keeps times as text, in two spellings:
-        with microseconds (written by SQLAlchemy) and without (CURRENT_TIMESTAMP, the audit log's
-        default). A bound spelt without microseconds when it has none compares right with both;
-        '… 00:00:00.000000' would put an entry stamped '… 00:00:00' before midnight."""
-        if not self.database.is_sqlite:
-            return moment
-        spelling = "%Y-%m-%d %H:%M:%S" + (".%f" if moment.microsecond else "")
-        return sa.literal(moment.astimezone(UTC).strftime(spelling), sa.String)
+        """A UTC instant as a bound of a range, compared right with every spelling the database
+        keeps times in (Dialect.time_bound)."""
+        return self.database.dialect.time_bound(moment)
 
     def _within(self, column, start: datetime, end: datetime):
         return sa.and_(column >= self._at(start), column < self._at(end))
@@ -342,11 +337,8 @@ class _Gatherer:
         return days
 
     def _day(self, column):
-        """The UTC day of an instant: SQLite's text begins with it; PostgreSQL converts to UTC first,
-        whatever the session's time zone."""
-        if self.database.is_sqlite:
-            return sa.type_coerce(sa.func.substr(column, 1, 10), sa.String)
-        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
+        """The UTC day of an instant, whatever the session's time zone: a date, or its ISO text."""
+        return self.database.dialect.utc_day(column)
 
     def breaches(self) -> list[Breach]:
         """Breaches opened in the month, and those opened before that were still open when it began."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from retention_pipelines.schema import conflict_insert, domain_fences
+from retention_pipelines.schema import domain_fences
 from retention_pipelines.stores import AppDatabase, LockLost
 
 
@@ -24,7 +24,7 @@ class DomainFence:
     def take(cls, database: AppDatabase, domain: str) -> DomainFence:
         """Raise the domain's token (in its own transaction) and hold the new value."""
         with database.begin() as connection:
-            insert = conflict_insert(connection.dialect.name, domain_fences).values(domain=domain, token=1)
+            insert = database.dialect.upsert(domain_fences).values(domain=domain, token=1)
             token = connection.execute(insert.on_conflict_do_update(
                 index_elements=["domain"], set_={"token": domain_fences.c.token + 1}).returning(domain_fences.c.token)
             ).scalar_one()

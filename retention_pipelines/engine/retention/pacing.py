@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 
 from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.stores import Dialect
 from retention_pipelines.stores.database import APPLICATION_NAME
 
 LOAD_SAMPLE_SECONDS = 0.2  # pg_stat_activity read at most five times a second
@@ -35,7 +36,8 @@ class BatchPacer:
         self.size = policy.batch_size
         self.fixed_size = fixed_size or self.target_seconds is None
         self.sleep_coefficient, self.busy_sessions = pacing.sleep_coefficient, pacing.busy_sessions
-        self.load = DatabaseLoad(engine) if engine.dialect.name == "postgresql" and self.sleep_coefficient else None
+        throttles = self.sleep_coefficient and Dialect.of(engine).shows_sessions_at_work
+        self.load = DatabaseLoad(engine) if throttles else None
         self.slept_seconds = 0.0
         self.busy = False  # as last seen after a batch
         self._lock, self._one_at_a_time = threading.Lock(), threading.Lock()

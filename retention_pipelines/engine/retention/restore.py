@@ -189,11 +189,11 @@ class Restorer:
                     value = dt.datetime.fromisoformat(value)
                     # A wall time of a `timestamp without time zone` column goes back as it was,
                     # never made an instant that the session's zone would turn into another wall time.
-                    if value.tzinfo or self.database.is_sqlite or column.type.timezone:
+                    if value.tzinfo or not self.database.dialect.has_column_types or column.type.timezone:
                         value = self.database.bind_time(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
                 elif isinstance(column.type, sa.Date):
                     value = dt.date.fromisoformat(value)
-                elif isinstance(column.type, sa.Uuid) and not self.database.is_sqlite:
+                elif isinstance(column.type, sa.Uuid) and self.database.dialect.has_column_types:
                     value = uuid.UUID(value)
             values[column.name] = value
         return values

@@ -19,6 +19,7 @@ from retention_pipelines.engine.oversight.holds import held, held_record_ids
 from retention_pipelines.engine.retention.selection import ERASED_PLACEHOLDER_PATTERN, Selection
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.schema import legal_holds, manual_queue
+from retention_pipelines.stores import Dialect
 
 # More than any zone's distance from UTC (the tz database's widest is under 16 hours): a wall-time
 # clock due by a UTC instant is at most this far past that instant's UTC wall time.
@@ -262,12 +263,12 @@ class DomainTable:
         the last row chosen, None when none was left). Deadline and holds are checked again in
         the statement itself, and only the rows it RETURNs are audited."""
         chosen = self.next_rows(clock_cutoff, selection, lane, limit)
-        if connection.dialect.name != "postgresql":
+        if not Dialect.of(connection).acts_in_one_statement:
             keys = connection.execute(chosen).all()
             if not keys:
                 return 0, None
             return self.act_batch(connection, clock_cutoff, selection, stamp, [pk for _, pk in keys]), tuple(keys[-1])
-        # PostgreSQL: choose, delete and audit in one statement (data-modifying CTEs), rows deleted
+        # Choose, delete and audit in one statement (data-modifying CTEs), rows deleted
         # by their physical address (ctid), so that no id travels to the worker and back.
         ctid = sa.literal_column("ctid")
         picked = chosen.add_columns(ctid.label("row_ctid")).cte("chosen")
@@ -289,7 +290,7 @@ class DomainTable:
         it RETURNs are audited."""
         if not pks:
             return 0
-        if connection.dialect.name == "postgresql":
+        if Dialect.of(connection).acts_in_one_statement:
             # One statement (data-modifying CTEs) and one array parameter: `IN` with 10,000 bound
             # values is compiled, sent and parsed as 10,000 parameters.
             keys = sa.literal([str(pk) for pk in pks], sa.ARRAY(sa.Text))

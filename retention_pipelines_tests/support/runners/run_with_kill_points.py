@@ -117,15 +117,15 @@ def place_kill_point(engine, kill_at: dict) -> KillPoint:
 
 
 def seal(config: dict) -> int:
-    from retention_pipelines.engine.audit import chain as audit_chain
+    from retention_pipelines.engine.audit import seal as audit_seal
     from retention_pipelines.stores import AppDatabase
 
     database = AppDatabase(config["database_url"])
     kill_at = config["kill_at"]
     point = KillPoint("audit seal", kill_at["occurrence"], kill_at.get("hold", True))
     emit(event="ready")
-    report = audit_chain.seal(database, chunk_rows=config["chunk_rows"],
-                              after_chunk=lambda domain, rows: point.reached(f"chunk of {domain}"))
+    report = audit_seal.seal(database, chunk_rows=config["chunk_rows"],
+                             after_chunk=lambda domain, rows: point.reached(f"chunk of {domain}"))
     emit(event="done", sealed=report.rows)
     threading.Event().wait()  # the test kills it, wherever its delay lands
     return 0

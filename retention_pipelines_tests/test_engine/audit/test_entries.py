@@ -26,14 +26,15 @@ WRITER = PACKAGE / "engine" / "audit" / "entries.py"
 
 
 def inserts_into_the_audit_log(path: Path) -> list[int]:
-    """Lines of `sa.insert(audit_log)` / `insert(audit_log)` / `audit_log.insert()` in a module."""
+    """Lines of `sa.insert(audit_log)` / `insert(audit_log)` / `dialect.upsert(audit_log)` / `audit_log.insert()` in
+    a module."""
     lines = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Call):
             function = node.func
             name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
             target = function.value if isinstance(function, ast.Attribute) else None
-            if name in ("insert", "conflict_insert") and any(
+            if name in ("insert", "upsert") and any(
                     isinstance(arg, ast.Name) and arg.id == "audit_log" for arg in node.args):
                 lines.append(node.lineno)
             elif name == "insert" and isinstance(target, ast.Name) and target.id == "audit_log":

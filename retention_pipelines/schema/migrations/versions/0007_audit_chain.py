@@ -1,4 +1,4 @@
-"""The audit log's hash chains (engine/audit/chain.py): one chain per domain, sealed after the fact.
+"""The audit log's hash chains (engine/audit/seal.py): one chain per domain, sealed after the fact.
 
 Revision ID: 0007
 Revises: 0006
