@@ -25,8 +25,10 @@ setup: $(BIN)/retention
 demo: setup
 	$(BIN)/retention demo
 
+# `make ui PORT=3001` when 3000 is taken.
+PORT ?= 3000
 ui: setup
-	RETENTION_ENV=demo $(BIN)/dagster dev
+	RETENTION_ENV=demo $(BIN)/dagster dev --port $(PORT)
 
 test-servers:
 	bash scripts/install-test-servers

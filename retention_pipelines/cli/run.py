@@ -116,6 +116,7 @@ def _build_and_run_demo(rows: int) -> int:
     demo_file = (settings.home / "demo.db").resolve()
     if settings.blob_url or settings.archive_url:
         raise CliError("`retention demo` keeps its own files: unset RETENTION_BLOB_URL and RETENTION_ARCHIVE_URL")
+    _forget_demo_history()
     demo_file.unlink(missing_ok=True)
     for folder in ("archive", "blobs"):
         shutil.rmtree(settings.home / folder, ignore_errors=True)
@@ -128,6 +129,22 @@ def _build_and_run_demo(rows: int) -> int:
     say(f"demo database {demo_file}: " + ", ".join(f"{n} {t}" for t, n in seeded.items()), demo_database=str(demo_file),
         rows_seeded=seeded)
     return cmd_run(argparse.Namespace(domains=[], domain=None, dry_run=False, wait=None))
+
+
+def _forget_demo_history() -> None:
+    """The last demo's runs, materializations and check results describe a database that is about
+    to go: they go with it, so that the UI, the audit log and the report of the new demo agree. Only
+    an instance that keeps its storage in local SQLite files (the demo's dagster.yaml) is wiped; one
+    with any other storage is refused, never touched."""
+    # Dagster exports no public name for its storage classes: the SQLite run storage is the one
+    # that says the history is a local file of this DAGSTER_HOME.
+    from dagster._core.storage.runs.sqlite import SqliteRunStorage
+
+    with dagster_instance() as instance:
+        if not isinstance(instance.run_storage, SqliteRunStorage):
+            raise CliError("`retention demo` replaces its own Dagster history: DAGSTER_HOME must be a demo instance "
+                           f"(local SQLite storage), not one storing runs in {type(instance.run_storage).__name__}")
+        instance.wipe()
 
 
 def add_run_commands(commands) -> None:

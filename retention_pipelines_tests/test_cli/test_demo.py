@@ -71,6 +71,38 @@ def test_demo_with_explicit_home_and_rerun_starts_afresh(cli, tmp_path, monkeypa
     assert abs(len(second) - len(first)) <= 1  # the same seed; a row may cross 24h in between
     assert audited == 60 - len(second)
     assert not (tmp_path / ".retention").exists()
+    # The Dagster history is the second demo's alone: what the UI shows is what the audit log says.
+    enabled = [name for name, policy in load_policies().domains.items() if policy.enabled]
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        deletions = instance.fetch_materializations(dg.AssetKey(["quiz_responses", "deletion"]), limit=10).records
+    assert len(runs) == len(enabled)
+    [deletion] = deletions
+    assert deletion.run_id in {run.run_id for run in runs}
+    assert deletion.asset_materialization.metadata["rows_deleted"].value == audited
+
+
+def test_demo_refuses_to_replace_the_history_of_an_instance_it_does_not_own(cli, tmp_path, monkeypatch,
+                                                                            postgres_server):
+    """A DAGSTER_HOME whose runs are in PostgreSQL (production's kind) is never wiped: refused first."""
+    monkeypatch.chdir(tmp_path)
+    storage = postgres_server.create_database("dagster_not_the_demo")
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(f"storage:\n  postgres:\n    postgres_url: {storage}\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("RETENTION_HOME", str(tmp_path / "home"))
+    @dg.asset
+    def not_the_demos() -> None:
+        """A run of another project on that instance."""
+
+    with dg.DagsterInstance.get() as instance:
+        kept = dg.materialize([not_the_demos], instance=instance).run_id
+    refused = cli("demo", "--rows", "10")
+    assert refused.code == 2 and "DAGSTER_HOME must be a demo instance" in refused.err
+    assert not (tmp_path / "home" / "demo.db").exists()  # refused before anything was made
+    with dg.DagsterInstance.get() as instance:
+        assert [run.run_id for run in instance.get_runs()] == [kept]
 
 
 def test_demo_refuses_a_configured_database(cli, tmp_path, monkeypatch):
