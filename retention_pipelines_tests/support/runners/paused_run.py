@@ -46,7 +46,7 @@ class _StopsAfterItsCheck:
 _act_on_batch = RetentionEngine._act_on_batch
 
 
-def _pausing_act_on_batch(self, batch, clock_cutoff, stamp, lock, fence=None):
+def _pausing_act_on_batch(self, batch, clock_cutoff, selection, stamp, lock, fence=None):
     with _guard:
         _batches[0] += 1
         number = _batches[0]
@@ -54,7 +54,7 @@ def _pausing_act_on_batch(self, batch, clock_cutoff, stamp, lock, fence=None):
         _stop_here(number)
     if CONFIG.get("pause_before_commit") == number and lock is not None:
         lock = _StopsAfterItsCheck(lock, number)
-    return _act_on_batch(self, batch, clock_cutoff, stamp, lock, fence)
+    return _act_on_batch(self, batch, clock_cutoff, selection, stamp, lock, fence)
 
 
 def main() -> int:
