@@ -21,7 +21,8 @@ from packaging.requirements import Requirement
 from retention_pipelines_tests.support.deploy_files import service_command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-DAGSTER_FAMILY = ("dagster", "dagster-webserver", "dagster-postgres", "dagster-aws", "dagster-k8s", "dagster-slack")
+DAGSTER_FAMILY = ("dagster", "dagster-webserver", "dagster-graphql", "dagster-postgres", "dagster-aws", "dagster-k8s",
+                  "dagster-slack")
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)(?:\s*;[^-]+)?"
                  r"(?:\s+--hash=sha256:[0-9a-f]{64})*$")
 

@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import sys
+import urllib.parse
 from collections.abc import Sequence
 
 from retention_pipelines import schema
@@ -21,8 +22,9 @@ from retention_pipelines.cli.common import (
     open_database,
 )
 from retention_pipelines.cli.output import say, show_table
+from retention_pipelines.errors import first_line
 from retention_pipelines.policies import PolicyFile, load_policies
-from retention_pipelines.redaction import without_personal_data
+from retention_pipelines.redaction import display_url, without_personal_data
 from retention_pipelines.stores import load_settings
 from retention_pipelines.stores.settings import MAX_LOCK_WAIT_SECONDS
 
@@ -41,6 +43,12 @@ def _domains(policies: PolicyFile, names: Sequence[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     policies = load_policies()
     domains = _domains(policies, [*args.domains, *(args.domain or ())])
+    if args.submit:
+        if args.wait is not None:
+            raise CliError("--wait is for a run in this process: a submitted run waits in the instance's queue")
+        rows = [submit_domain_job(domain, args.dry_run, args.submit) for domain in domains]
+        show_table(rows)
+        return 0
     open_current_database().dispose()  # refuse before any run starts, not in each of them
     rows = [run_domain_job(domain, args.dry_run, args.wait) for domain in domains]
     show_table([{k: v for k, v in row.items() if k != "message"} for row in rows])
@@ -48,6 +56,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         if row["message"]:
             print(f"{row['domain']}: {without_personal_data(row['message'])}", file=sys.stderr)
     return 0 if all(row["status"] == "ok" for row in rows) else EXIT_FAILED
+
+
+def submit_domain_job(domain: str, dry_run: bool, webserver: str) -> dict:
+    """Submit the domain's job for its latest partition through the webserver, into the instance's
+    run queue: its limits (one run per domain, pools) apply, and the daemon launches it where the
+    deployment runs its runs."""
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    from retention_pipelines.definitions import defs
+    from retention_pipelines.defs.common import DRY_RUN_TAG, job_name
+
+    url = urllib.parse.urlsplit(webserver)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise CliError(f"--submit: a Dagster webserver's URL is http[s]://host[:port], not {display_url(webserver)}")
+    partition = defs.resolve_job_def(job_name(domain)).partitions_def.get_last_partition_key()
+    client = DagsterGraphQLClient(url.hostname, port_number=url.port, use_https=url.scheme == "https",
+                                  path_prefix=url.path.rstrip("/"), timeout=60)
+    try:
+        run_id = client.submit_job_execution(job_name(domain), tags={
+            DRY_RUN_TAG: "true" if dry_run else "false", "dagster/partition": partition})
+    except (DagsterGraphQLClientError, OSError) as exc:
+        # The client's own message is its query; what went wrong is the transport's error, or the
+        # webserver's answer (its body).
+        why = exc.__cause__ or getattr(exc, "body", None) or exc
+        raise CliError(f"the Dagster webserver at {display_url(webserver)} did not take the run of {domain}: "
+                       f"{first_line(why) if isinstance(why, BaseException) else why}", EXIT_FAILED) from None
+    base = display_url(webserver).rstrip("/")
+    return {"domain": domain, "partition": partition, "dry_run": dry_run, "status": "queued", "run_id": run_id,
+            "url": f"{base}/runs/{run_id}"}
 
 
 def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None) -> dict:
@@ -128,7 +165,7 @@ def _build_and_run_demo(rows: int) -> int:
     database.dispose()
     say(f"demo database {demo_file}: " + ", ".join(f"{n} {t}" for t, n in seeded.items()), demo_database=str(demo_file),
         rows_seeded=seeded)
-    return cmd_run(argparse.Namespace(domains=[], domain=None, dry_run=False, wait=None))
+    return cmd_run(argparse.Namespace(domains=[], domain=None, dry_run=False, wait=None, submit=None))
 
 
 def _forget_demo_history() -> None:
@@ -152,6 +189,9 @@ def add_run_commands(commands) -> None:
     run.add_argument("domains", nargs="*", metavar="DOMAIN", help="domains to run (default: every enabled one)")
     run.add_argument("--domain", action="append", metavar="DOMAIN", help="a domain to run, as DOMAIN (repeatable)")
     run.add_argument("--dry-run", action="store_true", help="walk and count, change nothing anywhere")
+    run.add_argument("--submit", nargs="?", const="http://localhost:3000", metavar="WEBSERVER",
+                     help="submit the runs to the instance's run queue through its webserver (default "
+                          "http://localhost:3000) instead of running them in this process; prints each run's URL")
     run.add_argument("--wait", type=number_from(0, MAX_LOCK_WAIT_SECONDS, whole=False, unit=" seconds"),
                      metavar="SECONDS", help="wait this long for a busy domain's lock")
     run.set_defaults(handler=cmd_run)

@@ -12,6 +12,7 @@ import pytest
 from retention_pipelines.policies import default_policy_path, load_policies
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.support.cli import EMAIL, PASSWORD, dagster_home, parse_table, run_script
+from retention_pipelines_tests.support.servers import free_port
 
 KNOWN_DOMAINS = ["quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"]
 DUE = [timedelta(hours=25), timedelta(days=2), timedelta(days=30)]
@@ -286,3 +287,15 @@ def test_all_four_domains_on_postgresql_s3_and_redis(cli, cli_env, s3_archive_ur
     assert meal_plan_rows(cli_env)[plan][0] is None
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=hot)
     assert {e["action"] for e in audit_entries(cli_env)} == {"deleted", "redacted"}
+
+
+def test_submit_refusals_name_what_is_wrong_and_launch_nothing(cli, cli_env):
+    not_a_url = cli("run", "quiz_responses", "--submit", "localhost")
+    assert not_a_url.code == 2 and "--submit: a Dagster webserver's URL is http[s]://host[:port]" in not_a_url.err
+    both = cli("run", "quiz_responses", "--submit", "--wait", "5")
+    assert both.code == 2 and "--wait is for a run in this process" in both.err
+    unreachable = cli("run", "quiz_responses", "--submit", f"http://ops:{PASSWORD}@127.0.0.1:{free_port()}")
+    assert unreachable.code == 1 and unreachable.out == ""
+    assert "the Dagster webserver at http://127.0.0.1:" in unreachable.err and "ops" not in unreachable.err
+    assert "did not take the run of quiz_responses" in unreachable.err and "Connection refused" in unreachable.err
+    assert dagster_runs() == []

@@ -1,12 +1,15 @@
 """The deployment as operators use it: `dagster-webserver` and `dagster-daemon run` on the production
 instance (deploy/dagster.yaml, PostgreSQL storage); a domain's schedule turned off and on through the
 webserver's GraphQL API and run by the daemon at its minute; a backfill of three partitions launched
-through the API and run by the daemon; then the UI in a real headless Chromium: the asset
+through the API and run by the daemon; a run submitted with `retention run --submit`, through the
+run queue; then the UI in a real headless Chromium: the asset
 catalog, a domain's deletion asset (its materializations and metadata, its checks) and its
 partitions. Screenshots are saved under test-artifacts/ui/. Nothing is mocked."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +20,7 @@ import yaml
 from retention_pipelines.defs.common import domain_partitions, job_name
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.cli import RETENTION_SCRIPT
 from retention_pipelines_tests.support.dagster_deployment import Daemon, Webserver
 from retention_pipelines_tests.support.repository import REPOSITORY
 from retention_pipelines_tests.support.servers import free_port
@@ -60,6 +64,27 @@ def wait_for_backfill_runs(instance: dg.DagsterInstance, backfill_id: str, count
         time.sleep(2)
     raise AssertionError(f"the backfill's {count} runs did not finish in {seconds:g} s; runs: "
                          f"{[(r.run_id[:8], r.status) for r in runs]}\n{daemon.tail()}")
+
+
+def wait_for_run(instance: dg.DagsterInstance, run_id: str, daemon: Daemon, seconds: float = 300) -> dg.DagsterRun:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run
+        if not daemon.alive():
+            raise AssertionError(f"dagster-daemon exited:\n{daemon.tail()}")
+        time.sleep(2)
+    raise AssertionError(f"run {run_id} did not finish in {seconds:g} s\n{daemon.tail()}")
+
+
+def submitted_with_the_cli(env: dict[str, str], webserver: Webserver) -> dict:
+    """`retention run quiz_responses --submit <webserver> --json`, the installed console script."""
+    done = subprocess.run([str(RETENTION_SCRIPT), "run", DOMAIN, "--submit", webserver.url, "--json"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [row] = json.loads(done.stdout)["rows"]
+    return row
 
 
 def policies_scheduled_soon(folder: Path) -> tuple[Path, int]:
@@ -160,6 +185,14 @@ def test_a_backfill_through_the_api_then_the_ui_in_a_browser(deployment, tmp_pat
         assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs), [(r.run_id, r.status) for r in runs]
         assert not set(due) & remaining_ids(database)
 
+        # The CLI's --submit goes through the instance's run queue: the daemon launches the run.
+        submitted = submitted_with_the_cli(env, webserver)
+        assert (submitted["status"], submitted["url"]) == ("queued", f"{webserver.url}/runs/{submitted['run_id']}")
+        with dg.DagsterInstance.from_config(str(deployment["home"])) as instance:
+            run = wait_for_run(instance, submitted["run_id"], daemon)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, run.status
+        assert (run.job_name, run.tags["dagster/partition"]) == (job_name(DOMAIN), submitted["partition"])
+
         driver = chromium()
         try:
             catalog = page(driver, f"{webserver.url}/assets", [DOMAIN, "email_blacklist", "meal_plans"],
@@ -174,10 +207,12 @@ def test_a_backfill_through_the_api_then_the_ui_in_a_browser(deployment, tmp_pat
             assert "Passed" in checks or "Succeeded" in checks, checks[:2000]
             page(driver, f"{webserver.url}/assets/{DOMAIN}/deletion?view=partitions", [partitions[0][:10]],
                  ARTIFACTS / "4-deletion-partitions.png")
+            page(driver, submitted["url"], [submitted["run_id"][:8], "Success"], ARTIFACTS / "5-submitted-run.png")
         finally:
             driver.quit()
     finally:
         daemon.stop()
         webserver.stop()
-    for name in ("1-asset-catalog", "2-deletion-materializations", "3-deletion-checks", "4-deletion-partitions"):
+    for name in ("1-asset-catalog", "2-deletion-materializations", "3-deletion-checks", "4-deletion-partitions",
+                 "5-submitted-run"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000, name
