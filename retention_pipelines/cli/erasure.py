@@ -4,7 +4,9 @@ address given is never printed back."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import uuid
 from datetime import timedelta
 
 from retention_pipelines.cli.common import (
@@ -17,6 +19,7 @@ from retention_pipelines.cli.common import (
     open_current_database,
 )
 from retention_pipelines.cli.output import say, show_table
+from retention_pipelines.cli.progress import run_progress
 from retention_pipelines.engine.gdpr.requests import (
     MAX_EXTENSION_DAYS,
     PARTIALLY_BLOCKED,
@@ -84,14 +87,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from retention_pipelines.defs.common import DRY_RUN_TAG
     from retention_pipelines.defs.erasure_run import ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY
 
+    requests = _requests()
     try:
-        request = _requests().get(args.id)
+        request = requests.get(args.id)
     except ErasureRefused as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     job = defs.resolve_job_def(ERASURE_JOB)
-    with dagster_instance() as instance:
+    run_id = str(uuid.uuid4())
+    with dagster_instance() as instance, \
+            (contextlib.nullcontext() if args.dry_run else run_progress(requests.database, run_id,
+                                                                        f"erasure request {request.id}")):
         instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(request.id)])
         result = job.execute_in_process(instance=instance, partition_key=str(request.id), raise_on_error=False,
+                                        run_id=run_id,
                                         tags={DRY_RUN_TAG: "true" if args.dry_run else "false"},
                                         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     rows, outcome = [], {}

@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import urllib.parse
+import uuid
 from collections.abc import Sequence
 
 from retention_pipelines import schema
@@ -22,10 +23,11 @@ from retention_pipelines.cli.common import (
     open_database,
 )
 from retention_pipelines.cli.output import say, show_table
+from retention_pipelines.cli.progress import run_progress
 from retention_pipelines.errors import first_line
 from retention_pipelines.policies import PolicyFile, load_policies
 from retention_pipelines.redaction import display_url, without_personal_data
-from retention_pipelines.stores import load_settings
+from retention_pipelines.stores import AppDatabase, load_settings
 from retention_pipelines.stores.settings import MAX_LOCK_WAIT_SECONDS
 
 DEMO_MAX_ROWS = 100_000  # a laptop's demo; larger tables are the benchmarks' (make bench)
@@ -49,8 +51,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows = [submit_domain_job(domain, args.dry_run, args.submit) for domain in domains]
         show_table(rows)
         return 0
-    open_current_database().dispose()  # refuse before any run starts, not in each of them
-    rows = [run_domain_job(domain, args.dry_run, args.wait) for domain in domains]
+    database = open_current_database()  # refused before any run starts, not in each of them
+    try:
+        rows = [run_domain_job(domain, args.dry_run, args.wait, database) for domain in domains]
+    finally:
+        database.dispose()
     show_table([{k: v for k, v in row.items() if k != "message"} for row in rows])
     for row in rows:
         if row["message"]:
@@ -87,8 +92,9 @@ def submit_domain_job(domain: str, dry_run: bool, webserver: str) -> dict:
             "url": f"{base}/runs/{run_id}"}
 
 
-def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None) -> dict:
-    """Execute the domain's job for its latest partition on the DAGSTER_HOME instance."""
+def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None, database: AppDatabase) -> dict:
+    """Execute the domain's job for its latest partition on the DAGSTER_HOME instance, with its
+    progress on the terminal (a dry run acts on nothing: no bar)."""
     import dagster as dg
 
     from retention_pipelines.definitions import defs
@@ -96,9 +102,20 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None
 
     job = defs.resolve_job_def(job_name(domain))
     partition = job.partitions_def.get_last_partition_key()
+    run_id = str(uuid.uuid4())
+    found_key = dg.AssetKey([domain, "expired_records"])
+
+    def rows_found(instance: dg.DagsterInstance) -> int | None:
+        [latest] = instance.fetch_materializations(found_key, limit=1).records or [None]
+        if latest is None or latest.run_id != run_id:
+            return None  # not found yet
+        return latest.asset_materialization.metadata["rows_found"].value
+
     with dagster_instance() as instance, _environment("RETENTION_LOCK_WAIT_SECONDS",
-                                                      None if wait_seconds is None else str(wait_seconds)):
-        result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
+                                                      None if wait_seconds is None else str(wait_seconds)), \
+            (contextlib.nullcontext() if dry_run else run_progress(database, run_id, domain,
+                                                                   lambda: rows_found(instance))):
+        result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, run_id=run_id,
                                         tags={DRY_RUN_TAG: "true" if dry_run else "false"},
                                         # The terminal gets the summary table; step logs are in the UI.
                                         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})

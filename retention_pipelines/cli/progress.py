@@ -1,0 +1,65 @@
+"""Progress of a long run on the operator's terminal: the records it has acted on, as its audit
+entries say (the truth of what is done, read back from the database), against the rows its find
+step counted, with the rate and the time left. Shown only on a terminal and never with --json:
+a script reads the result, not a bar."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from retention_pipelines.cli.output import OUTPUT
+from retention_pipelines.engine.audit.entries import Action
+from retention_pipelines.schema import audit_log
+from retention_pipelines.stores import AppDatabase
+
+POLL_SECONDS = 0.5
+ACTED = (Action.DELETED.value, Action.REDACTED.value, Action.REDACTED_BLOB_MISSING.value, Action.ERASED.value)
+
+
+def shown() -> bool:
+    return sys.stderr.isatty() and not OUTPUT.as_json
+
+
+@contextlib.contextmanager
+def run_progress(database: AppDatabase, run_id: str, what: str,
+                 total: Callable[[], int | None] = lambda: None) -> Iterator[None]:
+    """A bar for the run `run_id` while the block runs it; `total()` is the records it will act on,
+    asked again until known (None: not yet, or never: then the bar counts without an end)."""
+    if not shown():
+        yield
+        return
+    from tqdm import tqdm  # one of dagster's own dependencies: rate and time left, drawn in place
+
+    since = database.bind_time(database.now() - timedelta(seconds=1))
+    counted = sa.select(sa.func.count()).where(audit_log.c.run_id == run_id, audit_log.c.action.in_(ACTED),
+                                               audit_log.c.occurred_at >= since)
+    stop = threading.Event()
+    bar = tqdm(total=None, desc=what, unit=" records", file=sys.stderr, dynamic_ncols=True)
+
+    def done() -> int:
+        with database.connect() as connection:
+            return int(connection.execute(counted).scalar_one())
+
+    def follow() -> None:
+        while not stop.wait(POLL_SECONDS):
+            with contextlib.suppress(sa.exc.SQLAlchemyError):  # a busy moment: the next poll catches up
+                if bar.total is None:
+                    bar.total = total()
+                bar.update(done() - bar.n)
+
+    follower = threading.Thread(target=follow, name=f"progress-{run_id[:8]}", daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        follower.join()
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            bar.update(done() - bar.n)
+        bar.close()

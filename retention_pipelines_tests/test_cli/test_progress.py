@@ -1,0 +1,77 @@
+"""A long run's progress on the operator's terminal: the records acted on, as the audit log counts
+them, against the rows found, with the rate; nothing when standard error is not a terminal or the
+output is JSON."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import termios
+
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg
+from retention_pipelines_tests.support.cli import RETENTION_SCRIPT
+
+
+def run_on_a_terminal(*args: str, timeout: float = 180) -> tuple[int, str, str]:
+    """The console script with its standard error on a pseudo-terminal: (exit code, stdout, what the
+    terminal showed)."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal 160 columns wide
+    process = subprocess.Popen([str(RETENTION_SCRIPT), *args], stdout=subprocess.PIPE, stderr=terminal,
+                               env=dict(os.environ), text=True)
+    os.close(terminal)
+    shown = b""
+    while True:
+        ready, _, _ = select.select([controller], [], [], timeout)
+        if not ready:
+            process.kill()
+            raise AssertionError(f"no output for {timeout} s: {shown[-2000:]!r}")
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal's other end closed: the process is done with it
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out = process.stdout.read()
+    code = process.wait(timeout=timeout)
+    os.close(controller)
+    return code, out, shown.decode(errors="replace")
+
+
+def test_a_run_shows_the_records_done_against_those_found_with_the_rate(cli_env):
+    bulk_insert_pg(cli_env, 3000, "30 hours")
+    code, out, shown = run_on_a_terminal("run", "quiz_responses")
+    assert code == 0, out + shown
+    final = shown.replace("\r", "\n").strip().splitlines()
+    bars = [line for line in final if line.startswith("quiz_responses")]
+    assert bars, (shown, out)
+    assert re.search(r"100%.*3000/3000 \[[0-9:]+<00:00, *[0-9.]+ records/s\]", bars[-1]), bars[-1]
+    assert "acted_on" in out and "3000" in out  # the summary table is unchanged, on standard output
+
+
+def test_no_bar_in_json_nor_for_a_dry_run(cli_env):
+    bulk_insert_pg(cli_env, 50, "30 hours")
+    for args in (["run", "quiz_responses", "--json"], ["run", "quiz_responses", "--dry-run"]):
+        code, out, shown = run_on_a_terminal(*args)
+        assert code == 0, out + shown
+        assert "records/s" not in shown and "%|" not in shown, (args, shown)
+
+
+def test_an_erasure_run_counts_the_records_it_erases_naming_the_request_not_the_person(cli, cli_env):
+    address = "erin.subject@example.net"
+    bulk_insert_pg(cli_env, 40, "2 hours", email=address)
+    requested = cli("erasure", "request", "--email", address, "--json")
+    assert requested.code == 0, requested.text
+    request_id = json.loads(requested.out)["id"]
+    code, out, shown = run_on_a_terminal("erasure", "run", str(request_id))
+    assert code == 0, out + shown
+    bars = [line for line in shown.replace("\r", "\n").splitlines() if line.startswith("erasure request")]
+    assert bars and re.search(rf"^erasure request {request_id}: 40 records \[", bars[-1]), shown
+    assert "erin" not in shown.lower() and "erin" not in out.lower()
