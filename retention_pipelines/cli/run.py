@@ -54,8 +54,8 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None = None
     """Execute the domain's job for its latest partition on the DAGSTER_HOME instance."""
     import dagster as dg
 
+    from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG, job_name
     from retention_pipelines.definitions import defs
-    from retention_pipelines.defs.common import DRY_RUN_TAG, job_name
 
     job = defs.resolve_job_def(job_name(domain))
     partition = job.partitions_def.get_last_partition_key()
