@@ -2,17 +2,17 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.all_domains import build_all_domains_sensor
-from retention_pipelines.defs.archive_retention import build_archive_retention_defs
-from retention_pipelines.defs.audit_chain import build_audit_chain_defs
-from retention_pipelines.defs.domain_factory import build_domain_defs
-from retention_pipelines.defs.erasure import build_erasure_defs
-from retention_pipelines.defs.erasure_run import build_erasure_run_defs
-from retention_pipelines.defs.health import build_health_defs
-from retention_pipelines.defs.manual_queue import build_manual_queue_defs
-from retention_pipelines.defs.report import build_report_defs
-from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor, build_run_sensors
+from retention_pipelines.dagster_wiring.all_domains import build_all_domains_sensor
+from retention_pipelines.dagster_wiring.archive_retention import build_archive_retention_defs
+from retention_pipelines.dagster_wiring.audit_chain import build_audit_chain_defs
+from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
+from retention_pipelines.dagster_wiring.erasure import build_erasure_defs
+from retention_pipelines.dagster_wiring.erasure_run import build_erasure_run_defs
+from retention_pipelines.dagster_wiring.health import build_health_defs
+from retention_pipelines.dagster_wiring.manual_queue import build_manual_queue_defs
+from retention_pipelines.dagster_wiring.report import build_report_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.sla_sensors import build_retention_lag_sensor, build_run_sensors
 from retention_pipelines.logs import ensure_logging
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import load_settings

@@ -23,6 +23,8 @@ from retention_pipelines_tests.support.deploy_files import service_command
 REPOSITORY = Path(__file__).resolve().parents[1]
 DAGSTER_FAMILY = ("dagster", "dagster-webserver", "dagster-graphql", "dagster-postgres", "dagster-aws", "dagster-k8s",
                   "dagster-slack")
+# Dagster packages that only the tests and developers use (the test extra, requirements-test.lock).
+DAGSTER_TEST_FAMILY = ("dagster-dg-cli",)
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)(?:\s*;[^-]+)?"
                  r"(?:\s+--hash=sha256:[0-9a-f]{64})*$")
 
@@ -225,6 +227,33 @@ def test_the_dagster_family_in_the_lock_is_pyprojects_pins():
     assert {name: pins.get(name) for name in DAGSTER_FAMILY} == declared
 
 
+def test_the_dagster_tools_of_the_tests_are_pinned_with_the_family():
+    project = pyproject()["project"]
+    declared = {}
+    for entry in project["optional-dependencies"]["test"]:
+        requirement = Requirement(entry)
+        if normalise(requirement.name) in DAGSTER_TEST_FAMILY:
+            [specifier] = requirement.specifier
+            assert specifier.operator == "==", entry
+            declared[normalise(requirement.name)] = specifier.version
+    assert set(declared) == set(DAGSTER_TEST_FAMILY)
+    pins = lock_pins("requirements-test.lock")
+    assert {name: pins.get(name) for name in DAGSTER_TEST_FAMILY} == declared
+    # dg is released with dagster itself, under the same version.
+    assert set(declared.values()) == {pins["dagster"]}
+
+
+def test_every_dagster_package_in_the_locks_is_of_one_release():
+    """Dagster releases its packages together: the core ones (dagster, dagster-webserver, dg, …) as
+    1.x, the integrations (dagster-postgres, dagster-aws, …) as the matching 0.x. Pulled in by a
+    dependency or named in pyproject, none may be of another release."""
+    pins = lock_pins("requirements-test.lock")
+    release = {pins["dagster"], pins["dagster-postgres"]}
+    family = {name: version for name, version in pins.items() if name == "dagster" or name.startswith("dagster-")}
+    assert {"dagster-dg-cli", "dagster-dg-core", "dagster-shared", "dagster-pipes"} <= set(family)
+    assert {name: version for name, version in family.items() if version not in release} == {}
+
+
 def test_the_running_environment_is_exactly_the_image_lock():
     installed = {}
     for distribution in metadata.distributions():  # sys.path order: the first one is the one imported
@@ -261,6 +290,20 @@ def test_make_setup_installs_the_locks_and_then_the_project_without_its_dependen
     assert "$(BIN)/retention" in makefile_rule("setup")[0]
     assert "setup" in makefile_rule("test")[0]
     # requirements-test.lock brings requirements.lock's packages (checked above), so CI has both.
+
+
+def test_make_test_lints_and_loads_the_code_location_before_the_tests():
+    """A lint finding or a definition that does not build fails `make test` (and so CI) before any test."""
+    _, recipe = makefile_rule("test")
+
+    def line_of(command: str) -> int:
+        [index] = [index for index, line in enumerate(recipe) if command in line]
+        return index
+
+    dg_check = recipe[line_of("$(BIN)/dg check defs")]
+    # The demo's settings: outside the demo the code location refuses to load without every store named.
+    assert "RETENTION_ENV=demo" in dg_check.split(), dg_check
+    assert line_of("$(BIN)/ruff check .") < line_of("$(BIN)/dg check defs") < line_of("$(BIN)/pytest")
 
 
 @pytest.mark.parametrize("entry", [".venv", ".git", "storage", ".retention", "test-artifacts", "**/__pycache__"])

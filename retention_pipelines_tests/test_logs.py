@@ -11,9 +11,9 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from retention_pipelines.defs.common import domain_partitions
-from retention_pipelines.defs.domain_factory import build_domain_defs
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import domain_partitions
+from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.logs import LEVEL_VARIABLE, ROOT, configure_logging, get_logger, log_context
 from retention_pipelines.stores.settings import ConfigurationError
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retention_pipelines.cli.main import main
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import ErasureRefused, ErasureRequests
 from retention_pipelines.engine.oversight.queue import ManualQueue, QueueRefused
 from retention_pipelines.redaction import EMAIL, display_url, without_personal_data

@@ -39,10 +39,10 @@ import yaml  # noqa: E402
 
 from benchmarks.cases.app_tables import fill_app_tables  # noqa: E402
 from benchmarks.harness import Result, table  # noqa: E402
-from retention_pipelines.defs.common import domain_partitions, job_name  # noqa: E402
-from retention_pipelines.defs.domain_factory import build_domain_defs  # noqa: E402
-from retention_pipelines.defs.resources import RetentionStores  # noqa: E402
-from retention_pipelines.defs.sla_sensors import build_retention_lag_sensor  # noqa: E402
+from retention_pipelines.dagster_wiring.common import domain_partitions, job_name  # noqa: E402
+from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs  # noqa: E402
+from retention_pipelines.dagster_wiring.resources import RetentionStores  # noqa: E402
+from retention_pipelines.dagster_wiring.sla_sensors import build_retention_lag_sensor  # noqa: E402
 from retention_pipelines.policies import load_policies  # noqa: E402
 from retention_pipelines_tests.support.servers import PostgresServer, RedisServer  # noqa: E402
 

@@ -20,9 +20,9 @@ from retention_pipelines.redaction import without_personal_data
 def cmd_expire(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from retention_pipelines.dagster_wiring.archive_retention import archive_expiry_job_name
+    from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG
     from retention_pipelines.definitions import defs
-    from retention_pipelines.defs.archive_retention import archive_expiry_job_name
-    from retention_pipelines.defs.common import DRY_RUN_TAG
 
     policies = load_policies()
     policy = policies.domains[args.domain]  # a known one (refuse_unknown_domains)

@@ -83,9 +83,9 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the erasure job for one request now, on the DAGSTER_HOME instance (what the sensor does)."""
+    from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG
+    from retention_pipelines.dagster_wiring.erasure_run import ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY
     from retention_pipelines.definitions import defs
-    from retention_pipelines.defs.common import DRY_RUN_TAG
-    from retention_pipelines.defs.erasure_run import ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY
 
     requests = _requests()
     try:

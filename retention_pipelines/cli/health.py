@@ -12,8 +12,8 @@ from retention_pipelines.stores import load_settings
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from retention_pipelines.defs.health import run_health
-    from retention_pipelines.defs.resources import RetentionStores
+    from retention_pipelines.dagster_wiring.health import run_health
+    from retention_pipelines.dagster_wiring.resources import RetentionStores
 
     load_settings()  # a deployment missing a variable is refused here, each missing one named
     policies = load_policies()

@@ -77,8 +77,8 @@ def _transition(args: argparse.Namespace, command: str) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Through the `manual_queue_retry` job, so the retry is a run in the UI like any other."""
+    from retention_pipelines.dagster_wiring.manual_queue import RETRY_JOB
     from retention_pipelines.definitions import defs
-    from retention_pipelines.defs.manual_queue import RETRY_JOB
 
     queue = _queue()
     for item_id in args.ids:

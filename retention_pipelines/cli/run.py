@@ -69,8 +69,8 @@ def submit_domain_job(domain: str, dry_run: bool, webserver: str) -> dict:
     deployment runs its runs."""
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
+    from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG, job_name
     from retention_pipelines.definitions import defs
-    from retention_pipelines.defs.common import DRY_RUN_TAG, job_name
 
     url = urllib.parse.urlsplit(webserver)
     if url.scheme not in ("http", "https") or not url.hostname:
@@ -97,8 +97,8 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None, datab
     progress on the terminal (a dry run acts on nothing: no bar)."""
     import dagster as dg
 
+    from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG, job_name
     from retention_pipelines.definitions import defs
-    from retention_pipelines.defs.common import DRY_RUN_TAG, job_name
 
     job = defs.resolve_job_def(job_name(domain))
     partition = job.partitions_def.get_last_partition_key()

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from retention_pipelines import schema
-from retention_pipelines.defs.audit_chain import INTACT_CHECK, build_audit_chain_defs
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.audit_chain import INTACT_CHECK, build_audit_chain_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.audit.links import CONTENT_COLUMNS
 from retention_pipelines.engine.audit.seal import seal
 from retention_pipelines.engine.audit.verify import verify

@@ -38,8 +38,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from retention_pipelines.defs.health import build_health_defs
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.health import build_health_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.logs import ROOT, configure_logging, get_logger
 from retention_pipelines.stores import (
     AppDatabase,

@@ -94,6 +94,14 @@ def dagster(env: dict[str, str], *args: str, timeout: float = 180) -> str:
     return result.stdout
 
 
+def dg(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`dg <args>`, Dagster's project CLI, from the repository root (pyproject's [tool.dg] makes it a
+    dg project); whatever it exits with. VIRTUAL_ENV names the venv running it, the project's, which
+    dg otherwise warns is not the active one."""
+    return subprocess.run([script("dg"), *args], cwd=REPOSITORY, env={**env, "VIRTUAL_ENV": sys.prefix},
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def instigator_states(env: dict[str, str], kind: str) -> dict[str, str]:
     """{name: RUNNING|STOPPED} from `dagster schedule list` or `dagster sensor list`."""
     states = {}

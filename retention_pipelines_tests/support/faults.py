@@ -2,7 +2,7 @@
 an outage of a real server's endpoint that keeps the server's state.
 
 The outcome of a run is what Dagster shows: the engine's error turned into a Failure by
-`operator_errors` (retention_pipelines/defs/common.py), the same conversion every domain step uses.
+`operator_errors` (retention_pipelines/dagster_wiring/common.py), the same conversion every domain step uses.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from retention_pipelines.defs.common import operator_errors
+from retention_pipelines.dagster_wiring.common import operator_errors
 from retention_pipelines.policies.model import Pacing
 from retention_pipelines.redaction import EMAIL
 

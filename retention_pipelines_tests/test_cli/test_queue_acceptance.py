@@ -17,7 +17,7 @@ import boto3
 import dagster as dg
 import pytest
 
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.oversight.sla import Breaches
 from retention_pipelines.policies import load_policies

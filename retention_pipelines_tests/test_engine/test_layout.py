@@ -12,7 +12,7 @@ ENGINE = Path(engine.__file__).parent
 # Bottom to top: a sub-package may import those before it, never one after it (resolution and
 # report are both at the top and import neither of each other).
 ORDER = ["identity", "audit", "oversight", "archive", "retention", "gdpr", "resolution", "report"]
-UPWARD = ("dagster", "retention_pipelines.defs", "retention_pipelines.cli", "retention_pipelines.definitions")
+UPWARD = ("dagster", "retention_pipelines.dagster_wiring", "retention_pipelines.cli", "retention_pipelines.definitions")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 import boto3
 import dagster as dg
 
-from retention_pipelines.defs.common import DOMAIN_TAG, job_name
-from retention_pipelines.defs.sla_sensors import CATCH_UP_TAG
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, job_name
+from retention_pipelines.dagster_wiring.sla_sensors import CATCH_UP_TAG
 from retention_pipelines.engine.oversight.sla import RETENTION_LAG, Breaches
 from retention_pipelines.policies import DomainPolicy, load_policies
 from retention_pipelines.stores import AppDatabase

@@ -12,8 +12,8 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus  # not exported by dagster
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 
+from retention_pipelines.dagster_wiring.common import APP_DATABASE_POOL
 from retention_pipelines.definitions import defs
-from retention_pipelines.defs.common import APP_DATABASE_POOL
 from retention_pipelines_tests.support.dagster_deployment import DOMAIN_TAG_LIMIT, write_dagster_home
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from retention_pipelines.defs.common import domain_partitions, job_name
+from retention_pipelines.dagster_wiring.common import domain_partitions, job_name
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.support.cli import RETENTION_SCRIPT

@@ -209,7 +209,7 @@ def test_object_lock_mode_needs_an_s3_archive(monkeypatch, tmp_path):
 
 
 def test_the_resource_builds_the_store_from_the_settings(monkeypatch, s3_env):
-    from retention_pipelines.defs.resources import RetentionStores
+    from retention_pipelines.dagster_wiring.resources import RetentionStores
 
     monkeypatch.setenv("RETENTION_ARCHIVE_BATCH_STORAGE_CLASS", "ONEZONE_IA")
     monkeypatch.setenv("RETENTION_ARCHIVE_STORAGE_CLASS", "DEEP_ARCHIVE")

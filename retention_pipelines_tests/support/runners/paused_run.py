@@ -60,7 +60,7 @@ def _pausing_act_on_batch(self, batch, clock_cutoff, selection, stamp, lock, fen
 def main() -> int:
     import dagster as dg
 
-    from retention_pipelines.defs.common import operator_errors
+    from retention_pipelines.dagster_wiring.common import operator_errors
 
     RetentionEngine._act_on_batch = _pausing_act_on_batch
     try:

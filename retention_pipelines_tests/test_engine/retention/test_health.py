@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import redis
 
-from retention_pipelines.defs.health import HEALTH_KEY, build_health_defs
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.health import HEALTH_KEY, build_health_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.retention.health import check_health
 from retention_pipelines.stores import AppDatabase, archive_store_from_url, blob_store_from_url
 from retention_pipelines_tests.support.servers import free_port

@@ -19,15 +19,15 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines.defs.common import DRY_RUN_TAG
-from retention_pipelines.defs.erasure_run import (
+from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG
+from retention_pipelines.dagster_wiring.erasure_run import (
     ERASURE_JOB,
     ERASURE_PARTITIONS,
     OUTCOME_KEY,
     SUBJECT_ERASED_CHECK,
     build_erasure_run_defs,
 )
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.archive.format import decrypt_blob, read_manifest, read_rows
 from retention_pipelines.engine.gdpr.requests import ErasureRequests, Outcome
 from retention_pipelines.engine.oversight.queue import ManualQueue

@@ -11,8 +11,13 @@ import time
 import dagster as dg
 import pytest
 
-from retention_pipelines.defs.erasure_run import ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY, build_erasure_run_defs
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.erasure_run import (
+    ERASURE_JOB,
+    ERASURE_PARTITIONS,
+    OUTCOME_KEY,
+    build_erasure_run_defs,
+)
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.stores import domain_locks
 from retention_pipelines_tests.support.erasure_rows import ANN, DOMAINS, audit, insert_subject_rows, table_rows

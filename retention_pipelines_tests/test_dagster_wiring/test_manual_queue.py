@@ -1,4 +1,4 @@
-"""The manual-resolution queue in Dagster (defs/manual_queue.py, the run-failure sensor): the retry
+"""The manual-resolution queue in Dagster (dagster_wiring/manual_queue.py, the run-failure sensor): the retry
 job, the escalation sensor tick by tick with alerts to a real webhook on loopback, the health asset
 and its check, against real PostgreSQL (and SQLite where the demo runs) and a real Dagster instance.
 
@@ -14,9 +14,9 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from retention_pipelines.defs.common import DOMAIN_TAG, domain_partitions, job_name
-from retention_pipelines.defs.domain_factory import build_domain_defs
-from retention_pipelines.defs.manual_queue import (
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, domain_partitions, job_name
+from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
+from retention_pipelines.dagster_wiring.manual_queue import (
     HEALTH_KEY,
     NO_OVERDUE_ITEMS_CHECK,
     QUEUE_ITEM,
@@ -24,8 +24,8 @@ from retention_pipelines.defs.manual_queue import (
     RETRY_JOB,
     build_manual_queue_defs,
 )
-from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.defs.sla_sensors import build_run_sensors
+from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.sla_sensors import build_run_sensors
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.oversight.sla import Breaches
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids

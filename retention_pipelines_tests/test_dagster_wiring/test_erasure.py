@@ -8,13 +8,13 @@ import dagster as dg
 import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines.defs.erasure import (
+from retention_pipelines.dagster_wiring.erasure import (
     ERASURE_OVERDUE,
     NO_REQUEST_PAST_DUE_CHECK,
     REQUESTS_KEY,
     build_erasure_defs,
 )
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.engine.oversight.sla import Breaches
 

@@ -5,8 +5,8 @@ from datetime import timedelta
 
 import dagster as dg
 
-from retention_pipelines.defs.common import DOMAIN_TAG, domain_partitions, job_name, operator_errors
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, domain_partitions, job_name, operator_errors
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.oversight.sla import RETENTION_LAG, RUN_DURATION, RUN_FAILURES, Breach, Breaches
 from retention_pipelines.logs import get_logger, log_context

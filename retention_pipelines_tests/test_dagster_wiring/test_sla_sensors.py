@@ -7,10 +7,10 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from retention_pipelines.defs.common import DOMAIN_TAG
-from retention_pipelines.defs.domain_factory import build_domain_defs
-from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.defs.sla_sensors import CATCH_UP_TAG, build_retention_lag_sensor
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG
+from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.sla_sensors import CATCH_UP_TAG, build_retention_lag_sensor
 from retention_pipelines.engine.oversight.sla import RETENTION_LAG, Breaches
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows
 
@@ -129,7 +129,7 @@ def test_the_lag_is_one_index_backed_query(policies, pg_database, local_archive_
 
 
 def run_job(policy, policies, stores, instance):
-    from retention_pipelines.defs.common import domain_partitions, job_name
+    from retention_pipelines.dagster_wiring.common import domain_partitions, job_name
 
     domain = build_domain_defs(policy, policies.policy_version)
     definitions = dg.Definitions.merge(domain, dg.Definitions(resources={"retention_stores": stores}))
@@ -148,7 +148,7 @@ def evaluate_run_sensor(sensor, result, instance, stores, failure=False):
 
 def test_failures_in_a_row_open_a_breach_and_a_success_closes_it(policies, postgres_server, pg_url, pg_database,
                                                                  redis_url, local_archive_url, instance):
-    from retention_pipelines.defs.sla_sensors import build_run_sensors
+    from retention_pipelines.dagster_wiring.sla_sensors import build_run_sensors
     from retention_pipelines.engine.oversight.sla import RUN_FAILURES
 
     policy = policies.domains["quiz_responses"]
@@ -174,7 +174,7 @@ def test_failures_in_a_row_open_a_breach_and_a_success_closes_it(policies, postg
 
 def test_a_run_over_its_time_limit_opens_a_run_duration_breach(policies, pg_url, pg_database, redis_url,
                                                               local_archive_url, instance):
-    from retention_pipelines.defs.sla_sensors import build_run_sensors
+    from retention_pipelines.dagster_wiring.sla_sensors import build_run_sensors
     from retention_pipelines.engine.oversight.sla import RUN_DURATION
 
     policy = policies.domains["quiz_responses"]
@@ -309,7 +309,7 @@ def test_a_lag_that_shrinks_but_stays_over_the_sla_does_not_de_escalate_or_alert
 
 def test_failures_in_a_row_reaching_twice_the_limit_escalate_once(policies, postgres_server, pg_url, pg_database,
                                                                   redis_url, local_archive_url, instance, receiver):
-    from retention_pipelines.defs.sla_sensors import build_run_sensors
+    from retention_pipelines.dagster_wiring.sla_sensors import build_run_sensors
     from retention_pipelines.engine.oversight.sla import RUN_FAILURES
     policy = policies.domains["quiz_responses"]
     limit = policy.sla.max_consecutive_failures

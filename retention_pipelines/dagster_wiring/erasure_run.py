@@ -4,7 +4,7 @@ the request. Built from the policy file: a domain with a `subject_column` is era
 
 import dagster as dg
 
-from retention_pipelines.defs.common import (
+from retention_pipelines.dagster_wiring.common import (
     APP_DATABASE_POOL,
     DRY_RUN_TAG,
     RUN_TAGS,
@@ -12,7 +12,7 @@ from retention_pipelines.defs.common import (
     is_dry_run,
     operator_errors,
 )
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.erasure_run import DomainErasure, ErasureIncomplete
 from retention_pipelines.engine.gdpr.requests import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
 from retention_pipelines.policies import DomainPolicy

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import RUN_TAGS, operator_errors
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import RUN_TAGS, operator_errors
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.audit.anchor import anchor
 from retention_pipelines.engine.audit.evidence import index_records
 from retention_pipelines.engine.audit.seal import seal

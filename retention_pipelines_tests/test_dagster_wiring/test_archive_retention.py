@@ -9,15 +9,15 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from retention_pipelines.definitions import defs
-from retention_pipelines.defs.archive_retention import (
+from retention_pipelines.dagster_wiring.archive_retention import (
     ARCHIVE_EXPIRY_CRON,
     NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK,
     archive_expiry_job_name,
     build_archive_retention_defs,
 )
-from retention_pipelines.defs.common import DOMAIN_TAG, DRY_RUN_TAG
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, DRY_RUN_TAG
+from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.definitions import defs
 from retention_pipelines.stores import domain_locks
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines_tests.support.app_rows import archive_root, audit_entries

@@ -7,8 +7,8 @@ Built from the policy like the domain's other assets: a new archived domain is a
 
 import dagster as dg
 
-from retention_pipelines.defs.common import DOMAIN_TAG, RUN_TAGS, domain_step, is_dry_run, iso
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, RUN_TAGS, domain_step, is_dry_run, iso
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.retention.archive_expiry import GRACE, ArchiveRetention
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration

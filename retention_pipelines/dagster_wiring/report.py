@@ -6,8 +6,8 @@ from urllib.parse import unquote, urlparse
 
 import dagster as dg
 
-from retention_pipelines.defs.common import RUN_TAGS, operator_errors
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import RUN_TAGS, operator_errors
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.audit.seal import seal
 from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.engine.report.figures import ALL_DOMAINS, build_report

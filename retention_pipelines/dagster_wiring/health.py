@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import RUN_TAGS
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import RUN_TAGS
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.retention.health import Probe, check_health
 from retention_pipelines.policies import DomainPolicy
 

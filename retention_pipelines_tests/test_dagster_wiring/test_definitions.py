@@ -7,17 +7,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from retention_pipelines.definitions import defs
-from retention_pipelines.defs.archive_retention import NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK
-from retention_pipelines.defs.common import DOMAIN_TAG, RUN_TAGS
-from retention_pipelines.defs.domain_checks import (
+from retention_pipelines.dagster_wiring.archive_retention import NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, RUN_TAGS
+from retention_pipelines.dagster_wiring.domain_checks import (
     ARCHIVE_MATCHES_MANIFESTS_CHECK,
     AUDIT_MATCHES_ACTED_ON_CHECK,
     EVERY_OBJECT_DELETED_CHECK,
     NO_ROWS_PAST_DEADLINE_CHECK,
     NOTHING_ACTED_ON_EARLY_CHECK,
 )
-from retention_pipelines.defs.orphans import NO_ORPHANS_CHECK
+from retention_pipelines.dagster_wiring.orphans import NO_ORPHANS_CHECK
+from retention_pipelines.definitions import defs
 from retention_pipelines.policies import load_policies
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ import dagster as dg
 import sqlalchemy as sa
 
 from retention_pipelines import schema
+from retention_pipelines.dagster_wiring.audit_chain import AUDIT_CHAIN_KEY, INTACT_CHECK, build_audit_chain_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.definitions import defs
-from retention_pipelines.defs.audit_chain import AUDIT_CHAIN_KEY, INTACT_CHECK, build_audit_chain_defs
-from retention_pipelines.defs.resources import RetentionStores
 from retention_pipelines_tests.support.audit_rows import execute, ids_of, write_audit_rows
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from retention_pipelines.defs.common import (
+from retention_pipelines.dagster_wiring.common import (
     APP_DATABASE_POOL,
     DOMAIN_TAG,
     RUN_TAGS,
@@ -20,9 +20,9 @@ from retention_pipelines.defs.common import (
     iso,
     job_name,
 )
-from retention_pipelines.defs.domain_checks import build_domain_checks
-from retention_pipelines.defs.orphans import build_orphans_defs
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.domain_checks import build_domain_checks
+from retention_pipelines.dagster_wiring.orphans import build_orphans_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine import Acted, Archived, Audited, Found
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration

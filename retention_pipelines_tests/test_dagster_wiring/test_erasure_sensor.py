@@ -16,9 +16,9 @@ import boto3
 import dagster as dg
 import pytest
 
-from retention_pipelines.defs.common import DRY_RUN_TAG
-from retention_pipelines.defs.erasure_run import ERASURE_JOB, MAX_ATTEMPTS, build_erasure_run_defs
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG
+from retention_pipelines.dagster_wiring.erasure_run import ERASURE_JOB, MAX_ATTEMPTS, build_erasure_run_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.stores import domain_locks
 from retention_pipelines_tests.support.app_rows import _insert

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import RUN_TAGS, operator_errors
-from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.defs.sla_sensors import close_breach, open_breach
+from retention_pipelines.dagster_wiring.common import RUN_TAGS, operator_errors
+from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.sla_sensors import close_breach, open_breach
 from retention_pipelines.engine.gdpr.requests import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
 from retention_pipelines.policies.model import format_duration
 

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import DOMAIN_TAG, RUN_TAGS, domain_step
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, RUN_TAGS, domain_step
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.policies import DomainPolicy
 
 NO_ORPHANS_CHECK = "no_orphans"

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from retention_pipelines.defs.report import REPORT_JOB, REPORT_KEY, REPORT_SCHEDULE, build_report_defs
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.report import REPORT_JOB, REPORT_KEY, REPORT_SCHEDULE, build_report_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.engine.report.render import html_name, render_report

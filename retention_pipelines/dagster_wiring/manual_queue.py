@@ -5,9 +5,9 @@ overdue items, and the queue's health as an asset plotted over time."""
 import dagster as dg
 from pydantic import Field
 
-from retention_pipelines.defs.common import RUN_TAGS, operator_errors
-from retention_pipelines.defs.resources import RetentionStores
-from retention_pipelines.defs.sla_sensors import alert, close_breach, open_breach
+from retention_pipelines.dagster_wiring.common import RUN_TAGS, operator_errors
+from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.sla_sensors import alert, close_breach, open_breach
 from retention_pipelines.engine.oversight.queue import ACTIVE, ManualQueue, QueueRefused
 from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.logs import get_logger, log_context

@@ -7,9 +7,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines.defs.common import DRY_RUN_TAG, domain_partitions
-from retention_pipelines.defs.domain_factory import build_domain_defs
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG, domain_partitions
+from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine import Acted
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.stores import domain_locks
@@ -168,7 +168,7 @@ def test_a_dry_run_needs_no_lock_and_takes_none(policies, pg_database, stores, r
 def test_meal_plans_on_s3_and_its_orphans_report(policies, pg_database, pg_url, redis_url, s3_archive_url, instance):
     import boto3
 
-    from retention_pipelines.defs.orphans import NO_ORPHANS_CHECK, build_orphans_defs
+    from retention_pipelines.dagster_wiring.orphans import NO_ORPHANS_CHECK, build_orphans_defs
     from retention_pipelines_tests.support.app_rows import insert_meal_plans_at, meal_plan_rows
 
     hot = f"hot-{uuid.uuid4().hex[:8]}"

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import DOMAIN_TAG, domain_partitions, job_name
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, domain_partitions, job_name
 from retention_pipelines.policies import DomainPolicy
 
 

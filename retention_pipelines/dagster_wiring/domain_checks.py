@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from retention_pipelines.defs.common import URIS_IN_METADATA, domain_step, iso
-from retention_pipelines.defs.resources import RetentionStores
+from retention_pipelines.dagster_wiring.common import URIS_IN_METADATA, domain_step, iso
+from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine import Acted, Archived, Audited, Found
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
