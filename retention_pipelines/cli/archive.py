@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import uuid
 
 from retention_pipelines.cli.common import (
     EXIT_FAILED,
@@ -13,6 +15,7 @@ from retention_pipelines.cli.common import (
     open_current_database,
 )
 from retention_pipelines.cli.output import show_table
+from retention_pipelines.cli.progress import ARCHIVE_EXPIRED, run_progress
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import without_personal_data
 
@@ -28,12 +31,18 @@ def cmd_expire(args: argparse.Namespace) -> int:
     policy = policies.domains[args.domain]  # a known one (refuse_unknown_domains)
     if not policy.enabled or not policy.archive.enabled:
         raise CliError(f"domain {args.domain} has no archive to expire (enabled, archive.enabled in the policy file)")
-    open_current_database().dispose()  # refuse before the run starts
+    database = open_current_database()  # refused before the run starts
     job = defs.resolve_job_def(archive_expiry_job_name(args.domain))
-    with dagster_instance() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                        tags={DRY_RUN_TAG: "true" if args.dry_run else "false"},
-                                        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+    run_id = str(uuid.uuid4())
+    try:
+        with dagster_instance() as instance, \
+                (contextlib.nullcontext() if args.dry_run else run_progress(
+                    database, run_id, f"{args.domain} archive expiry", actions=ARCHIVE_EXPIRED, unit=" objects")):
+            result = job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id,
+                                            tags={DRY_RUN_TAG: "true" if args.dry_run else "false"},
+                                            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+    finally:
+        database.dispose()
     metadata = {}
     for event in result.get_asset_materialization_events():
         metadata.update({k: v.value for k, v in event.materialization.metadata.items()})

@@ -19,7 +19,10 @@ from retention_pipelines.schema import audit_log
 from retention_pipelines.stores import AppDatabase
 
 POLL_SECONDS = 0.5
+# What each kind of long work writes once per record (or archive object) it has done.
 ACTED = (Action.DELETED.value, Action.REDACTED.value, Action.REDACTED_BLOB_MISSING.value, Action.ERASED.value)
+RESTORED = (Action.RESTORED.value,)
+ARCHIVE_EXPIRED = (Action.ARCHIVE_EXPIRED.value,)
 
 
 def shown() -> bool:
@@ -27,20 +30,21 @@ def shown() -> bool:
 
 
 @contextlib.contextmanager
-def run_progress(database: AppDatabase, run_id: str, what: str,
-                 total: Callable[[], int | None] = lambda: None) -> Iterator[None]:
-    """A bar for the run `run_id` while the block runs it; `total()` is the records it will act on,
-    asked again until known (None: not yet, or never: then the bar counts without an end)."""
+def run_progress(database: AppDatabase, run_id: str, what: str, total: Callable[[], int | None] = lambda: None,
+                 actions: tuple[str, ...] = ACTED, unit: str = " records") -> Iterator[None]:
+    """A bar for the run `run_id` while the block runs it, counting its audit entries of `actions`;
+    `total()` is how many it will write, asked again until known (None: not yet, or never: then the
+    bar counts without an end)."""
     if not shown():
         yield
         return
     from tqdm import tqdm  # one of dagster's own dependencies: rate and time left, drawn in place
 
     since = database.bind_time(database.now() - timedelta(seconds=1))
-    counted = sa.select(sa.func.count()).where(audit_log.c.run_id == run_id, audit_log.c.action.in_(ACTED),
+    counted = sa.select(sa.func.count()).where(audit_log.c.run_id == run_id, audit_log.c.action.in_(actions),
                                                audit_log.c.occurred_at >= since)
     stop = threading.Event()
-    bar = tqdm(total=None, desc=what, unit=" records", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=None, desc=what, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
     def done() -> int:
         with database.connect() as connection:

@@ -4,10 +4,12 @@ plan), under the domain's lock, each with a `restored` audit entry."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import uuid
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database
 from retention_pipelines.cli.output import say, show_table
+from retention_pipelines.cli.progress import RESTORED, run_progress
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
@@ -48,8 +50,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if not args.dry_run:
             lock = domain_locks(settings.redis_url, settings.lock_dir(), settings.lock_ttl_seconds).acquire(
                 policy.name, settings.lock_wait_seconds)
-        report = Restorer(engine).restore(args.run, record_ids or None, args.by, f"restore-{uuid.uuid4()}",
-                                          args.dry_run, lock)
+        restore_run_id = f"restore-{uuid.uuid4()}"
+        with (contextlib.nullcontext() if args.dry_run else run_progress(
+                database, restore_run_id, f"{policy.name} restore", actions=RESTORED)):
+            report = Restorer(engine).restore(args.run, record_ids or None, args.by, restore_run_id, args.dry_run,
+                                              lock)
     except RestoreRefused as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     except (DomainLocked, StoreUnavailable) as exc:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -96,3 +98,16 @@ def encode_v1(rows: list[dict], record_ids: list[str]) -> tuple[str, bytes, byte
     manifest = {"format": LEGACY_FORMAT, "domain": V1_DOMAIN, "policy_version": "2026-08-01.1", "codec": "gzip",
                 "object": key, "rows": len(rows), "sha256": digest, "columns": V1_COLUMNS, "record_ids": record_ids}
     return key, data, json.dumps(manifest, sort_keys=True).encode()
+
+
+OLD = f"email_blacklist/2025/01/01/{'3' * 40}.jsonl.gz"  # an archive object long past its keep_for
+
+
+def archive_with_an_old_batch(database: AppDatabase) -> LocalArchiveStore:
+    """The configured local archive with one batch (object and manifest) written 400 days ago."""
+    store = LocalArchiveStore(Path(urlparse(os.environ["RETENTION_ARCHIVE_URL"]).path))
+    written = (database.now() - timedelta(days=400)).timestamp()
+    for key in (OLD, OLD + ".manifest.json"):
+        store.put(key, b"archived rows")
+        os.utime(store.root / key, (written, written))
+    return store

@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-from pathlib import Path
-from urllib.parse import urlparse
-
-from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines_tests.support.app_rows import audit_entries
+from retention_pipelines_tests.support.archives import OLD, archive_with_an_old_batch
 from retention_pipelines_tests.support.cli import parse_table
-
-OLD = f"email_blacklist/2025/01/01/{'3' * 40}.jsonl.gz"
-
-
-def archive_with_an_old_batch(database) -> LocalArchiveStore:
-    store = LocalArchiveStore(Path(urlparse(os.environ["RETENTION_ARCHIVE_URL"]).path))
-    written = (database.now() - timedelta(days=400)).timestamp()
-    for key in (OLD, OLD + ".manifest.json"):
-        store.put(key, b"archived rows")
-        os.utime(store.root / key, (written, written))
-    return store
 
 
 def test_expire_dry_run_then_for_real(cli, cli_env):

@@ -1,6 +1,6 @@
-"""A long run's progress on the operator's terminal: the records acted on, as the audit log counts
-them, against the rows found, with the rate; nothing when standard error is not a terminal or the
-output is JSON."""
+"""Long work's progress on the operator's terminal (run, erasure run, restore, archive expiry): what
+is done, as the audit log counts it, against the rows found where they are known, with the rate;
+nothing when standard error is not a terminal, for a dry run or with JSON output."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ import select
 import struct
 import subprocess
 import termios
+from datetime import timedelta
 
-from retention_pipelines_tests.support.app_rows import bulk_insert_pg
+from retention_pipelines.engine import RetentionEngine
+from retention_pipelines.policies import load_policies
+from retention_pipelines.stores import archive_store_from_url, load_settings
+from retention_pipelines_tests.support.app_rows import _insert, bulk_insert_pg
+from retention_pipelines_tests.support.archives import archive_with_an_old_batch, configured_keys
 from retention_pipelines_tests.support.cli import RETENTION_SCRIPT
 
 
@@ -75,3 +80,31 @@ def test_an_erasure_run_counts_the_records_it_erases_naming_the_request_not_the_
     bars = [line for line in shown.replace("\r", "\n").splitlines() if line.startswith("erasure request")]
     assert bars and re.search(rf"^erasure request {request_id}: 40 records \[", bars[-1]), shown
     assert "erin" not in shown.lower() and "erin" not in out.lower()
+
+
+def bars_of(shown: str, what: str) -> list[str]:
+    return [line for line in shown.replace("\r", "\n").splitlines() if line.startswith(what)]
+
+
+def test_a_restore_counts_the_rows_it_puts_back(cli_env):
+    now = cli_env.now()
+    _insert(cli_env, "email_blacklist", [
+        {"email": f"person{i}@example.com", "reason": "refund_abuse", "created_at": now - timedelta(days=95)}
+        for i in range(12)])
+    policies = load_policies()
+    RetentionEngine(policies.domains["email_blacklist"], policies.policy_version, cli_env,
+                    archive_store_from_url(load_settings().resolved_archive_url()),
+                    keys=configured_keys(cli_env)).run("run-in-error")
+    code, out, shown = run_on_a_terminal("restore", "--domain", "email_blacklist", "--run", "run-in", "--by", "ops")
+    assert code == 0, out + shown
+    bars = bars_of(shown, "email_blacklist restore")
+    assert bars and re.search(r"^email_blacklist restore: 12 records \[", bars[-1]), shown
+    assert "restored 12, refused 0" in out
+
+
+def test_an_archive_expiry_counts_the_objects_it_deletes(cli_env):
+    archive_with_an_old_batch(cli_env)
+    code, out, shown = run_on_a_terminal("archive", "expire", "--domain", "email_blacklist")
+    assert code == 0, out + shown
+    bars = bars_of(shown, "email_blacklist archive expiry")
+    assert bars and re.search(r"^email_blacklist archive expiry: 2 objects \[", bars[-1]), shown
