@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.stores import AppDatabase, archive_store_from_url
+from retention_pipelines.policies import load_policies
+from retention_pipelines.stores import AppDatabase, archive_store_from_url, load_settings
+from retention_pipelines_tests.support.app_rows import _insert
 from retention_pipelines_tests.support.archives import configured_keys
 
 QUIZ = "quiz_responses"
@@ -41,3 +43,17 @@ def meal_plans_engine(policies, database, archive_url, blob_store, batch_size=No
     return RetentionEngine(policy, policies.policy_version, database,
                            archive_store_from_url(archive_url, storage_class),
                            blob_store=blob_store, keys=configured_keys(database))
+
+
+def blacklist_deleted_by_a_run(database: AppDatabase, count: int, run_id: str = "run-in-error") -> list[str]:
+    """`count` email_blacklist entries past their deadline, deleted (archived first) by run `run_id`
+    on the configured archive; their ids."""
+    now = database.now()
+    ids = _insert(database, "email_blacklist", [
+        {"email": f"person{i}@example.com", "reason": "refund_abuse", "created_at": now - timedelta(days=95)}
+        for i in range(count)])
+    policies = load_policies()
+    RetentionEngine(policies.domains["email_blacklist"], policies.policy_version, database,
+                    archive_store_from_url(load_settings().resolved_archive_url()),
+                    keys=configured_keys(database)).run(run_id)
+    return ids

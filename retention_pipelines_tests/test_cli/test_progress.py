@@ -13,14 +13,11 @@ import select
 import struct
 import subprocess
 import termios
-from datetime import timedelta
 
-from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.policies import load_policies
-from retention_pipelines.stores import archive_store_from_url, load_settings
-from retention_pipelines_tests.support.app_rows import _insert, bulk_insert_pg
-from retention_pipelines_tests.support.archives import archive_with_an_old_batch, configured_keys
+from retention_pipelines_tests.support.app_rows import bulk_insert_pg
+from retention_pipelines_tests.support.archives import archive_with_an_old_batch
 from retention_pipelines_tests.support.cli import RETENTION_SCRIPT
+from retention_pipelines_tests.support.engines import blacklist_deleted_by_a_run
 
 
 def run_on_a_terminal(*args: str, timeout: float = 180) -> tuple[int, str, str]:
@@ -87,14 +84,7 @@ def bars_of(shown: str, what: str) -> list[str]:
 
 
 def test_a_restore_counts_the_rows_it_puts_back(cli_env):
-    now = cli_env.now()
-    _insert(cli_env, "email_blacklist", [
-        {"email": f"person{i}@example.com", "reason": "refund_abuse", "created_at": now - timedelta(days=95)}
-        for i in range(12)])
-    policies = load_policies()
-    RetentionEngine(policies.domains["email_blacklist"], policies.policy_version, cli_env,
-                    archive_store_from_url(load_settings().resolved_archive_url()),
-                    keys=configured_keys(cli_env)).run("run-in-error")
+    blacklist_deleted_by_a_run(cli_env, 12)
     code, out, shown = run_on_a_terminal("restore", "--domain", "email_blacklist", "--run", "run-in", "--by", "ops")
     assert code == 0, out + shown
     bars = bars_of(shown, "email_blacklist restore")

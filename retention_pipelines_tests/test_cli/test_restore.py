@@ -8,24 +8,9 @@ from datetime import timedelta
 import dagster as dg
 import sqlalchemy as sa
 
-from retention_pipelines.engine import RetentionEngine
-from retention_pipelines.policies import load_policies
-from retention_pipelines.stores import archive_store_from_url, load_settings
 from retention_pipelines_tests.support.app_rows import _insert
-from retention_pipelines_tests.support.archives import configured_keys
 from retention_pipelines_tests.support.cli import EMAIL, parse_table
-
-
-def deleted_by_a_run(database) -> list[str]:
-    now = database.now()
-    ids = _insert(database, "email_blacklist", [
-        {"email": f"person{i}@example.com", "reason": "refund_abuse", "created_at": now - timedelta(days=95)}
-        for i in range(2)])
-    policies = load_policies()
-    RetentionEngine(policies.domains["email_blacklist"], policies.policy_version, database,
-                    archive_store_from_url(load_settings().resolved_archive_url()),
-                    keys=configured_keys(database)).run("run-in-error")
-    return ids
+from retention_pipelines_tests.support.engines import blacklist_deleted_by_a_run
 
 
 def present(database) -> set[str]:
@@ -34,7 +19,7 @@ def present(database) -> set[str]:
 
 
 def test_dry_run_then_restore_then_again(cli, cli_env):
-    ids = deleted_by_a_run(cli_env)
+    ids = blacklist_deleted_by_a_run(cli_env, 2)
     dry = cli("restore", "--domain", "email_blacklist", "--run", "run-in-error", "--by", "ops-ines", "--dry-run")
     assert dry.code == 0, dry.text
     assert dry.out.count("would be restored") == 2 and "would restore 2, refused 0" in dry.out
@@ -65,7 +50,7 @@ def test_wrong_arguments_are_named(cli, cli_env):
 
 
 def test_record_ids_are_taken_in_any_spelling_of_the_key_and_refused_when_no_key_can_be(cli, cli_env):
-    ids = deleted_by_a_run(cli_env)
+    ids = blacklist_deleted_by_a_run(cli_env, 2)
     done = cli("restore", "--domain", "email_blacklist", "--run", "run-in-error", "--by", "ops-ines",
                "--record-id", ids[0].upper().replace("-", ""))
     assert done.code == 0, done.text
