@@ -64,6 +64,8 @@ def run_progress(database: AppDatabase, run_id: str, what: str, total: Callable[
     finally:
         stop.set()
         follower.join()
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
+        with contextlib.suppress(sa.exc.SQLAlchemyError):  # a run quicker than one poll still ends at its total
+            if bar.total is None:
+                bar.total = total()
             bar.update(done() - bar.n)
         bar.close()

@@ -69,18 +69,18 @@ def submit_domain_job(domain: str, dry_run: bool, webserver: str) -> dict:
     deployment runs its runs."""
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
-    from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG, job_name
+    from retention_pipelines.dagster_wiring.common import dry_run_job_name, job_name
     from retention_pipelines.definitions import defs
 
     url = urllib.parse.urlsplit(webserver)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise CliError(f"--submit: a Dagster webserver's URL is http[s]://host[:port], not {display_url(webserver)}")
-    partition = defs.resolve_job_def(job_name(domain)).partitions_def.get_last_partition_key()
+    name = dry_run_job_name(domain) if dry_run else job_name(domain)
+    partition = defs.resolve_job_def(name).partitions_def.get_last_partition_key()
     client = DagsterGraphQLClient(url.hostname, port_number=url.port, use_https=url.scheme == "https",
                                   path_prefix=url.path.rstrip("/"), timeout=60)
     try:
-        run_id = client.submit_job_execution(job_name(domain), tags={
-            DRY_RUN_TAG: "true" if dry_run else "false", "dagster/partition": partition})
+        run_id = client.submit_job_execution(name, tags={"dagster/partition": partition})
     except (DagsterGraphQLClientError, OSError) as exc:
         # The client's own message is its query; what went wrong is the transport's error, or the
         # webserver's answer (its body).
@@ -93,14 +93,14 @@ def submit_domain_job(domain: str, dry_run: bool, webserver: str) -> dict:
 
 
 def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None, database: AppDatabase) -> dict:
-    """Execute the domain's job for its latest partition on the DAGSTER_HOME instance, with its
-    progress on the terminal (a dry run acts on nothing: no bar)."""
+    """Execute the domain's job (or its dry-run job) for its latest partition on the DAGSTER_HOME
+    instance, with its progress on the terminal (a dry run acts on nothing: no bar)."""
     import dagster as dg
 
-    from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG, job_name
+    from retention_pipelines.dagster_wiring.common import dry_run_job_name, job_name
     from retention_pipelines.definitions import defs
 
-    job = defs.resolve_job_def(job_name(domain))
+    job = defs.resolve_job_def(dry_run_job_name(domain) if dry_run else job_name(domain))
     partition = job.partitions_def.get_last_partition_key()
     run_id = str(uuid.uuid4())
     found_key = dg.AssetKey([domain, "expired_records"])
@@ -116,13 +116,15 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None, datab
             (contextlib.nullcontext() if dry_run else run_progress(database, run_id, domain,
                                                                    lambda: rows_found(instance))):
         result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, run_id=run_id,
-                                        tags={DRY_RUN_TAG: "true" if dry_run else "false"},
                                         # The terminal gets the summary table; step logs are in the UI.
                                         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     metadata = {}
     for event in result.get_asset_materialization_events():
         metadata.update({k: v.value for k, v in event.materialization.metadata.items()})
-    # A WARN check (rows left by a dry run, by design) informs; only an ERROR check fails the run.
+    for event in result.all_events:  # a dry run's figures are its step's output metadata
+        if dry_run and event.event_type_value == "STEP_OUTPUT":
+            metadata.update({k: v.value for k, v in event.step_output_data.metadata.items()})
+    # Only an ERROR check fails the run; a WARN one informs.
     failed_checks = [e.check_name for e in result.get_asset_check_evaluations()
                      if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
     failures = [failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -199,6 +201,10 @@ def _forget_demo_history() -> None:
             raise CliError("`retention demo` replaces its own Dagster history: DAGSTER_HOME must be a demo instance "
                            f"(local SQLite storage), not one storing runs in {type(instance.run_storage).__name__}")
         instance.wipe()
+        # The wipe frees the pools' slots but keeps their limits, which would then offer no slot at
+        # all (a run would wait for ever): dropped too, each pool starts again from the default limit.
+        for pool in instance.event_log_storage.get_concurrency_keys():
+            instance.event_log_storage.delete_concurrency_limit(pool)
 
 
 def add_run_commands(commands) -> None:

@@ -1,7 +1,6 @@
 """What the domain wiring shares: run tags, partitions, and turning engine errors into Failures."""
 
 import contextlib
-import warnings
 from datetime import datetime
 
 import dagster as dg
@@ -16,10 +15,12 @@ from retention_pipelines.schema import SchemaBehindError
 from retention_pipelines.stores import ConfigurationError, DomainLocked, LockLost, PolicyMismatch, StoreUnavailable
 
 DOMAIN_TAG = "retention/domain"
-# The steps that delete, redact or archive rows of the app database: the instance limits how many run
-# at once across all runs (deploy/dagster.yaml, concurrency.pools), so that backfills and catch-up
-# runs never crowd the app out of its own database.
+# The erasure run's steps change rows of every erasable domain: its pool keeps one of them at a time
+# (deploy/dagster.yaml, concurrency.pools.default_limit), whatever launched the run.
 APP_DATABASE_POOL = "app_database"
+# A dry run is its own job of ops (`<domain>_dry_run_job`, …): it reports what it would do in its run's
+# metadata and materializes nothing, so the assets' history, partitions and checks show real runs
+# only. The asset jobs refuse a run tagged as a dry run rather than run it for real.
 DRY_RUN_TAG = "retention/dry_run"
 # Every job's runs, whatever instance launches them (deploy/dagster.yaml, the Helm chart's, a laptop's):
 # - a run the daemon retries (its process died, its node or container went away) re-executes all
@@ -36,10 +37,6 @@ OPERATOR_ERRORS = (StoreUnavailable, PolicyMismatch, SchemaBehindError, DomainLo
                    ArchiveVerificationFailed, ConfigurationError)
 URIS_IN_METADATA = 50
 
-# Checks carry the domain's partitions so that each evaluates one window's outputs; Dagster 1.13
-# marks that as preview. Its warning would be printed on every load of the code location.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
-                        category=dg.PreviewWarning)
 
 
 @contextlib.contextmanager
@@ -60,12 +57,35 @@ def domain_step(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContex
     """A step of a domain's run: its log lines carry the run, the domain and the partition, and
     the engine's errors end it as a Failure with their message."""
     partition = context.partition_key if context.has_partition_key else None
+    if partition is None and getattr(context, "has_partition_key_range", False):
+        partition = f"{context.partition_key_range.start}…{context.partition_key_range.end}"
     with log_context(run_id=context.run.run_id, domain=domain, partition=partition), operator_errors():
         yield
 
 
 def is_dry_run(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> bool:
     return context.run.tags.get(DRY_RUN_TAG, "false").lower() == "true"
+
+
+def refuse_dry_run(context: dg.AssetExecutionContext, dry_run_job: str) -> None:
+    """An asset job asked for a dry run stops before it touches anything: its assets record only
+    what was done, and a dry run has a job of its own."""
+    if is_dry_run(context):
+        raise dg.Failure(description=f"{context.job_name} changes rows and records it in the assets' history; "
+                                     f"a dry run is the job {dry_run_job}, which reports without materializing",
+                         allow_retries=False)
+
+
+def domain_pool(domain: str) -> str:
+    """The pool of every step that acts on the domain: the instance gives each pool one slot
+    (concurrency.pools.default_limit in both dagster.yaml), so two runs of a domain never act at
+    once whatever launched them (job, asset page, `dagster asset materialize`, backfill); the
+    second waits for the slot instead of failing on the domain's lock."""
+    return f"{domain}_retention"
+
+
+def dry_run_job_name(domain: str) -> str:
+    return f"{domain}_dry_run_job"
 
 
 def iso(moment: datetime | None) -> str:

@@ -1,10 +1,13 @@
-"""The checks of a domain's assets: the compliance invariants, evaluated against the database."""
+"""The checks of a domain's assets: the compliance invariants, evaluated against the database by the
+step that does the run, on what it has just done."""
+
+from dataclasses import dataclass
 
 import dagster as dg
 
-from retention_pipelines.dagster_wiring.common import URIS_IN_METADATA, domain_step, iso
+from retention_pipelines.dagster_wiring.common import URIS_IN_METADATA, iso
 from retention_pipelines.dagster_wiring.resources import RetentionStores
-from retention_pipelines.engine import Acted, Archived, Audited, Found
+from retention_pipelines.engine import Acted, Archived, Found, RetentionEngine
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
 
@@ -13,83 +16,71 @@ ARCHIVE_MATCHES_MANIFESTS_CHECK = "archive_objects_match_manifests"
 AUDIT_MATCHES_ACTED_ON_CHECK = "audit_rows_match_rows_acted_on"
 NOTHING_ACTED_ON_EARLY_CHECK = "nothing_acted_on_before_its_deadline"
 EVERY_OBJECT_DELETED_CHECK = "every_object_deleted"
-NO_ORPHANS_CHECK = "no_orphans"
 
 
-def build_domain_checks(policy: DomainPolicy, policy_version: str, keys: dict[str, dg.AssetKey],
-                        partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
-    def engine(stores: RetentionStores):
-        return stores.engine(policy, policy_version)
+def domain_check_specs(policy: DomainPolicy, keys: dict[str, dg.AssetKey]) -> list[dg.AssetCheckSpec]:
+    """Each check evaluates the run that materializes its asset, so it is not partitioned: its
+    latest result is the latest run's, whichever windows that run covered."""
+    return [
+        dg.AssetCheckSpec(NO_ROWS_PAST_DEADLINE_CHECK, asset=keys["deletion"], blocking=True, description=(
+            f"No row of `{policy.table}` outside a legal hold is left past its deadline: none due "
+            "before the run's cutoff or before now − the allowed lag "
+            f"({format_duration(policy.sla.max_lag)}), whichever is earlier. Rows the run could not finish, "
+            "waiting for a person in the manual queue (on its own deadline), are counted apart, and so are rows "
+            "whose clock is NULL (kept, as the policy's clock_nulls says). When it fails the run stops before "
+            "its audit asset, and the audit seal waits.")),
+        dg.AssetCheckSpec(EVERY_OBJECT_DELETED_CHECK, asset=keys["deletion"], description=(
+            "Every row the run meant to act on was acted on: none was left because its object "
+            "in storage could not be deleted after retries (those rows stay untouched, each "
+            "with a `blob_delete_failed` audit entry). Fails the run rather than pretend success.")),
+        dg.AssetCheckSpec(ARCHIVE_MATCHES_MANIFESTS_CHECK, asset=keys["archive"], description=(
+            "Every archive object the run wrote exists and matches its manifest's sha256 and row count.")),
+        dg.AssetCheckSpec(AUDIT_MATCHES_ACTED_ON_CHECK, asset=keys["audit"], description=(
+            "The audit log holds exactly one entry of this run per row it deleted or redacted.")),
+        dg.AssetCheckSpec(NOTHING_ACTED_ON_EARLY_CHECK, asset=keys["audit"], description=(
+            f"From the audit log: no row this run {policy.action_name} was younger than its "
+            f"retention period ({format_duration(policy.retain_for)}) when it was acted on — "
+            "not one second earlier.")),
+    ]
 
-    @dg.asset_check(asset=keys["deletion"], name=NO_ROWS_PAST_DEADLINE_CHECK, blocking=True, partitions_def=partitions,
-                    additional_ins={"found": dg.AssetIn(keys["expired_records"])}, description=(
-                        f"No row of `{policy.table}` outside a legal hold is left past its deadline: none due "
-                        "before the run's cutoff or before now − the allowed lag "
-                        f"({format_duration(policy.sla.max_lag)}), "
-                        "whichever is earlier. Rows the run could not finish, waiting for a person in the manual "
-                        "queue (on its own deadline), are counted apart, and so are rows whose clock is NULL "
-                        "(kept, as the policy's clock_nulls says). Blocks the audit seal when it fails."))
-    def no_rows_past_deadline(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
-                              deletion: Acted, found: Found) -> dg.AssetCheckResult:
-        with domain_step(context, policy.name):
-            domain_engine = engine(retention_stores)
-            limit = min(found.cutoff, retention_stores.database.now() - policy.sla.max_lag)
-            remaining = domain_engine.count_remaining(limit)
-            queued = domain_engine.count_remaining(limit, waiting_for_a_person=True)
-            without_clock = domain_engine.count_without_clock()
-        return dg.AssetCheckResult(
-            passed=remaining == 0,
-            # A dry run changes nothing, so rows remain by design: reported, never blocking.
-            severity=dg.AssetCheckSeverity.WARN if deletion.dry_run else dg.AssetCheckSeverity.ERROR,
-            metadata={"rows_past_deadline": remaining, "rows_waiting_in_manual_queue": queued,
-                      # NULL clocks are kept (clock_nulls: keep): shown, never kept unseen.
-                      "rows_without_clock": without_clock,
-                      "deadline_limit": iso(limit), "dry_run": deletion.dry_run},
-        )
 
-    @dg.asset_check(asset=keys["deletion"], name=EVERY_OBJECT_DELETED_CHECK, partitions_def=partitions,
-                    description=(
-                        "Every row the run meant to act on was acted on: none was left because its object "
-                        "in storage could not be deleted after retries (those rows stay untouched, each "
-                        "with a `blob_delete_failed` audit entry). Fails the run rather than pretend success."))
-    def every_object_deleted(deletion: Acted) -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(passed=deletion.failed == 0, metadata={"rows_failed": deletion.failed})
+@dataclass
+class DomainChecks:
+    """The checks of one run of a domain, each computed from what the run returned."""
 
-    @dg.asset_check(asset=keys["archive"], name=ARCHIVE_MATCHES_MANIFESTS_CHECK, partitions_def=partitions,
-                    description="Every archive object the run wrote exists and matches its manifest's sha256 "
-                                "and row count.")
-    def archive_objects_match_manifests(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
-                                        archive: Archived) -> dg.AssetCheckResult:
-        if archive.dry_run:
-            return dg.AssetCheckResult(passed=True, metadata={"objects_checked": 0, "dry_run": True})
-        with domain_step(context, policy.name):
-            problems = engine(retention_stores).verify_archive(archive)
-        return dg.AssetCheckResult(passed=not problems, metadata={
-            "objects_checked": len(archive.batches), "problems": dg.MetadataValue.json(problems[:URIS_IN_METADATA])})
+    policy: DomainPolicy
+    keys: dict[str, dg.AssetKey]
+    engine: RetentionEngine
+    stores: RetentionStores
+    run_id: str
 
-    @dg.asset_check(asset=keys["audit"], name=AUDIT_MATCHES_ACTED_ON_CHECK, partitions_def=partitions,
-                    additional_ins={"acted": dg.AssetIn(keys["deletion"])},
-                    description="The audit log holds exactly one entry of this run per row it deleted or redacted.")
-    def audit_rows_match_rows_acted_on(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
-                                       audit: Audited, acted: Acted) -> dg.AssetCheckResult:
-        with domain_step(context, policy.name):
-            recount = engine(retention_stores).audit(acted, context.run.run_id)
-        # A dry run acts on nothing, so it must have written no audit row at all.
-        passed = recount.audit_rows == 0 if acted.dry_run else recount.consistent
-        return dg.AssetCheckResult(passed=passed, metadata={
-            "audit_rows": recount.audit_rows, "rows_acted_on": recount.acted_on, "dry_run": acted.dry_run})
+    def no_rows_past_deadline(self, found: Found) -> dg.AssetCheckResult:
+        limit = min(found.cutoff, self.stores.database.now() - self.policy.sla.max_lag)
+        remaining = self.engine.count_remaining(limit)
+        return self._result("deletion", NO_ROWS_PAST_DEADLINE_CHECK, remaining == 0, {
+            "rows_past_deadline": remaining,
+            "rows_waiting_in_manual_queue": self.engine.count_remaining(limit, waiting_for_a_person=True),
+            # NULL clocks are kept (clock_nulls: keep): shown, never kept unseen.
+            "rows_without_clock": self.engine.count_without_clock(), "deadline_limit": iso(limit)})
 
-    @dg.asset_check(asset=keys["audit"], name=NOTHING_ACTED_ON_EARLY_CHECK, partitions_def=partitions,
-                    additional_ins={"acted": dg.AssetIn(keys["deletion"])}, description=(
-                        f"From the audit log: no row this run {policy.action_name} was younger than its "
-                        f"retention period ({format_duration(policy.retain_for)}) when it was acted on — "
-                        "not one second earlier."))
-    def nothing_acted_on_before_its_deadline(context: dg.AssetCheckExecutionContext, retention_stores: RetentionStores,
-                                             audit: Audited, acted: Acted) -> dg.AssetCheckResult:
-        with domain_step(context, policy.name):
-            early = engine(retention_stores).count_acted_on_early(acted, context.run.run_id)
-        return dg.AssetCheckResult(passed=early == 0, metadata={"entries_before_deadline": early,
-                                                                "retain_for": format_duration(policy.retain_for)})
+    def every_object_deleted(self, acted: Acted) -> dg.AssetCheckResult:
+        return self._result("deletion", EVERY_OBJECT_DELETED_CHECK, acted.failed == 0, {"rows_failed": acted.failed})
 
-    return [no_rows_past_deadline, every_object_deleted, archive_objects_match_manifests,
-            audit_rows_match_rows_acted_on, nothing_acted_on_before_its_deadline]
+    def archive_objects_match_manifests(self, archived: Archived) -> dg.AssetCheckResult:
+        problems = self.engine.verify_archive(archived)
+        return self._result("archive", ARCHIVE_MATCHES_MANIFESTS_CHECK, not problems, {
+            "objects_checked": len(archived.batches), "problems": dg.MetadataValue.json(problems[:URIS_IN_METADATA])})
+
+    def audit_rows_match_rows_acted_on(self, acted: Acted) -> dg.AssetCheckResult:
+        recount = self.engine.audit(acted, self.run_id)
+        return self._result("audit", AUDIT_MATCHES_ACTED_ON_CHECK, recount.consistent, {
+            "audit_rows": recount.audit_rows, "rows_acted_on": recount.acted_on})
+
+    def nothing_acted_on_before_its_deadline(self, acted: Acted) -> dg.AssetCheckResult:
+        early = self.engine.count_acted_on_early(acted, self.run_id)
+        return self._result("audit", NOTHING_ACTED_ON_EARLY_CHECK, early == 0, {
+            "entries_before_deadline": early, "retain_for": format_duration(self.policy.retain_for)})
+
+    def _result(self, step: str, check: str, passed: bool, metadata: dict) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(asset_key=self.keys[step], check_name=check, passed=passed,
+                                   severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)

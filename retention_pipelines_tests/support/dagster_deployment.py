@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -254,3 +255,38 @@ class Webserver(Daemon):
         if answer.get("errors"):
             raise AssertionError(f"GraphQL errors: {answer['errors']}")
         return answer["data"]
+
+
+def wait_for_run(instance, run_id: str, daemon: Daemon, seconds: float = 300):
+    """The run once it has finished; raises naming the daemon's last words if it has not in `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run
+        if not daemon.alive():
+            raise AssertionError(f"dagster-daemon exited:\n{daemon.tail()}")
+        time.sleep(2)
+    raise AssertionError(f"run {run_id} did not finish in {seconds:g} s\n{daemon.tail()}")
+
+
+REPOSITORY_SELECTOR = {"repositoryLocationName": "retention_pipelines", "repositoryName": "__repository__"}
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}"""
+
+
+def launch_job(webserver: Webserver, job: str, partition: str) -> str:
+    """Launch `job` for `partition` as the launchpad does (GraphQL, into the instance's run queue); its run id."""
+    launched = webserver.graphql(LAUNCH_RUN, {"params": {
+        "selector": {**REPOSITORY_SELECTOR, "jobName": job},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+    }})["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]

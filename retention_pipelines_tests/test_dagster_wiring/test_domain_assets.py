@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG, domain_partitions
-from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
+from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs, build_dry_run_job
 from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine import Acted
 from retention_pipelines.engine.oversight.queue import ManualQueue
@@ -30,8 +30,21 @@ def materialize(policies, stores, instance, partition_key=None, tags=None):
     policy = policies.domains["quiz_responses"]
     domain = build_domain_defs(policy, policies.policy_version)
     partition_key = partition_key or domain_partitions(policy).get_last_partition_key()
-    return dg.materialize([*domain.assets, *domain.asset_checks], partition_key=partition_key, instance=instance,
+    return dg.materialize(list(domain.assets), partition_key=partition_key, instance=instance,
                           resources={"retention_stores": stores}, tags=tags or {}, raise_on_error=False)
+
+
+def dry_run(policies, stores, instance, domain="quiz_responses"):
+    """The domain's dry-run job for its latest window, as the launchpad and `retention run --dry-run` start it."""
+    policy = policies.domains[domain]
+    job = build_dry_run_job(policy, policies.policy_version, domain_partitions(policy))
+    return job.execute_in_process(instance=instance, partition_key=domain_partitions(policy).get_last_partition_key(),
+                                  resources={"retention_stores": stores}, raise_on_error=False)
+
+
+def output_metadata(result) -> dict:
+    return {k: v.value for e in result.all_events if e.event_type_value == "STEP_OUTPUT"
+            for k, v in e.step_output_data.metadata.items()}
 
 
 def metadata_of(result) -> dict:
@@ -79,14 +92,25 @@ def test_run_deletes_due_rows_with_metadata_and_passing_checks(policies, pg_data
 def test_dry_run_changes_nothing_and_reports_counts(policies, pg_database, stores, instance):
     insert_quiz_rows(pg_database, [timedelta(hours=30)] * 5 + [timedelta(hours=1)] * 2)
     before = remaining_ids(pg_database)
-    result = materialize(policies, stores, instance, tags={DRY_RUN_TAG: "true"})
+    result = dry_run(policies, stores, instance)
     assert result.success
     assert remaining_ids(pg_database) == before
     assert audit_entries(pg_database) == []
-    metadata = metadata_of(result)
-    assert metadata["deletion"]["dry_run"] is True and metadata["deletion"]["rows_deleted"] == 5
-    deadline_check = check_results(result)["no_rows_past_deadline"]
-    assert not deadline_check.passed and deadline_check.severity == dg.AssetCheckSeverity.WARN
+    metadata = output_metadata(result)
+    assert metadata["dry_run"] is True and metadata["rows_deleted"] == 5 and metadata["rows_found"] == 5
+    # Nothing in the assets' history: no materialization, no check evaluation, no planned asset.
+    assert result.get_asset_materialization_events() == [] and result.get_asset_check_evaluations() == []
+    assert not [e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.asset_key]
+
+
+def test_the_asset_job_refuses_a_run_tagged_dry_and_changes_nothing(policies, pg_database, stores, instance):
+    insert_quiz_rows(pg_database, [timedelta(hours=30)] * 3)
+    before = remaining_ids(pg_database)
+    result = materialize(policies, stores, instance, tags={DRY_RUN_TAG: "true"})
+    assert not result.success
+    assert "quiz_responses_dry_run_job" in failure_messages(result)
+    assert remaining_ids(pg_database) == before and audit_entries(pg_database) == []
+    assert metadata_of(result) == {}
 
 
 def test_old_partition_takes_only_rows_due_before_its_window_ends(policies, pg_database, stores, instance):
@@ -150,18 +174,19 @@ def test_rows_left_past_deadline_fail_the_blocking_check_and_stop_the_audit(poli
     assert not deadline_check.passed and deadline_check.severity == dg.AssetCheckSeverity.ERROR
     assert deadline_check.metadata["rows_past_deadline"].value == 2
     assert "audit" not in metadata_of(result)  # the blocking check kept the audit seal from materializing
+    assert not result.success
 
 
 def test_a_dry_run_needs_no_lock_and_takes_none(policies, pg_database, stores, redis_url, instance, tmp_path):
     insert_quiz_rows(pg_database, [timedelta(hours=30)] * 3)
     held = domain_locks(redis_url, tmp_path, 30).acquire("quiz_responses")
     try:
-        result = materialize(policies, stores, instance, tags={DRY_RUN_TAG: "true"})
+        result = dry_run(policies, stores, instance)
         held.ensure_held()  # still ours: the dry run neither took nor broke it
     finally:
         held.release()
     assert result.success
-    assert metadata_of(result)["deletion"]["rows_deleted"] == 3
+    assert output_metadata(result)["rows_deleted"] == 3
     assert len(remaining_ids(pg_database)) == 3
 
 
@@ -184,7 +209,7 @@ def test_meal_plans_on_s3_and_its_orphans_report(policies, pg_database, pg_url, 
                              blob_url=f"s3://{hot}")
     policy = policies.domains["meal_plans"]
     domain = build_domain_defs(policy, policies.policy_version)
-    result = dg.materialize([*domain.assets, *domain.asset_checks], instance=instance,
+    result = dg.materialize(list(domain.assets), instance=instance,
                             partition_key=domain_partitions(policy).get_last_partition_key(),
                             resources={"retention_stores": stores}, raise_on_error=False,
                             selection=[dg.AssetKey(["meal_plans", step]) for step in
@@ -293,7 +318,7 @@ def test_rows_without_a_clock_are_kept_and_counted_on_the_deadline_check(policie
                            {"ids": without_clock})
     policy = policies.domains["quiz_responses"].model_copy(update={"clock_nulls": "keep"})
     domain = build_domain_defs(policy, policies.policy_version)
-    result = dg.materialize([*domain.assets, *domain.asset_checks],
+    result = dg.materialize(list(domain.assets),
                             partition_key=domain_partitions(policy).get_last_partition_key(), instance=instance,
                             resources={"retention_stores": stores}, raise_on_error=False)
     assert result.success
@@ -301,3 +326,67 @@ def test_rows_without_a_clock_are_kept_and_counted_on_the_deadline_check(policie
     check = check_results(result)["no_rows_past_deadline"]
     assert check.passed
     assert check.metadata["rows_without_clock"].value == 3
+
+
+def test_one_asset_materialized_alone_runs_the_steps_it_needs_and_records_only_itself(policies, pg_database, stores,
+                                                                                       instance):
+    due = insert_quiz_rows(pg_database, [timedelta(hours=30)] * 4)
+    policy = policies.domains["quiz_responses"]
+    domain = build_domain_defs(policy, policies.policy_version)
+    result = dg.materialize(list(domain.assets), selection=[dg.AssetKey(["quiz_responses", "deletion"])],
+                            partition_key=domain_partitions(policy).get_last_partition_key(), instance=instance,
+                            resources={"retention_stores": stores}, raise_on_error=False)
+    assert result.success, failure_messages(result)
+    assert set(metadata_of(result)) == {"deletion"} and metadata_of(result)["deletion"]["rows_deleted"] == 4
+    assert set(due).isdisjoint(remaining_ids(pg_database))
+    assert {e["record_id"] for e in audit_entries(pg_database)} == set(due)  # each with its entry, as always
+    # Only expired_records alone: counts, acts on nothing.
+    more = insert_quiz_rows(pg_database, [timedelta(hours=30)] * 2)
+    counted = dg.materialize(list(domain.assets), selection=[dg.AssetKey(["quiz_responses", "expired_records"])],
+                             partition_key=domain_partitions(policy).get_last_partition_key(), instance=instance,
+                             resources={"retention_stores": stores}, raise_on_error=False)
+    assert counted.success and metadata_of(counted)["expired_records"]["rows_found"] == 2
+    assert set(more) <= remaining_ids(pg_database)
+
+
+def test_checks_alone_are_refused_and_act_on_nothing(policies, pg_database, stores, instance):
+    insert_quiz_rows(pg_database, [timedelta(hours=30)] * 2)
+    before = remaining_ids(pg_database)
+    policy = policies.domains["quiz_responses"]
+    domain = build_domain_defs(policy, policies.policy_version)
+    check = dg.AssetCheckKey(dg.AssetKey(["quiz_responses", "deletion"]), "no_rows_past_deadline")
+    result = dg.materialize(list(domain.assets), selection=dg.AssetSelection.checks(check), instance=instance,
+                            resources={"retention_stores": stores}, raise_on_error=False)
+    assert not result.success
+    assert "checks evaluate a run of its assets" in failure_messages(result)
+    assert remaining_ids(pg_database) == before
+
+
+def test_a_range_of_windows_is_one_run_recording_every_window_it_enforced(policies, pg_database, stores, instance):
+    """A single-run backfill: its cutoff is the last window's end, and each window of the range
+    shows materialized, none Missing."""
+    old = insert_quiz_rows(pg_database, [timedelta(hours=24 + 10)] * 2)
+    recent = insert_quiz_rows(pg_database, [timedelta(hours=24 + 2)] * 2)
+    policy = policies.domains["quiz_responses"]
+    partitions = domain_partitions(policy)
+    keys = partitions.get_partition_keys(current_time=pg_database.now())
+    window = keys[-8:-3]  # five complete hours, ending three hours ago
+    job = dg.Definitions(assets=build_domain_defs(policy, policies.policy_version).assets,
+                         jobs=build_domain_defs(policy, policies.policy_version).jobs,
+                         resources={"retention_stores": stores}).resolve_job_def("quiz_responses_retention_job")
+    result = job.execute_in_process(instance=instance, raise_on_error=False, tags={
+        "dagster/asset_partition_range_start": window[0], "dagster/asset_partition_range_end": window[-1]})
+    assert result.success, failure_messages(result)
+    for step in ("expired_records", "archive", "deletion", "audit"):
+        assert instance.get_materialized_partitions(dg.AssetKey(["quiz_responses", step])) == set(window), step
+    assert set(old).isdisjoint(remaining_ids(pg_database)) and set(recent) <= remaining_ids(pg_database)
+
+
+def test_every_step_that_acts_on_a_domain_is_in_that_domains_pool(policies):
+    from retention_pipelines.dagster_wiring.common import domain_pool
+
+    for policy in policies.domains.values():
+        [retention] = [a for a in build_domain_defs(policy, policies.policy_version).assets
+                       if dg.AssetKey([policy.name, "deletion"]) in a.keys]
+        assert retention.op.pool == domain_pool(policy.name)
+        assert retention.backfill_policy == dg.BackfillPolicy.single_run()

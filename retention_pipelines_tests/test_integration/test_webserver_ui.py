@@ -20,8 +20,9 @@ import yaml
 from retention_pipelines.dagster_wiring.common import domain_partitions, job_name
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
+from retention_pipelines_tests.support.browser import NUX_TITLE, chromium, page
 from retention_pipelines_tests.support.cli import RETENTION_SCRIPT
-from retention_pipelines_tests.support.dagster_deployment import Daemon, Webserver
+from retention_pipelines_tests.support.dagster_deployment import Daemon, Webserver, wait_for_run
 from retention_pipelines_tests.support.repository import REPOSITORY
 from retention_pipelines_tests.support.servers import free_port
 
@@ -49,7 +50,6 @@ mutation Launch($params: LaunchBackfillParams!) {
     ... on InvalidSubsetError { message }
   }
 }"""
-NUX = "Join the Dagster community"  # the first-visit dialog's title, shown on a loopback origin unless disabled
 
 
 def wait_for_backfill_runs(instance: dg.DagsterInstance, backfill_id: str, count: int, daemon: Daemon,
@@ -64,18 +64,6 @@ def wait_for_backfill_runs(instance: dg.DagsterInstance, backfill_id: str, count
         time.sleep(2)
     raise AssertionError(f"the backfill's {count} runs did not finish in {seconds:g} s; runs: "
                          f"{[(r.run_id[:8], r.status) for r in runs]}\n{daemon.tail()}")
-
-
-def wait_for_run(instance: dg.DagsterInstance, run_id: str, daemon: Daemon, seconds: float = 300) -> dg.DagsterRun:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        run = instance.get_run_by_id(run_id)
-        if run is not None and run.is_finished:
-            return run
-        if not daemon.alive():
-            raise AssertionError(f"dagster-daemon exited:\n{daemon.tail()}")
-        time.sleep(2)
-    raise AssertionError(f"run {run_id} did not finish in {seconds:g} s\n{daemon.tail()}")
 
 
 def submitted_with_the_cli(env: dict[str, str], webserver: Webserver) -> dict:
@@ -112,39 +100,6 @@ def wait_for_scheduled_run(instance: dg.DagsterInstance, schedule: str, daemon: 
             raise AssertionError(f"dagster-daemon exited:\n{daemon.tail()}")
         time.sleep(2)
     raise AssertionError(f"no run of {schedule} finished in {seconds:g} s\n{daemon.tail()}")
-
-
-def chromium():
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"  # Debian's chromium; nothing is downloaded
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1100"):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver"), options=options)
-
-
-def page(driver, url: str, expected: list[str], screenshot: Path, seconds: float = 90) -> str:
-    """Open `url`, wait until the page shows every expected text, save a screenshot; the page text."""
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get(url)
-    try:
-        WebDriverWait(driver, seconds, poll_frequency=1).until(
-            lambda d: all(text in d.find_element(By.TAG_NAME, "body").text for text in expected))
-    except TimeoutException:
-        driver.save_screenshot(str(screenshot.with_name(screenshot.stem + "-timeout.png")))
-        shown = driver.find_element(By.TAG_NAME, "body").text
-        raise AssertionError(f"{url} never showed {expected}; it showed:\n{shown[:3000]}") from None
-    # The first visit greets with a "Join the Dagster community" dialog: skipped once, it stays away.
-    for button in driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
-        button.click()
-    time.sleep(1)  # the last requests settle before the picture
-    assert not driver.find_elements(By.XPATH, "//*[normalize-space()='Join the Dagster community']"), url
-    driver.save_screenshot(str(screenshot))
-    return driver.find_element(By.TAG_NAME, "body").text
 
 
 def test_a_backfill_through_the_api_then_the_ui_in_a_browser(deployment, tmp_path):
@@ -198,7 +153,7 @@ def test_a_backfill_through_the_api_then_the_ui_in_a_browser(deployment, tmp_pat
             catalog = page(driver, f"{webserver.url}/assets", [DOMAIN, "email_blacklist", "meal_plans"],
                            ARTIFACTS / "1-asset-catalog.png")
             assert "magic_link_tokens" in catalog
-            assert NUX not in catalog, "the first-visit dialog covers the first page"
+            assert NUX_TITLE not in catalog, "the first-visit dialog covers the first page"
             events = page(driver, f"{webserver.url}/assets/{DOMAIN}/deletion?view=events",
                           ["rows_deleted", "policy_version"], ARTIFACTS / "2-deletion-materializations.png")
             assert "rows_skipped_legal_hold" in events
