@@ -64,23 +64,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def submit_domain_job(domain: str, dry_run: bool, webserver: str) -> dict:
-    """Submit the domain's job for its latest partition through the webserver, into the instance's
+    """Submit the domain's job for its windows through the webserver, into the instance's
     run queue: its limits (one run per domain, pools) apply, and the daemon launches it where the
     deployment runs its runs."""
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
     from retention_pipelines.dagster_wiring.common import dry_run_job_name, job_name
-    from retention_pipelines.definitions import defs
+    from retention_pipelines.dagster_wiring.windows import window_tags
 
     url = urllib.parse.urlsplit(webserver)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise CliError(f"--submit: a Dagster webserver's URL is http[s]://host[:port], not {display_url(webserver)}")
     name = dry_run_job_name(domain) if dry_run else job_name(domain)
-    partition = defs.resolve_job_def(name).partitions_def.get_last_partition_key()
+    with dagster_instance() as instance:
+        windows = _windows(instance, domain, dry_run)
     client = DagsterGraphQLClient(url.hostname, port_number=url.port, use_https=url.scheme == "https",
                                   path_prefix=url.path.rstrip("/"), timeout=60)
     try:
-        run_id = client.submit_job_execution(name, tags={"dagster/partition": partition})
+        run_id = client.submit_job_execution(name, tags=window_tags(windows))
     except (DagsterGraphQLClientError, OSError) as exc:
         # The client's own message is its query; what went wrong is the transport's error, or the
         # webserver's answer (its body).
@@ -88,20 +89,20 @@ def submit_domain_job(domain: str, dry_run: bool, webserver: str) -> dict:
         raise CliError(f"the Dagster webserver at {display_url(webserver)} did not take the run of {domain}: "
                        f"{first_line(why) if isinstance(why, BaseException) else why}", EXIT_FAILED) from None
     base = display_url(webserver).rstrip("/")
-    return {"domain": domain, "partition": partition, "dry_run": dry_run, "status": "queued", "run_id": run_id,
+    return {"domain": domain, "partition": _shown(windows), "dry_run": dry_run, "status": "queued", "run_id": run_id,
             "url": f"{base}/runs/{run_id}"}
 
 
 def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None, database: AppDatabase) -> dict:
-    """Execute the domain's job (or its dry-run job) for its latest partition on the DAGSTER_HOME
+    """Execute the domain's job (or its dry-run job) for its windows on the DAGSTER_HOME
     instance, with its progress on the terminal (a dry run acts on nothing: no bar)."""
     import dagster as dg
 
     from retention_pipelines.dagster_wiring.common import dry_run_job_name, job_name
+    from retention_pipelines.dagster_wiring.windows import window_tags
     from retention_pipelines.definitions import defs
 
     job = defs.resolve_job_def(dry_run_job_name(domain) if dry_run else job_name(domain))
-    partition = job.partitions_def.get_last_partition_key()
     run_id = str(uuid.uuid4())
     found_key = dg.AssetKey([domain, "expired_records"])
 
@@ -115,7 +116,9 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None, datab
                                                       None if wait_seconds is None else str(wait_seconds)), \
             (contextlib.nullcontext() if dry_run else run_progress(database, run_id, domain,
                                                                    lambda: rows_found(instance))):
-        result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False, run_id=run_id,
+        windows = _windows(instance, domain, dry_run)
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id,
+                                        tags=window_tags(windows),
                                         # The terminal gets the summary table; step logs are in the UI.
                                         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     metadata = {}
@@ -131,7 +134,7 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None, datab
     ok = result.success and not failed_checks
     acted = metadata.get("rows_redacted", metadata.get("rows_deleted", 0))
     return {
-        "domain": domain, "partition": partition, "status": "ok" if ok else "FAILED",
+        "domain": domain, "partition": _shown(windows), "status": "ok" if ok else "FAILED",
         "dry_run": dry_run, "cutoff": metadata.get("cutoff", "—"), "found": metadata.get("rows_found", 0),
         "archived": metadata.get("rows_archived", 0), "acted_on": acted,
         "held": metadata.get("rows_skipped_legal_hold", 0), "failed": metadata.get("rows_failed", 0),
@@ -185,6 +188,21 @@ def _build_and_run_demo(rows: int) -> int:
     say(f"demo database {demo_file}: " + ", ".join(f"{n} {t}" for t, n in seeded.items()), demo_database=str(demo_file),
         rows_seeded=seeded)
     return cmd_run(argparse.Namespace(domains=[], domain=None, dry_run=False, wait=None, submit=None))
+
+
+def _windows(instance, domain: str, dry_run: bool):
+    """The windows a run of the domain covers (dagster_wiring/windows.py); a dry run records
+    nothing, so it reports on the latest window alone."""
+    import dagster as dg
+
+    from retention_pipelines.dagster_wiring.windows import windows_to_cover
+
+    windows = windows_to_cover(instance, load_policies().domains[domain])
+    return dg.PartitionKeyRange(windows.end, windows.end) if dry_run else windows
+
+
+def _shown(windows) -> str:
+    return windows.start if windows.start == windows.end else f"{windows.start}…{windows.end}"
 
 
 def _forget_demo_history() -> None:

@@ -29,6 +29,7 @@ from retention_pipelines.dagster_wiring.common import (
 from retention_pipelines.dagster_wiring.domain_checks import DomainChecks, domain_check_specs
 from retention_pipelines.dagster_wiring.orphans import build_orphans_defs
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.windows import run_request, windows_to_cover
 from retention_pipelines.engine import Acted, Archived, Audited, Found
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
@@ -140,11 +141,16 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
         description=f"Retention of {name}: find → archive → {'redact' if policy.redact else 'delete'} → audit, "
                     f"for one window or a range of them. Its dry run is {dry_run_job_name(name)}.",
     )
-    schedule = dg.build_schedule_from_partitioned_job(
-        job, name=f"{name}_retention_schedule", minute_of_hour=policy.schedule.minute_of_hour,
-        hour_of_day=policy.schedule.hour_of_day, default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Runs {name}'s retention for the current {policy.partitions.cadence} window.",
-    )
+    hour = "*" if policy.partitions.cadence == "hourly" else str(policy.schedule.hour_of_day or 0)
+
+    @dg.schedule(name=f"{name}_retention_schedule", job=job, execution_timezone="UTC",
+                 cron_schedule=f"{policy.schedule.minute_of_hour} {hour} * * *",
+                 default_status=dg.DefaultScheduleStatus.RUNNING, description=(
+                     f"Runs {name}'s retention over the windows since its last recorded one, to the current "
+                     f"{policy.partitions.cadence} window."))
+    def schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        return run_request(windows_to_cover(context.instance, policy, context.scheduled_execution_time))
+
     domain = dg.Definitions(assets=[retention], jobs=[job, build_dry_run_job(policy, policy_version, partitions)],
                             schedules=[schedule])
     if not policy.blob_key_column:

@@ -5,8 +5,9 @@ from datetime import timedelta
 
 import dagster as dg
 
-from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, domain_partitions, job_name, operator_errors
+from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, job_name, operator_errors
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.windows import run_request, windows_of, windows_to_cover
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.oversight.sla import RETENTION_LAG, RUN_DURATION, RUN_FAILURES, Breach, Breaches
 from retention_pipelines.logs import get_logger, log_context
@@ -73,7 +74,7 @@ def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str
     """Every few minutes, each domain's retention lag (how long its oldest row outside a legal
     hold has been kept past its deadline), from one query on the clock index. Over the policy's
     `sla.max_lag`, the domain's one open `retention_lag` breach is opened (never a second) and a
-    catch-up run of its latest partition requested — unless a run of the domain is queued or in
+    catch-up run requested (the windows since its last recorded one) — unless a run of the domain is queued or in
     flight, so that no tick adds a second one. Back under the limit, the breach is closed with how
     long it lasted."""
 
@@ -103,8 +104,8 @@ def build_retention_lag_sensor(policies: list[DomainPolicy], policy_version: str
                     Breaches(retention_stores.database).attach_run(breach.id, running[0].run_id)
                 continue
             attempt = context.instance.get_runs_count(filters=dg.RunsFilter(tags={CATCH_UP_TAG: str(breach.id)}))
-            yield dg.RunRequest(
-                job_name=job_name(policy.name), partition_key=domain_partitions(policy).get_last_partition_key(),
+            yield run_request(
+                windows_to_cover(context.instance, policy), job_name=job_name(policy.name),
                 run_key=f"catch-up:{policy.name}:{breach.id}:{attempt}",
                 tags={DOMAIN_TAG: policy.name, CATCH_UP_TAG: str(breach.id)},
             )
@@ -167,7 +168,7 @@ def build_run_sensors(policies: list[DomainPolicy], jobs: list, policy_version: 
                             {"failures_in_a_row": in_a_row}, policy.sla.escalate_at, run_id=run_id)
                 # Automation has given up on this window: a person takes it (one item per
                 # partition, each further failure counting an attempt).
-                partition = context.dagster_run.tags.get("dagster/partition") or job_name(policy.name)
+                partition = windows_of(context.dagster_run) or job_name(policy.name)
                 ManualQueue(retention_stores.database, policy_version).add(
                     policy.name, partition, "run_failed", f"{in_a_row} runs failed in a row; last: {message}"[:500],
                     policy.sla.resolve_within, run_id)

@@ -1,6 +1,7 @@
 """deploy/dagster.yaml, the production instance, opened on a real PostgreSQL from its DAGSTER_PG_*
-variables: storage in PostgreSQL, compute logs in S3, the queued run coordinator with one run per retention domain, the
-app_database pool that the row-changing steps are in, run monitoring and retries, tick retention."""
+variables: storage in PostgreSQL, compute logs in S3, the queued run coordinator with one run per
+retention domain, the pools that the row-changing steps are in (one per domain, one for the
+erasure), run monitoring and retries, tick retention."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus  # not exported by dagster
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 
-from retention_pipelines.dagster_wiring.common import APP_DATABASE_POOL
+from retention_pipelines.dagster_wiring.common import APP_DATABASE_POOL, domain_pool
 from retention_pipelines.definitions import defs
 from retention_pipelines_tests.support.dagster_deployment import DOMAIN_TAG_LIMIT, write_dagster_home
 
@@ -36,7 +37,7 @@ def test_the_production_instance_keeps_everything_in_postgresql_and_queues_runs(
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 6
         assert DOMAIN_TAG_LIMIT in queue.tag_concurrency_limits
-        assert instance.get_concurrency_config().pool_config.default_pool_limit == 3
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1  # one slot per pool
         assert instance.run_monitoring_enabled
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert not instance.run_retries_retry_on_asset_or_op_failure
@@ -55,9 +56,11 @@ def test_a_missing_connection_variable_is_named(production_home, monkeypatch, va
             instance.compute_log_manager  # noqa: B018 (built on first use)
 
 
-def test_the_steps_that_change_rows_are_in_the_app_database_pool():
-    pooled = {key.to_user_string() for assets in defs.assets for key in assets.keys
-              if getattr(assets, "op", None) is not None and assets.op.pool == APP_DATABASE_POOL}
-    assert {"quiz_responses/deletion", "meal_plans/archive", "meal_plans/deletion", "email_blacklist/archive",
-            "gdpr/erasure/meal_plans"} <= pooled
-    assert "quiz_responses/expired_records" not in pooled and "compliance/report" not in pooled
+def test_the_steps_that_change_rows_are_each_in_a_pool_of_their_domain_or_the_erasure():
+    pool_of = {key.to_user_string(): assets.op.pool for assets in defs.assets for key in assets.keys
+               if getattr(assets, "op", None) is not None}
+    for domain in ("quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist"):
+        for step in ("expired_records", "archive", "deletion", "audit"):
+            assert pool_of[f"{domain}/{step}"] == domain_pool(domain), (domain, step)
+    assert pool_of["gdpr/erasure/meal_plans"] == APP_DATABASE_POOL
+    assert pool_of["compliance/report"] is None

@@ -1,0 +1,58 @@
+"""Which windows a run of a domain covers: decided here for the schedule, the sensors and the CLI.
+
+A run's cutoff is the end of its last window (or the database's now), and it takes every row due
+before it, so a run enforces every earlier window as well. Its partition range says so: from the
+first window after the last one the domain's history records, to the latest. The UI then shows a
+window Missing only where no run has covered it.
+
+The history starts with the domain's first run, which records the latest window only: recording a
+window is four events in Dagster's storage (one per asset), and a year of hourly windows would make
+that first run write some 35,000 of them. The windows before it are recorded, when wanted, by one
+backfill over them (a single run: the assets' backfill policy).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import dagster as dg
+
+from retention_pipelines.dagster_wiring.common import domain_partitions
+from retention_pipelines.policies import DomainPolicy
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def windows_to_cover(instance: dg.DagsterInstance, policy: DomainPolicy,
+                     current_time: datetime | None = None) -> dg.PartitionKeyRange:
+    """From the first window after the last recorded one (or the latest window, for a domain
+    without history) to the latest window, as of `current_time` (default now)."""
+    keys = domain_partitions(policy).get_partition_keys(current_time=current_time)
+    latest = len(keys) - 1
+    recorded = instance.get_materialized_partitions(dg.AssetKey([policy.name, "deletion"]))
+    # A window's key is its start, written with fixed-width fields: text order is time order.
+    last_recorded = max((key for key in recorded if key <= keys[latest]), default=None)
+    first = latest if last_recorded not in keys else min(keys.index(last_recorded) + 1, latest)
+    return dg.PartitionKeyRange(keys[first], keys[latest])
+
+
+def window_tags(windows: dg.PartitionKeyRange) -> dict[str, str]:
+    """The run tags that make a run cover `windows`: one partition, or a range of them."""
+    if windows.start == windows.end:
+        return {"dagster/partition": windows.start}
+    return {RANGE_START_TAG: windows.start, RANGE_END_TAG: windows.end}
+
+
+def run_request(windows: dg.PartitionKeyRange, tags: dict[str, str] | None = None, **kwargs) -> dg.RunRequest:
+    """A request for a run covering `windows`."""
+    if windows.start == windows.end:
+        return dg.RunRequest(partition_key=windows.start, tags=tags or {}, **kwargs)
+    return dg.RunRequest(tags={**(tags or {}), **window_tags(windows)}, **kwargs)
+
+
+def windows_of(run: dg.DagsterRun) -> str | None:
+    """The windows a run covered, as operators read them: `2026-12-06-09:00` or `…-07:00…2026-12-06-09:00`."""
+    if RANGE_START_TAG in run.tags:
+        return f"{run.tags[RANGE_START_TAG]}…{run.tags.get(RANGE_END_TAG, '')}"
+    return run.tags.get("dagster/partition")
