@@ -1,4 +1,5 @@
-"""`retention archive expire`: a domain's archive expiry now, through Dagster (it appears in the UI)."""
+"""`retention archive expire`: a domain's archive expiry now, or its dry run, through Dagster (it
+appears in the UI)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from retention_pipelines.redaction import without_personal_data
 def cmd_expire(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from retention_pipelines.dagster_wiring.archive_retention import archive_expiry_job_name
-    from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG
+    from retention_pipelines.dagster_wiring.archive_retention import (
+        archive_expiry_dry_run_job_name,
+        archive_expiry_job_name,
+    )
     from retention_pipelines.definitions import defs
 
     policies = load_policies()
@@ -32,20 +35,23 @@ def cmd_expire(args: argparse.Namespace) -> int:
     if not policy.enabled or not policy.archive.enabled:
         raise CliError(f"domain {args.domain} has no archive to expire (enabled, archive.enabled in the policy file)")
     database = open_current_database()  # refused before the run starts
-    job = defs.resolve_job_def(archive_expiry_job_name(args.domain))
+    job = defs.resolve_job_def((archive_expiry_dry_run_job_name if args.dry_run else archive_expiry_job_name)(
+        args.domain))
     run_id = str(uuid.uuid4())
     try:
         with dagster_instance() as instance, \
                 (contextlib.nullcontext() if args.dry_run else run_progress(
                     database, run_id, f"{args.domain} archive expiry", actions=ARCHIVE_EXPIRED, unit=" objects")):
             result = job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id,
-                                            tags={DRY_RUN_TAG: "true" if args.dry_run else "false"},
                                             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     finally:
         database.dispose()
     metadata = {}
     for event in result.get_asset_materialization_events():
         metadata.update({k: v.value for k, v in event.materialization.metadata.items()})
+    for event in result.all_events:  # a dry run's figures are its step's output metadata
+        if args.dry_run and event.event_type_value == "STEP_OUTPUT":
+            metadata.update({k: v.value for k, v in event.step_output_data.metadata.items()})
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     failures = [failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     ok = result.success and all(c.passed or c.severity == dg.AssetCheckSeverity.WARN for c in checks.values())
