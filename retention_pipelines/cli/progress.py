@@ -1,7 +1,8 @@
-"""Progress of a long run on the operator's terminal: the records it has acted on, as its audit
-entries say (the truth of what is done, read back from the database), against the rows its find
-step counted, with the rate and the time left. Shown only on a terminal and never with --json:
-a script reads the result, not a bar."""
+"""Progress of long work on the operator's terminal. A run: the records it has acted on, as its
+audit entries say (the truth of what is done, read back from the database), against the rows its
+find step counted, with the rate and the time left. Work of a few long stages (the report): the
+stage it is in, with the time each took. Shown only on a terminal and never with --json: a script
+reads the result, not a bar."""
 
 from __future__ import annotations
 
@@ -68,4 +69,31 @@ def run_progress(database: AppDatabase, run_id: str, what: str, total: Callable[
             if bar.total is None:
                 bar.total = total()
             bar.update(done() - bar.n)
+        bar.close()
+
+
+@contextlib.contextmanager
+def stage_progress(what: str, stages: list[str]) -> Iterator[Callable[[str], None]]:
+    """A bar over `stages`, the names of the work's stages in order: the block calls the function
+    it is given with each stage's name as the stage starts; the bar counts the stages done."""
+    if not shown():
+        yield lambda stage: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(stages), desc=what, unit=" stages", file=sys.stderr, dynamic_ncols=True)
+    started: list[str] = []
+
+    def start(stage: str) -> None:
+        if started:
+            bar.update(1)
+        started.append(stage)
+        bar.set_postfix_str(stage)
+
+    try:
+        yield start
+        if started:
+            bar.update(1)
+            bar.set_postfix_str("done")
+    finally:
         bar.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from retention_pipelines.cli.common import EXIT_FAILED, CliError, open_current_database
 from retention_pipelines.cli.output import say, show_table
+from retention_pipelines.cli.progress import stage_progress
 from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.engine.report.figures import ALL_DOMAINS, ReportRefused, build_report, month_bounds
 from retention_pipelines.policies import load_policies
@@ -27,25 +28,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     settings = load_settings()
     policies = load_policies()
     database = open_current_database(settings)
-    try:
-        chain = None if args.no_chain else verify(
-            database, archive_store_from_url(settings.resolved_archive_url())).as_status()
-        report = build_report(database, policies, month, chain_status=chain,
-                              erasure_due=timedelta(days=settings.erasure_due_days))
-    except ReportRefused as exc:
-        raise CliError(f"--month {exc}") from None
-    finally:
-        database.dispose()
+    stages = [*([] if args.no_chain else ["verifying the audit chain"]), "reading the month", "drawing", "writing"]
+    with stage_progress(f"report {month}", stages) as stage:
+        try:
+            if not args.no_chain:
+                stage("verifying the audit chain")
+            chain = None if args.no_chain else verify(
+                database, archive_store_from_url(settings.resolved_archive_url())).as_status()
+            stage("reading the month")
+            report = build_report(database, policies, month, chain_status=chain,
+                                  erasure_due=timedelta(days=settings.erasure_due_days))
+        except ReportRefused as exc:
+            raise CliError(f"--month {exc}") from None
+        finally:
+            database.dispose()
 
-    from retention_pipelines.engine.report.render import html_name, render_report  # matplotlib: only here
+        from retention_pipelines.engine.report.render import html_name, render_report  # matplotlib: only here
 
-    files = render_report(report)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            (out / name).write_bytes(data)
-    except OSError as exc:
-        raise CliError(f"--out {out}: cannot write the report: {exc.strerror or exc}", EXIT_FAILED) from None
+        stage("drawing")
+        files = render_report(report)
+        stage("writing")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                (out / name).write_bytes(data)
+        except OSError as exc:
+            raise CliError(f"--out {out}: cannot write the report: {exc.strerror or exc}", EXIT_FAILED) from None
     totals = [t for t in report.totals() if t.domain == ALL_DOMAINS][0]
     erasure = report.erasure_summary()
     show_table([{"domain": t.domain, **t.actions, "queue_items": t.queue_items, "sla_breaches": t.sla_breaches,

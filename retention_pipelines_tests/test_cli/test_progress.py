@@ -98,3 +98,17 @@ def test_an_archive_expiry_counts_the_objects_it_deletes(cli_env):
     assert code == 0, out + shown
     bars = bars_of(shown, "email_blacklist archive expiry")
     assert bars and re.search(r"^email_blacklist archive expiry: 2 objects \[", bars[-1]), shown
+
+
+def test_a_report_shows_its_stages_as_it_goes(cli_env, tmp_path):
+    out = tmp_path / "report"
+    code, stdout, shown = run_on_a_terminal("report", "--month", "2026-10", "--out", str(out))
+    assert code == 0, stdout + shown
+    final = shown.replace("\r", "\n").strip().splitlines()
+    bars = [line for line in final if line.startswith("report 2026-10")]
+    assert bars, (shown, stdout)
+    assert re.search(r"100%.*4/4 .*done", bars[-1]), bars[-1]
+    assert any("verifying the audit chain" in line for line in bars), bars
+    assert any(out.iterdir())  # the report itself is written as before
+    code, stdout, shown = run_on_a_terminal("report", "--month", "2026-10", "--out", str(out), "--json")
+    assert code == 0 and "stages" not in shown, shown
