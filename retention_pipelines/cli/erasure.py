@@ -82,9 +82,15 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the erasure job for one request now, on the DAGSTER_HOME instance (what the sensor does)."""
-    from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG
-    from retention_pipelines.dagster_wiring.erasure_run import ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY
+    """Run the erasure job for one request now, on the DAGSTER_HOME instance (what the sensor does);
+    with --dry-run, its dry-run job, which reports in its run's metadata and changes nothing."""
+    from retention_pipelines.dagster_wiring.erasure_run import (
+        ERASURE_DRY_RUN_JOB,
+        ERASURE_JOB,
+        ERASURE_PARTITIONS,
+        OUTCOME_KEY,
+        domain_of,
+    )
     from retention_pipelines.definitions import defs
 
     requests = _requests()
@@ -92,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         request = requests.get(args.id)
     except ErasureRefused as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    job = defs.resolve_job_def(ERASURE_JOB)
+    job = defs.resolve_job_def(ERASURE_DRY_RUN_JOB if args.dry_run else ERASURE_JOB)
     run_id = str(uuid.uuid4())
     with dagster_instance() as instance, \
             (contextlib.nullcontext() if args.dry_run else run_progress(requests.database, run_id,
@@ -100,20 +106,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(request.id)])
         result = job.execute_in_process(instance=instance, partition_key=str(request.id), raise_on_error=False,
                                         run_id=run_id,
-                                        tags={DRY_RUN_TAG: "true" if args.dry_run else "false"},
                                         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
-    rows, outcome = [], {}
+    domains, outcome = {}, {}
+    for event in result.all_events:  # a dry run's figures are its step's output metadata
+        if args.dry_run and event.event_type_value == "STEP_OUTPUT":
+            for key, value in event.step_output_data.metadata.items():
+                if domain_of(key):
+                    domains[domain_of(key)] = value.value
+                else:
+                    outcome[key] = value.value
     for event in result.get_asset_materialization_events():
         metadata = {k: v.value for k, v in event.materialization.metadata.items()}
         if event.asset_key == OUTCOME_KEY:
             outcome = metadata
         else:
-            rows.append({"domain": event.asset_key.path[-1], "erased": metadata["rows_erased"],
-                         "archived": metadata["rows_archived"],
-                         "kept_under_hold": metadata["records_kept_under_legal_hold"],
-                         "kept_until_deadline": metadata["records_kept_until_deadline"],
-                         "in_manual_queue": metadata["rows_waiting_in_manual_queue"]})
-    show_table(rows)
+            domains[event.asset_key.path[-1]] = metadata
+    show_table([{"domain": domain, "erased": metadata["rows_erased"], "archived": metadata["rows_archived"],
+                 "kept_under_hold": metadata["records_kept_under_legal_hold"],
+                 "kept_until_deadline": metadata["records_kept_until_deadline"],
+                 "in_manual_queue": metadata["rows_waiting_in_manual_queue"]}
+                for domain, metadata in sorted(domains.items())])  # by name, whatever order they were erased in
     failures = [failure_message(e) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     if failures or not result.success:
         print("; ".join(failures) or "the erasure run failed", file=sys.stderr)

@@ -1,16 +1,20 @@
-"""`retention erasure run ID [--dry-run]`: the erasure job for one request, in process on the
-DAGSTER_HOME instance, against PostgreSQL: a table per domain, the outcome (the blacklist entry
-kept until its deadline, and until when), no address printed."""
+"""`retention erasure run ID [--dry-run]`: the erasure job (or its dry-run job) for one request, in
+process on the DAGSTER_HOME instance, against PostgreSQL: a table per domain, the outcome (the
+blacklist entry kept until its deadline, and until when), no address printed; the dry run's table
+from its run's metadata, nothing materialized."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
+import dagster as dg
 import sqlalchemy as sa
 
+from retention_pipelines.dagster_wiring.erasure_run import ERASURE_DRY_RUN_JOB, ERASURE_JOB
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines_tests.support.app_rows import _insert
-from retention_pipelines_tests.support.cli import EMAIL
+from retention_pipelines_tests.support.cli import EMAIL, parse_table
 
 ADDRESS = "Gail.Subject@Example.org"
 
@@ -35,6 +39,20 @@ def no_address(outcome) -> None:
     assert ADDRESS.lower() not in outcome.text.lower() and not EMAIL.search(outcome.text), outcome.text
 
 
+def table_of(out: str) -> dict[str, dict]:
+    """The table the run printed, before its last line (the sentence), by domain."""
+    return {row["domain"]: row for row in parse_table("\n".join(out.strip().splitlines()[:-1]))}
+
+
+def instance_history() -> tuple[list[str], int]:
+    """The DAGSTER_HOME instance's runs (their jobs, latest first) and how many asset events it holds."""
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        events = [e for run in runs for e in instance.all_logs(run.run_id) if e.dagster_event and (
+            e.dagster_event.asset_key or e.dagster_event.event_type_value.startswith("ASSET_CHECK"))]
+        return [run.job_name for run in runs], len(events)
+
+
 def test_dry_run_then_run_then_rerun(cli, cli_env):
     rows = subject_rows(cli_env)
     requested = cli("erasure", "request", "--email", ADDRESS)
@@ -44,13 +62,28 @@ def test_dry_run_then_run_then_rerun(cli, cli_env):
     dry = cli("erasure", "run", str(request_id), "--dry-run")
     no_address(dry)
     assert dry.code == 0, dry.text
-    assert "would be erased (dry run: nothing changed)" in dry.out
+    said = dry.out.strip().splitlines()[-1]
+    assert said == f"erasure request {request_id}: would be erased (dry run: nothing changed)"
+    would = table_of(dry.out)
+    assert list(would) == ["email_blacklist", "magic_link_tokens", "meal_plans", "quiz_responses"]
+    assert list(would["quiz_responses"]) == ["domain", "erased", "archived", "kept_under_hold", "kept_until_deadline",
+                                             "in_manual_queue"]
+    assert would["quiz_responses"]["erased"] == "1" and would["email_blacklist"]["kept_until_deadline"] == "1"
     assert table_rows(cli_env, "quiz_responses") == set(rows["quiz_responses"])
     assert ErasureRequests(cli_env).get(request_id).status == "received"
+    # The dry-run job ran, and left the assets' history as it was.
+    assert instance_history() == ([ERASURE_DRY_RUN_JOB], 0)
+    as_json = cli("erasure", "run", str(request_id), "--dry-run", "--json")
+    assert as_json.code == 0, as_json.text
+    document = json.loads(as_json.out)
+    assert (document["status"], document["outcome"], document["dry_run"]) == ("dry run: nothing changed", None, True)
+    assert {row["domain"]: row["erased"] for row in document["rows"]}["quiz_responses"] == 1
 
     done = cli("erasure", "run", str(request_id))
     no_address(done)
     assert done.code == 0, done.text
+    jobs, asset_events = instance_history()
+    assert jobs == [ERASURE_JOB, ERASURE_DRY_RUN_JOB, ERASURE_DRY_RUN_JOB] and asset_events > 0
     lines = done.out.splitlines()
     quiz = next(line for line in lines if line.split()[:1] == ["quiz_responses"])
     assert quiz.split()[1] == "1"

@@ -1,4 +1,4 @@
-"""An erasure run's domain step while another holder has the domain's Redis lock: it waits up to
+"""An erasure run's step at a domain whose Redis lock another holder has: it waits up to
 RETENTION_ERASURE_LOCK_WAIT_SECONDS, then fails with the clear "being cleaned by another run"
 message and changes nothing in that domain, nor completes the request; a lock given back within
 the wait lets the step go on. Through Dagster, against PostgreSQL, Redis and a Dagster instance."""
@@ -14,6 +14,7 @@ import pytest
 from retention_pipelines.dagster_wiring.erasure_run import (
     ERASURE_JOB,
     ERASURE_PARTITIONS,
+    ERASURE_STEP,
     OUTCOME_KEY,
     build_erasure_run_defs,
 )
@@ -21,8 +22,6 @@ from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.stores import domain_locks
 from retention_pipelines_tests.support.erasure_rows import ANN, DOMAINS, audit, insert_subject_rows, table_rows
-
-QUIZ_STEP = "gdpr__erasure__quiz_responses"
 
 
 @pytest.fixture
@@ -78,17 +77,18 @@ def test_a_held_domain_lock_makes_the_step_wait_then_fail_clearly_changing_nothi
 
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failure.step_key == QUIZ_STEP
+    assert failure.step_key == ERASURE_STEP
     message = failure.step_failure_data.user_failure_data.description
     assert message == ("domain quiz_responses is being cleaned by another run (its lock is held) after waiting 2s; "
                        "nothing was done")
-    times = step_times(instance, result.run_id, QUIZ_STEP)
-    # It waited the time it was given, in that step (the event log's clock is coarser than the run's).
+    times = step_times(instance, result.run_id, ERASURE_STEP)
+    # It waited the time it was given, in the run's step (the event log's clock is coarser than the run's).
     assert took >= 2.0 and 1.9 <= times["STEP_FAILURE"] - times["STEP_START"] < 15.0
 
     # Nothing of that domain changed; the request is not completed and no key destroyed.
     assert table_rows(pg_database, "quiz_responses") == before
     assert audit(pg_database, domain="quiz_responses") == []
+    assert audit(pg_database, "erased") == []  # quiz_responses comes first in policy order: nothing erased before
     assert audit(pg_database, "key_destroyed") == []
     assert ErasureRequests(pg_database).get(request_id).status == "received"
     assert OUTCOME_KEY not in {e.asset_key for e in result.get_asset_materialization_events()}
@@ -103,11 +103,12 @@ def test_a_lock_given_back_within_the_wait_lets_the_step_go_on(
     released: list[float] = []
 
     def release_once_the_step_waits() -> None:
-        """Give the lock back a second after the quiz step has started (and so is waiting for it)."""
+        """Give the lock back a second after the step has started (and so is waiting for it: quiz_responses
+        is the first domain in policy order)."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             runs = instance.get_runs(limit=1)
-            if runs and "STEP_START" in step_times(instance, runs[0].run_id, QUIZ_STEP):
+            if runs and "STEP_START" in step_times(instance, runs[0].run_id, ERASURE_STEP):
                 time.sleep(1.0)
                 break
             time.sleep(0.05)
@@ -122,7 +123,7 @@ def test_a_lock_given_back_within_the_wait_lets_the_step_go_on(
         releaser.join(150)
         other.release()
     assert result.success
-    times = step_times(instance, result.run_id, QUIZ_STEP)
+    times = step_times(instance, result.run_id, ERASURE_STEP)
     assert times["STEP_START"] < released[0] <= times["STEP_SUCCESS"]
     assert ErasureRequests(pg_database).get(request_id).status == "completed"
     assert {e["domain"] for e in audit(pg_database, "erased")} == set(DOMAINS)

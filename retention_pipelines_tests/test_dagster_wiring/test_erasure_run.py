@@ -2,7 +2,10 @@
 domains, one of their records under a legal hold, erased in one run — every other record gone or
 redacted, their archived copies unreadable, the held record kept with a queue item, the request
 marked with its outcome; the young blacklist entry kept until its deadline by policy, the request
-checked again and completed once it has gone. Real PostgreSQL, Redis, a Dagster instance, local
+checked again and completed once it has gone. The run is one step: one domain's asset materializes
+alone, the outcome alone erases every domain first, and a run retried from its failure in a fresh
+process, the instance's local storage gone, succeeds. Its dry run is a job of its own that leaves
+the assets' history and the database as they were. Real PostgreSQL, Redis, a Dagster instance, local
 archive and blob folders and S3 (moto)."""
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ import csv
 import dataclasses
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
 
@@ -19,13 +26,18 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG
+from retention_pipelines.dagster_wiring.common import APP_DATABASE_POOL, DRY_RUN_TAG
 from retention_pipelines.dagster_wiring.erasure_run import (
+    DRY_RUN_STATUS,
+    ERASURE_DRY_RUN_JOB,
     ERASURE_JOB,
     ERASURE_PARTITIONS,
+    ERASURE_STEP,
     OUTCOME_KEY,
     SUBJECT_ERASED_CHECK,
     build_erasure_run_defs,
+    domain_key,
+    domain_of,
 )
 from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.archive.format import decrypt_blob, read_manifest, read_rows
@@ -33,8 +45,11 @@ from retention_pipelines.engine.gdpr.requests import ErasureRequests, Outcome
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.report.figures import build_report
 from retention_pipelines.engine.report.render import render_report
-from retention_pipelines.stores import archive_store_from_url, blob_store_from_url
+from retention_pipelines.stores import archive_store_from_url, blob_store_from_url, domain_locks
+from retention_pipelines_tests.support import erasure_rows
 from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.cli import dagster_home
+from retention_pipelines_tests.support.repository import REPOSITORY
 
 ANN = "Ann.Subject@Example.com"
 BOB = "bob.other@example.com"
@@ -127,19 +142,85 @@ class World:
                 schema.audit_log.c.domain == domain, schema.audit_log.c.archive_uri.is_not(None))).scalars())
 
 
-def run_erasure(world: World, instance, tags=None):
+DOMAINS = ("quiz_responses", "magic_link_tokens", "meal_plans", "email_blacklist")
+
+
+def erasure_defs(world: World, instance) -> dg.Definitions:
+    """The erasure run's assets and jobs on the world's stores, the request's partition added."""
     defs = build_erasure_run_defs([p for p in world.policies.domains.values() if p.enabled],
                                   world.policies.policy_version)
     instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(world.request.id)])
-    job = dg.Definitions(assets=defs.assets, jobs=defs.jobs,
-                         resources={"retention_stores": world.stores}).resolve_job_def(ERASURE_JOB)
+    return dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources={"retention_stores": world.stores})
+
+
+def run_erasure(world: World, instance, tags=None):
+    job = erasure_defs(world, instance).resolve_job_def(ERASURE_JOB)
     return job.execute_in_process(instance=instance, partition_key=str(world.request.id), tags=tags or {},
                                   raise_on_error=False)
+
+
+def dry_run(world: World, instance):
+    """The dry-run job for the request, as the launchpad and `retention erasure run --dry-run` start it."""
+    job = erasure_defs(world, instance).resolve_job_def(ERASURE_DRY_RUN_JOB)
+    return job.execute_in_process(instance=instance, partition_key=str(world.request.id), raise_on_error=False)
+
+
+def materialize(world: World, instance, selection, partitioned: bool = True):
+    """Some of the erasure run's assets or checks, as the asset page materializes them, for the
+    request's partition (the check is not partitioned: alone, it has none)."""
+    defs = build_erasure_run_defs([p for p in world.policies.domains.values() if p.enabled],
+                                  world.policies.policy_version)
+    instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(world.request.id)])
+    return dg.materialize(list(defs.assets), selection=selection, instance=instance,
+                          partition_key=str(world.request.id) if partitioned else None,
+                          resources={"retention_stores": world.stores}, raise_on_error=False)
 
 
 def outcome_of(result) -> dict:
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == OUTCOME_KEY]
     return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def output_metadata(result) -> dict:
+    return {k: v.value for e in result.all_events if e.event_type_value == "STEP_OUTPUT"
+            for k, v in e.step_output_data.metadata.items()}
+
+
+def materialized(result) -> dict[dg.AssetKey, dict]:
+    return {e.asset_key: {k: v.value for k, v in e.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+
+
+def failure_messages(result) -> str:
+    return " ".join(e.step_failure_data.user_failure_data.description for e in result.all_events
+                    if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.user_failure_data)
+
+
+def asset_events(instance, run_id: str) -> list:
+    """Every event of the run about an asset: materialized, planned, check evaluated."""
+    return [e for e in instance.all_logs(run_id) if e.dagster_event and (
+        e.dagster_event.asset_key or e.dagster_event.event_type_value.startswith("ASSET_CHECK"))]
+
+
+def everything(database) -> dict[str, list]:
+    """Every row of the app's tables and the retention tables."""
+    with database.engine.connect() as connection:
+        return {name: sorted(repr(tuple(bytes(v) if isinstance(v, memoryview) else v for v in row))
+                             for row in connection.execute(sa.text(f"SELECT * FROM {name}")))
+                for name in (*DOMAINS, *schema.metadata.tables)}
+
+
+def test_the_erasure_run_is_one_step_in_the_app_database_pool_and_its_dry_run_a_job_of_one_op():
+    from retention_pipelines.definitions import defs as location
+
+    assert [node.name for node in location.resolve_job_def(ERASURE_JOB).nodes] == [ERASURE_STEP]
+    [step] = [assets for assets in location.assets if OUTCOME_KEY in getattr(assets, "keys", ())]
+    assert set(step.keys) == {domain_key(name) for name in DOMAINS} | {OUTCOME_KEY}
+    assert step.op.pool == APP_DATABASE_POOL and step.can_subset
+    assert {key.name for key in step.check_keys} == {SUBJECT_ERASED_CHECK}
+    dry = location.resolve_job_def(ERASURE_DRY_RUN_JOB)
+    assert [node.name for node in dry.nodes] == ["gdpr_erasure_dry_run"] and dry.partitions_def == ERASURE_PARTITIONS
+    assert dry.asset_layer.asset_graph.get_all_asset_keys() == set()  # it materializes nothing
 
 
 def test_a_subject_in_all_four_domains_is_erased_in_one_run_except_the_held_record(pg_database, stores, instance,
@@ -234,20 +315,153 @@ def test_a_subject_in_all_four_domains_is_erased_in_one_run_except_the_held_reco
         assert connection.execute(sa.select(sa.func.count()).select_from(schema.audit_log)).scalar_one() == len(audit)
 
 
-def test_a_dry_run_changes_nothing_and_creates_no_key(pg_database, stores, instance, policies):
+def test_a_dry_run_changes_nothing_creates_no_key_takes_no_lock_and_leaves_the_assets_history_alone(
+        pg_database, stores, instance, policies, redis_url, tmp_path, monkeypatch):
     world = World(pg_database, stores, policies)
     with pg_database.engine.connect() as connection:
         keys_before = connection.execute(sa.select(sa.func.count()).select_from(schema.data_keys)).scalar_one()
     tables = {name: rows_of(pg_database, name) for name in ("quiz_responses", "magic_link_tokens", "meal_plans",
                                                             "email_blacklist")}
-    result = run_erasure(world, instance, tags={DRY_RUN_TAG: "true"})
-    assert result.success
-    assert outcome_of(result)["rows_erased"] == 4
+    before = everything(pg_database)
+    # A lock another run holds: a dry run that took it would fail at once.
+    monkeypatch.setenv("RETENTION_ERASURE_LOCK_WAIT_SECONDS", "0")
+    held = domain_locks(redis_url, tmp_path / "locks", 30).acquire("meal_plans")
+    try:
+        result = dry_run(world, instance)
+        held.ensure_held()  # still ours: the dry run neither took nor broke it
+    finally:
+        held.release()
+    assert result.success, failure_messages(result)
+    would = output_metadata(result)
+    assert (would["rows_erased"], would["dry_run"], would["status"]) == (4, True, DRY_RUN_STATUS)
+    assert would["records_kept_under_legal_hold"] == 1 and would["records_kept_until_deadline"] == 1
+    domains = {domain_of(key): value for key, value in would.items() if domain_of(key)}
+    assert set(domains) == set(DOMAINS)
+    assert domains["meal_plans"]["rows_erased"] == 2
+    assert domains["meal_plans"]["held_record_ids"] == [world.plans["ann-held"]]
+    assert domains["email_blacklist"]["records_kept_until_deadline"] == 1
+    assert "@" not in json.dumps(would)
     assert {name: rows_of(pg_database, name) for name in tables} == tables
+    assert everything(pg_database) == before
     assert ErasureRequests(pg_database).get(world.request.id).status == "received"
     with pg_database.engine.connect() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(schema.data_keys)).scalar_one() == keys_before
     assert ManualQueue(pg_database, policies.policy_version).list() == []
+    # Nothing in the assets' history: no materialization, no check evaluation, no planned asset.
+    assert result.get_asset_materialization_events() == [] and result.get_asset_check_evaluations() == []
+    assert asset_events(instance, result.run_id) == []
+    assert instance.get_latest_materialization_event(OUTCOME_KEY) is None
+    assert instance.get_materialized_partitions(domain_key("meal_plans")) == set()
+
+
+def test_the_erasure_job_refuses_a_run_tagged_dry_and_changes_nothing(pg_database, stores, instance, policies):
+    world = World(pg_database, stores, policies)
+    before = everything(pg_database)
+    result = run_erasure(world, instance, tags={DRY_RUN_TAG: "true"})
+    assert not result.success
+    assert ERASURE_DRY_RUN_JOB in failure_messages(result)
+    assert everything(pg_database) == before
+    assert materialized(result) == {} and result.get_asset_check_evaluations() == []
+
+
+def test_one_domains_asset_materialized_alone_erases_that_domain_only_and_records_only_it(
+        pg_database, stores, instance, policies):
+    world = World(pg_database, stores, policies)
+    others = {name: rows_of(pg_database, name) for name in DOMAINS if name != "quiz_responses"}
+    result = materialize(world, instance, [domain_key("quiz_responses")])
+    assert result.success, failure_messages(result)
+    recorded = materialized(result)
+    assert set(recorded) == {domain_key("quiz_responses")}
+    assert recorded[domain_key("quiz_responses")]["rows_erased"] == 1
+    assert result.get_asset_check_evaluations() == []
+    assert set(rows_of(pg_database, "quiz_responses")) == {world.quiz["bob"]}
+    assert {name: rows_of(pg_database, name) for name in others} == others
+    with pg_database.engine.connect() as connection:
+        actions = connection.execute(sa.select(schema.audit_log.c.domain, schema.audit_log.c.action).where(
+            schema.audit_log.c.action.in_(["erased", "key_destroyed"]))).all()
+    assert [tuple(a) for a in actions] == [("quiz_responses", "erased")]
+    assert ErasureRequests(pg_database).get(world.request.id).status == "received"  # only the outcome completes it
+    assert instance.get_latest_materialization_event(OUTCOME_KEY) is None
+
+
+def test_the_outcome_materialized_alone_erases_every_domain_first_and_records_only_itself(
+        pg_database, stores, instance, policies):
+    world = World(pg_database, stores, policies)
+    result = materialize(world, instance, [OUTCOME_KEY])
+    assert result.success, failure_messages(result)
+    assert set(materialized(result)) == {OUTCOME_KEY}
+    outcome = outcome_of(result)
+    assert outcome["status"] == "partially_blocked" and outcome["rows_erased"] == 4
+    assert outcome["archive_keys_destroyed"] == 1
+    assert set(rows_of(pg_database, "quiz_responses")) == {world.quiz["bob"]}
+    assert set(rows_of(pg_database, "magic_link_tokens")) == {world.tokens["bob"]}
+    assert ErasureRequests(pg_database).get(world.request.id).status == "partially_blocked"
+    assert [c.check_name for c in result.get_asset_check_evaluations()] == [SUBJECT_ERASED_CHECK]
+    assert all(instance.get_latest_materialization_event(domain_key(name)) is None for name in DOMAINS)
+
+
+def test_the_check_alone_is_refused_and_erases_nothing(pg_database, stores, instance, policies):
+    world = World(pg_database, stores, policies)
+    before = everything(pg_database)
+    result = materialize(world, instance, dg.AssetSelection.checks(dg.AssetCheckKey(OUTCOME_KEY, SUBJECT_ERASED_CHECK)),
+                         partitioned=False)
+    assert not result.success
+    assert "subject_erased evaluates the outcome of an erasure" in failure_messages(result)
+    assert everything(pg_database) == before
+    assert materialized(result) == {}
+
+
+def erasure_job_in_a_process(env: dict, *args: str) -> dict:
+    """The erasure job executed in a process of its own, on the instance of env's DAGSTER_HOME."""
+    done = subprocess.run([sys.executable, "-m", "retention_pipelines_tests.support.runners.erasure_job", *args],
+                          cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_failed_run_retried_from_its_failure_in_a_fresh_process_without_local_storage_succeeds(
+        pg_database, pg_url, redis_url, tmp_path):
+    """The first run fails on a lock another run holds (meal_plans, the third domain in policy order),
+    after erasing the two before it; the pod that ran it is gone with its disk. Its retry from the
+    failure, in another process, starts again from the database and completes the request."""
+    home = dagster_home(tmp_path / "dagster_home")
+    stores = RetentionStores(database_url=pg_url, archive_url=(tmp_path / "archive").as_uri(), redis_url=redis_url,
+                             blob_url=(tmp_path / "blobs").as_uri())
+    erasure_rows.insert_subject_rows(pg_database, stores.blob_store, ann_recently_blacklisted=False)
+    request = ErasureRequests(pg_database, stores.settings().resolved_erasure_hash_key()).request(erasure_rows.ANN)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "RETENTION_DATABASE_URL": pg_url,
+           "RETENTION_ARCHIVE_URL": stores.archive_url, "RETENTION_REDIS_URL": redis_url,
+           "RETENTION_BLOB_URL": stores.blob_url, "RETENTION_ERASURE_LOCK_WAIT_SECONDS": "0"}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(request.id)])
+
+    held = domain_locks(redis_url, tmp_path / "locks", 60).acquire("meal_plans")
+    try:
+        failed = erasure_job_in_a_process(env, "run", str(request.id))
+    finally:
+        held.release()
+    assert not failed["success"]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert {key.path[-1] for key in (domain_key("quiz_responses"), domain_key("magic_link_tokens"))
+                if instance.get_latest_materialization_event(key)} == {"quiz_responses", "magic_link_tokens"}
+        assert instance.get_latest_materialization_event(OUTCOME_KEY) is None
+        storage = instance.storage_directory()
+    assert {e["domain"] for e in erasure_rows.audit(pg_database, "erased")} == {"quiz_responses",
+                                                                               "magic_link_tokens"}
+    assert ErasureRequests(pg_database).get(request.id).status == "received"
+    shutil.rmtree(storage)  # the run's pod is gone, and its local storage with it
+
+    retried = erasure_job_in_a_process(env, "reexecute-from-failure", failed["run_id"])
+    assert retried["success"], retried
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = instance.get_run_by_id(retried["run_id"])
+        assert run.parent_run_id == failed["run_id"] and run.step_keys_to_execute == [ERASURE_STEP]
+        assert instance.get_latest_materialization_event(OUTCOME_KEY).run_id == retried["run_id"]
+    assert ErasureRequests(pg_database).get(request.id).status == "completed"
+    erased = erasure_rows.audit(pg_database, "erased")
+    assert {e["domain"] for e in erased} == set(DOMAINS)
+    assert len({(e["domain"], e["record_id"]) for e in erased}) == len(erased)  # each record once
+    assert len(erasure_rows.audit(pg_database, "key_destroyed")) >= 1
 
 
 def test_the_sensor_adds_a_partition_and_launches_one_run_per_open_request(pg_database, pg_url, redis_url, tmp_path,

@@ -3,7 +3,7 @@ for is executed in process on that instance (tags and partition as requested) an
 reason — the S3 server (moto) refuses to delete the subject's PDF (a bucket policy), so the request
 cannot be completed. The sensor relaunches a failed request as `erasure-<id>-2`, then `-3`; asks
 for nothing while a run is in flight, after a run succeeded, or after MAX_ATTEMPTS failed runs;
-and a dry run counts for nothing."""
+and a dry run (a run of the dry-run job), finished or in flight, counts for nothing."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ from datetime import timedelta
 import boto3
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
-from retention_pipelines.dagster_wiring.common import DRY_RUN_TAG
-from retention_pipelines.dagster_wiring.erasure_run import ERASURE_JOB, MAX_ATTEMPTS, build_erasure_run_defs
+from retention_pipelines.dagster_wiring.erasure_run import (
+    ERASURE_DRY_RUN_JOB,
+    ERASURE_JOB,
+    MAX_ATTEMPTS,
+    build_erasure_run_defs,
+)
 from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.stores import domain_locks
@@ -35,14 +40,15 @@ def instance(tmp_path):
 
 
 class Sensing:
-    """The sensor, the job it launches and the instance, with the runs the sensor asks for executed."""
+    """The sensor, the job it launches (and the dry-run job) and the instance, with the runs the
+    sensor asks for executed."""
 
     def __init__(self, database, stores: RetentionStores, instance, policies):
         self.database, self.stores, self.instance = database, stores, instance
         defs = build_erasure_run_defs([p for p in policies.domains.values() if p.enabled], policies.policy_version)
         [self.sensor] = defs.sensors
-        self.job = dg.Definitions(assets=defs.assets, jobs=defs.jobs,
-                                  resources={"retention_stores": stores}).resolve_job_def(ERASURE_JOB)
+        resolved = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources={"retention_stores": stores})
+        self.job, self.dry_job = resolved.resolve_job_def(ERASURE_JOB), resolved.resolve_job_def(ERASURE_DRY_RUN_JOB)
         self.requests = ErasureRequests(database, stores.settings().resolved_erasure_hash_key())
 
     def tick(self) -> list[dg.RunRequest]:
@@ -58,6 +64,11 @@ class Sensing:
         """The requested run, executed in process on the instance with the tags the sensor gave it."""
         return self.job.execute_in_process(instance=self.instance, partition_key=run_request.partition_key,
                                            tags={**run_request.tags, **extra_tags}, raise_on_error=False)
+
+    def dry_run(self, run_request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        """The dry-run job for the requested run's partition, on the instance."""
+        return self.dry_job.execute_in_process(instance=self.instance, partition_key=run_request.partition_key,
+                                               raise_on_error=False)
 
     def run_keys(self) -> list[str]:
         return [r.run_key for r in self.tick()]
@@ -97,7 +108,7 @@ def test_a_failed_request_is_relaunched_until_max_attempts_and_dry_runs_do_not_c
     assert (first.partition_key, first.run_key, first.tags["retention/erasure_request"]) == (
         key, f"erasure-{key}-1", key)
     # A successful dry run is no erasure: the request still needs its first real run.
-    dry = sensing.launch(first, **{DRY_RUN_TAG: "true"})
+    dry = sensing.dry_run(first)
     assert dry.success
     assert sensing.run_keys() == [f"erasure-{key}-1"]
 
@@ -116,11 +127,39 @@ def test_a_failed_request_is_relaunched_until_max_attempts_and_dry_runs_do_not_c
     assert MAX_ATTEMPTS == 3
     assert sensing.tick() == []
     # ... and a dry run launched since changes nothing about that.
-    assert sensing.launch(first, **{DRY_RUN_TAG: "true"}).success
+    assert sensing.dry_run(first).success
     assert sensing.tick() == []
-    runs = sensing.instance.get_runs(dg.RunsFilter(job_name=ERASURE_JOB, tags={"dagster/partition": key}))
-    assert sorted((r.tags.get(DRY_RUN_TAG, "false"), r.status.value) for r in runs) == [
-        ("false", "FAILURE")] * 3 + [("true", "SUCCESS")] * 2
+    runs = sensing.instance.get_runs(dg.RunsFilter(tags={"dagster/partition": key}))
+    assert sorted((r.job_name, r.status.value) for r in runs) == [
+        (ERASURE_DRY_RUN_JOB, "SUCCESS")] * 2 + [(ERASURE_JOB, "FAILURE")] * 3
+
+
+def test_a_dry_run_in_flight_does_not_hold_the_requests_run_back(sensing, pg_database):
+    """The dry run in flight is real: it waits to read quiz_responses, which another transaction
+    has locked, while the sensor ticks; then it goes on and succeeds."""
+    request = sensing.requests.request(ANN)
+    [first] = sensing.tick()
+    results = []
+    with pg_database.engine.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(sa.text("LOCK TABLE quiz_responses IN ACCESS EXCLUSIVE MODE"))
+        running = threading.Thread(target=lambda: results.append(sensing.dry_run(first)))
+        running.start()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not in_flight(sensing.instance, ERASURE_DRY_RUN_JOB):
+                time.sleep(0.05)
+            assert in_flight(sensing.instance, ERASURE_DRY_RUN_JOB), "the dry run never started"
+            time.sleep(0.5)
+            assert not results  # still waiting for the table
+            assert sensing.run_keys() == [f"erasure-{request.id}-1"]
+        finally:
+            transaction.rollback()
+            running.join(120)
+    [dry] = results
+    assert dry.success
+    assert sensing.run_keys() == [f"erasure-{request.id}-1"]
+    assert sensing.requests.get(request.id).status == "received"
 
 
 def test_nothing_is_launched_while_a_run_is_in_flight_nor_after_one_succeeded(sensing, redis_url, tmp_path,
@@ -166,6 +205,6 @@ def test_each_request_is_counted_on_its_own(sensing, pg_database, hot_bucket):
     assert sensing.requests.get(bob.id).status == "completed"
 
 
-def in_flight(instance) -> bool:
-    runs = instance.get_runs(dg.RunsFilter(job_name=ERASURE_JOB))
+def in_flight(instance, job: str = ERASURE_JOB) -> bool:
+    runs = instance.get_runs(dg.RunsFilter(job_name=job))
     return any(r.status == dg.DagsterRunStatus.STARTED for r in runs)
