@@ -67,7 +67,7 @@ def step_span(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
 
 def materialized(instance: dg.DagsterInstance) -> tuple[int, dict[str, set[str]]]:
     """How many materializations the domain's deletion asset has, and each asset's materialized windows."""
-    count = len(instance.fetch_materializations(ASSETS[2], limit=100_000).records)
+    count = len(instance.fetch_materializations(ASSETS[2], limit=10_000).records)
     return count, {key.path[-1]: instance.get_materialized_partitions(key) for key in ASSETS}
 
 
