@@ -36,11 +36,14 @@ test-servers:
 # Lint first (ruff, configured in pyproject.toml): a finding fails `make test`, and so `.ci/run`,
 # before any test starts. Then `dg check defs` loads the code location as Dagster does, with the demo's
 # settings (loading opens no store): a definition that does not build fails the build too. VIRTUAL_ENV
-# tells dg that the venv it runs from is the project's, which it otherwise warns about.
+# tells dg that the venv it runs from is the project's, which it otherwise warns about. The tests run
+# on two pytest-xdist workers, one per core of the machines that run them (developers' and CI's have
+# 2): each worker starts its own servers on free ports, so the suite takes about half the wall time.
+# The reliability table still comes out once, from the controller (support/figures.py).
 test: setup test-servers
 	$(BIN)/ruff check .
 	RETENTION_ENV=demo VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 # The benchmark targets, every case in one run: a table, benchmarks/results/benchmarks.json, exit 1 on a miss.
 benchmark: setup test-servers
@@ -48,7 +51,8 @@ benchmark: setup test-servers
 
 # The reliability and security suite at full size (50 kills) and the property suite with its large example
 # budget, alone: their table at the end and in test-artifacts/reliability.json. `make test` runs the same
-# tests with 12 kills and the property suite's CI budget.
+# tests with 12 kills and the property suite's CI budget. Without -n, on no workers: its timings need
+# the machine to itself.
 reliability: setup test-servers
 	RELIABILITY_KILLS=50 RELIABILITY_FULL=1 RETENTION_HYPOTHESIS_PROFILE=reliability \
 	  $(BIN)/pytest -p no:cacheprovider retention_pipelines_tests/reliability retention_pipelines_tests/properties

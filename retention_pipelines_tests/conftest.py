@@ -19,13 +19,16 @@ from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.support.alert_channels import AlertReceiver
 from retention_pipelines_tests.support.cli import PASSWORD, Outcome
 from retention_pipelines_tests.support.databases import new_database
-from retention_pipelines_tests.support.figures import FIGURES, table, write_artifact
 from retention_pipelines_tests.support.servers import MotoS3Server, PostgresServer, PushgatewayServer, RedisServer
 
 # The tests run as the demo, whose unset stores and keys fall back to RETENTION_HOME; set on import,
 # since test modules load the code location (which reads the settings) while they are collected. The
 # tests of a production deployment unset it themselves (test_stores/test_settings.py, test_integration/).
 os.environ["RETENTION_ENV"] = "demo"
+
+# The reliability table at the end of the session, with or without pytest-xdist's workers: the
+# plugin in support/figures.py, where the tests record their figures.
+pytest_plugins = ["retention_pipelines_tests.support.figures"]
 
 # The property suite (properties/): 'ci', the default, runs a fixed budget of examples, the same
 # ones on every machine (derandomize), in a few minutes on 2 cores; 'reliability' (`make reliability`)
@@ -43,16 +46,6 @@ if settings().derandomize:
     from hypothesis.internal.conjecture import engine as _conjecture
 
     _conjecture.MAX_SHRINKING_SECONDS = 90
-
-
-def pytest_terminal_summary(terminalreporter):
-    """The reliability table (support/figures.py): the reliability suite's figures and the
-    property suite's, whichever of them ran."""
-    if not FIGURES:
-        return
-    write_artifact(FIGURES)
-    terminalreporter.section("reliability, security and properties")
-    terminalreporter.write_line(table(FIGURES))
 
 
 @pytest.fixture(scope="session", autouse=True)

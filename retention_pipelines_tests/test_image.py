@@ -306,6 +306,16 @@ def test_make_test_lints_and_loads_the_code_location_before_the_tests():
     assert line_of("$(BIN)/ruff check .") < line_of("$(BIN)/dg check defs") < line_of("$(BIN)/pytest")
 
 
+def test_make_test_runs_the_tests_on_two_workers_and_nothing_else_does():
+    """`make test` on the machines' two cores; pytest alone (one test file, `make reliability`'s timings)
+    stays in one process, so -n is never in pyproject's addopts."""
+    [words] = [shlex.split(line) for line in makefile_rule("test")[1] if "$(BIN)/pytest" in line]
+    assert words[words.index("-n") + 1] == "2", words
+    assert "-n" not in shlex.split(pyproject()["tool"]["pytest"]["ini_options"]["addopts"])
+    [words] = [shlex.split(line) for line in makefile_rule("reliability")[1] if "$(BIN)/pytest" in line]
+    assert "-n" not in words and "--numprocesses" not in words, words
+
+
 @pytest.mark.parametrize("entry", [".venv", ".git", "storage", ".retention", "test-artifacts", "**/__pycache__"])
 def test_the_build_context_leaves_out_local_state(entry):
     assert entry in (REPOSITORY / ".dockerignore").read_text().splitlines()

@@ -141,18 +141,24 @@ class Daemon:
     def stop(self) -> None:
         if self.process is None:
             return
-        group = self.process.pid  # start_new_session: the group's id is the daemon's pid
-        self._signal(group, signal.SIGTERM)
+        self._signal(signal.SIGTERM)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
-            self._signal(group, signal.SIGKILL)
+            self._signal(signal.SIGKILL)
             self.process.wait(10)
         # Whatever of the group outlived the daemon (a code server, a run worker) goes too.
-        self._signal(group, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
 
-    @staticmethod
-    def _signal(group: int, which: signal.Signals) -> None:
+    def _signal(self, which: signal.Signals) -> None:
+        """The daemon's process group (start_new_session: its id is the daemon's pid) while that id is
+        still its group's. The kernel keeps the number while any process of the group lives, and hands
+        it out again once the daemon is reaped and its group empty (pid_max is 32,768 here, gone through
+        in minutes while two workers start processes): a process with the daemon's pid after the daemon
+        was reaped is someone else's, another test's server perhaps, and gets no signal."""
+        group = self.process.pid
+        if self.process.returncode is not None and Path(f"/proc/{group}").exists():
+            return
         try:
             os.killpg(group, which)
         except (ProcessLookupError, PermissionError):
@@ -246,12 +252,17 @@ class Webserver(Daemon):
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         import json
+        import urllib.error
         import urllib.request
 
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.load(response)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answer = json.load(response)
+        except urllib.error.HTTPError as error:  # the webserver answers a GraphQL error with 500: say which
+            raise AssertionError(f"GraphQL {error.code}: {error.read().decode(errors='replace')[:3000]}\n"
+                                 f"{self.tail()}") from None
         if answer.get("errors"):
             raise AssertionError(f"GraphQL errors: {answer['errors']}")
         return answer["data"]

@@ -16,6 +16,7 @@ import dagster as dg
 from retention_pipelines.dagster_wiring.common import operator_errors
 from retention_pipelines.policies.model import Pacing
 from retention_pipelines.redaction import EMAIL
+from retention_pipelines_tests.support.servers import free_port
 
 # The address bulk_insert_pg gives every row: it must not reach an operator's message.
 ROW_EMAIL = "bulk@example.invalid"
@@ -64,7 +65,7 @@ class EndpointOutage:
         self._guard = threading.Lock()
         self._listener: socket.socket | None = None
         self._cut_next_answer = False
-        self.port = 0
+        self.port = free_port()  # reserved: no other test process is handed it while the relay is down
         self.up()
 
     @property

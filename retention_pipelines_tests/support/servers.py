@@ -6,6 +6,7 @@ cannot start raises ServerFailed with its log: a real-service test never silentl
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -22,10 +23,33 @@ class ServerFailed(RuntimeError):
     pass
 
 
+# A port is free when it is picked, and taken by its server a moment later (after initdb, for
+# PostgreSQL); a fault test stops a server and starts it again on the same port; other tests count
+# on nothing listening on a port they picked. Meanwhile another test process (the other pytest-xdist
+# worker, a suite running beside this one) must not be handed the same port: each port picked stays
+# reserved until its process ends, by a lock on its byte of one file that every test process shares
+# (fcntl's record locks, which the kernel drops when the process ends, however it ends).
+_RESERVATIONS = Path(tempfile.gettempdir()) / f"retention-test-ports-{os.getuid()}.lock"
+_reservations = None  # the file, open for the life of the process: closing it would drop every lock
+_reserved: set[int] = set()  # the ports this process picked (its own locks never conflict with each other)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    global _reservations
+    if _reservations is None:
+        _reservations = open(_RESERVATIONS, "ab")
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in _reserved:
+            continue
+        try:
+            fcntl.lockf(_reservations, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+        except OSError:  # reserved by another test process
+            continue
+        _reserved.add(port)
+        return port
 
 
 def _wait_for_port(port: int, what: str, process: subprocess.Popen | None, log: Path, seconds: float = 30) -> None:

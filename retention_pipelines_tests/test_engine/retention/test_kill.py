@@ -58,13 +58,17 @@ def test_killed_between_batches(postgres_server, pg_url, pg_database, policies, 
     runner = start_runner(pg_url, archive_url, archived)
     try:
         runner.wait_for("ready")
-        deadline = time.monotonic() + 60
+        # Killed once the first batch has committed. That takes well under a second on a quiet
+        # machine, and far longer on a busy one (the other pytest-xdist worker, other work): the wait
+        # ends at the first audit row, so a long limit costs nothing, and a kill before any commit
+        # would prove nothing.
+        committed, deadline = False, time.monotonic() + 300
         with watcher.cursor() as cursor:
-            while time.monotonic() < deadline:
+            while not committed and time.monotonic() < deadline:
                 cursor.execute("SELECT count(*) FROM retention_audit_log")
-                if cursor.fetchone()[0] > 0:
-                    break
-                time.sleep(0.002)
+                committed = cursor.fetchone()[0] > 0
+                time.sleep(0 if committed else 0.002)
+        assert committed, f"no batch committed in 300 s; events {runner.seen}"
         runner.kill()
     finally:
         runner.close()
