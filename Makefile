@@ -39,11 +39,13 @@ test-servers:
 # tells dg that the venv it runs from is the project's, which it otherwise warns about. The tests run
 # on two pytest-xdist workers, one per core of the machines that run them (developers' and CI's have
 # 2): each worker starts its own servers on free ports, so the suite takes about half the wall time.
-# The reliability table still comes out once, from the controller (support/figures.py).
+# The reliability table still comes out once, from the controller (support/figures.py). A file's tests
+# stay in one worker (--dist loadfile): some files end with a test that counts what the file's other
+# tests recorded (reliability/test_bad_input.py's every case handled).
 test: setup test-servers
 	$(BIN)/ruff check .
 	RETENTION_ENV=demo VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # The benchmark targets, every case in one run: a table, benchmarks/results/benchmarks.json, exit 1 on a miss.
 benchmark: setup test-servers

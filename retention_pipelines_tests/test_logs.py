@@ -184,7 +184,7 @@ def test_a_domain_runs_lines_carry_its_run_domain_partition_and_counts(policies,
     domain = build_domain_defs(policy, policies.policy_version)
     partition = domain_partitions(policy).get_last_partition_key()
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = dg.materialize([*domain.assets, *domain.asset_checks], partition_key=partition, instance=instance,
+        result = dg.materialize(list(domain.assets), partition_key=partition, instance=instance,
                                 resources={"retention_stores": stores}, raise_on_error=False)
     assert result.success
     assert remaining_ids(database) == set(young)
