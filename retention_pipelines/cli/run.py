@@ -24,6 +24,7 @@ from retention_pipelines.cli.common import (
 )
 from retention_pipelines.cli.output import say, show_table
 from retention_pipelines.cli.progress import run_progress
+from retention_pipelines.cli.slots import release_slots_of_dead_runs, this_process_tags
 from retention_pipelines.errors import first_line
 from retention_pipelines.policies import PolicyFile, load_policies
 from retention_pipelines.redaction import display_url, without_personal_data
@@ -98,7 +99,7 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None, datab
     instance, with its progress on the terminal (a dry run acts on nothing: no bar)."""
     import dagster as dg
 
-    from retention_pipelines.dagster_wiring.common import dry_run_job_name, job_name
+    from retention_pipelines.dagster_wiring.common import domain_pool, dry_run_job_name, job_name
     from retention_pipelines.dagster_wiring.windows import window_tags
     from retention_pipelines.definitions import defs
 
@@ -117,8 +118,9 @@ def run_domain_job(domain: str, dry_run: bool, wait_seconds: float | None, datab
             (contextlib.nullcontext() if dry_run else run_progress(database, run_id, domain,
                                                                    lambda: rows_found(instance))):
         windows = _windows(instance, domain, dry_run)
+        release_slots_of_dead_runs(instance, domain_pool(domain))
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id,
-                                        tags=window_tags(windows),
+                                        tags={**window_tags(windows), **this_process_tags()},
                                         # The terminal gets the summary table; step logs are in the UI.
                                         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     metadata = {}
