@@ -58,6 +58,21 @@ def retention_home(tmp_path_factory):
         yield home
 
 
+@pytest.fixture(autouse=True)
+def no_dagster_instance_left_current():
+    """A Dagster context entered and never left (an instance, a schedule or sensor context) keeps its
+    instance's storage current for every later test of the process, which then fails far from the
+    cause ("undefined DagsterInstance weakref"): the test that leaves it fails instead, naming it."""
+    # Dagster has no public name for the current storage: its context variable is reset directly,
+    # so that the tests after this one run as if it had left its context.
+    from dagster._core.storage.defs_state.base import DefsStateStorage, _current_storage
+
+    yield
+    if DefsStateStorage.get() is not None:
+        _current_storage.set(None)
+        pytest.fail("the test left a Dagster instance or evaluation context entered: leave it with `with`")
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     server = PostgresServer().start()

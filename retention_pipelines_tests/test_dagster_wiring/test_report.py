@@ -116,6 +116,6 @@ def test_the_schedule_reports_the_month_that_just_ended():
     with dg.instance_for_test() as instance:
         for tick, month in ((datetime(2026, 12, 1, 6, tzinfo=UTC), "2026-11-01"),
                             (datetime(2027, 1, 1, 6, tzinfo=UTC), "2026-12-01")):
-            context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
-            [run] = schedule.evaluate_tick(context).run_requests
+            with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context:
+                [run] = schedule.evaluate_tick(context).run_requests
             assert run.partition_key == month

@@ -71,6 +71,7 @@ def test_the_schedule_asks_for_the_windows_since_the_last_recorded_one():
     assert schedule.cron_schedule == f"{HOURLY.schedule.minute_of_hour} * * * *"
     with dg.instance_for_test() as instance:
         record(instance, HOURLY, ["2026-12-06-05:00"])
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW)
-        request = schedule.evaluate_tick(context).run_requests[0]
+        # Entered and left, as Dagster's daemon does: left open, it keeps its instance current for later code.
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW) as context:
+            request = schedule.evaluate_tick(context).run_requests[0]
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2026-12-06-06:00", "2026-12-06-09:00")
