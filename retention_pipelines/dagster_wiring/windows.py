@@ -13,7 +13,7 @@ backfill over them (a single run: the assets' backfill policy).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -28,13 +28,18 @@ def windows_to_cover(instance: dg.DagsterInstance, policy: DomainPolicy,
                      current_time: datetime | None = None) -> dg.PartitionKeyRange:
     """From the first window after the last recorded one (or the latest window, for a domain
     without history) to the latest window, as of `current_time` (default now)."""
-    keys = domain_partitions(policy).get_partition_keys(current_time=current_time)
-    latest = len(keys) - 1
+    # Asked on every sensor tick: the windows are stepped through from the last recorded one, never
+    # listed (a year of hourly windows is some 8,800 keys).
+    partitions = domain_partitions(policy)
+    # end_offset=1: the latest window is the one in progress, the one that holds the moment.
+    latest = partitions.get_partition_key_for_timestamp((current_time or datetime.now(UTC)).timestamp())
     recorded = instance.get_materialized_partitions(dg.AssetKey([policy.name, "deletion"]))
     # A window's key is its start, written with fixed-width fields: text order is time order.
-    last_recorded = max((key for key in recorded if key <= keys[latest]), default=None)
-    first = latest if last_recorded not in keys else min(keys.index(last_recorded) + 1, latest)
-    return dg.PartitionKeyRange(keys[first], keys[latest])
+    last_recorded = max((key for key in recorded if key <= latest), default=None)
+    if last_recorded is None or last_recorded == latest:
+        return dg.PartitionKeyRange(latest, latest)
+    first = partitions.get_next_partition_key(last_recorded) or latest
+    return dg.PartitionKeyRange(first, latest)
 
 
 def window_tags(windows: dg.PartitionKeyRange) -> dict[str, str]:

@@ -301,3 +301,30 @@ def launch_job(webserver: Webserver, job: str, partition: str) -> str:
     }})["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     return launched["run"]["runId"]
+
+
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}"""
+
+
+def wait_for_backfill_runs(instance, backfill_id: str, count: int, daemon: Daemon, seconds: float = 420) -> list:
+    """The backfill's runs once there are `count` of them and all have finished."""
+    import dagster as dg
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        if len(runs) == count and all(run.is_finished for run in runs):
+            return runs
+        if not daemon.alive():
+            raise AssertionError(f"dagster-daemon exited:\n{daemon.tail()}")
+        time.sleep(2)
+    raise AssertionError(f"the backfill's {count} runs did not finish in {seconds:g} s; runs: "
+                         f"{[(r.run_id[:8], r.status) for r in runs]}\n{daemon.tail()}")

@@ -27,10 +27,12 @@ from retention_pipelines.stores import domain_locks
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.support.browser import chromium, page
 from retention_pipelines_tests.support.dagster_deployment import (
+    LAUNCH_BACKFILL,
     Daemon,
     Webserver,
     launch_job,
     script,
+    wait_for_backfill_runs,
     wait_for_run,
 )
 from retention_pipelines_tests.support.repository import REPOSITORY
@@ -40,14 +42,6 @@ DOMAIN = "quiz_responses"
 STEPS = ("expired_records", "archive", "deletion", "audit")
 ASSETS = [dg.AssetKey([DOMAIN, step]) for step in STEPS]
 ARTIFACTS = REPOSITORY / "test-artifacts" / "ui"
-LAUNCH_ASSET_BACKFILL = """
-mutation Launch($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
 REEXECUTE = """
 mutation Reexecute($params: ReexecutionParams!) {
   launchPipelineReexecution(reexecutionParams: $params) {
@@ -87,7 +81,7 @@ def test_every_launch_path_queues_behind_the_domains_one_slot_and_a_dry_run_leav
         webserver.wait_ready()
         # Three paths at once.
         job_run = launch_job(webserver, job_name(DOMAIN), latest)
-        backfill = webserver.graphql(LAUNCH_ASSET_BACKFILL, {"params": {
+        backfill = webserver.graphql(LAUNCH_BACKFILL, {"params": {
             "assetSelection": [{"path": key.path} for key in ASSETS], "partitionNames": backfilled,
         }})["launchPartitionBackfill"]
         assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
@@ -98,7 +92,7 @@ def test_every_launch_path_queues_behind_the_domains_one_slot_and_a_dry_run_leav
         assert outside_the_queue.returncode == 0, outside_the_queue.stdout[-3000:] + outside_the_queue.stderr[-3000:]
         with dg.DagsterInstance.from_config(str(home)) as instance:
             runs = [wait_for_run(instance, job_run, daemon)]
-            deadline_runs = wait_for_backfill(instance, backfill["backfillId"], daemon)
+            deadline_runs = wait_for_backfill_runs(instance, backfill["backfillId"], 1, daemon)
             runs += deadline_runs
             runs += instance.get_runs(dg.RunsFilter(job_name="__ASSET_JOB", tags={"dagster/partition": latest}))
             assert len(runs) == 3, [(run.job_name, run.tags) for run in runs]
@@ -157,19 +151,3 @@ def test_every_launch_path_queues_behind_the_domains_one_slot_and_a_dry_run_leav
         webserver.stop()
     for name in ("6-partitions-after-real-runs", "7-partitions-after-a-dry-run"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000, name
-
-
-def wait_for_backfill(instance: dg.DagsterInstance, backfill_id: str, daemon: Daemon,
-                      seconds: float = 300) -> list[dg.DagsterRun]:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        backfill = instance.get_backfill(backfill_id)
-        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-        if backfill.status.value != "REQUESTED" and runs and all(run.is_finished for run in runs):
-            return runs
-        if not daemon.alive():
-            raise AssertionError(f"dagster-daemon exited:\n{daemon.tail()}")
-        time.sleep(2)
-    raise AssertionError(f"backfill {backfill_id} did not finish in {seconds:g} s\n{daemon.tail()}")

@@ -23,13 +23,19 @@ from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.support.browser import NUX_TITLE, chromium, page
 from retention_pipelines_tests.support.cli import RETENTION_SCRIPT
-from retention_pipelines_tests.support.dagster_deployment import Daemon, Webserver, wait_for_run
+from retention_pipelines_tests.support.dagster_deployment import (
+    LAUNCH_BACKFILL,
+    REPOSITORY_SELECTOR,
+    Daemon,
+    Webserver,
+    wait_for_backfill_runs,
+    wait_for_run,
+)
 from retention_pipelines_tests.support.repository import REPOSITORY
 from retention_pipelines_tests.support.servers import free_port
 
 ARTIFACTS = REPOSITORY / "test-artifacts" / "ui"
 DOMAIN = "quiz_responses"
-REPOSITORY_SELECTOR = {"repositoryLocationName": "retention_pipelines", "repositoryName": "__repository__"}
 SCHEDULE_STATE = """
 query State($selector: ScheduleSelector!) {
   scheduleOrError(scheduleSelector: $selector) { ... on Schedule { cronSchedule scheduleState { id status } } }
@@ -42,29 +48,7 @@ START_SCHEDULE = """
 mutation Start($selector: ScheduleSelector!) {
   startSchedule(scheduleSelector: $selector) { __typename ... on ScheduleStateResult { scheduleState { status } } }
 }"""
-LAUNCH_BACKFILL = """
-mutation Launch($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-  }
-}"""
 
-
-def wait_for_backfill_runs(instance: dg.DagsterInstance, backfill_id: str, count: int, daemon: Daemon,
-                           seconds: float = 420) -> list[dg.DagsterRun]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-        if len(runs) == count and all(run.is_finished for run in runs):
-            return runs
-        if not daemon.alive():
-            raise AssertionError(f"dagster-daemon exited:\n{daemon.tail()}")
-        time.sleep(2)
-    raise AssertionError(f"the backfill's {count} runs did not finish in {seconds:g} s; runs: "
-                         f"{[(r.run_id[:8], r.status) for r in runs]}\n{daemon.tail()}")
 
 
 def submitted_with_the_cli(env: dict[str, str], webserver: Webserver) -> dict:
