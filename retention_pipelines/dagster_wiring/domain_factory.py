@@ -29,7 +29,7 @@ from retention_pipelines.dagster_wiring.common import (
 from retention_pipelines.dagster_wiring.domain_checks import DomainChecks, domain_check_specs
 from retention_pipelines.dagster_wiring.orphans import build_orphans_defs
 from retention_pipelines.dagster_wiring.resources import RetentionStores
-from retention_pipelines.dagster_wiring.windows import run_request, windows_to_cover
+from retention_pipelines.dagster_wiring.windows import history_to_record, run_request, windows_to_cover
 from retention_pipelines.engine import Acted, Archived, Audited, Found
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
@@ -147,9 +147,13 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
                  cron_schedule=f"{policy.schedule.minute_of_hour} {hour} * * *",
                  default_status=dg.DefaultScheduleStatus.RUNNING, description=(
                      f"Runs {name}'s retention over the windows since its last recorded one, to the current "
-                     f"{policy.partitions.cadence} window."))
-    def schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return run_request(windows_to_cover(context.instance, policy, context.scheduled_execution_time))
+                     f"{policy.partitions.cadence} window; and, until the history reaches back to the first "
+                     "window, one more run over the windows just before the earliest recorded one."))
+    def schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        windows = [windows_to_cover(context.instance, policy, context.scheduled_execution_time),
+                   history_to_record(context.instance, policy)]
+        # A tick of several requests names each (Dagster's rule); within a tick a range names itself.
+        return [run_request(covered, run_key=f"{covered.start}…{covered.end}") for covered in windows if covered]
 
     domain = dg.Definitions(assets=[retention], jobs=[job, build_dry_run_job(policy, policy_version, partitions)],
                             schedules=[schedule])

@@ -6,9 +6,12 @@ first window after the last one the domain's history records, to the latest. The
 window Missing only where no run has covered it.
 
 The history starts with the domain's first run, which records the latest window only: recording a
-window is four events in Dagster's storage (one per asset), and a year of hourly windows would make
-that first run write some 35,000 of them. The windows before it are recorded, when wanted, by one
-backfill over them (a single run: the assets' backfill policy).
+window is eight events in Dagster's storage (planned and materialized, per asset), some 24 ms each
+on the embedded SQLite instance, and a year of hourly windows would keep that first run busy for
+half an hour. The windows before it are recorded from then on, newest first, by one more run per
+schedule tick over at most HISTORY_WINDOWS_PER_RUN of them (`history_to_record`). Such a run is a
+real run: its cutoff is the end of its last window, it takes whatever is still due before it and
+its `no_rows_past_deadline` check proves none is left, so what it records is what it enforced.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from retention_pipelines.policies import DomainPolicy
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Two weeks of hourly windows (all of a year's daily ones): about a minute of Dagster's bookkeeping
+# on SQLite, so an hourly domain's year of history is recorded within a day of its first run.
+HISTORY_WINDOWS_PER_RUN = 336
 
 
 def windows_to_cover(instance: dg.DagsterInstance, policy: DomainPolicy,
@@ -33,13 +39,33 @@ def windows_to_cover(instance: dg.DagsterInstance, policy: DomainPolicy,
     partitions = domain_partitions(policy)
     # end_offset=1: the latest window is the one in progress, the one that holds the moment.
     latest = partitions.get_partition_key_for_timestamp((current_time or datetime.now(UTC)).timestamp())
-    recorded = instance.get_materialized_partitions(dg.AssetKey([policy.name, "deletion"]))
-    # A window's key is its start, written with fixed-width fields: text order is time order.
-    last_recorded = max((key for key in recorded if key <= latest), default=None)
+    last_recorded = max((key for key in _recorded(instance, policy) if key <= latest), default=None)
     if last_recorded is None or last_recorded == latest:
         return dg.PartitionKeyRange(latest, latest)
     first = partitions.get_next_partition_key(last_recorded) or latest
     return dg.PartitionKeyRange(first, latest)
+
+
+def history_to_record(instance: dg.DagsterInstance, policy: DomainPolicy,
+                      limit: int = HISTORY_WINDOWS_PER_RUN) -> dg.PartitionKeyRange | None:
+    """The windows just before the first recorded one, at most `limit` of them; None when the history
+    reaches back to the domain's first window, or has not started."""
+    first_recorded = min(_recorded(instance, policy), default=None)
+    partitions = domain_partitions(policy)
+    if first_recorded is None or first_recorded == partitions.get_first_partition_key():
+        return None
+    # The domain's windows are UTC hours or days, all of one length: stepping back is arithmetic.
+    before = partitions.time_window_for_partition_key(first_recorded).start
+    length = before - partitions.get_prev_partition_window(before).start
+    start = max(before - limit * length, partitions.start)
+    return dg.PartitionKeyRange(partitions.get_partition_key_for_timestamp(start.timestamp()),
+                                partitions.get_partition_key_for_timestamp((before - length).timestamp()))
+
+
+def _recorded(instance: dg.DagsterInstance, policy: DomainPolicy) -> set[str]:
+    """The windows the domain's history records as enforced. A window's key is its start, written
+    with fixed-width fields: text order is time order."""
+    return instance.get_materialized_partitions(dg.AssetKey([policy.name, "deletion"]))
 
 
 def window_tags(windows: dg.PartitionKeyRange) -> dict[str, str]:

@@ -328,3 +328,26 @@ def wait_for_backfill_runs(instance, backfill_id: str, count: int, daemon: Daemo
         time.sleep(2)
     raise AssertionError(f"the backfill's {count} runs did not finish in {seconds:g} s; runs: "
                          f"{[(r.run_id[:8], r.status) for r in runs]}\n{daemon.tail()}")
+
+
+PARTITION_STATUSES = """
+query Statuses($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode { assetPartitionStatuses {
+      __typename
+      ... on TimePartitionStatuses { ranges { startKey endKey status } }
+    } }
+  }
+}"""
+
+
+def partition_statuses(webserver: Webserver, asset_key, keys: list[str]) -> dict[str, str]:
+    """Each of `keys` (the asset's windows, in order) as the UI's partition page colours it:
+    MATERIALIZED, FAILED, MATERIALIZING, or MISSING where no range holds it."""
+    statuses = webserver.graphql(PARTITION_STATUSES, {"key": {"path": list(asset_key.path)}})
+    ranges = statuses["assetNodeOrError"]["assetPartitionStatuses"]["ranges"]
+    shown = dict.fromkeys(keys, "MISSING")
+    for status in ranges:
+        for key in keys[keys.index(status["startKey"]):keys.index(status["endKey"]) + 1]:
+            shown[key] = status["status"]
+    return shown

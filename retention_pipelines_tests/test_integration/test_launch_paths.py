@@ -31,6 +31,7 @@ from retention_pipelines_tests.support.dagster_deployment import (
     Daemon,
     Webserver,
     launch_job,
+    partition_statuses,
     script,
     wait_for_backfill_runs,
     wait_for_run,
@@ -108,6 +109,9 @@ def test_every_launch_path_queues_behind_the_domains_one_slot_and_a_dry_run_leav
         acted = [entry["record_id"] for entry in audit_entries(database) if entry["action"] == "deleted"]
         assert sorted(acted) == sorted(due)  # each row once, whichever run took it
         assert all(windows[step] >= {*backfilled, latest} for step in STEPS), windows
+        shown = partition_statuses(webserver, ASSETS[2], keys)  # as the partition page colours them
+        assert {shown[key] for key in {*backfilled, latest}} == {"MATERIALIZED"}, shown
+        assert shown[keys[0]] == "MISSING"  # a window no run covered stays Missing
 
         driver = chromium()
         try:
