@@ -6,6 +6,7 @@ their exit code, in both forms."""
 from __future__ import annotations
 
 import json
+import sys
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -46,6 +47,14 @@ class Output:
         else:
             print(text)
 
+    def warn(self, text: str) -> None:
+        """Something a person should fix that changes no exit code: a line on standard error; in JSON
+        under "warnings"."""
+        if self.as_json:
+            self.document.setdefault("warnings", []).append(text)
+        else:
+            print(f"retention: warning: {text}", file=sys.stderr)
+
     def flush(self) -> None:
         if self.as_json:
             print(json.dumps(self.document, default=_plain, ensure_ascii=False))
@@ -74,4 +83,4 @@ def _plain(value: object) -> object:
 
 
 OUTPUT = Output()
-show_table, show_record, say = OUTPUT.table, OUTPUT.record, OUTPUT.say
+show_table, show_record, say, warn = OUTPUT.table, OUTPUT.record, OUTPUT.say, OUTPUT.warn

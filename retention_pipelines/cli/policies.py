@@ -1,5 +1,6 @@
 """`retention policies validate`: a policy file checked, and optionally each enabled domain's table
-against it in the live database."""
+against it in the live database; a warning for each field of the record of processing a domain
+leaves out. `retention policies schedule`: policy_schedule.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import argparse
 import sqlalchemy as sa
 
 from retention_pipelines.cli.common import open_database
-from retention_pipelines.cli.output import say, show_table
+from retention_pipelines.cli.output import say, show_table, warn
+from retention_pipelines.cli.policy_schedule import add_schedule_command
 from retention_pipelines.policies import PolicyFile, load_policies
 from retention_pipelines.policies.model import format_duration
+from retention_pipelines.policies.processing import missing_fields
 from retention_pipelines.stores import PolicyMismatch
 
 
@@ -25,6 +28,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "retain_for": format_duration(p.retain_for), "action": p.action_name, "archive": p.archive.enabled,
         "partitions": p.partitions.cadence, "batch_size": p.batch_size,
     } for p in policies.domains.values()])
+    source = next(iter(policies.domains.values())).source  # the file read, as every message names it
+    for gap in missing_fields(policies):
+        warn(f"{source}: {gap}")
     return 0
 
 
@@ -54,3 +60,4 @@ def add_policies_commands(commands) -> None:
                           help="also check each enabled domain's table, columns, types, nulls and clock index "
                                "in the database of RETENTION_DATABASE_URL")
     validate.set_defaults(handler=cmd_validate)
+    add_schedule_command(policies)

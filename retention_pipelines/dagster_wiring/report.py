@@ -35,7 +35,8 @@ def build_report_defs(policies: PolicyFile) -> dg.Definitions:
 
     @dg.asset(key=REPORT_KEY, group_name="compliance", partitions_def=partitions, kinds={"html", "csv"},
               description=(
-                  "The monthly compliance report: the retention schedule from the policy file (GDPR Art. 30(1)(f)), "
+                  "The monthly compliance report: the retention schedule from the policy file (GDPR Art. 30(1)(f)) "
+                  "with the record of processing beside it (purpose, lawful basis, data, recipients), "
                   "records removed or redacted per domain and day, legal-hold skips, SLA breaches and their "
                   "durations, manual-queue items and their resolution, requests for erasure with their deadlines "
                   "met or missed, the legal holds in force, and the audit chain's verification. One HTML page "

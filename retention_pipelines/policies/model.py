@@ -190,6 +190,111 @@ class Pacing(StrictModel):
     busy_sessions: int = Field(default=1, ge=1)
 
 
+# The record of processing's vocabulary, each word with the point of the article that names it, so
+# that a schedule can cite the law ("Art. 6(1)(b) contract") from a word a person can type.
+# GDPR Art. 6(1): the lawful bases of any processing.
+ARTICLE_6 = {"consent": "a", "contract": "b", "legal_obligation": "c", "vital_interests": "d", "public_task": "e",
+             "legitimate_interests": "f"}
+# GDPR Art. 9(2): the conditions that lift the ban on processing special categories of data (health
+# data among them), needed besides an Art. 6(1) basis.
+ARTICLE_9 = {"explicit_consent": "a", "employment_and_social_security": "b", "vital_interests": "c",
+             "not_for_profit_body": "d", "made_public_by_the_subject": "e", "legal_claims": "f",
+             "substantial_public_interest": "g", "health_or_social_care": "h", "public_health": "i",
+             "archiving_research_or_statistics": "j"}
+# Bases that are only complete with words of their own: the interest pursued (Art. 13(1)(d)) or
+# the law that imposes the obligation (Art. 6(3)).
+EXPLAINED_BASES = ("legal_obligation", "legitimate_interests")
+MAX_TEXT = 1000  # a purpose or an explanation: a paragraph, not a document
+MAX_ITEM = 200  # one data category or recipient
+
+
+def prose(value: object, limit: int = MAX_TEXT) -> str:
+    """Text of the record of processing on one line (YAML's folded blocks keep a line break at the
+    end, and a table cell holds none), never empty, at most `limit` characters."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not text")
+    text = " ".join(value.split())
+    if not text:
+        raise ValueError("is empty: write the text, or leave the field out")
+    if len(text) > limit:
+        raise ValueError(f"is {len(text)} characters long; at most {limit}")
+    return text
+
+
+def distinct_items(values: list[str], what: str, none_allowed: bool) -> list[str]:
+    """Each item on one line and once; an empty list only where `none_allowed` (no recipients)."""
+    if not values and not none_allowed:
+        raise ValueError(f"is empty: list at least one {what}, or leave the field out")
+    items = [prose(value, MAX_ITEM) for value in values]
+    repeated = sorted({item for item in items if items.count(item) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} listed twice: each {what} once")
+    return items
+
+
+class LawfulBasis(StrictModel):
+    """Why a domain's processing is lawful, in the law's own terms: the Art. 6(1) bases, the Art. 9(2)
+    condition where the data is of a special category (health data), and for a legal obligation or a
+    legitimate interest, which one."""
+
+    article_6: list[str] = Field(min_length=1)
+    article_9: str | None = None
+    explanation: str | None = None
+
+    @field_validator("article_6", mode="before")
+    @classmethod
+    def _known_bases(cls, v: object) -> object:
+        bases = [v] if isinstance(v, str) else v
+        if not isinstance(bases, list):
+            return v
+        for basis in bases:
+            if not isinstance(basis, str) or basis not in ARTICLE_6:
+                raise ValueError(f"{basis!r} is not a lawful basis of GDPR Art. 6(1): write one or more of "
+                                 f"{', '.join(ARTICLE_6)}")
+        if len(set(bases)) < len(bases):
+            raise ValueError("a basis is listed twice: name each once")
+        return bases
+
+    @field_validator("article_9")
+    @classmethod
+    def _known_condition(cls, v: str | None) -> str | None:
+        if v is not None and v not in ARTICLE_9:
+            raise ValueError(f"{v!r} is not a condition of GDPR Art. 9(2): write one of {', '.join(ARTICLE_9)}")
+        return v
+
+    _explanation = field_validator("explanation", mode="before")(lambda cls, v: None if v is None else prose(v))
+
+    @model_validator(mode="after")
+    def _explained(self) -> LawfulBasis:
+        unexplained = [basis for basis in EXPLAINED_BASES if basis in self.article_6]
+        if unexplained and not self.explanation:
+            raise ValueError(f"explanation: {' and '.join(unexplained)} needs one, naming the law that imposes the "
+                             "obligation (Art. 6(3)) or the interest pursued (Art. 13(1)(d))")
+        return self
+
+    def cited(self) -> str:
+        """'Art. 6(1)(b) contract; Art. 6(1)(c) legal obligation — tax law …': the bases as the law cites
+        them, then the explanation."""
+        bases = "; ".join(f"Art. 6(1)({ARTICLE_6[b]}) {b.replace('_', ' ')}" for b in self.article_6)
+        return f"{bases} — {self.explanation}" if self.explanation else bases
+
+    def cited_condition(self) -> str | None:
+        """'Art. 9(2)(a) explicit consent', or None where no special category is processed."""
+        if self.article_9 is None:
+            return None
+        return f"Art. 9(2)({ARTICLE_9[self.article_9]}) {self.article_9.replace('_', ' ')}"
+
+
+# The fields of a domain's record of processing, each with what it answers; each is optional, and
+# `retention policies validate` warns about every one a domain leaves out.
+PROCESSING_FIELDS = {
+    "purpose": "the purpose of the processing (GDPR Art. 30(1)(b))",
+    "lawful_basis": "the lawful basis (Art. 6(1); with the Art. 9(2) condition for health data)",
+    "data_categories": "the categories of personal data (Art. 30(1)(c))",
+    "recipients": "the categories of recipients the data is disclosed to (Art. 30(1)(d)); [] for none",
+}
+
+
 class DomainPolicy(StrictModel):
     """One retention domain: which rows of which table expire when, and what happens to them."""
 
@@ -233,12 +338,24 @@ class DomainPolicy(StrictModel):
     partitions: Partitions
     schedule: Schedule = Schedule()
     sla: Sla
+    # The record of processing (PROCESSING_FIELDS): why the data is kept, on what grounds, what it
+    # is and who receives it, shown beside its time limits in the compliance report and by
+    # `retention policies schedule`.
+    purpose: str | None = None
+    lawful_basis: LawfulBasis | None = None
+    data_categories: list[str] | None = None
+    recipients: list[str] | None = None
 
     _idents = field_validator("name", "table", "primary_key", "clock_column")(lambda cls, v: identifier(v))
     _optional_idents = field_validator("blob_key_column", "subject_column")(
         lambda cls, v: None if v is None else identifier(v)
     )
     _retain = field_validator("retain_for", mode="before")(lambda cls, v: parse_duration(v))
+    _purpose = field_validator("purpose", mode="before")(lambda cls, v: None if v is None else prose(v))
+    _categories = field_validator("data_categories")(
+        lambda cls, v: None if v is None else distinct_items(v, "category", none_allowed=False))
+    _recipients = field_validator("recipients")(
+        lambda cls, v: None if v is None else distinct_items(v, "recipient", none_allowed=True))
 
     @field_validator("clock_timezone")
     @classmethod
@@ -295,6 +412,11 @@ class DomainPolicy(StrictModel):
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def missing_processing_fields(self) -> list[str]:
+        """The fields of the record of processing this domain leaves out."""
+        return [name for name in PROCESSING_FIELDS if getattr(self, name) is None]
 
     @property
     def redact(self) -> Redact | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import yaml
 
 from retention_pipelines.policies import default_policy_path
@@ -88,6 +90,51 @@ def test_console_script_validate_broken_file(tmp_path):
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 3, result.stderr
     assert result.stdout == ""
+
+
+# the record of processing: warned about where missing, never refused --------------------------------
+def without_processing_fields(tmp_path, **fields_by_domain: list[str]):
+    data = yaml.safe_load(default_policy_path().read_text())
+    for domain, fields in fields_by_domain.items():
+        for field in fields:
+            data["domains"][domain].pop(field)
+    path = tmp_path / "policies.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_validate_warns_of_each_missing_field_naming_domain_and_field_and_still_passes(cli, tmp_path):
+    path = without_processing_fields(tmp_path, quiz_responses=["lawful_basis"],
+                                     email_blacklist=["purpose", "data_categories", "recipients"])
+    outcome = cli("policies", "validate", str(path))
+    assert outcome.code == 0, outcome.err
+    assert "valid" in outcome.out and "warning" not in outcome.out
+    lines = outcome.err.strip().splitlines()
+    assert [line.split(": ", 3)[:3] for line in lines] == [
+        ["retention", "warning", str(path)]] * 4, lines
+    assert [line.split(": ", 3)[3].split(":")[0] for line in lines] == [
+        "domain quiz_responses, field lawful_basis", "domain email_blacklist, field purpose",
+        "domain email_blacklist, field data_categories", "domain email_blacklist, field recipients"]
+    assert "Art. 9(2) condition for health data" in lines[0]
+
+
+def test_validate_json_lists_the_warnings_and_stays_one_document(cli, tmp_path):
+    path = without_processing_fields(tmp_path, meal_plans=["purpose"])
+    outcome = cli("policies", "validate", str(path), "--json")
+    assert outcome.code == 0 and outcome.err == ""
+    document = json.loads(outcome.out)
+    assert document["valid"] is True
+    assert [warning.split(": ")[1] for warning in document["warnings"]] == ["domain meal_plans, field purpose"]
+    assert "warnings" not in json.loads(cli("policies", "validate", "--json").out)  # the shipped file: none
+
+
+def test_console_script_validate_warns_on_standard_error(tmp_path):
+    path = without_processing_fields(tmp_path, magic_link_tokens=["recipients"])
+    result = run_script("policies", "validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (
+        f"retention: warning: {path}: domain magic_link_tokens, field recipients: missing; the record of processing "
+        "names the categories of recipients the data is disclosed to (Art. 30(1)(d)); [] for none")
 
 
 # --database: the policy file against the live database's tables ---------------------------------

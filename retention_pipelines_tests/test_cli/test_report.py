@@ -21,7 +21,7 @@ from retention_pipelines_tests.support.cli import EMAIL, dagster_home
 from retention_pipelines_tests.support.report_rows import ADDRESSES, MONTH, month_of_activity
 
 REMOVAL = ("deleted", "redacted", "redacted_blob_missing", "erased")
-FILES = {html_name(MONTH), "summary.csv", "schedule.csv", "removals_per_day.csv", "breaches.csv",
+FILES = {html_name(MONTH), "summary.csv", "schedule.csv", "processing.csv", "removals_per_day.csv", "breaches.csv",
          "queue_by_reason.csv", "queue_items.csv", "erasure_summary.csv", "erasure_requests.csv", "legal_holds.csv",
          "audit_chain.csv"}
 

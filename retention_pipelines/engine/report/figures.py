@@ -25,6 +25,7 @@ from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.gdpr.requests import COMPLETED, PARTIALLY_BLOCKED, Outcome
 from retention_pipelines.policies import DomainPolicy, PolicyFile
 from retention_pipelines.policies.model import format_duration
+from retention_pipelines.policies.processing import ProcessingEntry, record_of_processing
 from retention_pipelines.schema import audit_log, erasure_requests, legal_holds, manual_queue, sla_breaches
 from retention_pipelines.stores import AppDatabase
 
@@ -80,6 +81,7 @@ class ScheduleEntry:
     counted_from: str  # the clock column the period runs from
     action: str
     archived: bool
+    archive_keep_for: str | None  # how long each archive copy lives; None where nothing is archived
     subject_column: str | None
     sla_max_lag: str
     erasure_time_limit: str | None  # for domains that hold a subject's data: the time to erase on request
@@ -192,6 +194,7 @@ class ComplianceReport:
     policy_version: str
     action_groups: dict[str, tuple[str, ...]]
     schedule: list[ScheduleEntry]
+    processing: list[ProcessingEntry]  # the record of processing (Art. 30(1)) beside the schedule
     domains: list[str]
     days: list[date]
     counts: dict[date, dict[tuple[str, str], int]]  # day → (domain, action) → audit entries
@@ -267,6 +270,7 @@ def build_report(database: AppDatabase, policies: PolicyFile, month: str, chain_
         month=month.strip(), start=start, end=end, as_of=gather.as_of, generated_at=now,
         policy_version=policies.policy_version, action_groups=dict(ACTION_GROUPS),
         schedule=[_schedule_entry(policy, erasure_due) for policy in policies.domains.values()],
+        processing=record_of_processing(policies),
         domains=enabled + sorted(seen - set(enabled)), days=sorted(counts), counts=counts,
         breaches=breaches, queue_items=queue, erasure_requests=gather.erasure_requests(), legal_holds=holds,
         chain=ChainStatus.of(chain_status))
@@ -281,7 +285,10 @@ def _schedule_entry(policy: DomainPolicy, erasure_due: timedelta) -> ScheduleEnt
     return ScheduleEntry(
         domain=policy.name, enabled=policy.enabled, table=policy.table, what=" ".join(policy.description.split()),
         retain_for=format_duration(policy.retain_for), counted_from=policy.clock_column, action=action,
-        archived=policy.archive.enabled, subject_column=policy.subject_column,
+        archived=policy.archive.enabled,
+        archive_keep_for=format_duration(policy.archive.keep_for)
+        if policy.archive.enabled and policy.archive.keep_for else None,
+        subject_column=policy.subject_column,
         sla_max_lag=format_duration(policy.sla.max_lag),
         erasure_time_limit=format_duration(erasure_due) if policy.subject_column else None,
         on_erasure=None if not policy.subject_column else "erase" if policy.on_erasure == "erase" else

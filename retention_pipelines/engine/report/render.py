@@ -18,6 +18,7 @@ from datetime import date, datetime
 import jinja2
 
 from retention_pipelines.engine.report.figures import ComplianceReport
+from retention_pipelines.policies.processing import COLUMNS, ProcessingEntry
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.stores import ArchiveStore
 
@@ -25,6 +26,8 @@ from retention_pipelines.stores import ArchiveStore
 REPORTS_PREFIX = "reports"
 # A spreadsheet reads a cell beginning with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+PROCESSING_TITLE = ("Record of processing (GDPR Art. 30(1)(b)-(d), (f)): purpose, lawful basis, data and "
+                    "recipients beside the time limits")
 
 
 def html_name(month: str) -> str:
@@ -62,6 +65,12 @@ def _table(name: str, title: str, columns: Iterable[str], rows: Iterable[Iterabl
     return Table(name, title, tuple(columns), tuple(tuple(cell(value) for value in row) for row in rows))
 
 
+def processing_table(entries: list[ProcessingEntry]) -> Table:
+    """The record of processing: the report's table, and `retention policies schedule`'s."""
+    return _table("processing", PROCESSING_TITLE, COLUMNS,
+                  [entry.cells().values() for entry in entries])
+
+
 def report_tables(report: ComplianceReport) -> dict[str, Table]:
     """Every table of the report, by CSV name, in the order the page shows them."""
     groups = list(report.action_groups)
@@ -77,9 +86,11 @@ def report_tables(report: ComplianceReport) -> dict[str, Table]:
              t.seconds_in_breach, t.legal_holds_active] for t in totals]),
         _table("schedule", "Retention schedule (GDPR Art. 30(1)(f): the envisaged time limits for erasure)", [
             "domain", "enabled", "table", "what", "retain_for", "counted_from", "action", "archived",
-            "subject_column", "sla_max_lag", "erasure_time_limit", "on_erasure"], [
+            "archive_keep_for", "subject_column", "sla_max_lag", "erasure_time_limit", "on_erasure"], [
             [s.domain, s.enabled, s.table, s.what, s.retain_for, s.counted_from, s.action, s.archived,
-             s.subject_column, s.sla_max_lag, s.erasure_time_limit, s.on_erasure] for s in report.schedule]),
+             s.archive_keep_for, s.subject_column, s.sla_max_lag, s.erasure_time_limit, s.on_erasure]
+            for s in report.schedule]),
+        processing_table(report.processing),
         _table("removals_per_day", "Records removed or redacted, per day and domain", [
             "day", "domain", *removal, "removed"], [
             [day, domain, *(report.count(domain, (action,), day) for action in removal),
