@@ -17,6 +17,7 @@ from retention_pipelines.dagster_wiring.common import (
     refuse_dry_run,
 )
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.runbooks import runbook
 from retention_pipelines.engine.retention.archive_expiry import GRACE, ArchiveRetention, Expiry
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
@@ -66,7 +67,8 @@ def _domain_archive_expiry(policy: DomainPolicy, policy_version: str) -> dg.Defi
             expiry = archive_retention(retention_stores).expire(context.run_id, False, lock)
         return dg.MaterializeResult(metadata=expiry_metadata(expiry, policy_version, keep_for))
 
-    @dg.asset_check(asset=key, name=NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK, description=(
+    @dg.asset_check(asset=key, name=NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK,
+                    metadata=runbook(f"{NO_ARCHIVE_KEPT_BEYOND_KEEP_FOR_CHECK}.md"), description=(
         f"No archive object of {name} is kept beyond its keep_for ({keep_for}) plus "
         f"{format_duration(GRACE)} of grace for the daily job. Fails (error) on any such object; only a warning "
         "when every one of them is under an S3 Object Lock still in force, which nobody here can lift, or kept "

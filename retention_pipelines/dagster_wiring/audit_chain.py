@@ -4,6 +4,7 @@ import dagster as dg
 
 from retention_pipelines.dagster_wiring.common import RUN_TAGS, operator_errors
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.runbooks import runbook
 from retention_pipelines.engine.audit.anchor import anchor
 from retention_pipelines.engine.audit.evidence import index_records
 from retention_pipelines.engine.audit.seal import seal
@@ -16,7 +17,7 @@ LINKS_IN_METADATA = 20
 
 def build_audit_chain_defs() -> dg.Definitions:
     @dg.asset(key=AUDIT_CHAIN_KEY, group_name="audit", check_specs=[dg.AssetCheckSpec(
-        INTACT_CHECK, asset=AUDIT_CHAIN_KEY, description=(
+        INTACT_CHECK, asset=AUDIT_CHAIN_KEY, metadata=runbook("audit_chain.md"), description=(
             "Every audit row is where its domain's hash chain says, with the content it was sealed with; no row "
             "deleted or inserted behind the sealer's back; every chain agrees with its head and with every anchor "
             "in the archive store. A failure names the first broken link of each domain (ids and positions)."))],

@@ -7,6 +7,7 @@ import dagster as dg
 
 from retention_pipelines.dagster_wiring.common import URIS_IN_METADATA, iso
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.runbooks import runbook
 from retention_pipelines.engine import Acted, Archived, Found, RetentionEngine
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
@@ -18,26 +19,32 @@ NOTHING_ACTED_ON_EARLY_CHECK = "nothing_acted_on_before_its_deadline"
 EVERY_OBJECT_DELETED_CHECK = "every_object_deleted"
 
 
+def _check(name: str, asset: dg.AssetKey, **spec) -> dg.AssetCheckSpec:
+    """A domain check, with its runbook: one page per check, named after it."""
+    return dg.AssetCheckSpec(name, asset=asset, metadata=runbook(f"{name}.md"), **spec)
+
+
 def domain_check_specs(policy: DomainPolicy, keys: dict[str, dg.AssetKey]) -> list[dg.AssetCheckSpec]:
     """Each check evaluates the run that materializes its asset, so it is not partitioned: its
     latest result is the latest run's, whichever windows that run covered."""
     return [
-        dg.AssetCheckSpec(NO_ROWS_PAST_DEADLINE_CHECK, asset=keys["deletion"], blocking=True, description=(
+        _check(NO_ROWS_PAST_DEADLINE_CHECK, keys["deletion"], blocking=True, description=(
             f"No row of `{policy.table}` outside a legal hold is left past its deadline: none due "
             "before the run's cutoff or before now − the allowed lag "
             f"({format_duration(policy.sla.max_lag)}), whichever is earlier. Rows the run could not finish, "
             "waiting for a person in the manual queue (on its own deadline), are counted apart, and so are rows "
             "whose clock is NULL (kept, as the policy's clock_nulls says). When it fails the run stops before "
             "its audit asset, and the audit seal waits.")),
-        dg.AssetCheckSpec(EVERY_OBJECT_DELETED_CHECK, asset=keys["deletion"], description=(
+        _check(EVERY_OBJECT_DELETED_CHECK, keys["deletion"], description=(
             "Every row the run meant to act on was acted on: none was left because its object "
             "in storage could not be deleted after retries (those rows stay untouched, each "
-            "with a `blob_delete_failed` audit entry). Fails the run rather than pretend success.")),
-        dg.AssetCheckSpec(ARCHIVE_MATCHES_MANIFESTS_CHECK, asset=keys["archive"], description=(
+            "with a `blob_delete_failed` audit entry) or because the database refused it (a foreign key: "
+            "`delete_blocked`). Each such row is in the manual queue. Fails the run rather than pretend success.")),
+        _check(ARCHIVE_MATCHES_MANIFESTS_CHECK, keys["archive"], description=(
             "Every archive object the run wrote exists and matches its manifest's sha256 and row count.")),
-        dg.AssetCheckSpec(AUDIT_MATCHES_ACTED_ON_CHECK, asset=keys["audit"], description=(
+        _check(AUDIT_MATCHES_ACTED_ON_CHECK, keys["audit"], description=(
             "The audit log holds exactly one entry of this run per row it deleted or redacted.")),
-        dg.AssetCheckSpec(NOTHING_ACTED_ON_EARLY_CHECK, asset=keys["audit"], description=(
+        _check(NOTHING_ACTED_ON_EARLY_CHECK, keys["audit"], description=(
             f"From the audit log: no row this run {policy.action_name} was younger than its "
             f"retention period ({format_duration(policy.retain_for)}) when it was acted on — "
             "not one second earlier.")),

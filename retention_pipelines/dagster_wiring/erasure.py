@@ -4,6 +4,7 @@ import dagster as dg
 
 from retention_pipelines.dagster_wiring.common import RUN_TAGS, operator_errors
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.runbooks import runbook
 from retention_pipelines.dagster_wiring.sla_sensors import close_breach, open_breach
 from retention_pipelines.engine.gdpr.requests import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
 from retention_pipelines.policies.model import format_duration
@@ -16,7 +17,7 @@ ERASURE_OVERDUE = "erasure_overdue"  # the breach kind: a request for erasure op
 
 def build_erasure_defs(sensor_interval_seconds: int = 300) -> dg.Definitions:
     @dg.asset(key=REQUESTS_KEY, group_name="gdpr", kinds={"sql"}, check_specs=[dg.AssetCheckSpec(
-        NO_REQUEST_PAST_DUE_CHECK, asset=REQUESTS_KEY,
+        NO_REQUEST_PAST_DUE_CHECK, asset=REQUESTS_KEY, metadata=runbook("erasure_overdue.md"),
         description="No request for erasure is open past its deadline (GDPR Art. 12(3): a month, or the "
                     "recorded extension).")], description=(
         "The requests for erasure (gdpr_erasure_requests), every hour: how many are open, completed and "

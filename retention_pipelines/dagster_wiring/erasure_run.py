@@ -18,6 +18,7 @@ from retention_pipelines.dagster_wiring.common import (
     refuse_dry_run,
 )
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.runbooks import runbook
 from retention_pipelines.engine.gdpr.erasure_run import DomainErasure, ErasureIncomplete
 from retention_pipelines.engine.gdpr.requests import COMPLETED, OPEN, PARTIALLY_BLOCKED, ErasureRequests
 from retention_pipelines.policies import DomainPolicy
@@ -62,7 +63,8 @@ def build_erasure_run_defs(policies: list[DomainPolicy], policy_version: str,
 
     @dg.multi_asset(
         name=ERASURE_STEP, specs=specs, partitions_def=ERASURE_PARTITIONS, pool=APP_DATABASE_POOL, can_subset=True,
-        check_specs=[dg.AssetCheckSpec(SUBJECT_ERASED_CHECK, asset=OUTCOME_KEY, description=(
+        check_specs=[dg.AssetCheckSpec(
+            SUBJECT_ERASED_CHECK, asset=OUTCOME_KEY, metadata=runbook(f"{SUBJECT_ERASED_CHECK}.md"), description=(
             "The request ended completed (nothing of the subject left in any domain) or partially blocked "
             "(records under a legal hold or kept until their deadline by policy), with the subject's "
             "archive key destroyed unless a hold needs it."))],

@@ -4,6 +4,7 @@ import dagster as dg
 
 from retention_pipelines.dagster_wiring.common import RUN_TAGS
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.runbooks import runbook
 from retention_pipelines.engine.retention.health import Probe, check_health
 from retention_pipelines.policies import DomainPolicy
 
@@ -33,7 +34,8 @@ def build_health_defs(policies: list[DomainPolicy]) -> dg.Definitions:
     names = probe_names(policies)
 
     @dg.asset(key=HEALTH_KEY, group_name="health", check_specs=[
-        dg.AssetCheckSpec(check_name(name), asset=HEALTH_KEY, description=f"{name} is there and works")
+        dg.AssetCheckSpec(check_name(name), asset=HEALTH_KEY, description=f"{name} is there and works",
+                          metadata=runbook(f"health.md#{name.split(':')[0]}"))
         for name in names], description=(
         "Is everything a retention run needs there? The database and its clock, the migrations, each "
         "policy's table, columns and clock index, the lock service (no lock without TTL), and a put/get/"

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from retention_pipelines.dagster_wiring.common import RUN_TAGS, operator_errors
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.runbooks import runbook
 from retention_pipelines.dagster_wiring.sla_sensors import alert, close_breach, open_breach
 from retention_pipelines.engine.oversight.queue import ACTIVE, ManualQueue, QueueRefused
 from retention_pipelines.engine.resolution.retry import retry_item
@@ -107,7 +108,7 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
         return dg.SkipReason("escalation and breaches only; this sensor launches no runs")
 
     @dg.asset(key=HEALTH_KEY, group_name="manual_queue", kinds={"sql"}, check_specs=[dg.AssetCheckSpec(
-        NO_OVERDUE_ITEMS_CHECK, asset=HEALTH_KEY,
+        NO_OVERDUE_ITEMS_CHECK, asset=HEALTH_KEY, metadata=runbook(f"manual_queue.md#{NO_OVERDUE_ITEMS_CHECK}"),
         description="No queue item past its due date: a warning while overdue items are at level 1, an error "
                     "once any has escalated further.")], description=(
         "The manual-resolution queue's figures, every 15 minutes: depth by domain and status, the ages of the "

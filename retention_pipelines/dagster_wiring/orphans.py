@@ -4,6 +4,7 @@ import dagster as dg
 
 from retention_pipelines.dagster_wiring.common import DOMAIN_TAG, RUN_TAGS, domain_step
 from retention_pipelines.dagster_wiring.resources import RetentionStores
+from retention_pipelines.dagster_wiring.runbooks import runbook
 from retention_pipelines.policies import DomainPolicy
 
 NO_ORPHANS_CHECK = "no_orphans"
@@ -15,7 +16,7 @@ def build_orphans_defs(policy: DomainPolicy, policy_version: str) -> dg.Definiti
     key = dg.AssetKey([name, "orphans"])
 
     @dg.asset(key=key, group_name=name, kinds={"s3"}, check_specs=[dg.AssetCheckSpec(
-        NO_ORPHANS_CHECK, asset=key,
+        NO_ORPHANS_CHECK, asset=key, metadata=runbook(f"{NO_ORPHANS_CHECK}.md"),
         description="No object without its row, no row without its object. A warning: orphans are reported, "
                     "never removed.")], description=(
         f"Objects in hot storage that no row of `{policy.table}` points at (`{policy.blob_key_column}`), and rows "
