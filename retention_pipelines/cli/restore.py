@@ -72,8 +72,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     verb = "would restore" if args.dry_run else "restored"
     say(f"{policy.name}: run {report.run_id} {report.verb} {report.deleted_in_run} rows; "
         f"{verb} {len(report.restored)}, refused {len(report.refused)}", domain=policy.name, run_id=report.run_id,
-        dry_run=args.dry_run, deleted_in_run=report.deleted_in_run, restored=len(report.restored), refused=len(report.refused),
-        still_due=report.still_due)
+        dry_run=args.dry_run, deleted_in_run=report.deleted_in_run, restored=len(report.restored),
+        refused=len(report.refused), still_due=report.still_due)
     if report.still_due:
         again = "redacts" if policy.redact else "deletes"
         say(f"note: {report.still_due} restored rows are past their deadline: the next run {again} them again unless "
