@@ -1,0 +1,114 @@
+"""`retention db downgrade REVISION` on PostgreSQL and SQLite: refused (exit 2, naming the tables and
+columns) while the downgrade would drop data the later migrations hold, and then nothing changes;
+allowed with --drop-data, and without it when what goes is empty; unknown and later revisions exit 2."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from retention_pipelines import schema
+from retention_pipelines.schema import head_revision
+from retention_pipelines.schema.downgrade import revisions
+from retention_pipelines.stores import AppDatabase
+from retention_pipelines_tests.support.cli import with_password
+from retention_pipelines_tests.support.databases import dump_all_tables
+from retention_pipelines_tests.test_cli.test_db_upgrade import revision, tables
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def upgraded(request, tmp_path, monkeypatch):
+    """A database with the retention tables at the head migration (and nothing else), as the CLI sees it."""
+    if request.param == "postgresql":
+        postgres = request.getfixturevalue("postgres_server")
+        url = postgres.create_database(f"down_{uuid.uuid4().hex[:10]}")
+        monkeypatch.setenv("RETENTION_DATABASE_URL", with_password(url))
+    else:
+        url = f"sqlite:///{tmp_path / 'retention.sqlite'}"
+        monkeypatch.setenv("RETENTION_DATABASE_URL", url)
+    engine = sa.create_engine(url)
+    schema.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def insert(engine, table: sa.Table, **values) -> None:
+    with engine.begin() as connection:
+        connection.execute(sa.insert(table).values(**values))
+
+
+def snapshot(engine) -> dict:
+    """Every table and row, and every column of every table."""
+    database = AppDatabase(engine.url.render_as_string(hide_password=False))
+    try:
+        inspector = sa.inspect(engine)
+        return {**dump_all_tables(database),
+                "columns": {t: [c["name"] for c in inspector.get_columns(t)] for t in inspector.get_table_names()}}
+    finally:
+        database.dispose()
+
+
+def test_a_downgrade_that_would_drop_rows_is_refused_by_name_then_done_with_drop_data(cli, upgraded):
+    insert(upgraded, schema.data_keys, key_id="k" * 32, batch="a batch", wrapped_key=b"wrapped")
+    url = upgraded.url.render_as_string(hide_password=False)
+    before = snapshot(upgraded)
+
+    refused = cli("db", "downgrade", "0005")
+    assert refused.code == 2, refused.text
+    assert refused.err.startswith("retention: error: downgrading to 0005 would drop data the later migrations hold")
+    assert "table retention_data_keys (1 rows)" in refused.err and "--drop-data" in refused.err
+    assert "retention_audit_chain " not in refused.err  # empty tables are not named
+    assert revision(url) == [head_revision()] and snapshot(upgraded) == before
+
+    done = cli("db", "downgrade", "0005", "--drop-data")
+    assert done.code == 0, done.text
+    assert "retention tables at migration 0005 (was " in done.out
+    assert "dropped table retention_data_keys (1 rows)" in done.out
+    assert revision(url) == ["0005"]
+    assert "retention_data_keys" not in tables(url) and "gdpr_erasure_requests" in tables(url)
+
+    assert cli("db", "upgrade").code == 0 and revision(url) == [head_revision()]
+
+
+def test_a_column_with_values_is_named_and_an_empty_one_goes_without_asking(cli, upgraded):
+    url = upgraded.url.render_as_string(hide_password=False)
+    insert(upgraded, schema.legal_holds, domain="meal_plans", record_id=str(uuid.uuid4()), reason="litigation")
+    # A later migration's column that no row fills is no data: the downgrade goes on.
+    assert cli("db", "downgrade", "0010").code == 0
+    assert cli("db", "upgrade").code == 0
+
+    insert(upgraded, schema.legal_holds, domain="meal_plans", record_id=str(uuid.uuid4()), reason="litigation",
+           placed_by="ops-ines")
+    refused = cli("db", "downgrade", "0009")
+    assert refused.code == 2
+    assert "column retention_legal_holds.placed_by (1 rows with a value)" in refused.err
+    assert "released_by" not in refused.err
+    assert revision(url) == [head_revision()]
+
+
+def test_a_downgrade_of_empty_tables_needs_no_flag(cli, upgraded):
+    url = upgraded.url.render_as_string(hide_password=False)
+    done = cli("db", "downgrade", "base")
+    assert done.code == 0, done.text
+    assert "dropped" not in done.out
+    assert not {"retention_audit_log", "retention_data_keys", "retention_manual_queue"} & tables(url)
+    assert cli("db", "upgrade").code == 0 and revision(url) == [head_revision()]
+
+
+def test_unknown_and_later_revisions_exit_2_with_what_is_wrong(cli, upgraded):
+    url = upgraded.url.render_as_string(hide_password=False)
+    unknown = cli("db", "downgrade", "0099")
+    assert unknown.code == 2
+    assert unknown.err.strip() == ("retention: error: unknown revision '0099': the migrations are base, "
+                                   + ", ".join(revisions()))
+    assert cli("db", "downgrade", "0004").code == 0
+    later = cli("db", "downgrade", "0006")
+    assert later.code == 2 and "revision 0006 is after the current migration 0004" in later.err
+    assert "retention db upgrade" in later.err
+    assert revision(url) == ["0004"]
+    same = cli("db", "downgrade", "0004")
+    assert same.code == 0 and "at migration 0004" in same.out and "(was" not in same.out
+    missing = cli("db", "downgrade")
+    assert missing.code == 2 and "REVISION" in missing.err
