@@ -8,8 +8,11 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from retention_pipelines import schema
+from retention_pipelines.schema import downgrade as schema_downgrade
 from retention_pipelines.schema import head_revision
 from retention_pipelines.schema.downgrade import revisions
 from retention_pipelines.stores import AppDatabase
@@ -112,3 +115,57 @@ def test_unknown_and_later_revisions_exit_2_with_what_is_wrong(cli, upgraded):
     assert same.code == 0 and "at migration 0004" in same.out and "(was" not in same.out
     missing = cli("db", "downgrade")
     assert missing.code == 2 and "REVISION" in missing.err
+
+
+# What each fill puts where, and from which migration on: (table, column or None, migration of the
+# column; the table's own migration).
+FILLS = {
+    "data_key": ("retention_data_keys", None, "0006", "0006",
+                 dict(key_id="k" * 32, batch="a batch", wrapped_key=b"wrapped")),
+    "fence": ("retention_domain_fences", None, "0009", "0009", dict(domain="meal_plans", token=7)),
+    "hold_placed_by": ("retention_legal_holds", "placed_by", "0010", "0001",
+                       dict(domain="meal_plans", record_id="r1", reason="litigation", placed_by="ops")),
+    "queue_request": ("retention_manual_queue", "erasure_request_id", "0011", "0004",
+                      dict(domain="meal_plans", record_id="r2", reason="delete_blocked", erasure_request_id=3,
+                           due_at=sa.func.now())),
+}
+
+
+def expected_loss(fills: set[str], target: str) -> set[str]:
+    order = [schema_downgrade.BASE, *revisions()]
+    before = order.index(target)
+    lost = set()
+    for name in fills:
+        table, column, column_from, table_from = FILLS[name][:4]
+        if before < order.index(table_from):
+            lost.add(f"table {table}")
+        elif column and before < order.index(column_from):
+            lost.add(f"column {table}.{column}")
+    return lost
+
+
+@given(fills=st.sets(st.sampled_from(sorted(FILLS))),
+       target=st.sampled_from([schema_downgrade.BASE, *revisions()[:-1]]))
+def test_a_downgrade_is_refused_exactly_when_it_would_drop_data(postgres_server, fills, target):
+    """Any migration to go back to, any later-migration data present: refused (nothing changed) iff
+    a table or column the downgrade drops holds some of it, naming exactly those; done with drop_data."""
+    url = postgres_server.create_database(f"down_{uuid.uuid4().hex[:10]}")
+    engine = sa.create_engine(url)
+    try:
+        schema.upgrade(engine)
+        for name in fills:
+            insert(engine, getattr(schema, {"retention_data_keys": "data_keys", "retention_domain_fences":
+                                            "domain_fences", "retention_legal_holds": "legal_holds",
+                                            "retention_manual_queue": "manual_queue"}[FILLS[name][0]]),
+                   **FILLS[name][4])
+        expected = expected_loss(fills, target)
+        if expected:
+            with pytest.raises(schema_downgrade.DowngradeWouldDropData) as refused:
+                schema_downgrade.downgrade(engine, target)
+            assert {str(item).split(" (")[0] for item in refused.value.lost} == expected
+            assert schema.current_revision(engine) == head_revision()
+        _, after, lost = schema_downgrade.downgrade(engine, target, drop_data=True)
+        assert after == target and {str(item).split(" (")[0] for item in lost} == expected
+        assert schema.current_revision(engine) == (None if target == schema_downgrade.BASE else target)
+    finally:
+        engine.dispose()
