@@ -1,5 +1,6 @@
-"""`retention restore`: rows a run deleted in error, re-inserted from their archive (the rollback
-plan), under the domain's lock, each with a `restored` audit entry."""
+"""`retention restore`: rows a run deleted in error, re-inserted from their archive, or redacted in
+error, un-redacted with their PDFs written back (the rollback plan), under the domain's lock, each
+with a `restored` audit entry."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from retention_pipelines.cli.progress import RESTORED, run_progress
 from retention_pipelines.engine.archive.keys import ArchiveKeys
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused
+from retention_pipelines.engine.retention.restore_redacted import RedactionRestorer
 from retention_pipelines.engine.retention.run import RetentionEngine
 from retention_pipelines.policies import load_policies
 from retention_pipelines.redaction import EMAIL
@@ -53,8 +55,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         restore_run_id = f"restore-{uuid.uuid4()}"
         with (contextlib.nullcontext() if args.dry_run else run_progress(
                 database, restore_run_id, f"{policy.name} restore", actions=RESTORED)):
-            report = Restorer(engine).restore(args.run, record_ids or None, args.by, restore_run_id, args.dry_run,
-                                              lock)
+            restorer = RedactionRestorer(engine) if policy.redact else Restorer(engine)
+            report = restorer.restore(args.run, record_ids or None, args.by, restore_run_id, args.dry_run, lock)
     except RestoreRefused as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     except (DomainLocked, StoreUnavailable) as exc:
@@ -68,21 +70,24 @@ def cmd_restore(args: argparse.Namespace) -> int:
     rows += [{"record_id": rid, "outcome": f"refused: {why}"} for rid, why in sorted(report.refused.items())]
     show_table(rows)
     verb = "would restore" if args.dry_run else "restored"
-    say(f"{policy.name}: run {report.run_id} deleted {report.deleted_in_run} rows; {verb} {len(report.restored)}, "
-        f"refused {len(report.refused)}", domain=policy.name, run_id=report.run_id, dry_run=args.dry_run,
-        deleted_in_run=report.deleted_in_run, restored=len(report.restored), refused=len(report.refused),
-        still_due=report.still_due)
+    say(f"{policy.name}: run {report.run_id} {report.verb} {report.deleted_in_run} rows; "
+        f"{verb} {len(report.restored)}, refused {len(report.refused)}", domain=policy.name, run_id=report.run_id,
+        dry_run=args.dry_run, deleted_in_run=report.deleted_in_run, restored=len(report.restored),
+        refused=len(report.refused), still_due=report.still_due)
     if report.still_due:
-        say(f"note: {report.still_due} restored rows are past their deadline: the next run deletes them again unless "
+        again = "redacts" if policy.redact else "deletes"
+        say(f"note: {report.still_due} restored rows are past their deadline: the next run {again} them again unless "
             "the policy is changed or a legal hold is placed (`retention hold add`)")
     return 0
 
 
 def add_restore_command(commands) -> None:
-    restore = commands.add_parser("restore", help="re-insert rows a run deleted in error, from their archive")
+    restore = commands.add_parser("restore", help="put back rows a run deleted or redacted in error, from their "
+                                                  "archive (a redacted row's PDF too)")
     restore.add_argument("--domain", required=True)
     restore.add_argument("--run", required=True,
-                         help="the run id that deleted them (in the audit log): whole, or its beginning as printed")
+                         help="the run id that deleted or redacted them (in the audit log): whole, or its beginning "
+                              "as printed")
     restore.add_argument("--record-id", action="append", default=[], help="only these records (repeatable)")
     restore.add_argument("--by", required=True, help="who restores: a handle, written in each audit entry")
     restore.add_argument("--dry-run", action="store_true", help="say what would be restored; change nothing")

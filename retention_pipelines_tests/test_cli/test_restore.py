@@ -8,9 +8,12 @@ from datetime import timedelta
 import dagster as dg
 import sqlalchemy as sa
 
-from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines.policies import load_policies
+from retention_pipelines.stores import load_settings
+from retention_pipelines.stores.blob import LocalBlobStore
+from retention_pipelines_tests.support.app_rows import _insert, insert_meal_plans_at, meal_plan_rows
 from retention_pipelines_tests.support.cli import EMAIL, parse_table
-from retention_pipelines_tests.support.engines import blacklist_deleted_by_a_run
+from retention_pipelines_tests.support.engines import blacklist_deleted_by_a_run, meal_plans_engine
 
 
 def present(database) -> set[str]:
@@ -44,7 +47,7 @@ def test_wrong_arguments_are_named(cli, cli_env):
     nothing = cli("restore", "--domain", "email_blacklist", "--run", "never-ran", "--by", "ops")
     assert nothing.code == 1 and "run never-ran deleted nothing in email_blacklist" in nothing.err
     redacting = cli("restore", "--domain", "meal_plans", "--run", "r", "--by", "ops")
-    assert redacting.code == 1 and "meal_plans redacts" in redacting.err
+    assert redacting.code == 1 and "run r redacted nothing in meal_plans" in redacting.err
     missing = cli("restore", "--domain", "email_blacklist", "--run", "r")
     assert missing.code == 2 and "--by" in missing.err
 
@@ -76,3 +79,30 @@ def test_the_run_id_run_prints_is_taken_as_it_is_printed(cli, cli_env):
     assert restored.code == 0, restored.text
     assert f"email_blacklist: run {run.run_id} deleted 1 rows; restored 1, refused 0" in restored.out
     assert present(cli_env) == set(ids)
+
+
+def test_a_meal_plan_redacted_in_error_gets_its_pdf_and_row_back(cli, cli_env, tmp_path, monkeypatch):
+    blobs = tmp_path / "blobs"
+    (blobs / "plans").mkdir(parents=True)
+    monkeypatch.setenv("RETENTION_BLOB_URL", blobs.as_uri())
+    pdfs = {f"plans/{i}.pdf": b"%PDF-1.4 plan " + bytes([i]) * 2000 for i in range(2)}
+    for key, data in pdfs.items():
+        (blobs / key).write_bytes(data)
+    ids = insert_meal_plans_at(cli_env, [cli_env.now() - timedelta(days=92)] * 2, list(pdfs))
+    before = meal_plan_rows(cli_env)
+    meal_plans_engine(load_policies(), cli_env, load_settings().resolved_archive_url(),
+                      LocalBlobStore(blobs)).run("redacting-run")
+    assert not any((blobs / key).exists() for key in pdfs)
+
+    done = cli("restore", "--domain", "meal_plans", "--run", "redacting", "--by", "ops-ines")
+    assert done.code == 0, done.text
+    assert "meal_plans: run redacting-run redacted 2 rows; restored 2, refused 0" in done.out
+    assert "the next run redacts them again" in done.out
+    assert {key: (blobs / key).read_bytes() for key in pdfs} == pdfs
+    assert meal_plan_rows(cli_env) == before
+    assert not EMAIL.search(done.text)
+
+    again = cli("restore", "--domain", "meal_plans", "--run", "redacting-run", "--by", "ops-ines",
+                "--record-id", ids[0])
+    assert again.code == 0 and "refused: it is not redacted (restored already?)" in again.out
+    assert "restored 0, refused 1" in again.out

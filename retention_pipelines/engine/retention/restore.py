@@ -37,6 +37,7 @@ class RestoreReport:
     refused: dict[str, str] = field(default_factory=dict)  # record id → why
     still_due: int = 0  # restored rows whose deadline has passed: the next run deletes them again
     dry_run: bool = False
+    verb: str = "deleted"  # what the run did to its rows: deleted, or redacted (deleted_in_run counts them)
 
 
 class RestoreRefused(ValueError):
@@ -44,6 +45,10 @@ class RestoreRefused(ValueError):
 
 
 class Restorer:
+    # The audit actions of the runs a restore names: what it puts back, and what it refuses by name.
+    restorable = RESTORABLE
+    verb = "deleted"  # what those runs did to the rows, as messages say it
+
     def __init__(self, engine: RetentionEngine):
         self.engine, self.policy = engine, engine.policy
         self.database, self.table = engine.database, engine.table
@@ -53,8 +58,8 @@ class Restorer:
         if not self.policy.archive.enabled:
             raise RestoreRefused(f"domain {self.policy.name} is not archived: there is nothing to restore from")
         if self.policy.redact:
-            raise RestoreRefused(f"domain {self.policy.name} redacts, it does not delete: its rows were never removed "
-                                 "(an archived PDF is at the archive_uri of its audit entry)")
+            raise RestoreRefused(f"domain {self.policy.name} redacts, it does not delete: its rows are put back by "
+                                 "RedactionRestorer (engine/retention/restore_redacted.py)")
         self._check_columns()
         deleting_run_id = self.run_named(deleting_run_id)
         report = RestoreReport(self.policy.name, deleting_run_id, dry_run=dry_run)
@@ -86,24 +91,24 @@ class Restorer:
         if not given:
             raise RestoreRefused("the run id is empty")
         query = sa.select(audit_log.c.run_id).distinct().where(
-            audit_log.c.domain == self.policy.name, audit_log.c.action.in_(RESTORABLE),
+            audit_log.c.domain == self.policy.name, audit_log.c.action.in_(self.restorable),
             audit_log.c.run_id.startswith(given, autoescape=True)).limit(AMBIGUOUS_SHOWN + 1)
         with self.database.connect() as connection:
             runs = sorted(connection.execute(query).scalars())
         if not runs:
-            raise RestoreRefused(f"run {given} deleted nothing in {self.policy.name}")
+            raise RestoreRefused(f"run {given} {self.verb} nothing in {self.policy.name}")
         if given in runs:
             return given
         if len(runs) > 1:
             shown = ", ".join(runs[:AMBIGUOUS_SHOWN]) + (", …" if len(runs) > AMBIGUOUS_SHOWN else "")
-            raise RestoreRefused(f"run id {given!r} is the beginning of several runs that deleted rows of "
+            raise RestoreRefused(f"run id {given!r} is the beginning of several runs that {self.verb} rows of "
                                  f"{self.policy.name} ({shown}): give more of it")
         return runs[0]
 
     def _entries(self, run_id: str, record_ids: list[str] | None) -> list[tuple[str, str, str | None]]:
         query = sa.select(audit_log.c.record_id, audit_log.c.action, audit_log.c.archive_uri).where(
             audit_log.c.domain == self.policy.name, audit_log.c.run_id == run_id,
-            audit_log.c.action.in_(RESTORABLE)).order_by(audit_log.c.id)
+            audit_log.c.action.in_(self.restorable)).order_by(audit_log.c.id)
         if record_ids:
             query = query.where(audit_log.c.record_id.in_(record_ids))
         with self.database.connect() as connection:
