@@ -1,5 +1,7 @@
 """The audit log's hash chains, daily: seal every domain, verify every chain, anchor the heads."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 from retention_pipelines.dagster_wiring.common import RUN_TAGS, operator_errors
@@ -24,7 +26,8 @@ def build_audit_chain_defs() -> dg.Definitions:
         description=(
             "The tamper-evident audit log: the audit rows written since the last seal chained into their "
             "domain's hash chain, every chain checked against the audit log, and the chain heads written to the "
-            "archive store as the day's anchor (audit_anchors/YYYY/MM/DD.json)."))
+            "archive store as a new anchor (audit_anchors/YYYY/MM/DD/<time>-<random>.json), written once and never "
+            "over, locked for RETENTION_AUDIT_ANCHOR_KEEP_DAYS under the archive's Object Lock mode."))
     def chain(context: dg.AssetExecutionContext, retention_stores: RetentionStores):
         database, archive_store = retention_stores.database, retention_stores.archive_store
         sealed = seal(database)
@@ -32,7 +35,8 @@ def build_audit_chain_defs() -> dg.Definitions:
         if not sealed.settled:
             context.log.warning("audit chain: writers of the audit log stayed open; nothing sealed this time")
         verification = verify(database, archive_store)
-        key = anchor(database, archive_store, intact=verification.intact)
+        keep_for = timedelta(days=retention_stores.settings().audit_anchor_keep_days)
+        key = anchor(database, archive_store, intact=verification.intact, keep_for=keep_for)
         for link in verification.broken:
             context.log.error(f"audit chain broken: {link.message}")
         yield dg.AssetCheckResult(

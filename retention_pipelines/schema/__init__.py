@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 
 from retention_pipelines.schema.tables import (
     VERSION_TABLE,
+    audit_anchors,
     audit_chain,
     audit_chain_heads,
     audit_log,
@@ -28,7 +29,7 @@ from retention_pipelines.schema.tables import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-__all__ = ["SchemaBehindError", "audit_chain", "audit_chain_heads", "audit_log",
+__all__ = ["SchemaBehindError", "audit_anchors", "audit_chain", "audit_chain_heads", "audit_log",
            "audit_record_index", "audit_record_index_state", "data_keys", "domain_fences", "ensure_current",
            "erasure_requests", "legal_holds", "manual_queue", "metadata", "sla_breaches", "upgrade"]
 

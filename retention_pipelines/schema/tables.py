@@ -195,3 +195,14 @@ audit_record_index_state = sa.Table(
     sa.Column("id", sa.Integer(), primary_key=True),
     sa.Column("indexed_through", sa.BigInteger(), nullable=False, server_default="0"),
 )
+
+# Every audit anchor written to the archive store (engine/audit/anchor.py): its key and the SHA-256
+# of its bytes, so that the verifier can tell an anchor deleted or replaced in the store, and one
+# the store holds that was never written here. Rows are only ever inserted.
+audit_anchors = sa.Table(
+    "retention_audit_anchors",
+    metadata,
+    sa.Column("object_key", sa.String(255), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("written_at", sa.DateTime(timezone=True), nullable=False),
+)

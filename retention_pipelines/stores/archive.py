@@ -23,6 +23,10 @@ class DeleteRefused(StoreUnavailable):
     """The store would not delete an object: an Object Lock or legal hold on it, or a permission."""
 
 
+class ObjectExists(StoreUnavailable):
+    """A write-once put found an object under its key already; the object was left as it was."""
+
+
 @dataclass(frozen=True)
 class ObjectLock:
     """An S3 Object Lock on an object: its mode and retain-until date, and whether a legal hold is on."""
@@ -80,6 +84,16 @@ class ArchiveStore(ABC):
         """Write an object meant to be kept, not read (a PDF): cold storage where the store has it."""
         self.put(key, data, retain_until=retain_until)
 
+    @abstractmethod
+    def put_new(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
+        """put, but only where no object has the key: otherwise ObjectExists, and the object there
+        stays as it was. The store decides, in one step, so that two writers cannot both win."""
+
+    def keys_written_over(self, prefix: str) -> set[str]:
+        """The keys under `prefix` that were written more than once or deleted, where the store
+        keeps the versions that tell (a versioned S3 bucket); empty where it keeps none."""
+        return set()
+
     def put_cold_verified(self, key: str, data: bytes, retain_until: datetime | None = None) -> bool:
         """put_cold, then whether the store holds exactly these bytes under the key (`holds`)."""
         self.put_cold(key, data, retain_until=retain_until)
@@ -120,6 +134,14 @@ class LocalArchiveStore(ArchiveStore):
             write_whole(self._path(key), data)
         except OSError as exc:
             raise StoreUnavailable(f"archive folder {self.root} cannot be written: {exc.strerror or exc}") from None
+
+    def put_new(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
+        try:
+            written = write_whole(self._path(key), data, keep_existing=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"archive folder {self.root} cannot be written: {exc.strerror or exc}") from None
+        if not written:
+            raise ObjectExists(f"archive store: {self.uri(key)} exists already; it was not written over")
 
     def get(self, key: str) -> bytes:
         try:
@@ -189,6 +211,8 @@ class S3ArchiveStore(ArchiveStore):
             yield
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
+            if code == "PreconditionFailed":  # only a write-once put (put_new) sends a condition
+                raise ObjectExists(f"archive store: {self.uri(key)} exists already; it was not written over") from None
             raise StoreUnavailable(f"archive store: {what} {self.uri(key)} failed: {code}") from None
         except BotoCoreError as exc:
             raise StoreUnavailable(f"archive store {self.uri('')} is unreachable: {exc}") from None
@@ -204,7 +228,8 @@ class S3ArchiveStore(ArchiveStore):
                     return None
                 raise
 
-    def _put(self, key: str, data: bytes, storage_class: str | None, retain_until: datetime | None) -> dict:
+    def _put(self, key: str, data: bytes, storage_class: str | None, retain_until: datetime | None,
+             **conditions) -> dict:
         # S3 checks the SHA-256 on arrival and keeps it, so that `holds` can verify an object in a
         # cold storage class (GLACIER, DEEP_ARCHIVE), which cannot be read back without a restore.
         # ChecksumAlgorithm sends the header S3 requires of a put under an Object Lock.
@@ -213,13 +238,29 @@ class S3ArchiveStore(ArchiveStore):
             extra.update(ObjectLockMode=self.object_lock_mode, ObjectLockRetainUntilDate=retain_until)
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
         return self._call("put", key, self.client.put_object, Body=data, ChecksumAlgorithm="SHA256",
-                          ChecksumSHA256=checksum, **extra)
+                          ChecksumSHA256=checksum, **extra, **conditions)
 
     def put(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         self._put(key, data, self.batch_storage_class, retain_until)
 
     def put_cold(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         self._put(key, data, self.storage_class, retain_until)
+
+    def put_new(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
+        """A conditional put (If-None-Match: *): S3 itself refuses it, with 412, where the key has
+        a current object, so that no check-then-put race can write over one."""
+        self._put(key, data, self.batch_storage_class, retain_until, IfNoneMatch="*")
+
+    def keys_written_over(self, prefix: str) -> set[str]:
+        """Needs s3:ListBucketVersions, as `delete` does."""
+        seen: dict[str, int] = {}
+        pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+        with self._errors("list versions of", prefix):
+            for page in pages:
+                for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    key = self._relative(version["Key"])
+                    seen[key] = seen.get(key, 0) + 1
+        return {key for key, count in seen.items() if count > 1}
 
     def put_cold_verified(self, key: str, data: bytes, retain_until: datetime | None = None) -> bool:
         """Verified from the PUT's own answer, without the HEAD that `holds` would send. As strong:

@@ -35,7 +35,15 @@ RANGES = {
     # At least hourly: the shortest sla.max_lag of the shipped policies is an hour, and a breach
     # must be seen within it.
     "lag_sensor_interval_seconds": (1, 3_600, "seconds"),
+    # A century at most: S3 accepts any date, and a typo of a few more digits would lock the
+    # anchors under COMPLIANCE for good.
+    "audit_anchor_keep_days": (1, 36_525, "days"),
 }
+
+# How long an audit anchor is locked (under an Object Lock mode): ten years, no shorter than the
+# longest archive keep_for of the shipped policies (3650d), so that the anchors outlive the
+# evidence they vouch for.
+AUDIT_ANCHOR_KEEP_DAYS = 3_653
 
 # S3 storage classes an object can be read from at once, without a restore.
 INSTANT_READ_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
@@ -72,6 +80,8 @@ class RetentionSettings(BaseSettings):
     # S3 Object Lock on every archive object of a domain, until written + the domain's keep_for:
     # GOVERNANCE (a privileged user may lift it) or COMPLIANCE (nobody may). Unset: no lock.
     archive_object_lock_mode: str | None = None
+    # With an Object Lock mode, each audit anchor is locked until written + this many days.
+    audit_anchor_keep_days: int = AUDIT_ANCHOR_KEEP_DAYS
     # Alerts go to every channel configured here; none configured: a JSON log line.
     alert_webhook_url: str | None = None  # a generic JSON webhook (or a Slack incoming webhook)
     slack_token: SecretStr | None = None  # a Slack bot token with chat:write

@@ -125,7 +125,7 @@ def test_a_local_archive_store_refuses_every_key_that_leads_out_and_touches_noth
         key = data.draw(refused_keys(sandbox), label="key")
         with sandbox.watching():
             for operation in (store.get, store.exists, store.delete, lambda k: store.put(k, DATA),
-                              lambda k: store.put_cold(k, DATA)):
+                              lambda k: store.put_cold(k, DATA), lambda k: store.put_new(k, DATA)):
                 with pytest.raises(KeyOutsideStore):
                     operation(key)
             assert not store.holds(key, SECRET)

@@ -5,7 +5,8 @@ and names the first broken link of each domain: a row whose content changed, a r
 inserted below the head, chain positions missing, a block whose hash does not follow its
 predecessor, a chain shorter or longer than its head. Given the archive store, it checks the chain
 against every anchor there too (anchor.py), which catches a chain recomputed wholesale in the
-database.
+database, and the anchors against the record of those written (anchor_check.py), which catches an
+anchor deleted, replaced or slipped in.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import sqlalchemy as sa
 
 from retention_pipelines.engine.audit.anchor import AnchoredHead, read_anchors
+from retention_pipelines.engine.audit.anchor_check import anchor_problems
 from retention_pipelines.engine.audit.links import (
     GENESIS,
     ROW_HASH_BYTES,
@@ -241,7 +243,8 @@ def verify(database: AppDatabase, archive_store: ArchiveStore | None = None,
     over the log in id order, in one snapshot, streaming: constant memory however long the log."""
     started = time.monotonic()
     only = sorted(set(domains)) if domains is not None else None
-    anchors, unreadable = read_anchors(archive_store) if archive_store is not None else ({}, [])
+    digests: dict[str, str] = {}
+    anchors, unreadable = read_anchors(archive_store, digests) if archive_store is not None else ({}, [])
     result = Verification(anchors_checked=sum(len(entries) for positions in anchors.values()
                                               for entries in positions.values()))
     dialect = database.dialect
@@ -304,6 +307,9 @@ def verify(database: AppDatabase, archive_store: ArchiveStore | None = None,
         connection.rollback()
     for key, why in unreadable:
         result.broken.append(BrokenLink("", "anchor_unreadable", f"anchor {key} cannot be read: {why}"))
+    if archive_store is not None:
+        result.broken += [BrokenLink("", problem.kind, problem.message)
+                          for problem in anchor_problems(database, archive_store, digests)]
     result.seconds = time.monotonic() - started
     return result
 

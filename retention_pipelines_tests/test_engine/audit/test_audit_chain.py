@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines import schema
-from retention_pipelines.engine.audit.anchor import anchor, anchor_key
+from retention_pipelines.engine.audit.anchor import anchor
 from retention_pipelines.engine.audit.links import (
     CONTENT_COLUMNS,
     canonical,
@@ -245,19 +245,22 @@ def test_a_row_hash_replaced_in_its_block_is_named(sealed):
 
 
 # anchors -------------------------------------------------------------------------------------------------
-def test_an_anchor_holds_every_head_and_is_replaced_the_same_day(sealed, tmp_path):
+def test_an_anchor_holds_every_head_and_a_later_one_the_same_day_is_another_object(sealed, tmp_path):
     store = LocalArchiveStore(tmp_path / "archive")
-    key = anchor(sealed, store)
-    assert key == anchor_key(sealed.now()) and key.startswith("audit_anchors/")
-    assert list(store.keys("audit_anchors/")) == [key]
-    document = json.loads(store.get(key))
+    first = anchor(sealed, store)
+    assert first.startswith(f"audit_anchors/{sealed.now():%Y/%m/%d}/") and first.endswith(".json")
+    assert list(store.keys("audit_anchors/")) == [first]
+    document = json.loads(store.get(first))
     assert {h["domain"]: h["last_seq"] for h in document["heads"]} == {"alpha": 15, "beta": 15}
     write_audit_rows(sealed, 2, start=100)
     seal(sealed)
-    assert anchor(sealed, store) == key
-    assert {h["domain"]: h["last_seq"] for h in json.loads(store.get(key))["heads"]} == {"alpha": 16, "beta": 16}
+    second = anchor(sealed, store)
+    assert second != first and sorted(store.keys("audit_anchors/")) == sorted([first, second])
+    assert {h["domain"]: h["last_seq"] for h in json.loads(store.get(first))["heads"]} == {"alpha": 15, "beta": 15}
+    assert {h["domain"]: h["last_seq"] for h in json.loads(store.get(second))["heads"]} == {"alpha": 16, "beta": 16}
     verification = verify(sealed, store)
-    assert verification.intact and verification.anchors_checked == 2
+    assert verification.intact, verification.broken
+    assert verification.anchors_checked == 4
 
 
 def test_a_chain_recomputed_in_the_database_is_caught_by_an_anchor(sealed, tmp_path):
