@@ -35,6 +35,11 @@ RANGES = {
     # At least hourly: the shortest sla.max_lag of the shipped policies is an hour, and a breach
     # must be seen within it.
     "lag_sensor_interval_seconds": (1, 3_600, "seconds"),
+    # The circuit breakers of the alert channels, the Pushgateway and the health probes
+    # (stores/breaker.py): at least one failure before opening; at most a day open before a probe,
+    # so that a service back up is seen again within a day whatever the setting.
+    "breaker_failures": (1, 1_000, "failures"),
+    "breaker_reset_seconds": (1, 86_400, "seconds"),
 }
 
 # S3 storage classes an object can be read from at once, without a restore.
@@ -96,6 +101,11 @@ class RetentionSettings(BaseSettings):
     lock_wait_seconds: float = 0.0
     # How often the retention-lag sensor measures each domain; read when the code location loads.
     lag_sensor_interval_seconds: int = 300
+    # A breaker opens after this many failed calls in a row to its service (each after its retries),
+    # and lets one probe through this long after it opened: an alert channel, the Pushgateway or a
+    # probed dependency that is down is then not called on every sensor tick, run and probe.
+    breaker_failures: int = 5
+    breaker_reset_seconds: float = 300.0
 
     @field_validator(*RANGES)
     @classmethod
