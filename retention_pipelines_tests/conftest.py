@@ -16,6 +16,7 @@ from retention_pipelines import schema
 from retention_pipelines.demo import create_app_tables
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import AppDatabase
+from retention_pipelines.stores.breaker import Breakers
 from retention_pipelines_tests.support.alert_channels import AlertReceiver
 from retention_pipelines_tests.support.cli import PASSWORD, Outcome
 from retention_pipelines_tests.support.databases import new_database
@@ -71,6 +72,14 @@ def no_dagster_instance_left_current():
     if DefsStateStorage.get() is not None:
         _current_storage.set(None)
         pytest.fail("the test left a Dagster instance or evaluation context entered: leave it with `with`")
+
+
+@pytest.fixture(autouse=True)
+def breakers_start_closed():
+    """The circuit breakers a process keeps without Redis start closed in every test: a service one
+    test left for dead is not skipped in the next."""
+    yield
+    Breakers.forget_all()
 
 
 @pytest.fixture(scope="session")

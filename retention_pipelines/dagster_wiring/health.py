@@ -7,6 +7,7 @@ from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.dagster_wiring.runbooks import runbook
 from retention_pipelines.engine.retention.health import Probe, check_health
 from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.stores.breaker import Breakers
 
 HEALTH_KEY = dg.AssetKey(["retention", "health"])
 
@@ -21,10 +22,12 @@ def probe_names(policies: list[DomainPolicy]) -> list[str]:
 
 
 def run_health(stores: RetentionStores, policies: list[DomainPolicy]) -> list[Probe]:
-    """Every probe, the ones that do not apply (no Redis: a local lock) reported as such."""
+    """Every probe, the ones that do not apply (no Redis: a local lock) reported as such; each
+    dependency through its probe's circuit breaker (RETENTION_BREAKER_*)."""
     settings = stores.settings()
     probes = check_health(stores.database, policies, stores.archive_store,
-                          stores.blob_store if any(p.blob_key_column for p in policies) else None, settings.redis_url)
+                          stores.blob_store if any(p.blob_key_column for p in policies) else None, settings.redis_url,
+                          Breakers.from_settings(settings))
     if not settings.redis_url:
         probes.append(Probe("lock_service", True, "no Redis configured: a local file lock (embedded default)"))
     return probes

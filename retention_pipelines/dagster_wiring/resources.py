@@ -26,7 +26,8 @@ from retention_pipelines.stores import (
     domain_locks,
     load_settings,
 )
-from retention_pipelines.stores.metrics import push_run_metrics
+from retention_pipelines.stores.breaker import Breakers
+from retention_pipelines.stores.metrics import push_through_breaker
 from retention_pipelines.stores.notifier import Notifier, notifier
 
 
@@ -83,17 +84,18 @@ class RetentionStores(dg.ConfigurableResource):
 
     def push_metrics(self, context, domain: str, acted, lag) -> bool:
         """The run's figures to the Pushgateway, where one is configured. Metrics that cannot be
-        pushed are logged, not fatal: the retention work of the run is done and audited."""
-        url = self.settings().pushgateway_url
+        pushed are logged, not fatal: the retention work of the run is done and audited; while the
+        Pushgateway's breaker is open they are not even tried (a warning line says so)."""
+        settings = self.settings()
+        url = settings.pushgateway_url
         if not url or acted.dry_run:
             return False
         try:
-            push_run_metrics(url, domain, acted.acted_on, acted.failed, acted.seconds, lag.total_seconds(),
-                             acted.dry_run)
+            return push_through_breaker(Breakers.from_settings(settings), url, domain, acted.acted_on, acted.failed,
+                                        acted.seconds, lag.total_seconds())
         except StoreUnavailable as exc:
             context.log.error(str(exc))
             return False
-        return True
 
     @property
     def archive_keys(self) -> ArchiveKeys:

@@ -1,4 +1,6 @@
-"""Run metrics to a Prometheus Pushgateway (RETENTION_PUSHGATEWAY_URL), one group per domain."""
+"""Run metrics to a Prometheus Pushgateway (RETENTION_PUSHGATEWAY_URL), one group per domain,
+through the Pushgateway's circuit breaker (stores/breaker.py): a Pushgateway that is down is not
+called by every run."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
 from retention_pipelines.errors import StoreUnavailable
 from retention_pipelines.redaction import display_url
+from retention_pipelines.stores.breaker import Breakers, CircuitOpen
+from retention_pipelines.stores.breaker import log as breaker_log
 
 JOB = "retention_pipelines"
 
@@ -29,3 +33,16 @@ def push_run_metrics(url: str, domain: str, acted_on: int, failed: int, duration
         push_to_gateway(url, job=JOB, grouping_key={"domain": domain}, registry=registry, timeout=10)
     except OSError as exc:
         raise StoreUnavailable(f"pushgateway {display_url(url)} is unreachable: {exc}") from None
+
+
+def push_through_breaker(breakers: Breakers, url: str, domain: str, acted_on: int, failed: int,
+                         duration_seconds: float, lag_seconds: float) -> bool:
+    """push_run_metrics through the Pushgateway's breaker: True once pushed; False, with a warning
+    line and without calling it, while the breaker is open; StoreUnavailable when the push fails."""
+    try:
+        breakers(f"pushgateway {display_url(url)}").call(push_run_metrics, url, domain, acted_on, failed,
+                                                        duration_seconds, lag_seconds, False)
+    except CircuitOpen as exc:
+        breaker_log.warning(f"metrics of {domain} not pushed: {exc}", extra={"domain": domain})
+        return False
+    return True

@@ -3,7 +3,8 @@ a structured log line.
 
 A breach alerts when it opens, when it escalates and when it closes, never on every tick (the
 sensors call this only on those transitions). An alert carries domains, kinds, counts and
-durations: never personal data.
+durations: never personal data. Each configured channel has its circuit breaker (stores/breaker.py):
+a channel that failed several alerts in a row is skipped, and the alert logged, until it is probed again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
@@ -20,6 +22,8 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from retention_pipelines.errors import StoreUnavailable
 from retention_pipelines.redaction import display_url, without_personal_data
+from retention_pipelines.stores.breaker import Breakers, CircuitOpen, ServiceBreaker
+from retention_pipelines.stores.breaker import log as breaker_log
 
 OPENED, ESCALATED, CLOSED = "opened", "escalated", "closed"
 
@@ -53,6 +57,11 @@ class Alert:
 
 class Notifier(ABC):
     name: str
+
+    @property
+    def service(self) -> str:
+        """The channel and where it posts, as messages show it (no credential): its breaker's name."""
+        return self.name
 
     @abstractmethod
     def send(self, alert: Alert) -> None:
@@ -106,6 +115,10 @@ class WebhookNotifier(Notifier):
     def __init__(self, url: str, timeout: float = 10.0, attempts: int = 3):
         self.url, self.timeout, self.attempts = url, timeout, attempts
 
+    @property
+    def service(self) -> str:
+        return f"alert webhook {display_url(self.url)}"
+
     def send(self, alert: Alert) -> None:
         try:
             _post_json(self.url, alert.payload(), self.timeout, self.attempts)
@@ -126,6 +139,10 @@ class SlackNotifier(Notifier):
         if api_url:
             self.client.base_url = api_url.rstrip("/") + "/"
         self.channel, self.attempts = channel, attempts
+
+    @property
+    def service(self) -> str:
+        return f"Slack ({display_url(self.client.base_url)})"
 
     def send(self, alert: Alert) -> None:
         from slack_sdk.errors import SlackApiError, SlackClientError
@@ -156,6 +173,10 @@ class PagerDutyNotifier(Notifier):
         self.routing_key, self.url = routing_key, events_url or self.EVENTS_URL
         self.timeout, self.attempts = timeout, attempts
 
+    @property
+    def service(self) -> str:
+        return f"PagerDuty ({display_url(self.url)})"
+
     def event(self, alert: Alert) -> dict:
         body = {"routing_key": self.routing_key, "dedup_key": alert.dedup_key,
                 "event_action": "resolve" if alert.event == CLOSED else "trigger"}
@@ -179,16 +200,31 @@ class PagerDutyNotifier(Notifier):
 class Notifiers(Notifier):
     """Every configured channel gets every alert, side by side and each within `timeout`: a
     channel that is down or hangs is named, and the others still deliver. An alert that reaches
-    no one is still logged (on `log`): it must not be lost silently."""
+    no one is still logged (on `log`): it must not be lost silently.
+
+    With `breakers`, each channel is called through its service's breaker, around its retries (a
+    send that failed after them is one failure); while a breaker is open its channel is skipped."""
 
     name = "alerts"
 
-    def __init__(self, channels: list[Notifier], log: logging.Logger, timeout: float = 30.0):
-        self.channels, self.fallback, self.timeout = channels, LogNotifier(log), timeout
+    def __init__(self, channels: list[Notifier], log: logging.Logger, timeout: float = 30.0,
+                 breakers: Callable[[str], ServiceBreaker] | None = None):
+        self.channels, self.fallback, self.timeout, self.breakers = channels, LogNotifier(log), timeout, breakers
+
+    def _deliver(self, channel: Notifier, alert: Alert) -> None:
+        if self.breakers is None:
+            return channel.send(alert)
+        try:
+            self.breakers(channel.service).call(channel.send, alert)
+        except CircuitOpen as exc:
+            breaker_log.warning(f"alert channel {channel.name} skipped while its circuit is open "
+                                f"({alert.domain} {alert.kind} {alert.event}): {exc}",
+                                extra={"domain": alert.domain, "breaker": channel.service})
+            raise
 
     def send(self, alert: Alert) -> None:
         pool = ThreadPoolExecutor(max_workers=len(self.channels), thread_name_prefix="alert")
-        sending = {pool.submit(channel.send, alert): channel for channel in self.channels}
+        sending = {pool.submit(self._deliver, channel, alert): channel for channel in self.channels}
         wait(sending, timeout=self.timeout)  # one deadline for all of them, not one each
         pool.shutdown(wait=False)  # a hung channel must not hold the sensor
         failures = []
@@ -215,4 +251,4 @@ def notifier(settings, log: logging.Logger) -> Notifier:
                                           settings.pagerduty_events_url))
     if settings.alert_webhook_url:
         channels.append(WebhookNotifier(settings.alert_webhook_url))
-    return Notifiers(channels, log) if channels else LogNotifier(log)
+    return Notifiers(channels, log, breakers=Breakers.from_settings(settings)) if channels else LogNotifier(log)

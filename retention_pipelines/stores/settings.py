@@ -38,6 +38,11 @@ RANGES = {
     # A century at most: S3 accepts any date, and a typo of a few more digits would lock the
     # anchors under COMPLIANCE for good.
     "audit_anchor_keep_days": (1, 36_525, "days"),
+    # The circuit breakers of the alert channels, the Pushgateway and the health probes
+    # (stores/breaker.py): at least one failure before opening; at most a day open before a probe,
+    # so that a service back up is seen again within a day whatever the setting.
+    "breaker_failures": (1, 1_000, "failures"),
+    "breaker_reset_seconds": (1, 86_400, "seconds"),
 }
 
 # How long an audit anchor is locked (under an Object Lock mode): ten years, no shorter than the
@@ -106,6 +111,11 @@ class RetentionSettings(BaseSettings):
     lock_wait_seconds: float = 0.0
     # How often the retention-lag sensor measures each domain; read when the code location loads.
     lag_sensor_interval_seconds: int = 300
+    # A breaker opens after this many failed calls in a row to its service (each after its retries),
+    # and lets one probe through this long after it opened: an alert channel, the Pushgateway or a
+    # probed dependency that is down is then not called on every sensor tick, run and probe.
+    breaker_failures: int = 5
+    breaker_reset_seconds: float = 300.0
 
     @field_validator(*RANGES)
     @classmethod

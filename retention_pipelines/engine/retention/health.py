@@ -1,6 +1,10 @@
 """Is everything a retention run needs there? (the seed's check_cleanup_health)
 
 Each probe names its dependency and, when it fails, what to do, with the runbook's section.
+With `breakers`, the probes of the database, the lock service and the stores go through their
+service's circuit breaker: a dependency that failed its probes several times in a row is reported
+down ("circuit open") without being called, until its breaker lets a probe through again. These
+breakers are the probes' own; a run never goes through them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from retention_pipelines import schema
 from retention_pipelines.engine.retention.table import DomainTable
 from retention_pipelines.errors import first_line
 from retention_pipelines.policies import DomainPolicy
+from retention_pipelines.redaction import display_url
 from retention_pipelines.stores import AppDatabase, ArchiveStore, BlobStore, PolicyMismatch, StoreUnavailable
+from retention_pipelines.stores.breaker import CircuitOpen, ServiceBreaker
 
 RUNBOOK = "docs/runbooks/health.md"
 PROBE = b"retention health probe\n"
@@ -28,9 +34,11 @@ class Probe:
     message: str
 
 
-def _probe(name: str, action: str, run: Callable[[], str]) -> Probe:
+def _probe(name: str, action: str, run: Callable[[], str], breaker: ServiceBreaker | None = None) -> Probe:
     try:
-        return Probe(name, True, run())
+        return Probe(name, True, breaker.call(run) if breaker else run())
+    except CircuitOpen as exc:
+        return Probe(name, False, f"not probed: {exc} — {action} (see {RUNBOOK}#{name.split(':')[0]})")
     except (StoreUnavailable, PolicyMismatch, schema.SchemaBehindError, sa.exc.SQLAlchemyError, OSError) as exc:
         # The driver's own words (psycopg2 quotes the user it tried): shown in the CLI, the check's
         # metadata and Dagster's event log.
@@ -38,9 +46,14 @@ def _probe(name: str, action: str, run: Callable[[], str]) -> Probe:
 
 
 def check_health(database: AppDatabase, policies: list[DomainPolicy], archive_store: ArchiveStore,
-                 blob_store: BlobStore | None, redis_url: str | None) -> list[Probe]:
+                 blob_store: BlobStore | None, redis_url: str | None,
+                 breakers: Callable[[str], ServiceBreaker] | None = None) -> list[Probe]:
+    def breaker(dependency: str, where: str) -> ServiceBreaker | None:
+        return breakers(f"health probe of the {dependency} {where}") if breakers else None
+
     probes = [_probe("database", "check RETENTION_DATABASE_URL and that the server is up",
-                     lambda: f"{database.display_url} answers, its clock reads {database.now():%Y-%m-%d %H:%M:%S} UTC")]
+                     lambda: f"{database.display_url} answers, its clock reads {database.now():%Y-%m-%d %H:%M:%S} UTC",
+                     breaker("database", database.display_url))]
     if not probes[0].ok:
         return probes
     probes.append(_probe("migrations", "run `retention db upgrade`", lambda: _migrations(database)))
@@ -49,14 +62,16 @@ def check_health(database: AppDatabase, policies: list[DomainPolicy], archive_st
                              "column or index", lambda p=policy: _policy(database, p)))
     if redis_url:
         probes.append(_probe("lock_service", "check RETENTION_REDIS_URL; delete a lock key without TTL",
-                             lambda: _locks(redis_url)))
+                             lambda: _locks(redis_url), breaker("lock service", display_url(redis_url))))
     probes.append(_probe("archive_store", "check RETENTION_ARCHIVE_URL and its credentials",
                          lambda: _put_get_delete(archive_store.put, archive_store.get, archive_store.delete,
-                                                 archive_store.uri)))
+                                                 archive_store.uri),
+                         breaker("archive store", archive_store.uri("").rstrip("/"))))
     if blob_store is not None:
         probes.append(_probe("blob_store", "check RETENTION_BLOB_URL and its credentials",
                              lambda: _put_get_delete(blob_store.put, blob_store.get,
-                                                     lambda key: _deleted(blob_store, key), blob_store.uri)))
+                                                     lambda key: _deleted(blob_store, key), blob_store.uri),
+                             breaker("blob store", blob_store.uri("").rstrip("/"))))
     return probes
 
 
