@@ -53,3 +53,25 @@ def dump_all_tables(database: AppDatabase) -> dict[str, list[tuple]]:
                 dump[f"sequence {sequence}"] = connection.exec_driver_sql(
                     f'SELECT last_value, is_called FROM "{sequence}"').all()
     return dump
+
+
+def tables(url: str) -> set[str]:
+    """The database's tables and views, by name."""
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        return set(inspector.get_table_names()) | set(inspector.get_view_names())
+    finally:
+        engine.dispose()
+
+
+def revision(url: str) -> list[str]:
+    """The retention migrations' revision the database records (one, or none)."""
+    from retention_pipelines.schema.tables import VERSION_TABLE
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars())
+    finally:
+        engine.dispose()

@@ -17,8 +17,7 @@ from retention_pipelines.schema import head_revision
 from retention_pipelines.schema.downgrade import revisions
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.support.cli import with_password
-from retention_pipelines_tests.support.databases import dump_all_tables
-from retention_pipelines_tests.test_cli.test_db_upgrade import revision, tables
+from retention_pipelines_tests.support.databases import dump_all_tables, revision, tables
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

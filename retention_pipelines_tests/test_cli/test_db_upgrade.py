@@ -10,6 +10,7 @@ from retention_pipelines.demo import app_schema_sql
 from retention_pipelines.schema import head_revision
 from retention_pipelines.schema.tables import VERSION_TABLE
 from retention_pipelines_tests.support.cli import dagster_home, run_script, with_password
+from retention_pipelines_tests.support.databases import revision, tables
 
 RETENTION_TABLES = {"retention_audit_log", "retention_legal_holds", "retention_sla_breaches", "retention_manual_queue",
                     "gdpr_erasure_requests", "retention_data_keys", "retention_audit_record_index",
@@ -21,23 +22,6 @@ RETENTION_TABLES = {"retention_audit_log", "retention_legal_holds", "retention_s
 
 def empty_database(postgres_server) -> str:
     return postgres_server.create_database(f"empty_{uuid.uuid4().hex[:10]}")
-
-
-def tables(url: str) -> set[str]:
-    engine = sa.create_engine(url)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
-
-
-def revision(url: str) -> list[str]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return list(connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars())
-    finally:
-        engine.dispose()
 
 
 def test_upgrade_an_empty_database_creates_the_retention_tables(cli, postgres_server, monkeypatch):
