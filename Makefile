@@ -41,11 +41,13 @@ test-servers:
 # 2): each worker starts its own servers on free ports, so the suite takes about half the wall time.
 # The reliability table still comes out once, from the controller (support/figures.py). A file's tests
 # stay in one worker (--dist loadfile): some files end with a test that counts what the file's other
-# tests recorded (reliability/test_bad_input.py's every case handled).
+# tests recorded (reliability/test_bad_input.py's every case handled). Coverage of the package is
+# measured on both workers (pytest-cov) and the run fails below [tool.coverage.report] fail_under;
+# the figures per file go to test-artifacts/coverage.json.
 test: setup test-servers
 	$(BIN)/ruff check .
 	RETENTION_ENV=demo VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --cov --cov-report=term:skip-covered --cov-report=json:test-artifacts/coverage.json
 
 # The benchmark targets, every case in one run: a table, benchmarks/results/benchmarks.json, exit 1 on a miss.
 benchmark: setup test-servers
