@@ -29,7 +29,7 @@ from retention_pipelines.dagster_wiring.common import (
 from retention_pipelines.dagster_wiring.domain_checks import DomainChecks, domain_check_specs
 from retention_pipelines.dagster_wiring.orphans import build_orphans_defs
 from retention_pipelines.dagster_wiring.resources import RetentionStores
-from retention_pipelines.dagster_wiring.windows import history_to_record, run_request, windows_to_cover
+from retention_pipelines.dagster_wiring.windows import HISTORY_TAGS, history_to_record, run_request, windows_to_cover
 from retention_pipelines.engine import Acted, Archived, Audited, Found
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
@@ -150,10 +150,12 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
                      f"{policy.partitions.cadence} window; and, until the history reaches back to the first "
                      "window, one more run over the windows just before the earliest recorded one."))
     def schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        windows = [windows_to_cover(context.instance, policy, context.scheduled_execution_time),
-                   history_to_record(context.instance, policy)]
+        latest = windows_to_cover(context.instance, policy, context.scheduled_execution_time)
         # A tick of several requests names each (Dagster's rule); within a tick a range names itself.
-        return [run_request(covered, run_key=f"{covered.start}…{covered.end}") for covered in windows if covered]
+        requests = [run_request(latest, run_key=f"{latest.start}…{latest.end}")]
+        if history := history_to_record(context.instance, policy):
+            requests.append(run_request(history, tags=HISTORY_TAGS, run_key=f"{history.start}…{history.end}"))
+        return requests
 
     domain = dg.Definitions(assets=[retention], jobs=[job, build_dry_run_job(policy, policy_version, partitions)],
                             schedules=[schedule])

@@ -9,9 +9,10 @@ The history starts with the domain's first run, which records the latest window 
 window is eight events in Dagster's storage (planned and materialized, per asset), some 24 ms each
 on the embedded SQLite instance, and a year of hourly windows would keep that first run busy for
 half an hour. The windows before it are recorded from then on, newest first, by one more run per
-schedule tick over at most HISTORY_WINDOWS_PER_RUN of them (`history_to_record`). Such a run is a
-real run: its cutoff is the end of its last window, it takes whatever is still due before it and
-its `no_rows_past_deadline` check proves none is left, so what it records is what it enforced.
+schedule tick over at most HISTORY_WINDOWS_PER_RUN of them (`history_to_record`), queued behind the
+run of the latest windows (a lower priority) and tagged HISTORY_TAG. Such a run is a real run: its
+cutoff is the end of its last window, it takes whatever is still due before it and its
+`no_rows_past_deadline` check proves none is left, so what it records is what it enforced.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from retention_pipelines.policies import DomainPolicy
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-# Two weeks of hourly windows (all of a year's daily ones): about a minute of Dagster's bookkeeping
-# on SQLite, so an hourly domain's year of history is recorded within a day of its first run.
-HISTORY_WINDOWS_PER_RUN = 336
+# A week of hourly windows (half a year of daily ones): some 1,300 events, half a minute of Dagster's
+# bookkeeping, so an hourly domain's year of history is recorded within three days of its first run.
+HISTORY_WINDOWS_PER_RUN = 168
+HISTORY_TAG = "retention/history"
+# The queue launches the run of the latest windows first: the history waits, compliance does not.
+HISTORY_TAGS = {HISTORY_TAG: "earlier windows", "dagster/priority": "-1"}
 
 
 def windows_to_cover(instance: dg.DagsterInstance, policy: DomainPolicy,

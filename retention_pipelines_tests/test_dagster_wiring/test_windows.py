@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from retention_pipelines.dagster_wiring.common import domain_partitions
 from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
 from retention_pipelines.dagster_wiring.windows import (
+    HISTORY_TAG,
     HISTORY_WINDOWS_PER_RUN,
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -109,6 +110,7 @@ def test_the_schedule_asks_for_the_windows_since_the_last_recorded_one_and_for_t
         (datetime(2026, 12, 6, 5, tzinfo=UTC) - timedelta(hours=HISTORY_WINDOWS_PER_RUN)).strftime("%Y-%m-%d-%H:%M"),
         "2026-12-06-04:00")
     assert latest.run_key != history.run_key
+    assert history.tags[HISTORY_TAG] and int(history.tags["dagster/priority"]) < 0 and HISTORY_TAG not in latest.tags
 
 
 def test_the_schedule_of_a_domain_whose_history_is_whole_asks_for_one_run():

@@ -18,7 +18,7 @@ import dagster as dg
 import yaml
 
 from retention_pipelines.dagster_wiring.common import domain_partitions, job_name
-from retention_pipelines.dagster_wiring.windows import windows_of
+from retention_pipelines.dagster_wiring.windows import HISTORY_TAG, windows_of
 from retention_pipelines.policies import load_policies
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.support.browser import NUX_TITLE, chromium, page
@@ -76,9 +76,12 @@ def policies_scheduled_soon(folder: Path) -> tuple[Path, int]:
 
 def wait_for_scheduled_run(instance: dg.DagsterInstance, schedule: str, daemon: Daemon,
                            seconds: float = 300) -> dg.DagsterRun:
+    """The tick's run of the latest windows, once finished (not the run recording earlier windows
+    the tick may add, which waits behind it)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/schedule_name": schedule}))
+        runs = [run for run in instance.get_runs(dg.RunsFilter(tags={"dagster/schedule_name": schedule}))
+                if HISTORY_TAG not in run.tags]
         if runs and runs[0].is_finished:
             return runs[0]
         if not daemon.alive():
