@@ -7,7 +7,9 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from retention_pipelines_tests.support.servers import serve_in_a_thread
 
 WEBHOOK_PATH = "/alerts"
 SLACK_PATH = "/api/chat.postMessage"
@@ -67,10 +69,7 @@ class AlertReceiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = serve_in_a_thread(Handler)
 
     @property
     def base(self) -> str:
@@ -90,9 +89,8 @@ class AlertReceiver:
         return self.base + EVENTS_PATH
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self.server.shutdown()  # returns once serve_forever has
         self.server.server_close()
-        self.thread.join(10)
 
 
 class SilentServer:

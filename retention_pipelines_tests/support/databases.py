@@ -75,3 +75,23 @@ def revision(url: str) -> list[str]:
             return list(connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars())
     finally:
         engine.dispose()
+
+
+def database_at_revision(request, tmp_path, revision: str) -> AppDatabase:
+    """A database (PostgreSQL or SQLite, by the fixture's param) with the retention tables at
+    migration `revision`, nothing else: to see what a later migration does to what it finds."""
+    from alembic import command
+
+    from retention_pipelines import schema
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / f'at_{revision}.db'}"
+    else:
+        server = request.getfixturevalue("postgres_server")
+        name = f"at_{revision}_{uuid.uuid4().hex[:8]}"
+        server.create_database(name)
+        url = server.url(name)
+    database = AppDatabase(url)
+    with database.engine.begin() as connection:
+        command.upgrade(schema._config(connection), revision)
+    return database

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from retention_pipelines_tests.support.servers import serve_in_a_thread
 
 
 class FailingService:
@@ -29,10 +31,7 @@ class FailingService:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = serve_in_a_thread(Handler)
 
     @property
     def url(self) -> str:
@@ -45,6 +44,5 @@ class FailingService:
             response.read()
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self.server.shutdown()  # returns once serve_forever has
         self.server.server_close()
-        self.thread.join(10)

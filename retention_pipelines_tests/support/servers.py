@@ -13,7 +13,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 PG_BIN_DIRS = [Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15", "14", "13")]
@@ -261,3 +263,12 @@ class PushgatewayServer(LoopbackServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def serve_in_a_thread(handler: type) -> ThreadingHTTPServer:
+    """An HTTP server on a free loopback port answering with `handler`, in a daemon thread of this
+    process (stop it with its shutdown())."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

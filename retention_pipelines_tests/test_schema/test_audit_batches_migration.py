@@ -5,7 +5,6 @@ the new one after; the anchors written before still check; and the downgrade put
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,6 +17,7 @@ from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_e
 from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines.stores.archive import LocalArchiveStore
+from retention_pipelines_tests.support.databases import database_at_revision
 from retention_pipelines_tests.support.legacy_audit import CONTENT, seal_legacy, write_legacy_rows
 
 MOMENT = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -26,16 +26,7 @@ MOMENT = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 @pytest.fixture(params=["postgresql", "sqlite"])
 def database_at_0012(request, tmp_path):
     """A database with the retention tables at migration 0012: the audit log still a table of full rows."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'at_0012.db'}"
-    else:
-        server = request.getfixturevalue("postgres_server")
-        name = f"at_0012_{uuid.uuid4().hex[:8]}"
-        server.create_database(name)
-        url = server.url(name)
-    database = AppDatabase(url)
-    with database.engine.begin() as connection:
-        command.upgrade(schema._config(connection), "0012")
+    database = database_at_revision(request, tmp_path, "0012")
     yield database
     database.dispose()
 

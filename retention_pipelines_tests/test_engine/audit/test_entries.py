@@ -5,7 +5,6 @@ erasure request it belongs to in a column, filled for the items already queued b
 from __future__ import annotations
 
 import ast
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from retention_pipelines.engine.audit.entries import ACTED_ACTIONS, Action, Audi
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.report.figures import ACTION_GROUPS
 from retention_pipelines.schema import audit_log
-from retention_pipelines.stores import AppDatabase
+from retention_pipelines_tests.support.databases import database_at_revision
 
 PACKAGE = Path(retention_pipelines.__file__).parent
 WRITER = PACKAGE / "engine" / "audit" / "entries.py"
@@ -90,16 +89,7 @@ def test_an_erasures_queue_item_names_its_request_in_a_column(any_database):
 @pytest.fixture(params=["postgresql", "sqlite"])
 def database_at_0010(request, tmp_path):
     """A database with the retention tables at migration 0010, before the column existed."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'at_0010.db'}"
-    else:
-        server = request.getfixturevalue("postgres_server")
-        name = f"at_0010_{uuid.uuid4().hex[:8]}"
-        server.create_database(name)
-        url = server.url(name)
-    database = AppDatabase(url)
-    with database.engine.begin() as connection:
-        command.upgrade(schema._config(connection), "0010")
+    database = database_at_revision(request, tmp_path, "0010")
     yield database
     database.dispose()
 
