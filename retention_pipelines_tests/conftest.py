@@ -31,6 +31,16 @@ os.environ["RETENTION_ENV"] = "demo"
 # plugin in support/figures.py, where the tests record their figures.
 pytest_plugins = ["retention_pipelines_tests.support.figures"]
 
+# The folders whose files take minutes each run first: pytest-xdist hands whole files (--dist
+# loadfile) to the two workers in the order they are collected, and these, collected last, kept one
+# worker busy for minutes after the other had run out of files. The order within a file is kept.
+SLOWEST_FIRST = ("test_integration", "reliability")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: next((n for n, folder in enumerate(SLOWEST_FIRST) if folder in item.path.parts),
+                                     len(SLOWEST_FIRST)))
+
 # The property suite (properties/): 'ci', the default, runs a fixed budget of examples, the same
 # ones on every machine (derandomize), in a few minutes on 2 cores; 'reliability' (`make reliability`)
 # ten times as many, drawn anew each time, printing how to reproduce a failure. Examples run against
