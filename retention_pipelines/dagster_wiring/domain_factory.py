@@ -29,7 +29,13 @@ from retention_pipelines.dagster_wiring.common import (
 from retention_pipelines.dagster_wiring.domain_checks import DomainChecks, domain_check_specs
 from retention_pipelines.dagster_wiring.orphans import build_orphans_defs
 from retention_pipelines.dagster_wiring.resources import RetentionStores
-from retention_pipelines.dagster_wiring.windows import HISTORY_TAGS, history_to_record, run_request, windows_to_cover
+from retention_pipelines.dagster_wiring.windows import (
+    HISTORY_TAGS,
+    history_to_record,
+    recorded_windows,
+    run_request,
+    windows_to_cover,
+)
 from retention_pipelines.engine import Acted, Archived, Audited, Found
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.policies.model import format_duration
@@ -150,10 +156,11 @@ def build_domain_defs(policy: DomainPolicy, policy_version: str) -> dg.Definitio
                      f"{policy.partitions.cadence} window; and, until the history reaches back to the first "
                      "window, one more run over the windows just before the earliest recorded one."))
     def schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        latest = windows_to_cover(context.instance, policy, context.scheduled_execution_time)
+        recorded = recorded_windows(context.instance, policy)
+        latest = windows_to_cover(context.instance, policy, context.scheduled_execution_time, recorded)
         # A tick of several requests names each (Dagster's rule); within a tick a range names itself.
         requests = [run_request(latest, run_key=f"{latest.start}…{latest.end}")]
-        if history := history_to_record(context.instance, policy):
+        if history := history_to_record(context.instance, policy, recorded=recorded):
             requests.append(run_request(history, tags=HISTORY_TAGS, run_key=f"{history.start}…{history.end}"))
         return requests
 

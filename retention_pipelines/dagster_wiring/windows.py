@@ -34,8 +34,8 @@ HISTORY_TAG = "retention/history"
 HISTORY_TAGS = {HISTORY_TAG: "earlier windows", "dagster/priority": "-1"}
 
 
-def windows_to_cover(instance: dg.DagsterInstance, policy: DomainPolicy,
-                     current_time: datetime | None = None) -> dg.PartitionKeyRange:
+def windows_to_cover(instance: dg.DagsterInstance, policy: DomainPolicy, current_time: datetime | None = None,
+                     recorded: set[str] | None = None) -> dg.PartitionKeyRange:
     """From the first window after the last recorded one (or the latest window, for a domain
     without history) to the latest window, as of `current_time` (default now)."""
     # Asked on every sensor tick: the windows are stepped through from the last recorded one, never
@@ -43,18 +43,19 @@ def windows_to_cover(instance: dg.DagsterInstance, policy: DomainPolicy,
     partitions = domain_partitions(policy)
     # end_offset=1: the latest window is the one in progress, the one that holds the moment.
     latest = partitions.get_partition_key_for_timestamp((current_time or datetime.now(UTC)).timestamp())
-    last_recorded = max((key for key in _recorded(instance, policy) if key <= latest), default=None)
+    recorded = recorded_windows(instance, policy) if recorded is None else recorded
+    last_recorded = max((key for key in recorded if key <= latest), default=None)
     if last_recorded is None or last_recorded == latest:
         return dg.PartitionKeyRange(latest, latest)
     first = partitions.get_next_partition_key(last_recorded) or latest
     return dg.PartitionKeyRange(first, latest)
 
 
-def history_to_record(instance: dg.DagsterInstance, policy: DomainPolicy,
-                      limit: int = HISTORY_WINDOWS_PER_RUN) -> dg.PartitionKeyRange | None:
+def history_to_record(instance: dg.DagsterInstance, policy: DomainPolicy, limit: int = HISTORY_WINDOWS_PER_RUN,
+                      recorded: set[str] | None = None) -> dg.PartitionKeyRange | None:
     """The windows just before the first recorded one, at most `limit` of them; None when the history
     reaches back to the domain's first window, or has not started."""
-    first_recorded = min(_recorded(instance, policy), default=None)
+    first_recorded = min(recorded_windows(instance, policy) if recorded is None else recorded, default=None)
     partitions = domain_partitions(policy)
     if first_recorded is None or first_recorded == partitions.get_first_partition_key():
         return None
@@ -66,8 +67,9 @@ def history_to_record(instance: dg.DagsterInstance, policy: DomainPolicy,
                                 partitions.get_partition_key_for_timestamp((before - length).timestamp()))
 
 
-def _recorded(instance: dg.DagsterInstance, policy: DomainPolicy) -> set[str]:
-    """The windows the domain's history records as enforced. A window's key is its start, written
+def recorded_windows(instance: dg.DagsterInstance, policy: DomainPolicy) -> set[str]:
+    """The windows the domain's history records as enforced (one read of the instance: a schedule
+    tick hands it to both functions above). A window's key is its start, written
     with fixed-width fields: text order is time order."""
     return instance.get_materialized_partitions(dg.AssetKey([policy.name, "deletion"]))
 

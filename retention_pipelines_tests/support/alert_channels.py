@@ -11,6 +11,10 @@ from http.server import BaseHTTPRequestHandler
 
 from retention_pipelines_tests.support.servers import serve_in_a_thread
 
+# The variables that configure an alert channel: a test clears them, so that its caller's shell adds none.
+ALERT_VARIABLES = ["RETENTION_ALERT_WEBHOOK_URL", "RETENTION_SLACK_TOKEN", "RETENTION_SLACK_CHANNEL",
+                   "RETENTION_SLACK_API_URL", "RETENTION_PAGERDUTY_ROUTING_KEY", "RETENTION_PAGERDUTY_EVENTS_URL"]
+
 WEBHOOK_PATH = "/alerts"
 SLACK_PATH = "/api/chat.postMessage"
 EVENTS_PATH = "/v2/enqueue"

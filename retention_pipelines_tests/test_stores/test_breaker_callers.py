@@ -16,21 +16,19 @@ from retention_pipelines.stores.breaker import Breakers
 from retention_pipelines.stores.metrics import push_through_breaker
 from retention_pipelines.stores.notifier import Alert, Notifiers, SlackNotifier, WebhookNotifier, notifier
 from retention_pipelines.stores.settings import load_settings
-from retention_pipelines_tests.support.alert_channels import AlertReceiver
+from retention_pipelines_tests.support.alert_channels import ALERT_VARIABLES, AlertReceiver
 from retention_pipelines_tests.support.failing_service import FailingService
 from retention_pipelines_tests.support.servers import free_port
 
 BREAKER_LOGGER = "retention_pipelines.breaker"
 TOKEN = "T0KEN9f8e7d6c5b4aT0KEN9f8e7d6c"
 PERSON = "someone.private@example.com"
-ALERT_VARIABLES = ["RETENTION_ALERT_WEBHOOK_URL", "RETENTION_SLACK_TOKEN", "RETENTION_SLACK_CHANNEL",
-                   "RETENTION_SLACK_API_URL", "RETENTION_PAGERDUTY_ROUTING_KEY", "RETENTION_PAGERDUTY_EVENTS_URL",
-                   "RETENTION_REDIS_URL", "RETENTION_BREAKER_FAILURES", "RETENTION_BREAKER_RESET_SECONDS"]
+CLEARED = [*ALERT_VARIABLES, "RETENTION_REDIS_URL", "RETENTION_BREAKER_FAILURES", "RETENTION_BREAKER_RESET_SECONDS"]
 
 
 @pytest.fixture(autouse=True)
 def no_alert_variables(monkeypatch):
-    for name in ALERT_VARIABLES:
+    for name in CLEARED:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -25,7 +25,13 @@ from retention_pipelines.stores.notifier import (
     notifier,
 )
 from retention_pipelines.stores.settings import ConfigurationError, load_settings
-from retention_pipelines_tests.support.alert_channels import EVENTS_PATH, WEBHOOK_PATH, AlertReceiver, SilentServer
+from retention_pipelines_tests.support.alert_channels import (
+    ALERT_VARIABLES,
+    EVENTS_PATH,
+    WEBHOOK_PATH,
+    AlertReceiver,
+    SilentServer,
+)
 from retention_pipelines_tests.support.servers import free_port
 
 ROUTING_KEY = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY12"
@@ -40,8 +46,6 @@ def silent():
     server.stop()
 
 
-ALERT_VARIABLES = ["RETENTION_ALERT_WEBHOOK_URL", "RETENTION_SLACK_TOKEN", "RETENTION_SLACK_CHANNEL",
-                   "RETENTION_SLACK_API_URL", "RETENTION_PAGERDUTY_ROUTING_KEY", "RETENTION_PAGERDUTY_EVENTS_URL"]
 
 
 @pytest.fixture(autouse=True)
