@@ -135,7 +135,8 @@ def test_every_launch_path_queues_behind_the_domains_one_slot_and_a_dry_run_leav
             driver.quit()
 
         # A failed run, retried from its failure by the webserver in a new process, local storage gone.
-        held = domain_locks(env["RETENTION_REDIS_URL"], tmp_path / "locks", 60).acquire(DOMAIN)
+        # The daemon's schedule and lag sensor may have a run of their own on the domain: wait it out.
+        held = domain_locks(env["RETENTION_REDIS_URL"], tmp_path / "locks", 60).acquire(DOMAIN, wait_seconds=180)
         try:
             failed = launch_job(webserver, job_name(DOMAIN), latest)
             with dg.DagsterInstance.from_config(str(home)) as instance:
