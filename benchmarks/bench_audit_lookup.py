@@ -1,5 +1,5 @@
 """Benchmark: the evidence for one record (`retention audit show`) on a long audit log, through
-the evidence index the seal job fills after the fact, and what an index on the log itself would
+the evidence index the index job fills after the fact, and what an index on the log itself would
 cost the audit writes instead — each against its baseline in the same run.
 
     python benchmarks/bench_audit_lookup.py [--rows 10000000] [--lookups 200] [--writes 1000000]
@@ -8,11 +8,11 @@ On a fresh PostgreSQL started here, --rows audit entries (four domains, a uuid r
 time-ordered as the log is) are written once. Then:
 
   scan       what a lookup costs with no index at all: a scan of the log (5 random ids)
-  indexing   index_records() over the whole log: the seal job's work, in rows/s
+  indexing   index_records() over the whole log: the index job's work, in rows/s
   lookups    record_evidence() for --lookups random ids through the evidence index (target: well
              under 100 ms), with the tail of the log since the index written unindexed (as between
              two seal jobs: 100,000 rows)
-  writes     --writes audit rows INSERTed into a copy of the table: without an index on record_id
+  writes     --writes record rows INSERTed into a copy of the record table: without an index on record_id
              (the baseline, as the runs write), with a btree and with a hash index on it
 
 It prints the times in ms, the indexing rate, and the write throughput with each index on the log
@@ -42,22 +42,26 @@ from retention_pipelines_tests.support.servers import PostgresServer  # noqa: E4
 
 SERVER_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "shared_buffers": "512MB", "max_wal_size": "8GB",
                    "checkpoint_timeout": "30min"}
+# Batches of 10,000 records (their links are not what this measures: a lookup never reads them).
 FILL = """
-    INSERT INTO retention_audit_log (domain, record_id, action, run_id, occurred_at, policy_version, deadline)
-    SELECT (ARRAY['quiz_responses','magic_link_tokens','meal_plans','email_blacklist'])[1 + mod(i, 4)],
-           md5(i::text)::uuid::text, 'deleted', 'run-' || (i / 10000),
-           now() - make_interval(secs => ({rows} - i) / 10.0),
-           'bench+000000000000', now() - make_interval(secs => ({rows} - i) / 10.0)
+    INSERT INTO retention_audit_batches (id, domain, seq, action, run_id, occurred_at, policy_version, records,
+                                         prev_link, link)
+    SELECT b, (ARRAY['quiz_responses','magic_link_tokens','meal_plans','email_blacklist'])[1 + mod(b, 4)], b,
+           'deleted', 'run-' || b, now() - make_interval(secs => ({rows} - b * 10000) / 10.0), 'bench+000000000000',
+           10000, '', ''
+    FROM generate_series({start} / 10000 + 1, {stop} / 10000 + 1) AS b ON CONFLICT DO NOTHING;
+    INSERT INTO {records} (id, batch_id, record_id, deadline)
+    SELECT i, i / 10000 + 1, md5(i::text)::uuid::text, now() - make_interval(secs => ({rows} - i) / 10.0)
     FROM generate_series({start}, {stop}) AS i
 """
-
-
 def fill(engine: sa.Engine, rows: int, chunk: int = 1_000_000) -> None:
     for start in range(1, rows + 1, chunk):
         with engine.begin() as connection:
-            connection.exec_driver_sql(FILL.format(rows=rows, start=start, stop=min(start + chunk - 1, rows)))
+            connection.exec_driver_sql(FILL.format(rows=rows, start=start, stop=min(start + chunk - 1, rows),
+                                                   records="retention_audit_records"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.exec_driver_sql("VACUUM ANALYZE retention_audit_log")
+        connection.exec_driver_sql("VACUUM ANALYZE retention_audit_batches")
+        connection.exec_driver_sql("VACUUM ANALYZE retention_audit_records")
 
 
 def lookups(database: AppDatabase, ids: list[str]) -> list[float]:
@@ -73,14 +77,13 @@ def lookups(database: AppDatabase, ids: list[str]) -> list[float]:
 def write_rate(engine: sa.Engine, writes: int, method: str | None) -> float:
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE IF EXISTS audit_copy")
-        connection.exec_driver_sql("CREATE TABLE audit_copy (LIKE retention_audit_log INCLUDING DEFAULTS)")
-        connection.exec_driver_sql("CREATE INDEX ON audit_copy USING brin (occurred_at)")
+        connection.exec_driver_sql("CREATE TABLE audit_copy (LIKE retention_audit_records INCLUDING DEFAULTS)")
+        connection.exec_driver_sql("CREATE INDEX ON audit_copy USING brin (batch_id)")
         if method:
             connection.exec_driver_sql(f"CREATE INDEX ON audit_copy USING {method} (record_id)")
     started = time.perf_counter()
     with engine.begin() as connection:
-        connection.exec_driver_sql(FILL.replace("retention_audit_log", "audit_copy").format(
-            rows=writes, start=1, stop=writes))
+        connection.exec_driver_sql(FILL.split(";")[1].format(rows=writes, start=1, stop=writes, records="audit_copy"))
     return writes / (time.perf_counter() - started)
 
 
@@ -123,7 +126,7 @@ def main() -> None:
                "lookup_target_ms": 100, "lookup_pass": indexed[-1] < 100, "indexing_rows_per_s": round(indexing),
                **{f"log_writes_with_{m}_ratio": round(rates[m] / rates[None], 2) for m in ("btree", "hash")}}
     print(f"no index at all, a scan of the log (5 ids): median {figures['scan_median_ms']:.0f} ms")
-    print(f"the seal job's indexing: {indexing:,.0f} rows/s ({args.rows / indexing:.0f} s for the whole log)")
+    print(f"the index job's indexing: {indexing:,.0f} rows/s ({args.rows / indexing:.0f} s for the whole log)")
     print(f"through the evidence index, a {tail:,}-row tail unindexed ({args.lookups} ids): p50 {p50:.2f} ms, "
           f"p99 {p99:.2f} ms, max {indexed[-1]:.2f} ms (target well under 100 ms: "
           f"{'pass' if figures['lookup_pass'] else 'FAIL'})")

@@ -226,7 +226,7 @@ def orm_loop(server, database: str, rows: int) -> dict:
         created_at = mapped_column(sa.DateTime(timezone=True), nullable=False)
 
     class AuditEntry(Base):
-        __tablename__ = "retention_audit_log"
+        __tablename__ = "orm_audit_log"  # its own wide table, as such a job would have
         id = mapped_column(sa.BigInteger, primary_key=True, autoincrement=True)
         domain = mapped_column(sa.String(63), nullable=False)
         record_id = mapped_column(sa.Text, nullable=False)
@@ -238,6 +238,7 @@ def orm_loop(server, database: str, rows: int) -> dict:
 
     engine = sa.create_engine(server.url(database))
     try:
+        Base.metadata.create_all(engine, tables=[AuditEntry.__table__])
         started = time.perf_counter()
         with Session(engine) as session:
             cutoff = sa.func.now() - sa.text("interval '24 hours'")

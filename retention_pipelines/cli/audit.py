@@ -10,7 +10,6 @@ from retention_pipelines.cli.common import EXIT_FAILED, open_current_database
 from retention_pipelines.cli.output import say, show_table
 from retention_pipelines.engine.audit.entries import Action
 from retention_pipelines.engine.audit.evidence import index_records, record_evidence
-from retention_pipelines.engine.audit.seal import seal
 from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.engine.identity.records import RecordIdInvalid, canonical_record_ids
 from retention_pipelines.policies import load_policies
@@ -76,7 +75,7 @@ def _archive_store():
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Check the chains as they are: nothing is sealed first, so that what was sealed is what is checked."""
+    """Check the chains as they are."""
     database = open_current_database()
     try:
         verification = verify(database, None if args.no_anchors else _archive_store(),
@@ -84,12 +83,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     finally:
         database.dispose()
     say(f"{verification.rows_checked:,} audit rows checked in {verification.seconds:.1f} s, "
-        f"{verification.anchors_checked} anchored positions, {verification.unsealed:,} rows not yet sealed",
+        f"{verification.anchors_checked} anchored positions, {verification.outside_chain:,} rows outside the chain",
         rows_checked=verification.rows_checked, seconds=round(verification.seconds, 3),
-        anchors_checked=verification.anchors_checked, rows_not_yet_sealed=verification.unsealed)
+        anchors_checked=verification.anchors_checked, rows_outside_chain=verification.outside_chain)
     show_table([{
         "domain": chain.domain, "positions": chain.positions, "rows_checked": chain.rows_checked,
-        "not_yet_sealed": chain.unsealed, "status": "intact" if chain.intact else "BROKEN",
+        "status": "intact" if chain.intact else "BROKEN",
         "problems": chain.problems,
     } for chain in verification.domains])
     for link in verification.broken:
@@ -100,20 +99,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_seal(args: argparse.Namespace) -> int:
+def cmd_index(args: argparse.Namespace) -> int:
     database = open_current_database()
     try:
-        report = seal(database, [args.domain] if args.domain else None)
-        indexed = index_records(database) if report.settled else 0
+        indexed = index_records(database)
     finally:
         database.dispose()
-    if not report.settled:
-        say("writers of the audit log stayed open: nothing sealed; try again", settled=False)
-        return EXIT_FAILED
-    show_table([{"domain": domain, "rows_sealed": rows} for domain, rows in report.sealed.items()])
-    say(f"{report.rows:,} audit rows sealed in {report.seconds:.1f} s (every row up to id {report.horizon}); "
-        f"{indexed:,} added to the evidence index", settled=True, rows_sealed=report.rows,
-        seconds=round(report.seconds, 3), sealed_through=report.horizon, rows_indexed=indexed)
+    say(f"{indexed:,} audit entries added to the evidence index", rows_indexed=indexed)
     return 0
 
 
@@ -130,7 +122,7 @@ def chained_domains() -> tuple[str, list[str]]:
 def add_audit_commands(commands) -> None:
     audit = commands.add_parser("audit", help="the evidence in the audit log").add_subparsers(
         dest="audit_command", required=True, metavar="COMMAND")
-    # Not named verify and seal: those are the engine's functions this module calls.
+    # Not named verify: that is the engine's function this module calls.
     show_command = audit.add_parser("show", help="every audit entry of one record: when, why, by which run, "
                                                  "archived where")
     show_command.add_argument("--record-id", required=True)
@@ -141,8 +133,8 @@ def add_audit_commands(commands) -> None:
     verify_command.add_argument("--domain", help="only this domain's chain")
     verify_command.add_argument("--no-anchors", action="store_true", help="skip the anchors in the archive store")
     verify_command.set_defaults(handler=cmd_verify)
-    seal_command = audit.add_parser("seal", help="chain the audit rows written since the last seal")
-    seal_command.add_argument("--domain", help="only this domain's rows")
-    seal_command.set_defaults(handler=cmd_seal)
-    for command in (show_command, verify_command, seal_command):
+    index_command = audit.add_parser("index", help="add the entries written since the last time to the evidence "
+                                                   "index (`audit show`; the job does it every 15 min)")
+    index_command.set_defaults(handler=cmd_index)
+    for command in (show_command, verify_command):
         command.set_defaults(domains_also_known=chained_domains)

@@ -13,11 +13,14 @@ from alembic.script import ScriptDirectory
 from retention_pipelines.schema.tables import (
     VERSION_TABLE,
     audit_anchors,
+    audit_batches,
     audit_chain,
     audit_chain_heads,
+    audit_held_once,
     audit_log,
     audit_record_index,
     audit_record_index_state,
+    audit_records,
     data_keys,
     domain_fences,
     erasure_requests,
@@ -29,9 +32,10 @@ from retention_pipelines.schema.tables import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-__all__ = ["SchemaBehindError", "audit_anchors", "audit_chain", "audit_chain_heads", "audit_log",
-           "audit_record_index", "audit_record_index_state", "data_keys", "domain_fences", "ensure_current",
-           "erasure_requests", "legal_holds", "manual_queue", "metadata", "sla_breaches", "upgrade"]
+__all__ = ["SchemaBehindError", "audit_anchors", "audit_batches", "audit_chain", "audit_chain_heads", "audit_held_once",
+           "audit_log", "audit_record_index", "audit_record_index_state", "audit_records", "data_keys",
+           "domain_fences", "ensure_current", "erasure_requests", "legal_holds", "manual_queue", "metadata",
+           "sla_breaches", "upgrade"]
 
 
 class SchemaBehindError(Exception):

@@ -26,7 +26,7 @@ from retention_pipelines.schema.tables import VERSION_TABLE
 
 BASE = "base"  # Alembic's name for "no migration": every retention table dropped
 # Tables whose rows are derived from others and made again after an upgrade: the evidence index,
-# which the seal job rebuilds from the audit log (its state row is the migration's own seed).
+# which the index job rebuilds from the audit log (its state row is the migration's own seed).
 REBUILT = frozenset({"retention_audit_record_index", "retention_audit_record_index_state"})
 
 
@@ -81,12 +81,21 @@ def downgrade(engine: sa.Engine, target: str, drop_data: bool = False) -> tuple[
         return current, current, []
     with engine.begin() as connection:
         dropped = _dropped_on_a_copy(engine, target) if engine.dialect.name == "sqlite" else _trial(connection, target)
+        kept = REBUILT | _carried_back(current, target)
         lost = [lost for table, column in dropped
-                if table not in REBUILT and (lost := _rows_with_data(connection, table, column)).rows]
+                if table not in kept and (lost := _rows_with_data(connection, table, column)).rows]
         if lost and not drop_data:
             raise DowngradeWouldDropData(target, lost)
         command.downgrade(_config(connection), target)
     return current, target, lost
+
+
+def _carried_back(current: str, target: str) -> frozenset[str]:
+    """The tables whose rows the downgrades from `current` to `target` carry into others before
+    dropping them (a migration's CARRIED_BACK): dropped, but no data lost."""
+    directory = ScriptDirectory(str(MIGRATIONS))
+    undone = directory.iterate_revisions(current, None if target == BASE else target)
+    return frozenset(table for script in undone for table in getattr(script.module, "CARRIED_BACK", ()))
 
 
 def _trial(connection: sa.Connection, target: str) -> list[tuple[str, str | None]]:

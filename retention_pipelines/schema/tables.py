@@ -9,42 +9,78 @@ metadata = sa.MetaData()
 # Alembic's own bookkeeping table, named so that it never collides with the app's migrations.
 VERSION_TABLE = "retention_alembic_version"
 
-# One row per record acted on. Record ids only: never an address or other personal data.
-audit_log = sa.Table(
-    "retention_audit_log",
+# The audit log: one row per batch (what was done, under which run, policy version and archive
+# object, and its link in the domain's hash chain) and one narrow row per record (the batch, the
+# record id, its deadline), both written by the statement that acts on the rows, in its
+# transaction (engine/audit/entries.py; the chain: engine/audit/links.py). Record ids only: never an
+# address or other personal data.
+audit_batches = sa.Table(
+    "retention_audit_batches",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("domain", sa.String(63), nullable=False),
-    sa.Column("record_id", sa.Text(), nullable=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),  # its position in the domain's chain: 1, 2, …
     sa.Column("action", sa.String(32), nullable=False),
     sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("policy_version", sa.String(96), nullable=False),
     sa.Column("archive_uri", sa.Text(), nullable=True),
-    # When the record became due (its clock + the retention period): an auditor, and a check,
-    # can see that nothing was acted on before its deadline. Null for reports that act on nothing.
-    sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
-    # Changes a person made (the manual-resolution queue): who, and what changed (from → to).
+    # Changes a person made (the manual-resolution queue, holds): who, and what changed (from → to).
     sa.Column("actor", sa.String(128), nullable=True),
     sa.Column("detail", sa.Text(), nullable=True),
-    # A run's entries are found by run_id within the time since the run began: a BRIN index over
-    # the append-only occurred_at costs next to nothing per row, where a btree on run_id took a
-    # tenth of a run's speed (benchmarks/). (The SQLite demo has a plain index on run_id instead.)
-    sa.Index("retention_audit_log_occurred_brin", "occurred_at", postgresql_using="brin"),
-    # A record is deleted or redacted once because the DELETE/UPDATE … RETURNING that audits it
-    # acts on a row only once (a rerun finds nothing left to return). A unique index over every
-    # audit row would cost half of a run's speed (benchmarks/) for no extra guarantee; only the
-    # legal-hold reports, which do not change the row, need the database to refuse a repeat.
-    sa.Index("retention_audit_log_held_once", "domain", "record_id", unique=True,
-             postgresql_where=sa.text("action = 'skipped_legal_hold'"),
-             sqlite_where=sa.text("action = 'skipped_legal_hold'")),
+    sa.Column("records", sa.Integer(), nullable=False),
+    sa.Column("prev_link", sa.String(64), nullable=False),
+    sa.Column("link", sa.String(64), nullable=False),
+    # One batch per position: two writers of a domain can never both extend its chain from one head.
+    sa.UniqueConstraint("domain", "seq", name="retention_audit_batches_position"),
+    sa.Index("retention_audit_batches_run", "run_id"),
+    sa.Index("retention_audit_batches_occurred", "occurred_at"),
+)
+# A record row costs the write its three narrow columns and a BRIN summary of its batch (the rows
+# arrive in batch order): a btree per row would cost as much as the DELETE it audits (benchmarks/).
+# Its id (engine/audit/entries.py RECORDS_PER_BATCH), in write order, is what readers of the log
+# have always ordered entries by.
+audit_records = sa.Table(
+    "retention_audit_records",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+    sa.Column("batch_id", sa.BigInteger(), nullable=False),
+    sa.Column("record_id", sa.Text(), nullable=False),
+    # When the record became due (its clock + the retention period): an auditor, and a check,
+    # can see that nothing was acted on before its deadline. Null for entries that act on nothing.
+    sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
+)
+# A legal hold is reported once per record, ever: the database refuses a second report, so two runs
+# reporting one hold at once keep one entry.
+audit_held_once = sa.Table(
+    "retention_audit_held_once",
+    metadata,
+    sa.Column("domain", sa.String(63), primary_key=True),
+    sa.Column("record_id", sa.Text(), primary_key=True),
+)
+# The log as readers see it, one row per record (a view over the two tables: migration 0013).
+# The checks, the report, `retention audit show` and auditors' own SQL read it; nothing writes it.
+audit_log = sa.Table(
+    "retention_audit_log",
+    sa.MetaData(),  # a view: never created as a table
+    sa.Column("id", sa.BigInteger(), primary_key=True),
+    sa.Column("domain", sa.String(63)),
+    sa.Column("record_id", sa.Text()),
+    sa.Column("action", sa.String(32)),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("occurred_at", sa.DateTime(timezone=True)),
+    sa.Column("policy_version", sa.String(96)),
+    sa.Column("archive_uri", sa.Text()),
+    sa.Column("deadline", sa.DateTime(timezone=True)),
+    sa.Column("actor", sa.String(128)),
+    sa.Column("detail", sa.Text()),
+    sa.Column("batch_id", sa.BigInteger()),
 )
 
-# The audit log's hash chains (engine/audit/seal.py), one per domain, sealed after the rows are
-# written so that nothing is added to the transactions that write them: each row's hash is
-# sha256(previous row's hash + the row's content), the rows in id order. One block per sealed
-# chunk: its rows' ids, the first 16 bytes of each row's hash, the full hash before and after it.
-# No foreign key to the audit log: the verifier, not the database, reports a deleted audit row.
+# The chains as they were before the log moved to batches (migration 0013): each row chained on
+# its own by a sealer, one block per sealed chunk. Kept unchanged, read-only: the anchors written then
+# recorded positions and hashes of these chains, and the verifier checks them against it; a
+# migrated domain's first batch links to its last hash here.
 audit_chain = sa.Table(
     "retention_audit_chain",
     metadata,
@@ -61,9 +97,8 @@ audit_chain = sa.Table(
     sa.Column("sealed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
-# Each chain's end, and how far its domain is sealed: every audit row of the domain with an id at
-# or below sealed_through is in the chain (the sealer takes only ids below which no open
-# transaction can still commit a row).
+# Each chain's end: its last position, batch id and link, moved by the statement that writes the
+# batch, under this row's lock (sealed_through: the last batch id; last_block: unused since 0013).
 audit_chain_heads = sa.Table(
     "retention_audit_chain_heads",
     metadata,

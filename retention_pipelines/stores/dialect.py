@@ -85,6 +85,15 @@ class Dialect:
         """A UTC instant as a bound of a range over stored timestamps (`column >= bound`)."""
         raise NotImplementedError
 
+    def ordered_text_agg(self, text: sa.ColumnElement, order_by: sa.ColumnElement) -> sa.ColumnElement:
+        """The aggregate concatenating `text` over a group's rows, in `order_by` order (only where
+        acts_in_one_statement: the others compute such things in Python)."""
+        raise NotImplementedError
+
+    def next_id(self, table: str, column: str) -> sa.ColumnElement:
+        """The next value of the sequence behind `table`.`column`, drawn where it is evaluated."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"Dialect({self.name!r})"
 
@@ -119,6 +128,12 @@ class _PostgreSQL(Dialect):
 
     def time_bound(self, moment: datetime) -> Any:
         return moment
+
+    def ordered_text_agg(self, text: sa.ColumnElement, order_by: sa.ColumnElement) -> sa.ColumnElement:
+        return sa.func.string_agg(text, postgresql.aggregate_order_by(sa.literal("", sa.Text), order_by))
+
+    def next_id(self, table: str, column: str) -> sa.ColumnElement:
+        return sa.func.nextval(sa.cast(sa.func.pg_get_serial_sequence(table, column), postgresql.REGCLASS))
 
 
 class _SQLite(Dialect):

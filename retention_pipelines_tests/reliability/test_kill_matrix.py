@@ -1,6 +1,7 @@
 """The kill matrix. figures.kills() runs over seeded databases, each SIGKILLed at a
-random instant of one step (find, archive write, archive verify, delete transaction, audit seal,
-blob delete, row redact); after each kill the invariants must hold, and a rerun must finish the job
+random instant of one step (find, archive write, archive verify, delete transaction, audit write,
+blob delete, row redact); after each kill the invariants must hold and the audit chain verify with
+no entry outside it (a killed writer leaves whole batches or none), and a rerun must finish the job
 without doing anything twice."""
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from datetime import timedelta
 
 import boto3
 
-from retention_pipelines.engine.audit.seal import seal
 from retention_pipelines.engine.audit.verify import verify
 from retention_pipelines.stores import AppDatabase
 from retention_pipelines_tests.support.app_rows import bulk_insert_pg, insert_meal_plans_at, remaining_ids
@@ -23,12 +23,12 @@ from retention_pipelines_tests.support.runners.process import RunnerProcess, bac
 from retention_pipelines_tests.support.runners.run_with_kill_points import build_engine
 
 SEED = 9  # the matrix is the same on every machine: a failure can be replayed kill by kill
-STEPS = ["find", "archive write", "archive verify", "delete transaction", "audit seal", "blob delete", "row redact"]
+STEPS = ["find", "archive write", "archive verify", "delete transaction", "audit write", "blob delete", "row redact"]
 # How far into each step a kill may land: counted in calls of its kill points (runner.KILL_POINTS),
 # each batch's calls within the runs below (400 quiz rows or 40 meal plans, batches of 50 or 10).
 OCCURRENCES = {"find": 2, "archive write": 24, "archive verify": 24, "delete transaction": 12,
-               "audit seal": 6, "blob delete": 6, "row redact": 6}
-QUIZ_ROWS, QUIZ_BATCH, PLANS, PLANS_BATCH, SEAL_CHUNK = 400, 50, 40, 10, 50
+               "audit write": 6, "blob delete": 6, "row redact": 6}
+QUIZ_ROWS, QUIZ_BATCH, PLANS, PLANS_BATCH = 400, 50, 40, 10
 
 
 class MatrixRunner(RunnerProcess):
@@ -56,12 +56,13 @@ def seed(step: str, database: AppDatabase, url: str, tmp_path, archived: bool) -
              "database_url": url, "run_id": "killed"})
 
 
-def seal_violations(database: AppDatabase, settled: bool) -> list[str]:
-    """The audit chain intact (a killed seal leaves whole blocks or none); settled: every row sealed."""
+def chain_violations(database: AppDatabase) -> list[str]:
+    """The audit chain intact, every entry in it: a killed writer's transaction leaves whole batches
+    or none, and its head where its last committed batch is."""
     verification = verify(database)
     problems = [f"audit chain broken: {link.message}" for link in verification.broken]
-    if settled and verification.unsealed:
-        problems.append(f"{verification.unsealed} audit rows left unsealed after the second seal")
+    if verification.outside_chain:
+        problems.append(f"{verification.outside_chain} audit rows outside the chain")
     return problems
 
 
@@ -76,9 +77,6 @@ def kill_once(index: int, step: str, rng: random.Random, postgres_server, tmp_pa
     delay = 0.0 if hold else rng.uniform(0.0, 0.05)
     seeded, config = seed(step, database, f"{url}?application_name={name}", folder,
                           archived=step in ("archive write", "archive verify") or rng.random() < 0.5)
-    if step == "audit seal":  # a whole run first: the audit rows to seal
-        build_engine({**config, "database_url": url})[1].run("before-the-seal")
-        config = {"database_url": config["database_url"], "seal": True, "chunk_rows": SEAL_CHUNK}
     runner = MatrixRunner(**config, kill_at=kill_at)
     try:
         runner.wait_for("at", timeout=90)
@@ -89,14 +87,10 @@ def kill_once(index: int, step: str, rng: random.Random, postgres_server, tmp_pa
     try:
         assert runner.process.returncode == -9, f"kill {index} ({step}): the runner ended by itself"
         backend_gone(database, name)
-        violations = assert_invariants(database, seeded)
-        if step == "audit seal":
-            violations += seal_violations(database, settled=False)
-            seal(database, chunk_rows=SEAL_CHUNK)
-            failures = converged(database, seeded) + seal_violations(database, settled=True)
-        else:
-            report = build_engine({**config, "database_url": url})[1].run("rerun")
-            failures = converged(database, seeded) + ([] if report.audited.consistent else ["rerun audit inconsistent"])
+        violations = assert_invariants(database, seeded) + chain_violations(database)
+        report = build_engine({**config, "database_url": url})[1].run("rerun")
+        failures = (converged(database, seeded) + chain_violations(database)
+                    + ([] if report.audited.consistent else ["rerun audit inconsistent"]))
     finally:
         database.dispose()
     where = f"kill {index} ({step}, {kill_at}, delay {delay:.3f}s)"

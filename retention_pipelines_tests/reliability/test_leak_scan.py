@@ -236,7 +236,7 @@ def test_no_address_and_no_secret_anywhere_after_running_everything(scene, canar
     for item in queue_rows(scene.database):
         scene.cli("queue", "show", str(item["id"]))
     scene.cli("erasure", "status")
-    scene.cli("audit", "seal")
+    scene.cli("audit", "index")
     scene.cli("audit", "show", "--record-id", ids["blocked_quiz"])
     month = f"{scene.database.now():%Y-%m}"
     report = scene.cli("report", "--month", month, "--out", str(tmp_path / "report"))

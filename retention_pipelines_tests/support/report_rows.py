@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine import RetentionEngine
+from retention_pipelines.engine.audit.entries import AuditStamp, write_entries
 from retention_pipelines.engine.gdpr.requests import ErasureRequests, KeptByPolicy, Outcome
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.oversight.sla import Breaches
@@ -27,6 +28,7 @@ from retention_pipelines_tests.support.app_rows import (
     insert_token_expiring_at,
 )
 from retention_pipelines_tests.support.archives import configured_keys
+from retention_pipelines_tests.support.audit_rows import relink
 
 MONTH = "2026-10"
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -54,16 +56,19 @@ class Scenario:
 
 # moving what the engine stamped --------------------------------------------------------------------
 def redate_run(database: AppDatabase, run_id: str, moment: datetime) -> int:
-    """Every audit entry of one run, dated `moment`; returns how many."""
+    """Every audit entry of one run, dated `moment` (its batches carry the time); returns how many."""
+    batches = schema.audit_batches
     with database.engine.begin() as connection:
-        return connection.execute(sa.update(schema.audit_log).where(schema.audit_log.c.run_id == run_id).values(
-            occurred_at=database.bind_time(moment))).rowcount
+        connection.execute(sa.update(batches).where(batches.c.run_id == run_id).values(
+            occurred_at=database.bind_time(moment)))
+        return connection.execute(sa.select(sa.func.count()).select_from(schema.audit_log).where(
+            schema.audit_log.c.run_id == run_id)).scalar_one()
 
 
 def redate_queue_item(database: AppDatabase, item_id: int, created: datetime, due: datetime,
                       closed: datetime | None = None) -> None:
     """The item's times, and its audit entries with them: opened when created, closed when closed."""
-    log = schema.audit_log
+    log = schema.audit_batches  # an entry's time is its batch's
     with database.engine.begin() as connection:
         connection.execute(sa.update(schema.manual_queue).where(schema.manual_queue.c.id == item_id).values(
             created_at=database.bind_time(created), due_at=database.bind_time(due),
@@ -93,9 +98,11 @@ def place_hold(database: AppDatabase, domain: str, record_id: str, reason: str, 
 
 def audit_entry(database: AppDatabase, domain: str, record_id: str, action: str, moment: datetime) -> None:
     """An entry of an action other engineers' code writes (erased, key_destroyed, …)."""
+    batches = schema.audit_batches
     with database.engine.begin() as connection:
-        connection.execute(sa.insert(schema.audit_log).values(
-            domain=domain, record_id=record_id, action=action, run_id="erasure-run", policy_version="test",
+        write_entries(connection, [AuditStamp(domain, action, "erasure-run", "test").row(record_id)])
+        last = sa.select(sa.func.max(batches.c.id)).where(batches.c.domain == domain).scalar_subquery()
+        connection.execute(sa.update(batches).where(batches.c.id == last).values(
             occurred_at=database.bind_time(moment)))
 
 
@@ -149,6 +156,12 @@ def month_of_activity(database: AppDatabase, policies, archive_url: str, folder:
     _breaches(database, scenario)
     _erasure(database, scenario)
     _holds(database, scenario)
+    # The entries' times were moved to the month after they were written: every chain linked again,
+    # as if they had been written then.
+    with database.connect() as connection:
+        domains = connection.execute(sa.select(schema.audit_chain_heads.c.domain)).scalars().all()
+    for domain in domains:
+        relink(database, domain)
     return scenario
 
 

@@ -8,15 +8,13 @@ from urllib.parse import urlparse
 
 from retention_pipelines.cli.common import EXIT_FAILED
 from retention_pipelines.engine.audit.anchor import anchor
-from retention_pipelines.engine.audit.seal import seal
 from retention_pipelines.stores import archive_store_from_url, load_settings
 from retention_pipelines_tests.support.audit_rows import execute, write_audit_rows
 
 
 def anchored(database) -> tuple[str, Path]:
-    """An anchor of a sealed log in the CLI's archive: its key and its file."""
+    """An anchor of a written log (chained as it was written) in the CLI's archive: its key and its file."""
     write_audit_rows(database, 6)
-    seal(database)
     url = load_settings().resolved_archive_url()
     key = anchor(database, archive_store_from_url(url))
     return key, Path(urlparse(url).path) / key

@@ -99,6 +99,22 @@ def test_a_downgrade_of_empty_tables_needs_no_flag(cli, upgraded):
     assert cli("db", "upgrade").code == 0 and revision(url) == [head_revision()]
 
 
+def test_the_audit_log_carried_back_by_its_downgrade_is_no_data_lost(cli, upgraded):
+    """Migration 0013's downgrade writes every entry back as a row of the old table: not refused."""
+    from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
+
+    url = upgraded.url.render_as_string(hide_password=False)
+    with upgraded.begin() as connection:
+        write_entries(connection, [AuditStamp("alpha", Action.DELETED, "run", "v").row(f"r{i}") for i in range(3)])
+    done = cli("db", "downgrade", "0012")
+    assert done.code == 0, done.text
+    assert "dropped" not in done.out and revision(url) == ["0012"]
+    with upgraded.connect() as connection:
+        assert connection.execute(sa.text("SELECT record_id FROM retention_audit_log ORDER BY id")).scalars().all() \
+            == ["r0", "r1", "r2"]
+    assert cli("db", "upgrade").code == 0 and revision(url) == [head_revision()]
+
+
 def test_unknown_and_later_revisions_exit_2_with_what_is_wrong(cli, upgraded):
     url = upgraded.url.render_as_string(hide_password=False)
     unknown = cli("db", "downgrade", "0099")

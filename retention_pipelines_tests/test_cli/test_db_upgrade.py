@@ -16,8 +16,8 @@ RETENTION_TABLES = {"retention_audit_log", "retention_legal_holds", "retention_s
                     "gdpr_erasure_requests", "retention_data_keys", "retention_audit_record_index",
                     "retention_audit_record_index_state",
                     "retention_audit_chain", "retention_audit_chain_heads", "retention_domain_fences",
-                    "retention_audit_anchors",
-                    VERSION_TABLE}
+                    "retention_audit_anchors", "retention_audit_batches", "retention_audit_records",
+                    "retention_audit_held_once", VERSION_TABLE}
 
 
 def empty_database(postgres_server) -> str:

@@ -56,14 +56,14 @@ def test_report_writes_the_engines_report_to_the_folder_given(cli, cli_env, tmp_
     assert_no_address(out)
     # The same figures as the engine's own report of the month, cell for cell (the CSVs hold no clock time).
     chain = verify(cli_env, archive_store_from_url((tmp_path / "archive").as_uri())).as_status()
-    assert chain["intact"] and chain["unsealed"] > 0  # verified, nothing sealed yet: the command seals nothing
+    assert chain["intact"] and chain["outside_chain"] == 0  # every entry chained as it was written
     expected = render_report(build_report(cli_env, load_policies(), MONTH, chain_status=chain,
                                           erasure_due=timedelta(days=30)))
     for name in FILES - {html_name(MONTH)}:
         assert (out / name).read_bytes() == expected[name], name
     assert int(summary_total(out)["removed"]) == removed_in(cli_env, "2026-10-01 00:00+00", "2026-11-01 00:00+00") > 0
     [verified] = csv.DictReader(io.StringIO((out / "audit_chain.csv").read_text()))
-    assert verified["result"] == "intact" and int(verified["rows_not_yet_sealed"]) == chain["unsealed"]
+    assert verified["result"] == "intact" and int(verified["rows_outside_chain"]) == chain["outside_chain"]
 
     skipped = cli("report", "--month", MONTH, "--out", str(tmp_path / "unverified"), "--no-chain")
     assert skipped.code == 0 and "not verified" in (tmp_path / "unverified" / html_name(MONTH)).read_text()

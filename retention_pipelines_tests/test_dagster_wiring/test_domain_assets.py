@@ -173,7 +173,7 @@ def test_rows_left_past_deadline_fail_the_blocking_check_and_stop_the_audit(poli
     deadline_check = check_results(result)["no_rows_past_deadline"]
     assert not deadline_check.passed and deadline_check.severity == dg.AssetCheckSeverity.ERROR
     assert deadline_check.metadata["rows_past_deadline"].value == 2
-    assert "audit" not in metadata_of(result)  # the blocking check kept the audit seal from materializing
+    assert "audit" not in metadata_of(result)  # the blocking check kept the audit asset from materializing
     assert not result.success
 
 

@@ -10,12 +10,22 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines import schema
+from retention_pipelines.engine.audit.entries import write_entries
 from retention_pipelines.stores import AppDatabase, Dialect
 from retention_pipelines_tests.support.audit_rows import write_audit_rows
 from retention_pipelines_tests.support.databases import in_session_time_zone
 
-log, fences = schema.audit_log, schema.domain_fences
+log, batches, records, fences = schema.audit_log, schema.audit_batches, schema.audit_records, schema.domain_fences
 AUDIT_ROW = {"domain": "alpha", "record_id": "r", "action": "deleted", "run_id": "run", "policy_version": "v"}
+# A plain row of a plain table, for what is about writers and not about the audit log's own writer
+# (which serialises the writers of a domain on its chain's head).
+RECORD_ROW = {"id": 10**6, "batch_id": 1, "record_id": "r"}
+
+
+def batch_row(seq: int, occurred_at) -> dict:
+    """A row of a table with a timestamp column, unchained: the dialect's handling of its time is the point."""
+    return {"domain": "alpha", "seq": seq, "action": "deleted", "run_id": "run", "occurred_at": occurred_at,
+            "policy_version": "v", "records": 0, "prev_link": "", "link": ""}
 
 
 def impatient_engine(database: AppDatabase) -> sa.Engine:
@@ -25,7 +35,7 @@ def impatient_engine(database: AppDatabase) -> sa.Engine:
 
 
 def audit_count(connection: sa.Connection) -> int:
-    return connection.execute(sa.select(sa.func.count()).select_from(log)).scalar_one()
+    return connection.execute(sa.select(sa.func.count()).select_from(records)).scalar_one()
 
 
 def succeeds(database: AppDatabase, statement, params: dict | None = None) -> list | None:
@@ -91,10 +101,10 @@ def test_with_one_writer_at_a_time_a_second_writer_waits_for_the_first(any_datab
     other = impatient_engine(any_database)
     try:
         with any_database.begin() as first:
-            first.execute(sa.insert(log).values(AUDIT_ROW))
+            first.execute(sa.insert(records).values(RECORD_ROW))
             try:
                 with other.begin() as second:
-                    second.execute(sa.insert(log).values(AUDIT_ROW))
+                    second.execute(sa.insert(records).values(RECORD_ROW))
                 second_wrote = True
             except sa.exc.OperationalError:
                 second_wrote = False
@@ -175,7 +185,7 @@ def test_reads_in_one_snapshot_see_nothing_committed_after_the_first(any_databas
             assert audit_count(reader) == 3
             try:
                 with other.begin() as writer:
-                    writer.execute(sa.insert(log).values(AUDIT_ROW))
+                    writer.execute(sa.insert(records).values(RECORD_ROW))
                 committed = 1
             except sa.exc.OperationalError:  # one writer at a time: the snapshot holds the database
                 committed = 0
@@ -190,9 +200,9 @@ def test_reads_in_one_snapshot_see_nothing_committed_after_the_first(any_databas
 def test_a_timestamp_is_read_as_utc_text(any_database):
     moment = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
     with any_database.begin() as connection:
-        connection.execute(sa.insert(log).values(dict(AUDIT_ROW, occurred_at=any_database.bind_time(moment))))
+        connection.execute(sa.insert(batches).values(batch_row(1, any_database.bind_time(moment))))
         text = connection.exec_driver_sql(
-            f"SELECT {any_database.dialect.utc_text('a.occurred_at')} FROM retention_audit_log a").scalar_one()
+            f"SELECT {any_database.dialect.utc_text('a.occurred_at')} FROM retention_audit_batches a").scalar_one()
     # Formatted by the database where it has column types; else as SQLite keeps it, for the caller to respell.
     assert text == ("2026-03-04T05:06:07.890123Z" if any_database.dialect.has_column_types
                     else "2026-03-04 05:06:07.890123")
@@ -201,9 +211,9 @@ def test_a_timestamp_is_read_as_utc_text(any_database):
 def test_the_utc_day_of_a_timestamp(any_database):
     moments = [datetime(2026, 3, 4, 23, 30, tzinfo=UTC), datetime(2026, 3, 5, 0, 0, tzinfo=UTC)]
     with any_database.begin() as connection:
-        connection.execute(sa.insert(log), [dict(AUDIT_ROW, occurred_at=any_database.bind_time(m)) for m in moments])
-        days = connection.execute(sa.select(any_database.dialect.utc_day(log.c.occurred_at)).order_by(log.c.id)
-                                  ).scalars().all()
+        connection.execute(sa.insert(batches), [batch_row(n, any_database.bind_time(m)) for n, m in enumerate(moments)])
+        days = connection.execute(sa.select(any_database.dialect.utc_day(batches.c.occurred_at))
+                                  .order_by(batches.c.id)).scalars().all()
     assert [day if isinstance(day, date) else date.fromisoformat(day) for day in days] == [
         date(2026, 3, 4), date(2026, 3, 5)]
 
@@ -213,10 +223,10 @@ def test_utc_text_and_day_do_not_depend_on_the_sessions_time_zone(pg_database):
     database = in_session_time_zone(pg_database, "Pacific/Kiritimati")
     with database.begin() as connection:
         assert connection.exec_driver_sql("SHOW timezone").scalar_one() == "Pacific/Kiritimati"
-        connection.execute(sa.insert(log).values(dict(AUDIT_ROW, occurred_at=moment)))
+        connection.execute(sa.insert(batches).values(batch_row(1, moment)))
         text = connection.exec_driver_sql(
-            f"SELECT {database.dialect.utc_text('occurred_at')} FROM retention_audit_log").scalar_one()
-        day = connection.execute(sa.select(database.dialect.utc_day(log.c.occurred_at))).scalar_one()
+            f"SELECT {database.dialect.utc_text('occurred_at')} FROM retention_audit_batches").scalar_one()
+        day = connection.execute(sa.select(database.dialect.utc_day(batches.c.occurred_at))).scalar_one()
     assert (text, day) == ("2026-03-04T23:30:00.000000Z", date(2026, 3, 4))
 
 
@@ -224,11 +234,12 @@ def test_a_time_bound_compares_right_with_times_written_with_or_without_a_fracti
     bound = any_database.dialect.time_bound
     with any_database.begin() as connection:
         # As CURRENT_TIMESTAMP writes it on SQLite (no fraction), and as SQLAlchemy does (microseconds).
-        connection.execute(sa.text("INSERT INTO retention_audit_log (domain, record_id, action, run_id, "
-                                   "policy_version, occurred_at) VALUES ('alpha', 'midnight', 'deleted', 'run', "
-                                   "'v', '2026-03-01 00:00:00')"))
-        connection.execute(sa.insert(log).values(dict(AUDIT_ROW, occurred_at=any_database.bind_time(
-            datetime(2026, 3, 31, 23, 59, 59, 500000, tzinfo=UTC)))))
+        write_entries(connection, [dict(AUDIT_ROW, record_id="midnight")])
+        connection.execute(sa.text("UPDATE retention_audit_batches SET occurred_at = '2026-03-01 00:00:00' "
+                                   "WHERE run_id = 'run'"))
+        write_entries(connection, [dict(AUDIT_ROW, run_id="last-instant")])
+        connection.execute(sa.update(batches).where(batches.c.run_id == "last-instant").values(
+            occurred_at=any_database.bind_time(datetime(2026, 3, 31, 23, 59, 59, 500000, tzinfo=UTC))))
 
     def count(*where) -> int:
         with any_database.connect() as connection:

@@ -32,7 +32,10 @@ from retention_pipelines.stores.settings import AUDIT_ANCHOR_KEEP_DAYS
 log = get_logger("audit_chain")
 
 ANCHOR_PREFIX = "audit_anchors/"
-ANCHOR_FORMAT = "retention-audit-anchor/1"
+# /2: positions and links of the batch chains. /1: of the row chains before the log moved to batches,
+# checked against the blocks kept from then (verify.py).
+ANCHOR_FORMAT = "retention-audit-anchor/2"
+LEGACY_ANCHOR_FORMAT = "retention-audit-anchor/1"
 # A day's anchor as it was written before anchors were write-once: no record of it is expected.
 DAY_ANCHOR_KEY = re.compile(r"audit_anchors/\d{4}/\d{2}/\d{2}\.json")
 
@@ -45,6 +48,7 @@ class AnchoredHead:
     position: int
     last_id: int | None
     last_hash: str
+    legacy: bool = False  # recorded a row chain from before the batches
 
 
 def anchor_key(written_at: datetime, suffix: str | None = None) -> str:
@@ -94,11 +98,12 @@ def read_anchors(archive_store: ArchiveStore, digests: dict[str, str] | None = N
             digests[key] = hashlib.sha256(data).hexdigest()
         try:
             document = json.loads(data)
-            if document.get("format") != ANCHOR_FORMAT:
+            if document.get("format") not in (ANCHOR_FORMAT, LEGACY_ANCHOR_FORMAT):
                 raise ValueError(f"format {document.get('format')!r}")
+            legacy = document["format"] == LEGACY_ANCHOR_FORMAT
             for entry in document["heads"]:
                 anchors.setdefault(entry["domain"], {}).setdefault(int(entry["last_seq"]), []).append(
-                    AnchoredHead(key, int(entry["last_seq"]), entry.get("last_id"), entry["last_hash"]))
+                    AnchoredHead(key, int(entry["last_seq"]), entry.get("last_id"), entry["last_hash"], legacy))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             unreadable.append((key, str(exc) or type(exc).__name__))
     return anchors, unreadable

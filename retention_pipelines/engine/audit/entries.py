@@ -1,18 +1,25 @@
-"""The audit log's vocabulary and its one writer. Every row of retention_audit_log names an
-`Action`; every module that writes one goes through `write_entries` (or, inside the statement that acts on
-the rows, `inserted_from`), in the caller's transaction, so that what an entry may say and which
-columns it fills are decided here and nowhere else."""
+"""The audit log's vocabulary and its one writer. Every entry names an `Action`; every module that
+writes one goes through `write_entries` (or, inside the statement that acts on the rows,
+`audited_from`), in the caller's transaction, so that what an entry may say, which columns it fills
+and how it is chained are decided here and nowhere else.
+
+Entries that share what they did (domain, action, run, policy version, archive object, actor,
+detail) are one batch: a row of `retention_audit_batches` and a narrow row per record in
+`retention_audit_records`. The batch's link in its domain's hash chain (links.py) is computed in the
+same transaction, under a lock on the domain's head, so no committed entry is ever outside the chain.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
 
-from retention_pipelines.schema import audit_log
+from retention_pipelines.engine.audit.links import FIELDS, GENESIS, python_link, sql_link, sql_utc_text, utc_text
+from retention_pipelines.schema import audit_batches, audit_chain_heads, audit_held_once, audit_records
 from retention_pipelines.stores import Dialect
 
 
@@ -52,10 +59,6 @@ ACTED_ACTIONS: dict[str, tuple[str, ...]] = {
     Action.REDACTED.value: (Action.REDACTED.value, Action.REDACTED_BLOB_MISSING.value),
     Action.ERASED.value: (Action.ERASED.value,),
 }
-# The columns an entry written from a statement's RETURNING fills (the others keep their defaults).
-_FROM_STATEMENT = ["domain", "record_id", "action", "run_id", "policy_version", "archive_uri", "deadline", "detail"]
-
-
 @dataclass(frozen=True)
 class AuditStamp:
     """What the entries of one act share; the record id (and its deadline) is each entry's own."""
@@ -76,26 +79,129 @@ class AuditStamp:
 
 
 def write_entries(connection: sa.Connection, entries: Sequence[dict]) -> int:
-    """The entries (AuditStamp.row), in the caller's transaction: how many were written."""
-    if entries:
-        connection.execute(sa.insert(audit_log), list(entries))
+    """The entries (AuditStamp.row), in the caller's transaction, a batch per run of entries that
+    share their stamp: how many were written."""
+    batches: dict[tuple, list[tuple[str, object]]] = {}
+    for entry in entries:
+        stamp = tuple(entry.get(name) for name in _STAMP)
+        batches.setdefault(stamp, []).append((entry["record_id"], entry.get("deadline")))
+    # Heads are locked in domain order: two writers of several domains never wait for each other in a cycle.
+    for stamp, records in sorted(batches.items(), key=lambda item: item[0][0]):
+        for start in range(0, len(records), MAX_BATCH_RECORDS):
+            _write_batch(connection, dict(zip(_STAMP, stamp, strict=True)), records[start:start + MAX_BATCH_RECORDS])
     return len(entries)
 
 
-def inserted_from(stamp: AuditStamp, record_id: sa.ColumnElement, deadline: sa.ColumnElement) -> sa.Insert:
-    """The INSERT of one entry per row that a DELETE/UPDATE … RETURNING hands back, as one statement
-    with it (a data-modifying CTE): `record_id` and `deadline` are expressions over its columns."""
-    return sa.insert(audit_log).from_select(
-        _FROM_STATEMENT,
-        sa.select(sa.literal(stamp.domain), record_id, sa.literal(str(stamp.action)), sa.literal(stamp.run_id),
-                  sa.literal(stamp.policy_version), sa.literal(stamp.archive_uri, sa.Text), deadline,
-                  sa.literal(stamp.detail, sa.Text)),
-    ).returning(audit_log.c.id)
+def write_held_once(connection: sa.Connection, entries: Sequence[dict]) -> int:
+    """`skipped_legal_hold` entries, skipping any record already reported (refused by the database,
+    so two runs reporting one hold at once keep one entry): how many were written."""
+    if not entries:
+        return 0
+    first = Dialect.of(connection).upsert(audit_held_once).values(
+        [{"domain": entry["domain"], "record_id": entry["record_id"]} for entry in entries],
+    ).on_conflict_do_nothing(index_elements=["domain", "record_id"]).returning(audit_held_once.c.record_id)
+    new = set(connection.execute(first).scalars())
+    return write_entries(connection, [entry for entry in entries if entry["record_id"] in new])
 
 
-def held_once(connection: sa.Connection, entries: Sequence[dict]) -> sa.Insert:
-    """INSERT of `skipped_legal_hold` entries that skips any record already reported (unique in the
-    database, so two runs reporting one hold at once keep one entry), RETURNING one row per entry written."""
-    return Dialect.of(connection).upsert(audit_log).values(list(entries)).on_conflict_do_nothing(
-        index_elements=["domain", "record_id"], index_where=audit_log.c.action == Action.SKIPPED_LEGAL_HOLD.value,
-    ).returning(audit_log.c.id)
+def audited_from(connection: sa.Connection, stamp: AuditStamp, record_id: sa.ColumnElement,
+                 deadline: sa.ColumnElement) -> sa.CTE:
+    """PostgreSQL: the audit of every row a DELETE/UPDATE … RETURNING hands back, as CTEs of one
+    statement with it — the batch, its link computed by the database over the returned rows, the
+    head moved to it, one record row each. `record_id` and `deadline` are expressions over the
+    returning CTE's columns. The CTE returned has one row per record audited."""
+    _ensure_head(connection, stamp.domain)
+    head = sa.select(audit_chain_heads.c.last_seq, audit_chain_heads.c.last_hash).where(
+        audit_chain_heads.c.domain == stamp.domain).with_for_update().cte("audit_head")
+    dialect = Dialect.of(connection)
+    # The batch's id drawn first, once (a CTE read twice is materialized): its record rows' ids follow
+    # from it, and the link covers them.
+    drawn = sa.select(dialect.next_id(audit_batches.name, "id").label("id")).cte("audit_batch_id")
+    acted = sa.select(sa.func.row_number().over().label("place"), record_id.label("record_id"),
+                      deadline.label("deadline"), sql_utc_text(deadline).label("deadline_text")).cte("audit_acted")
+    now = sa.func.now()
+    fields = {"domain": sa.literal(stamp.domain), "seq": head.c.last_seq + 1, "action": sa.literal(str(stamp.action)),
+              "run_id": sa.literal(stamp.run_id), "occurred_at": sql_utc_text(now),
+              "policy_version": sa.literal(stamp.policy_version), "archive_uri": sa.literal(stamp.archive_uri, sa.Text),
+              "actor": sa.literal(stamp.actor, sa.Text), "detail": sa.literal(stamp.detail, sa.Text),
+              "records": sa.func.count()}
+    batch = sa.insert(audit_batches).from_select(
+        ["id", "domain", "seq", "action", "run_id", "occurred_at", "policy_version", "archive_uri", "actor", "detail",
+         "records", "prev_link", "link"],
+        sa.select(drawn.c.id, *(fields[name] if name != "occurred_at" else now for name in FIELDS), head.c.last_hash,
+                  sql_link(dialect, head.c.last_hash, fields, drawn.c.id * RECORDS_PER_BATCH + acted.c.place,
+                           acted.c.record_id, acted.c.deadline_text))
+        .select_from(head.join(drawn, sa.true()).join(acted, sa.true()))
+        .group_by(drawn.c.id, head.c.last_seq, head.c.last_hash).having(sa.func.count() > 0),
+    ).returning(audit_batches.c.id, audit_batches.c.seq, audit_batches.c.link, audit_batches.c.domain,
+                ).cte("audit_batch")
+    # Joined on the domain alone: the row the statement's snapshot shows may be older than the one
+    # its lock waited for, and PostgreSQL re-checks only a row that matched (on the older, a join
+    # on the position would skip the update and leave the head behind the batch).
+    moved = sa.update(audit_chain_heads).where(audit_chain_heads.c.domain == batch.c.domain).values(
+        last_seq=batch.c.seq, last_block=batch.c.seq, last_id=batch.c.id, last_hash=batch.c.link,
+        sealed_through=batch.c.id, sealed_at=now).cte("audit_head_moved")
+    return sa.insert(audit_records).from_select(
+        ["id", "batch_id", "record_id", "deadline"],
+        sa.select(batch.c.id * RECORDS_PER_BATCH + acted.c.place, batch.c.id, acted.c.record_id, acted.c.deadline)
+        .select_from(batch.join(acted, sa.true()))).returning(audit_records.c.batch_id).add_cte(moved).cte("audited")
+
+
+_STAMP = ("domain", "action", "run_id", "policy_version", "archive_uri", "actor", "detail")
+# A record row's id is its batch's id × RECORDS_PER_BATCH + its place in the batch (1, 2, …): drawn
+# from one sequence call per batch, where a sequence call per row cost the write a third of its speed
+# (benchmarks/), and as ordered as the batches (a batch's id is drawn under no cache, so a later
+# writer's ids are all higher: the evidence index relies on it). Batches are at most 100,000 records
+# (the policies' batch_size; write_entries splits larger groups).
+RECORDS_PER_BATCH = 2**20
+MAX_BATCH_RECORDS = 100_000
+
+
+def _batch_id(connection: sa.Connection) -> int:
+    """A new batch's id, drawn before it is written: its record rows' ids follow from it."""
+    if Dialect.of(connection).has_column_types:
+        return connection.execute(sa.select(Dialect.of(connection).next_id(audit_batches.name, "id"))).scalar_one()
+    # SQLite: one writer at a time, and this transaction holds the write lock (_ensure_head wrote).
+    # Past every batch and every record row (those moved from the log before batches keep their ids).
+    batches = connection.execute(sa.select(sa.func.max(audit_batches.c.id))).scalar_one() or 0
+    records = connection.execute(sa.select(sa.func.max(audit_records.c.id))).scalar_one() or 0
+    return max(batches, records // RECORDS_PER_BATCH) + 1
+
+
+def _ensure_head(connection: sa.Connection, domain: str) -> None:
+    connection.execute(Dialect.of(connection).upsert(audit_chain_heads).values(
+        domain=domain, last_block=0, last_seq=0, last_hash=GENESIS.hex(), sealed_through=0,
+    ).on_conflict_do_nothing(index_elements=["domain"]))
+
+
+def _database_now(connection: sa.Connection) -> datetime:
+    if Dialect.of(connection).has_column_types:
+        return connection.execute(sa.select(sa.func.now())).scalar_one()
+    text = connection.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _write_batch(connection: sa.Connection, stamp: dict, records: list[tuple[str, object]]) -> None:
+    """One batch, linked in Python (the writers that are not one statement with their act)."""
+    domain = stamp["domain"]
+    # The first statement writes, so that SQLite takes its write lock before the head is read; on
+    # PostgreSQL the head's row lock serialises the writers of a domain until they commit.
+    _ensure_head(connection, domain)
+    head = connection.execute(sa.select(audit_chain_heads.c.last_seq, audit_chain_heads.c.last_hash).where(
+        audit_chain_heads.c.domain == domain).with_for_update()).one()
+    now = _database_now(connection)
+    batch = {**stamp, "action": str(stamp["action"]), "seq": head.last_seq + 1, "occurred_at": utc_text(now),
+             "records": len(records)}
+    batch_id = _batch_id(connection)
+    ids = [batch_id * RECORDS_PER_BATCH + n for n in range(1, len(records) + 1)]
+    link = python_link(head.last_hash, batch, [(row_id, record_id, utc_text(deadline))
+                                               for row_id, (record_id, deadline) in zip(ids, records, strict=True)])
+    stored_now = now if Dialect.of(connection).has_column_types else now.replace(tzinfo=None)
+    connection.execute(sa.insert(audit_batches).values(
+        **{**batch, "occurred_at": stored_now}, id=batch_id, prev_link=head.last_hash, link=link))
+    connection.execute(sa.insert(audit_records), [
+        {"id": row_id, "batch_id": batch_id, "record_id": record_id, "deadline": deadline}
+        for row_id, (record_id, deadline) in zip(ids, records, strict=True)])
+    connection.execute(sa.update(audit_chain_heads).where(audit_chain_heads.c.domain == domain).values(
+        last_seq=batch["seq"], last_block=batch["seq"], last_id=batch_id, last_hash=link, sealed_through=batch_id,
+        sealed_at=stored_now))

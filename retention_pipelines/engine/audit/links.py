@@ -1,90 +1,96 @@
-"""The links of the audit log's hash chains: what a row's hash is, and how its content is read.
+"""The links of the audit log's hash chains: what a batch's link is, in SQL and in Python alike.
 
-Each domain's audit rows form one chain, in id order, each row's hash over the previous row's hash
-and the row's own content:
+The audit log is one row per batch (`retention_audit_batches`: what was done, under which run,
+policy version and archive object) and one narrow row per record (`retention_audit_records`: the
+batch, the record id, its deadline). Each domain's batches form one chain, position (`seq`) 1, 2, …:
 
-    hash(row) = sha256(hash(previous row) + canonical(row))      (GENESIS before a domain's first row)
+    link(batch) = sha256(link(previous batch) + canonical(batch))     (GENESIS before position 1)
 
-canonical(row) is the compact JSON array (UTF-8) of the row's CONTENT_COLUMNS, timestamps as UTC
-'YYYY-MM-DDTHH:MM:SS.ffffffZ'. The chain is kept in `retention_audit_chain`, one block per sealed
-chunk: the rows' ids, the first ROW_HASH_BYTES of each row's hash (enough to name the first row that
-no longer matches) and the full hash before and after the block. The sealer (seal.py) and the
-verifier (verify.py) read rows and compute links only through this module, so that both hash the
-same bytes.
+canonical(batch) is UTF-8 text: each of the batch's FIELDS, then each record row's own id (what
+readers order the log by and the evidence index points at), record id and deadline, rows in id
+order. A value is written `<length>:<value>` (its length in characters) and a NULL `-`, so that no
+choice of values can spell another batch's text. Timestamps are UTC text 'YYYY-MM-DDTHH:MM:SS.ffffffZ'.
+
+The link is computed in the transaction that writes the batch, by the database on PostgreSQL (the
+statement that deletes or redacts the rows computes it over what it RETURNs: `sql_link`) and here
+otherwise (`python_link`), chained under a lock on the domain's head. The verifier computes it here,
+from the rows as they are now.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
-from collections.abc import Callable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-import orjson
+import sqlalchemy as sa
 
 from retention_pipelines.stores import Dialect
 
 GENESIS = hashlib.sha256(b"retention_audit_log chain genesis").digest()
-CONTENT_COLUMNS = ("id", "domain", "record_id", "action", "run_id", "occurred_at", "policy_version", "archive_uri",
-                   "deadline", "actor", "detail")
-TIME_COLUMNS = ("occurred_at", "deadline")
-ROW_HASH_BYTES = 16  # of each row's hash kept in its block; the full hash is kept at each block's end
-
-_sha256, _canonical = hashlib.sha256, orjson.dumps
+# The batch's own fields, in the order its text spells them. `records` is how many it has.
+FIELDS = ("domain", "seq", "action", "run_id", "occurred_at", "policy_version", "archive_uri", "actor", "detail",
+          "records")
 
 
-def canonical(content: tuple) -> bytes:
-    """A row's content as compact JSON in UTF-8: byte for byte what the standard library writes with
-    json.dumps(list(content), ensure_ascii=False, separators=(",", ":")).encode(), four times as fast."""
-    return _canonical(content)
-
-
-def link_hash(previous: bytes, content: tuple) -> bytes:
-    """A row's hash: sha256 over the previous row's hash (32 bytes) and the row's canonical content."""
-    return _sha256(previous + _canonical(content)).digest()
-
-
-# reading rows' content, the same way for the sealer and the verifier ------------------------------
-def content_sql(dialect: Dialect, alias: str) -> str:
-    """The select list of a row's CONTENT_COLUMNS, for raw SQL over `retention_audit_log {alias}`."""
-    return ", ".join(dialect.utc_text(f"{alias}.{name}") if name in TIME_COLUMNS else f"{alias}.{name}"
-                     for name in CONTENT_COLUMNS)
-
-
-def _utc_text(value: str | datetime | None) -> str | None:
-    """A timestamp kept as naive UTC text (to the millisecond or the microsecond), respelt canonically."""
+def utc_text(value: str | datetime | None) -> str | None:
+    """A timestamp in the link's spelling, from a datetime or from SQLite's naive UTC text."""
     if value is None:
         return None
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return f"{moment:%Y-%m-%dT%H:%M:%S.%f}Z"
+    # Spelt field by field: strftime's %Y leaves years before 1000 unpadded, PostgreSQL's YYYY pads them.
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
+            f"{moment.second:02d}.{moment.microsecond:06d}Z")
 
 
-_OCCURRED, _DEADLINE = CONTENT_COLUMNS.index("occurred_at"), CONTENT_COLUMNS.index("deadline")
+def _field(value: object) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return f"{len(text)}:{text}"
 
 
-def content_reader(dialect: Dialect) -> Callable[[tuple], tuple]:
-    """What turns a row read with content_sql into the content that canonical() takes."""
-    if dialect.has_column_types:
-        return tuple  # the database formatted the timestamps itself (Dialect.utc_text)
-
-    def respelt(values: tuple) -> tuple:
-        values = list(values)
-        values[_OCCURRED], values[_DEADLINE] = _utc_text(values[_OCCURRED]), _utc_text(values[_DEADLINE])
-        return tuple(values)
-
-    return respelt
+def canonical(batch: dict, records: Iterable[tuple[int, str, str | None]]) -> bytes:
+    """The batch's text: its FIELDS (occurred_at already in utc_text's spelling), then its record
+    rows as (row id, record id, deadline in utc_text's spelling), in row id order."""
+    text = "".join(f"{len(str(row_id))}:{row_id}{len(record_id)}:{record_id}"
+                   + ("-" if deadline is None else f"{len(deadline)}:{deadline}")
+                   for row_id, record_id, deadline in sorted(records, key=lambda record: record[0]))
+    return ("".join(_field(batch[name]) for name in FIELDS) + text).encode()
 
 
-# a block's ids, packed ------------------------------------------------------------------------------
-def pack_ids(ids: list[int]) -> bytes:
-    return struct.pack(f">{len(ids)}q", *ids)
+def python_link(previous: str, batch: dict, records: Iterable[tuple[int, str, str | None]]) -> str:
+    """The batch's link (hex) after the link `previous` (hex)."""
+    return hashlib.sha256(bytes.fromhex(previous) + canonical(batch, records)).hexdigest()
 
 
-def unpack_ids(packed: bytes) -> tuple[int, ...]:
-    return struct.unpack(f">{len(packed) // 8}q", packed)
+# the same in PostgreSQL ------------------------------------------------------------------------------
+def _sql_field(value: sa.ColumnElement) -> sa.ColumnElement:
+    text = sa.cast(value, sa.Text)
+    return sa.case((text.is_(None), sa.literal("-")),
+                   else_=sa.cast(sa.func.length(text), sa.Text).concat(":").concat(text))
 
 
-__all__ = ["CONTENT_COLUMNS", "GENESIS", "ROW_HASH_BYTES", "TIME_COLUMNS", "canonical", "content_reader",
-           "content_sql", "link_hash", "pack_ids", "unpack_ids"]
+def sql_utc_text(moment: sa.ColumnElement) -> sa.ColumnElement:
+    return sa.func.to_char(sa.func.timezone("UTC", moment), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+
+
+def sql_link(dialect: Dialect, previous: sa.ColumnElement, batch: dict[str, sa.ColumnElement],
+             row_id: sa.ColumnElement, record_id: sa.ColumnElement,
+             deadline_text: sa.ColumnElement) -> sa.ColumnElement:
+    """An aggregate over the batch's record rows (one row each: `row_id`, `record_id`,
+    `deadline_text`): its link (hex) after `previous` (hex), PostgreSQL computing what python_link
+    computes. `batch` maps each of FIELDS to an expression (occurred_at in sql_utc_text's spelling)."""
+    head = sa.literal("", sa.Text)
+    for name in FIELDS:
+        head = head.concat(_sql_field(batch[name]))
+    records = dialect.ordered_text_agg(
+        _sql_field(row_id).concat(_sql_field(record_id)).concat(_sql_field(deadline_text)), row_id)
+    text = head.concat(sa.func.coalesce(records, ""))
+    return sa.func.encode(sa.func.sha256(sa.func.decode(previous, "hex").concat(sa.func.convert_to(text, "UTF8"))),
+                          "hex")
+
+
+__all__ = ["FIELDS", "GENESIS", "canonical", "python_link", "sql_link", "sql_utc_text", "utc_text"]

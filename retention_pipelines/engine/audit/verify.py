@@ -1,36 +1,32 @@
 """Verifying: every chain checked against the audit log and against the anchors.
 
-`verify` reads the audit log once, in id order, streaming, recomputes every row's hash (links.py)
-and names the first broken link of each domain: a row whose content changed, a row deleted, a row
-inserted below the head, chain positions missing, a block whose hash does not follow its
-predecessor, a chain shorter or longer than its head. Given the archive store, it checks the chain
-against every anchor there too (anchor.py), which catches a chain recomputed wholesale in the
-database, and the anchors against the record of those written (anchor_check.py), which catches an
-anchor deleted, replaced or slipped in.
+`verify` reads the batches in id order and their record rows in batch order, two streams in one
+snapshot, recomputes every batch's link (links.py) and names the first broken link of each domain:
+a batch whose records or fields changed, records deleted or added, a batch deleted (positions
+missing), a batch whose link does not follow its predecessor's, a chain shorter or longer than its
+head, record rows that belong to no batch. Given the archive store, it checks the chain against
+every anchor there too (anchor.py), which catches a chain recomputed wholesale in the database,
+and the anchors against the record of those written (anchor_check.py), which catches an anchor
+deleted, replaced or slipped in.
+Anchors written before the log moved to batches are checked against the old chain's blocks, which
+the migration verified and kept, and to whose last hash each migrated domain's first batch links.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 
 from retention_pipelines.engine.audit.anchor import AnchoredHead, read_anchors
 from retention_pipelines.engine.audit.anchor_check import anchor_problems
-from retention_pipelines.engine.audit.links import (
-    GENESIS,
-    ROW_HASH_BYTES,
-    content_reader,
-    content_sql,
-    link_hash,
-    unpack_ids,
-)
-from retention_pipelines.schema import audit_chain_heads, audit_log
-from retention_pipelines.stores import AppDatabase, ArchiveStore
+from retention_pipelines.engine.audit.links import FIELDS, GENESIS, python_link, utc_text
+from retention_pipelines.schema import audit_chain, audit_chain_heads
+from retention_pipelines.stores import AppDatabase, ArchiveStore, Dialect
 
-FETCH_ROWS = 20_000  # rows per round trip of the verifier's server-side cursor
+FETCH_ROWS = 20_000  # rows per round trip of the verifier's server-side cursors
 PROBLEMS_KEPT = 100  # per domain; more are counted
 
 
@@ -42,7 +38,7 @@ class BrokenLink:
     kind: str
     message: str
     position: int | None = None
-    audit_id: int | None = None
+    audit_id: int | None = None  # the batch's id
 
     def as_metadata(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -52,8 +48,7 @@ class BrokenLink:
 class DomainChain:
     domain: str
     positions: int = 0  # the head's last position
-    rows_checked: int = 0
-    unsealed: int = 0  # rows above the head, not yet sealed
+    rows_checked: int = 0  # record rows
     problems: int = 0
     first_broken: BrokenLink | None = None
 
@@ -67,7 +62,7 @@ class Verification:
     rows_checked: int = 0
     domains: list[DomainChain] = field(default_factory=list)
     broken: list[BrokenLink] = field(default_factory=list)  # the first broken link of each broken domain
-    unsealed: int = 0
+    outside_chain: int = 0  # record rows of no batch: whose domain, no row says
     anchors_checked: int = 0
     seconds: float = 0.0
 
@@ -77,161 +72,84 @@ class Verification:
 
     def as_status(self) -> dict:
         """What the compliance report shows of it."""
-        return {"intact": self.intact, "rows_checked": self.rows_checked, "unsealed": self.unsealed,
+        return {"intact": self.intact, "rows_checked": self.rows_checked, "outside_chain": self.outside_chain,
                 "first_broken": self.broken[0].message if self.broken else None}
 
 
 class _DomainWalk:
-    """One domain's chain, checked block by block as the audit log's rows come in id order."""
+    """One domain's chain, checked batch by batch in id order."""
 
-    def __init__(self, domain: str, head, anchors: dict[int, list[AnchoredHead]], next_blocks: Callable):
-        self.domain, self.head, self.anchors, self._next_blocks = domain, head, anchors, next_blocks
-        self.through = head.sealed_through if head is not None else 0
+    def __init__(self, domain: str, head, genesis: str, anchors: dict[int, list[AnchoredHead]],
+                 old_ends: dict[int, str]):
+        self.domain, self.head, self.anchors, self.old_ends = domain, head, anchors, old_ends
         self.chain = DomainChain(domain, positions=head.last_seq if head is not None else 0)
         self.found: list[tuple[float, int, BrokenLink]] = []
-        self.block = None  # the block being checked
-        self.ids: tuple[int, ...] = ()
-        self.hashes = b""
-        self.i = 0  # the next row of the block
-        self.state: bytes | None = None  # the chain's hash so far in the block; None once it broke there
-        self.block_no, self.end_seq, self.last_hash, self.last_id = 0, 0, GENESIS.hex(), 0
-        self.anchored_ends: set[int] = set()
-        self._queued: list = []
-        self._exhausted = False
+        self.seq, self.link, self.last_id = 0, genesis, None
+        self.anchored: set[int] = set()
 
-    # problems
-    def problem(self, kind: str, message: str, position: int | None = None, audit_id: int | None = None,
-                order: float | None = None) -> None:
+    def problem(self, kind: str, message: str, position: int | None = None, audit_id: int | None = None) -> None:
         self.chain.problems += 1
         if len(self.found) < PROBLEMS_KEPT:
-            key = order if order is not None else (position if position is not None else float("inf"))
+            key = position if position is not None else float("inf")
             self.found.append((key, self.chain.problems,
                                BrokenLink(self.domain, kind, f"domain {self.domain}, {message}", position, audit_id)))
 
-    # blocks
-    def _load_next(self) -> bool:
-        self._finish_block()
-        if not self._queued and not self._exhausted:
-            self._queued = list(self._next_blocks(self.domain, self.block_no))
-            self._queued.reverse()
-            self._exhausted = not self._queued
-        if not self._queued:
-            self.block, self.ids, self.i = None, (), 0
-            return False
-        block = self._queued.pop()
-        ids, hashes = unpack_ids(bytes(block.ids)), bytes(block.row_hashes)
-        first, last = block.first_seq, block.first_seq + block.rows - 1
-        if block.first_seq > self.end_seq + 1 or (block.block != self.block_no + 1
-                                                  and block.first_seq == self.end_seq + 1):
-            self.problem("position_missing", f"chain positions {self.end_seq + 1}–{block.first_seq - 1} missing: "
-                                             f"positions jump from {self.end_seq} to {block.first_seq}",
-                         position=self.end_seq + 1)
-        elif block.first_seq <= self.end_seq:
-            self.problem("hash_broken", f"the block of chain positions {first}–{last} overlaps its predecessor, "
-                                        f"which ends at position {self.end_seq}", position=first,
-                         audit_id=block.first_id)
-        if block.prev_hash != self.last_hash:
-            self.problem("hash_broken", f"the block of chain positions {first}–{last} (audit row ids "
-                                        f"{block.first_id}–{block.last_id}) does not follow its predecessor's hash",
-                         position=first, audit_id=block.first_id)
-        if (len(ids) != block.rows or len(hashes) != block.rows * ROW_HASH_BYTES or not ids
-                or any(b <= a for a, b in zip(ids, ids[1:])) or ids[0] <= self.last_id):
-            self.problem("hash_broken", f"the block of chain positions {first}–{last} lists its rows out of order "
-                                        "or has been altered", position=first, audit_id=block.first_id)
-        for anchored in self.anchors.get(last, ()):
-            self.anchored_ends.add(last)
-            if anchored.last_hash != block.last_hash:
-                self.problem("anchor_mismatch", f"chain position {last} (audit row id {block.last_id}) has another "
-                                                f"hash than anchor {anchored.key} recorded: the chain was rewritten",
-                             position=last, audit_id=block.last_id)
-        self.block, self.ids, self.hashes, self.i = block, ids, hashes, 0
-        self.state = bytes.fromhex(block.prev_hash)
-        self.block_no, self.end_seq, self.last_hash = block.block, last, block.last_hash
-        self.last_id = ids[-1] if ids else self.last_id
-        return True
-
-    def _finish_block(self) -> None:
-        if self.block is None:
-            return
-        for i in range(self.i, len(self.ids)):  # rows of the block the log no longer has
-            self._deleted(self.ids[i], self.block.first_seq + i)
-        self.i = len(self.ids)
-        if self.state is not None and self.state.hex() != self.block.last_hash:
-            last = self.block.first_seq + self.block.rows - 1
-            self.problem("hash_broken", f"audit row id {self.block.last_id} (chain position {last}): the hash kept "
-                                        "for it does not follow its predecessor", position=last,
-                         audit_id=self.block.last_id)
-        self.block = None
-
-    def _deleted(self, audit_id: int, position: int) -> None:
-        self.problem("row_deleted", f"audit row id {audit_id} (chain position {position}) deleted, or moved to "
-                                    "another domain", position, audit_id)
-        self.state = None
-
-    # rows
-    def row(self, row: tuple, content_of: Callable[[tuple], tuple]) -> None:
-        audit_id = row[0]
-        while True:
-            if self.i >= len(self.ids):
-                if not self._load_next():
-                    self._inserted(audit_id)
-                    return
-                continue
-            expected = self.ids[self.i]
-            if audit_id == expected:
-                break
-            if audit_id < expected:
-                self._inserted(audit_id)
-                return
-            self._deleted(expected, self.block.first_seq + self.i)
-            self.i += 1
-        self.chain.rows_checked += 1
-        if self.state is not None:
-            state = link_hash(self.state, content_of(row))
-            offset = self.i * ROW_HASH_BYTES
-            if state[:ROW_HASH_BYTES] == self.hashes[offset:offset + ROW_HASH_BYTES]:
-                self.state = state
+    def batch(self, batch: dict, records: list[tuple[int, str, str | None]]) -> None:
+        seq, batch_id = batch["seq"], batch["id"]
+        self.chain.rows_checked += len(records)
+        if seq > self.seq + 1:
+            self.problem("position_missing", f"chain positions {self.seq + 1}–{seq - 1} missing: positions jump "
+                                             f"from {self.seq} to {seq}", position=self.seq + 1)
+        elif seq <= self.seq:
+            self.problem("hash_broken", f"batch id {batch_id} claims chain position {seq}, at or before position "
+                                        f"{self.seq} of the batch before it", position=seq, audit_id=batch_id)
+        if batch["prev_link"] != self.link:
+            self.problem("hash_broken", f"batch id {batch_id} (chain position {seq}) does not follow its "
+                                        "predecessor's link", position=seq, audit_id=batch_id)
+        if python_link(batch["prev_link"], batch, records) != batch["link"]:
+            if len(records) < batch["records"]:
+                self.problem("row_deleted", f"batch id {batch_id} (chain position {seq}): {batch['records']} "
+                                            f"records were written, {len(records)} are left", seq, batch_id)
+            elif len(records) > batch["records"]:
+                self.problem("inserted", f"batch id {batch_id} (chain position {seq}): {batch['records']} records "
+                                         f"were written, {len(records)} are there now", seq, batch_id)
             else:
-                position = self.block.first_seq + self.i
-                self.problem("content_changed", f"audit row id {audit_id} (chain position {position}): content "
-                                                "changed", position, audit_id)
-                self.state = None
-        self.i += 1
+                self.problem("content_changed", f"batch id {batch_id} (chain position {seq}): content changed",
+                             seq, batch_id)
+        for anchored in self.anchors.get(seq, ()):
+            self.anchored.add(seq)
+            if anchored.last_hash != batch["link"]:
+                self.problem("anchor_mismatch", f"chain position {seq} (batch id {batch_id}) has another link than "
+                                                f"anchor {anchored.key} recorded: the chain was rewritten",
+                             position=seq, audit_id=batch_id)
+        self.seq, self.link, self.last_id = max(seq, self.seq), batch["link"], batch_id
 
-    def _inserted(self, audit_id: int) -> None:
-        before = (self.block.first_seq + self.i - 1) if self.block is not None else self.end_seq
-        self.problem("inserted", f"audit row id {audit_id}: inserted after sealing (unsealed row below the sealed "
-                                 f"head, between chain positions {before} and {before + 1})",
-                     audit_id=audit_id, order=before + 0.5)
-
-    def finish(self) -> DomainChain:
-        while self._load_next():  # the blocks after the last row the log still has
-            pass
-        head, end = self.head, self.end_seq
+    def finish(self, old_anchors: dict[int, list[AnchoredHead]]) -> DomainChain:
+        head, end = self.head, self.seq
         if head is None:
             if end:
                 self.problem("head_mismatch", f"a chain of {end} positions without a head", position=end)
         elif end < head.last_seq:
-            self.problem("head_mismatch", f"the head says last position {head.last_seq} (audit row id "
-                                          f"{head.last_id}) but the chain ends at {end}: the last rows were deleted",
+            self.problem("head_mismatch", f"the head says last position {head.last_seq} (batch id {head.last_id}) "
+                                          f"but the chain ends at {end}: the last batches were deleted",
                          position=end + 1, audit_id=head.last_id)
         elif end > head.last_seq:
             self.problem("head_mismatch", f"chain positions after the head's last position {head.last_seq}",
                          position=head.last_seq + 1)
-        elif head.last_hash != self.last_hash or (end and head.last_id != self.last_id):
-            self.problem("head_mismatch", f"the head's hash or row id differs from chain position {end}",
+        elif head.last_hash != self.link or (end and head.last_id != self.last_id):
+            self.problem("head_mismatch", f"the head's link or batch id differs from chain position {end}",
                          position=end, audit_id=head.last_id)
-        for position in sorted(set(self.anchors) - self.anchored_ends):
+        for position in sorted(set(self.anchors) - self.anchored):
             for anchored in self.anchors[position]:
-                if position > end:
-                    self.problem("anchor_missing", f"anchor {anchored.key} recorded chain position {position} "
-                                                   f"(audit row id {anchored.last_id}), the chain ends at {end}",
-                                 position=position, audit_id=anchored.last_id)
-                else:
-                    self.problem("anchor_mismatch", f"anchor {anchored.key} recorded a block ending at chain "
-                                                    f"position {position} (audit row id {anchored.last_id}); no "
-                                                    "block ends there now: the chain was rewritten",
-                                 position=position, audit_id=anchored.last_id)
+                self.problem("anchor_missing", f"anchor {anchored.key} recorded chain position {position} (batch "
+                                               f"id {anchored.last_id}); the chain ends at {end}",
+                             position=position, audit_id=anchored.last_id)
+        for position, entries in sorted(old_anchors.items()):
+            for anchored in entries:
+                if self.old_ends.get(position) != anchored.last_hash:
+                    self.problem("anchor_mismatch", f"anchor {anchored.key} recorded position {position} of the "
+                                                    "chain before the log moved to batches; its blocks no longer "
+                                                    "say so: they were rewritten", position=0)
         self.chain.first_broken = min(self.found)[2] if self.found else None
         return self.chain
 
@@ -239,8 +157,8 @@ class _DomainWalk:
 def verify(database: AppDatabase, archive_store: ArchiveStore | None = None,
            domains: Iterable[str] | None = None) -> Verification:
     """Check every chain (or these domains') from its first position to its head against the audit
-    log, and against the anchors in the archive store when one is given. Seals nothing. One pass
-    over the log in id order, in one snapshot, streaming: constant memory however long the log."""
+    log, and against the anchors in the archive store when one is given. Writes nothing. One pass
+    over batches and records in one snapshot, streaming: memory holds one batch's records."""
     started = time.monotonic()
     only = sorted(set(domains)) if domains is not None else None
     digests: dict[str, str] = {}
@@ -248,63 +166,57 @@ def verify(database: AppDatabase, archive_store: ArchiveStore | None = None,
     result = Verification(anchors_checked=sum(len(entries) for positions in anchors.values()
                                               for entries in positions.values()))
     dialect = database.dialect
-    content_of = content_reader(dialect)
     with database.connect() as connection:
-        dialect.read_in_one_snapshot(connection)  # for the heads, the blocks and the rows
+        dialect.read_in_one_snapshot(connection)
         heads = {row.domain: row for row in connection.execute(sa.select(audit_chain_heads))}
-        raw = connection.connection.dbapi_connection
-        block_query = (f"SELECT block, first_seq, rows, first_id, last_id, ids, row_hashes, prev_hash, last_hash "
-                       f"FROM retention_audit_chain WHERE domain = {dialect.param('domain')} "
-                       f"AND block > {dialect.param('after')} ORDER BY block LIMIT 8")
-
-        def next_blocks(domain: str, after: int) -> list:
-            cursor = raw.cursor()
-            try:
-                cursor.execute(block_query, {"domain": domain, "after": after})
-                return [_Block(*row) for row in cursor.fetchall()]
-            finally:
-                cursor.close()
-
+        old_ends = _old_chain_ends(connection)
         walks: dict[str, _DomainWalk] = {}
 
         def walk_of(domain: str) -> _DomainWalk:
             if domain not in walks:
-                walks[domain] = _DomainWalk(domain, heads.get(domain), anchors.get(domain, {}), next_blocks)
+                ends = old_ends.get(domain, {})
+                genesis = ends[max(ends)] if ends else GENESIS.hex()
+                new = {p: [a for a in entries if not a.legacy] for p, entries in anchors.get(domain, {}).items()}
+                walks[domain] = _DomainWalk(domain, heads.get(domain), genesis,
+                                            {p: entries for p, entries in new.items() if entries}, ends)
             return walks[domain]
 
         for domain in sorted(set(heads) | set(anchors)):
             if only is None or domain in only:
                 walk_of(domain)
-        upto = max((head.sealed_through for head in heads.values()), default=0)
-        where = [f"a.id <= {dialect.param('upto')}"]
-        if only is not None:
-            where.append(f"a.domain IN ({', '.join(dialect.param(f'd{n}') for n in range(len(only)))})")
-        params = {"upto": upto, **{f"d{n}": name for n, name in enumerate(only or [])}}
-        cursor = dialect.server_cursor(raw, "audit_chain_verify", FETCH_ROWS)
-        try:
-            cursor.execute(f"SELECT {content_sql(dialect, 'a')} FROM retention_audit_log a "
-                           f"WHERE {' AND '.join(where)} ORDER BY a.id", params)
-            for row in cursor:
-                walk = walks.get(row[1]) or walk_of(row[1])
-                if row[0] > walk.through:
-                    walk.chain.unsealed += 1
-                else:
-                    walk.row(row, content_of)
-        finally:
-            cursor.close()
-        above = sa.select(audit_log.c.domain, sa.func.count()).where(audit_log.c.id > upto)
-        if only is not None:
-            above = above.where(audit_log.c.domain.in_(only))
-        for domain, count in connection.execute(above.group_by(audit_log.c.domain)).all():
-            walk_of(domain).chain.unsealed += int(count)
-        for domain in sorted(walks):
-            chain = walks[domain].finish()
-            result.domains.append(chain)
-            result.rows_checked += chain.rows_checked
-            result.unsealed += chain.unsealed
-            if chain.first_broken is not None:
-                result.broken.append(chain.first_broken)
+        raw = connection.connection.dbapi_connection
+        # PostgreSQL spells the deadlines as the link does (Dialect.utc_text); SQLite's text is respelt.
+        spelt = (lambda text: text) if dialect.has_column_types else utc_text
+        records = _records(dialect, raw, only)
+        pending = next(records, None)
+        orphans: set[int] = set()  # batch ids that record rows name and no batch has
+        for batch in _batches(dialect, raw, only):
+            while pending is not None and pending[0] < batch["id"]:
+                result.outside_chain += 1
+                orphans.add(pending[0])
+                pending = next(records, None)
+            rows = []
+            while pending is not None and pending[0] == batch["id"]:
+                rows.append((pending[1], pending[2], spelt(pending[3])))
+                pending = next(records, None)
+            walk_of(batch["domain"]).batch(batch, rows)
+        while pending is not None:
+            result.outside_chain += 1
+            orphans.add(pending[0])
+            pending = next(records, None)
         connection.rollback()
+    for domain in sorted(walks):
+        old_anchors = {p: [a for a in entries if a.legacy] for p, entries in anchors.get(domain, {}).items()}
+        chain = walks[domain].finish({p: entries for p, entries in old_anchors.items() if entries})
+        result.domains.append(chain)
+        result.rows_checked += chain.rows_checked
+        if chain.first_broken is not None:
+            result.broken.append(chain.first_broken)
+    if orphans:
+        shown = ", ".join(str(batch_id) for batch_id in sorted(orphans)[:5])
+        result.broken.append(BrokenLink("", "inserted", f"{result.outside_chain} record rows name batches that are "
+                                                        f"not in any chain (batch ids {shown}"
+                                                        f"{', …' if len(orphans) > 5 else ''})"))
     for key, why in unreadable:
         result.broken.append(BrokenLink("", "anchor_unreadable", f"anchor {key} cannot be read: {why}"))
     if archive_store is not None:
@@ -314,17 +226,48 @@ def verify(database: AppDatabase, archive_store: ArchiveStore | None = None,
     return result
 
 
-@dataclass(frozen=True)
-class _Block:
-    block: int
-    first_seq: int
-    rows: int
-    first_id: int
-    last_id: int
-    ids: bytes
-    row_hashes: bytes
-    prev_hash: str
-    last_hash: str
+def _old_chain_ends(connection: sa.Connection) -> dict[str, dict[int, str]]:
+    """The chains from before the log moved to batches: each block's last position and hash, by domain."""
+    rows = connection.execute(sa.select(audit_chain.c.domain, audit_chain.c.first_seq + audit_chain.c.rows - 1,
+                                        audit_chain.c.last_hash))
+    ends: dict[str, dict[int, str]] = {}
+    for domain, position, last_hash in rows:
+        ends.setdefault(domain, {})[int(position)] = last_hash
+    return ends
+
+
+def _in(dialect: Dialect, only: list[str] | None) -> tuple[str, dict]:
+    if only is None:
+        return "", {}
+    return (f" WHERE b.domain IN ({', '.join(dialect.param(f'd{n}') for n in range(len(only)))})",
+            {f"d{n}": name for n, name in enumerate(only)})
+
+
+def _batches(dialect: Dialect, raw, only: list[str] | None) -> Iterator[dict]:
+    where, params = _in(dialect, only)
+    columns = ["id", *(name for name in FIELDS), "prev_link", "link"]
+    select = ", ".join(dialect.utc_text("b.occurred_at") if name == "occurred_at" else f"b.{name}" for name in columns)
+    cursor = dialect.server_cursor(raw, "audit_verify_batches", FETCH_ROWS)
+    try:
+        cursor.execute(f"SELECT {select} FROM retention_audit_batches b{where} ORDER BY b.id", params)
+        for row in cursor:
+            batch = dict(zip(columns, row, strict=True))
+            batch["occurred_at"] = utc_text(batch["occurred_at"])
+            yield batch
+    finally:
+        cursor.close()
+
+
+def _records(dialect: Dialect, raw, only: list[str] | None) -> Iterator[tuple]:
+    where, params = _in(dialect, only)
+    join = " JOIN retention_audit_batches b ON b.id = r.batch_id" if only is not None else ""
+    cursor = dialect.server_cursor(raw, "audit_verify_records", FETCH_ROWS)
+    try:
+        cursor.execute(f"SELECT r.batch_id, r.id, r.record_id, {dialect.utc_text('r.deadline')} "
+                       f"FROM retention_audit_records r{join}{where} ORDER BY r.batch_id", params)
+        yield from cursor
+    finally:
+        cursor.close()
 
 
 __all__ = ["BrokenLink", "DomainChain", "Verification", "verify"]

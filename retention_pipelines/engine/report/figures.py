@@ -167,7 +167,7 @@ class ChainStatus:
     intact: bool | None
     rows_checked: int | None
     first_broken: str | None
-    unsealed: int | None = None  # rows written since the last seal: not yet in a chain
+    outside_chain: int | None = None  # record rows of no batch of a chain
 
     @property
     def label(self) -> str:
@@ -181,7 +181,7 @@ class ChainStatus:
             return cls(False, None, None, None)
         broken = status.get("first_broken")
         return cls(True, bool(status["intact"]), int(status.get("rows_checked") or 0),
-                   None if broken is None else str(broken), int(status.get("unsealed") or 0))
+                   None if broken is None else str(broken), int(status.get("outside_chain") or 0))
 
 
 @dataclass(frozen=True)

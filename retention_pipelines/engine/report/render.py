@@ -123,8 +123,8 @@ def report_tables(report: ComplianceReport) -> dict[str, Table]:
             "id", "domain", "record_id", "reason", "placed_at"], [
             [h.id, h.domain, h.record_id, h.reason, h.placed_at] for h in report.legal_holds]),
         _table("audit_chain", "Audit-chain verification", [
-            "result", "rows_checked", "rows_not_yet_sealed", "first_broken"], [
-            [chain.label, chain.rows_checked, chain.unsealed, chain.first_broken]]),
+            "result", "rows_checked", "rows_outside_chain", "first_broken"], [
+            [chain.label, chain.rows_checked, chain.outside_chain, chain.first_broken]]),
     ]
     return {table.name: table for table in tables}
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from retention_pipelines.engine.archive.format import encode_batch, read_manifest, verify
 from retention_pipelines.engine.archive.keys import ArchiveKeys, DataKey
-from retention_pipelines.engine.audit.entries import ACTED_ACTIONS, Action, AuditStamp, held_once, write_entries
+from retention_pipelines.engine.audit.entries import ACTED_ACTIONS, Action, AuditStamp, write_entries, write_held_once
 from retention_pipelines.engine.oversight.holds import pass_gate
 from retention_pipelines.engine.oversight.queue import SYSTEM_ACTOR, ManualQueue
 from retention_pipelines.engine.retention.blobs import StoredObjects
@@ -369,7 +369,7 @@ class RetentionEngine:
                 return 0
             stamp = AuditStamp(self.policy.name, Action.SKIPPED_LEGAL_HOLD, run_id, self.policy_version)
             # Two runs may report the same hold at once: the database keeps one report, both go on.
-            return len(connection.execute(held_once(connection, [stamp.row(record_id) for record_id in held])).all())
+            return write_held_once(connection, [stamp.row(record_id) for record_id in held])
 
     # 4. audit ---------------------------------------------------------------------------------
     def audit(self, acted: Acted, run_id: str) -> Audited:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.audit.entries import AuditStamp, inserted_from, write_entries
+from retention_pipelines.engine.audit.entries import AuditStamp, audited_from, write_entries
 from retention_pipelines.engine.oversight.holds import held, held_record_ids
 from retention_pipelines.engine.retention.selection import ERASED_PLACEHOLDER_PATTERN, Selection
 from retention_pipelines.policies import DomainPolicy
@@ -277,7 +277,7 @@ class DomainTable:
         last = sa.select(picked).order_by(picked.c[self.clock.name].desc(), picked.c[self.pk.name].desc()).limit(1)
         last = last.subquery("last")
         row = connection.execute(sa.select(
-            sa.select(sa.func.count()).select_from(self._audited(gone, stamp, selection)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(self._audited(connection, gone, stamp, selection)).scalar_subquery(),
             sa.select(last.c[self.clock.name]).scalar_subquery(),
             sa.select(last.c[self.pk.name]).scalar_subquery())).one()
         return int(row[0]), None if row[1] is None else (row[1], row[2])
@@ -296,7 +296,7 @@ class DomainTable:
             keys = sa.literal([str(pk) for pk in pks], sa.ARRAY(sa.Text))
             target = self.pk == sa.any_(sa.cast(keys, sa.ARRAY(self.pk.type)))
             gone = self._act(target, clock_cutoff, selection).returning(*self.returning()).cte("gone")
-            counted = sa.select(sa.func.count()).select_from(self._audited(gone, stamp, selection))
+            counted = sa.select(sa.func.count()).select_from(self._audited(connection, gone, stamp, selection))
             return int(connection.execute(counted).scalar_one())
         done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff, selection)
                                   .returning(*self.returning())).all()
@@ -309,10 +309,10 @@ class DomainTable:
         return self._keyset(sa.select(self.clock, self.pk).where(*self.due(clock_cutoff, selection), self.not_held()),
                             lane.after, lane.upto).order_by(self.clock, self.pk).limit(limit)
 
-    def _audited(self, gone: sa.CTE, stamp: AuditStamp, selection: Selection) -> sa.CTE:
-        """The audit INSERT of every row a DELETE/UPDATE … RETURNING (`gone`) handed back."""
-        return inserted_from(stamp, sa.cast(gone.c[self.pk.name], sa.Text),
-                             self.deadline(gone.c.clock_utc, selection)).cte("audited")
+    def _audited(self, connection: sa.Connection, gone: sa.CTE, stamp: AuditStamp, selection: Selection) -> sa.CTE:
+        """The audit of every row a DELETE/UPDATE … RETURNING (`gone`) handed back: one row per record."""
+        return audited_from(connection, stamp, sa.cast(gone.c[self.pk.name], sa.Text),
+                            self.deadline(gone.c.clock_utc, selection))
 
     def redact_rows(self, pks: Sequence[object], clock_cutoff: datetime, selection: Selection) -> sa.Update:
         """Redact exactly these rows (still due, not held), RETURNING (pk, clock_utc) of each."""

@@ -1,12 +1,12 @@
-"""One retention run (any domain) or one audit seal in its own process, with kill points, for the
-kill matrix and the concurrency cases of the reliability suite.
+"""One retention run (any domain) in its own process, with kill points, for the kill matrix and the
+concurrency cases of the reliability suite.
 
     python -m retention_pipelines_tests.support.runners.run_with_kill_points '<json config>'
 
 Prints one JSON line per event on stdout: ready, acquired / locked, "at" (a kill point reached),
-done / sealed. Config: database_url, archive_url, domain, run_id, batch_size, archive (quiz_responses
-with its archive on), hot_bucket (meal_plans), redis_url + lock_wait, wait_for_go, seal (chunk_rows),
-kill_at = {"step", "occurrence", "hold"}.
+done. Config: database_url, archive_url, domain, run_id, batch_size, archive (quiz_responses with its
+archive on), hot_bucket (meal_plans), redis_url + lock_wait, wait_for_go, kill_at = {"step",
+"occurrence", "hold"}.
 
 A kill point wraps a real store or statement builder of this process's engine (test code only):
 at the step's `occurrence`-th call it emits `at`; with "hold" it then blocks that thread forever
@@ -32,6 +32,10 @@ KILL_POINTS = {
     "archive verify": [("archive_store", "get", "before"), ("archive_store", "get", "after")],
     "delete transaction": [("table", "act_next", "after"), ("table", "act_batch", "after"),
                            ("table", "act_next", "before"), ("table", "act_batch", "before")],
+    # The audit of a batch: its head ensured and the statement that deletes and chains built, not yet
+    # run (PostgreSQL); or a batch written by the one writer, its head locked, uncommitted.
+    "audit write": [("table", "_audited", "after"), ("audit", "_write_batch", "before"),
+                    ("audit", "_write_batch", "after")],
     "blob delete": [("blob_store", "delete_many", "before"), ("blob_store", "delete_many", "after")],
     "row redact": [("table", "redact_rows", "after"), ("objects", "act", "after")],
 }
@@ -99,8 +103,10 @@ def build_engine(config: dict):
 
 def place_kill_point(engine, kill_at: dict) -> KillPoint:
     point = KillPoint(kill_at["step"], kill_at["occurrence"], kill_at.get("hold", True))
+    from retention_pipelines.engine.audit import entries
+
     owners = {"table": engine.table, "archive_store": engine.archive_store, "blob_store": engine.blob_store,
-              "objects": engine.objects}
+              "objects": engine.objects, "audit": entries}
     chosen = [tuple(p) for p in kill_at["points"]] if kill_at.get("points") else KILL_POINTS[point.step]
     for owner, name, when in chosen:
         if owners[owner] is not None:
@@ -116,25 +122,8 @@ def place_kill_point(engine, kill_at: dict) -> KillPoint:
     return point
 
 
-def seal(config: dict) -> int:
-    from retention_pipelines.engine.audit import seal as audit_seal
-    from retention_pipelines.stores import AppDatabase
-
-    database = AppDatabase(config["database_url"])
-    kill_at = config["kill_at"]
-    point = KillPoint("audit seal", kill_at["occurrence"], kill_at.get("hold", True))
-    emit(event="ready")
-    report = audit_seal.seal(database, chunk_rows=config["chunk_rows"],
-                             after_chunk=lambda domain, rows: point.reached(f"chunk of {domain}"))
-    emit(event="done", sealed=report.rows)
-    threading.Event().wait()  # the test kills it, wherever its delay lands
-    return 0
-
-
 def main() -> int:
     config = json.loads(sys.argv[1])
-    if config.get("seal"):
-        return seal(config)
     from retention_pipelines_tests.support.runners.retention_run import run_under_lock
 
     database, engine = build_engine(config)

@@ -1,49 +1,30 @@
-"""The audit log's hash chains: sealing, and the verifier naming the first broken link of every kind
-of tampering (an updated, deleted or inserted row; a rewritten chain, caught by an anchor), on
-PostgreSQL and SQLite."""
+"""The audit log's hash chains: every batch linked in the transaction that writes it, by the database
+on PostgreSQL and in Python otherwise, to the same link; and the verifier naming the first broken
+link of every kind of tampering (a changed, deleted or added record or batch; a rewritten chain,
+caught by an anchor), on PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from retention_pipelines import schema
 from retention_pipelines.engine.audit.anchor import anchor
-from retention_pipelines.engine.audit.links import (
-    CONTENT_COLUMNS,
-    canonical,
-    content_reader,
-    content_sql,
-    link_hash,
-    pack_ids,
-    unpack_ids,
-)
-from retention_pipelines.engine.audit.seal import seal
+from retention_pipelines.engine.audit.entries import Action, AuditStamp, audited_from, write_entries
+from retention_pipelines.engine.audit.links import FIELDS, python_link, utc_text
 from retention_pipelines.engine.audit.verify import BrokenLink, verify
-from retention_pipelines.stores import AppDatabase
 from retention_pipelines.stores.archive import LocalArchiveStore
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows
-from retention_pipelines_tests.support.audit_rows import execute, ids_of, write_audit_rows
+from retention_pipelines_tests.support.audit_rows import batch_of, execute, ids_of, relink, write_audit_rows
 from retention_pipelines_tests.support.engines import engine_for
-from retention_pipelines_tests.support.repository import REPOSITORY
 
 log = schema.audit_log
-
-
-def chain_blocks(database: AppDatabase, domain: str) -> list[dict]:
-    with database.connect() as connection:
-        return [dict(r._mapping) for r in connection.execute(sa.select(schema.audit_chain).where(
-            schema.audit_chain.c.domain == domain).order_by(schema.audit_chain.c.block))]
 
 
 def only_broken(verification, domain: str = "alpha") -> BrokenLink:
@@ -54,376 +35,282 @@ def only_broken(verification, domain: str = "alpha") -> BrokenLink:
     return link
 
 
-def broken_in(verification, domain: str = "alpha") -> BrokenLink:
-    return {link.domain: link for link in verification.broken}[domain]
+def positions(database) -> dict[str, int]:
+    with database.connect() as connection:
+        return dict(connection.execute(sa.select(schema.audit_chain_heads.c.domain,
+                                                 schema.audit_chain_heads.c.last_seq)).all())
 
 
 @pytest.fixture
-def sealed(any_database):
-    """30 rows in two domains (alpha has 15: positions 1–15), sealed in blocks of 4."""
+def written(any_database):
+    """30 entries in two domains, seven to a run: alpha's 15 in 9 batches (run and archive object)."""
     write_audit_rows(any_database, 30)
-    report = seal(any_database, chunk_rows=4)
-    assert report.sealed == {"alpha": 15, "beta": 15}
     return any_database
 
 
 # a sound chain ----------------------------------------------------------------------------------------
-def test_a_fresh_chain_verifies(sealed):
-    verification = verify(sealed)
+def test_every_entry_is_in_the_chain_the_moment_it_is_written(written):
+    verification = verify(written)
     assert verification.intact, verification.broken
-    assert verification.rows_checked == 30 and verification.unsealed == 0
-    assert {c.domain: (c.positions, c.rows_checked) for c in verification.domains} == {
-        "alpha": (15, 15), "beta": (15, 15)}
-    assert len(chain_blocks(sealed, "alpha")) == 4  # 4 + 4 + 4 + 3
+    assert verification.rows_checked == 30 and verification.outside_chain == 0
+    with written.connect() as connection:
+        batches = dict(connection.execute(sa.select(schema.audit_batches.c.domain, sa.func.count()).group_by(
+            schema.audit_batches.c.domain)).all())
+    assert positions(written) == batches and set(batches) == {"alpha", "beta"}
+    assert {c.domain: c.rows_checked for c in verification.domains} == {"alpha": 15, "beta": 15}
 
 
-def test_sealing_twice_seals_nothing_twice(sealed):
-    before = chain_blocks(sealed, "alpha")
-    assert seal(sealed, chunk_rows=4).rows == 0
-    assert chain_blocks(sealed, "alpha") == before
-    write_audit_rows(sealed, 3, start=100)
-    assert seal(sealed, chunk_rows=4).sealed == {"alpha": 2, "beta": 1}
-    assert seal(sealed).rows == 0
-    verification = verify(sealed)
-    assert verification.intact and verification.rows_checked == 33
+def test_a_rolled_back_write_leaves_the_chain_as_it_was(written):
+    before = positions(written)
+    stamp = AuditStamp("alpha", Action.HOLD_PLACED, "manual", "v1", actor="ops", detail="case 1")
+    with pytest.raises(RuntimeError), written.begin() as connection:
+        write_entries(connection, [stamp.row("r-1")])
+        raise RuntimeError("the caller's transaction rolls back")
+    assert positions(written) == before and verify(written).intact
 
 
-def test_rows_written_after_the_seal_are_counted_as_not_yet_sealed(sealed):
-    write_audit_rows(sealed, 5, start=100)
-    verification = verify(sealed)
-    assert verification.intact and verification.unsealed == 5 and verification.rows_checked == 30
+def test_one_domain_only(written):
+    execute(written, "UPDATE retention_audit_batches SET detail = 'x' WHERE domain = 'beta'")
+    assert verify(written, domains=["alpha"]).intact
+    assert only_broken(verify(written, domains=["beta"]), "beta").kind == "content_changed"
 
 
-def test_one_domain_only(sealed):
-    execute(sealed, "UPDATE retention_audit_log SET detail = 'x' WHERE domain = 'beta'")
-    assert verify(sealed, domains=["alpha"]).intact
-    assert only_broken(verify(sealed, domains=["beta"]), "beta").kind == "content_changed"
+def test_the_link_spells_every_value_apart():
+    """`<length>:<value>` and `-` for NULL: no two batches share a text by moving a separator."""
+    batch = dict.fromkeys(FIELDS, "x") | {"seq": 1, "records": 1, "archive_uri": None}
+    assert python_link("00" * 32, batch, [(1, "a1", None)]) != python_link("00" * 32, batch, [(1, "a", "1")])
+    assert python_link("00" * 32, batch, [(1, "-", None)]) != python_link("00" * 32, batch, [(1, "1:-", None)])
+    assert python_link("00" * 32, batch, [(12, "a", None)]) != python_link("00" * 32, batch, [(1, "2a", None)])
+    assert python_link("00" * 32, batch | {"detail": None}, [(1, "a", None)]) != python_link(
+        "00" * 32, batch | {"detail": "-"}, [(1, "a", None)])
 
 
-def test_the_canonical_form_is_the_standard_librarys_compact_json():
-    tricky = (7, "d", 'quote " backslash \\ newline \n tab \t bell \x07 del \x7f é 😀 \u2028', None,
-              "2026-01-01T00:00:00.000001Z")
-    assert canonical(tricky) == json.dumps(list(tricky), ensure_ascii=False,
-                                                       separators=(",", ":")).encode()
+# the link the database computes is the link Python computes ---------------------------------------------
+# Text PostgreSQL can hold (no NUL, no lone surrogate), and spellings that look like the link's own.
+TEXT = st.one_of(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1,
+                         max_size=12),
+                 st.sampled_from(["-", "1:-", "0:", "2:ab", "a\u0301", "\u00e1", "😀", "'; --", "ß", "ẞ", " "]))
+RECORD = st.tuples(TEXT,
+                   st.one_of(st.none(), st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                                                     timezones=st.just(UTC))))
 
 
-def test_postgresql_and_sqlite_chain_the_same_rows_to_the_same_hash(pg_database, sqlite_database):
-    """Timestamps are canonicalised alike whichever way each database keeps them."""
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(RECORD, min_size=1, max_size=12), detail=st.one_of(st.none(), TEXT))
+def test_the_statement_that_acts_links_its_batch_as_the_verifier_does(pg_database, records, detail):
+    """Hostile record ids (quotes, separators, lookalikes, non-ASCII), NULL and odd deadlines, a
+    NUL-free detail: the batch written by one statement with a DELETE … RETURNING verifies."""
+    with pg_database.begin() as connection:
+        connection.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS acted_on (id text, due timestamptz) "
+                                   "ON COMMIT DROP")
+        connection.execute(sa.text("INSERT INTO acted_on VALUES (:id, :due)"),
+                           [{"id": record_id, "due": due} for record_id, due in records])
+        acted_on = sa.table("acted_on", sa.column("id", sa.Text), sa.column("due", sa.DateTime(timezone=True)))
+        gone = sa.delete(acted_on).returning(acted_on.c.id, acted_on.c.due).cte("gone")
+        stamp = AuditStamp("alpha", Action.DELETED, "run-property", "v1", archive_uri="s3://a/b", detail=detail)
+        audited = audited_from(connection, stamp, gone.c.id, gone.c.due)
+        assert connection.execute(sa.select(sa.func.count()).select_from(audited)).scalar_one() == len(records)
+    verification = verify(pg_database, domains=["alpha"])
+    assert verification.intact, verification.broken
+
+
+def test_postgresql_and_sqlite_link_the_same_batch_alike(pg_database, sqlite_database):
+    """What each database keeps of a timestamp is spelt alike in the link."""
     moment = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
-    rows = [{"domain": "alpha", "record_id": "rec 😀", "action": "deleted", "run_id": "r", "policy_version": "v",
-             "occurred_at": moment, "deadline": moment - timedelta(days=30), "actor": "ops", "detail": 'a "b"\n'},
-            {"domain": "alpha", "record_id": "2", "action": "deleted", "run_id": "r", "policy_version": "v",
-             "occurred_at": moment.replace(microsecond=0), "deadline": None, "actor": None, "detail": None}]
-    heads = []
+    links = []
     for database in (pg_database, sqlite_database):
+        stamp = AuditStamp("alpha", Action.DELETED, "r", "v", detail='a "b"\n', actor="ops")
         with database.begin() as connection:
-            connection.execute(sa.insert(log), [dict(row, id=n + 1) for n, row in enumerate(rows)])
-        seal(database)
-        with database.connect() as connection:
-            heads.append(connection.execute(sa.select(schema.audit_chain_heads.c.last_hash)).scalar_one())
-    assert heads[0] == heads[1]
+            write_entries(connection, [stamp.row("rec 😀", database.bind_time(moment)), stamp.row("2")])
+            batch = connection.execute(sa.select(schema.audit_batches)).one()._mapping
+            records = [(r.id, r.record_id, utc_text(r.deadline))
+                       for r in connection.execute(sa.select(schema.audit_records))]
+        occurred = utc_text(batch["occurred_at"])
+        assert python_link(batch["prev_link"], {**batch, "occurred_at": occurred}, records) == batch["link"]
+        links.append(python_link(batch["prev_link"], {**batch, "occurred_at": "t"}, records))
+    assert links[0] == links[1]
 
 
-# tampering with a sealed row ----------------------------------------------------------------------------
+# tampering ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("column, value", [
-    ("domain", "beta"), ("record_id", "someone-else"), ("action", "redacted"), ("run_id", "forged-run"),
-    ("occurred_at", datetime(2025, 1, 1, tzinfo=UTC)), ("policy_version", "v0"), ("archive_uri", "s3://elsewhere"),
-    ("deadline", datetime(2030, 1, 1, tzinfo=UTC)), ("actor", "mallory"), ("detail", "nothing happened"),
+    ("action", "redacted"), ("run_id", "forged-run"), ("occurred_at", datetime(2025, 1, 1, tzinfo=UTC)),
+    ("policy_version", "v0"), ("archive_uri", "s3://elsewhere"), ("actor", "mallory"), ("detail", "nothing happened"),
+    ("records", 99),
 ])
-def test_an_update_of_any_content_column_is_named(sealed, column, value):
-    target = ids_of(sealed, "alpha")[6]  # chain position 7, inside the second block
-    with sealed.begin() as connection:
-        connection.execute(sa.update(log).where(log.c.id == target).values({column: value}))
-    link = broken_in(verify(sealed))
-    assert (link.position, link.audit_id) == (7, target)
-    if column == "domain":  # gone from alpha's chain; found in beta's below its head
-        assert link.kind == "row_deleted"
-        assert {b.domain: b.kind for b in verify(sealed).broken} == {
-            "alpha": "row_deleted", "beta": "inserted"}
-    else:
-        assert link.kind == "content_changed" and len(verify(sealed).broken) == 1
-        assert link.message == f"domain alpha, audit row id {target} (chain position 7): content changed"
+def test_a_change_to_any_field_of_a_batch_is_named(written, column, value):
+    target = batch_of(written, ids_of(written, "alpha")[6])
+    with written.begin() as connection:
+        connection.execute(sa.update(schema.audit_batches).where(schema.audit_batches.c.id == target).values(
+            {column: written.bind_time(value) if isinstance(value, datetime) else value}))
+    link = only_broken(verify(written))
+    assert link.audit_id == target and link.kind in ("content_changed", "row_deleted")
+    assert f"batch id {target}" in link.message
 
 
-def test_an_update_of_a_rows_id_is_a_deletion_and_an_insertion(sealed):
-    alpha = ids_of(sealed, "alpha")
-    execute(sealed, "UPDATE retention_audit_log SET id = 0 WHERE id = :old", old=alpha[2])
-    verification = verify(sealed)
-    link = only_broken(verification)
-    assert (link.kind, link.audit_id) == ("inserted", 0)  # before position 1, so named first
-    assert "between chain positions 0 and 1" in link.message
-    assert verification.domains[0].problems == 2  # and position 3's row gone
+@pytest.mark.parametrize("column, value", [
+    ("record_id", "someone-else"), ("deadline", datetime(2030, 1, 1, tzinfo=UTC)), ("id", 100000)])
+def test_a_change_to_a_record_row_is_named(written, column, value):
+    target = ids_of(written, "alpha")[6]
+    batch = batch_of(written, target)
+    with written.begin() as connection:
+        connection.execute(sa.update(schema.audit_records).where(schema.audit_records.c.id == target).values(
+            {column: written.bind_time(value) if isinstance(value, datetime) else value}))
+    link = only_broken(verify(written))
+    assert (link.kind, link.audit_id) == ("content_changed", batch)
 
 
-def test_a_deleted_middle_row_is_named(sealed):
-    target = ids_of(sealed, "alpha")[5]
-    execute(sealed, "DELETE FROM retention_audit_log WHERE id = :id", id=target)
-    link = only_broken(verify(sealed))
-    assert (link.kind, link.position, link.audit_id) == ("row_deleted", 6, target)
-    assert "chain position 6" in link.message and "deleted" in link.message
+def test_a_deleted_record_row_is_named(written):
+    target = ids_of(written, "alpha")[6]
+    batch = batch_of(written, target)
+    execute(written, "DELETE FROM retention_audit_records WHERE id = :id", id=target)
+    link = only_broken(verify(written))
+    assert (link.kind, link.audit_id) == ("row_deleted", batch)
 
 
-def test_a_deleted_last_row_is_named(sealed):
-    last = ids_of(sealed, "alpha")[-1]
-    execute(sealed, "DELETE FROM retention_audit_log WHERE id = :id", id=last)
-    link = only_broken(verify(sealed))
-    assert (link.kind, link.position, link.audit_id) == ("row_deleted", 15, last)
+def test_a_record_row_added_to_a_batch_is_named(written):
+    batch = batch_of(written, ids_of(written, "alpha")[6])
+    execute(written, "INSERT INTO retention_audit_records (id, batch_id, record_id) VALUES (100000, :b, 'forged')",
+            b=batch)
+    link = only_broken(verify(written))
+    assert (link.kind, link.audit_id) == ("inserted", batch)
 
 
-def test_a_deleted_last_row_with_its_block_shows_at_the_head(sealed):
-    """The last block gone too: the head still says where the chain ended."""
-    alpha = ids_of(sealed, "alpha")
-    execute(sealed, "DELETE FROM retention_audit_log WHERE id >= :id AND domain = 'alpha'", id=alpha[12])
-    execute(sealed, "DELETE FROM retention_audit_chain WHERE domain = 'alpha' AND block = 4")
-    link = only_broken(verify(sealed))
-    assert (link.kind, link.position) == ("head_mismatch", 13)
-    assert "head says last position 15" in link.message and "ends at 12" in link.message
+def test_a_record_row_of_no_batch_is_outside_the_chain(written):
+    execute(written, "INSERT INTO retention_audit_records (id, batch_id, record_id) VALUES (100000, 99999, 'x')")
+    verification = verify(written)
+    assert verification.outside_chain == 1 and not verification.intact
+    [link] = verification.broken
+    assert link.kind == "inserted" and "batch ids 99999" in link.message
 
 
-def test_a_missing_block_in_the_middle_is_a_jump_in_positions(sealed):
-    alpha = ids_of(sealed, "alpha")
-    execute(sealed, "DELETE FROM retention_audit_log WHERE id >= :a AND id <= :b AND domain = 'alpha'",
-            a=alpha[4], b=alpha[7])
-    execute(sealed, "DELETE FROM retention_audit_chain WHERE domain = 'alpha' AND block = 2")
-    link = only_broken(verify(sealed))
-    assert (link.kind, link.position) == ("position_missing", 5)
-    assert "jump from 4 to 9" in link.message
+def test_a_batch_moved_to_another_domain_is_named_in_both(written):
+    target = batch_of(written, ids_of(written, "alpha")[6])
+    execute(written, "UPDATE retention_audit_batches SET domain = 'beta' WHERE id = :id", id=target)
+    assert {link.domain for link in verify(written).broken} == {"alpha", "beta"}
 
 
-def test_a_forged_row_inserted_below_the_head_is_named(sealed):
-    """No hash: its id sits between two sealed rows of the domain (another domain's id, reused)."""
-    alpha, beta = ids_of(sealed, "alpha"), ids_of(sealed, "beta")
-    gap = beta[3]  # between alpha's 4th and 5th rows
-    assert alpha[3] < gap < alpha[4]
-    execute(sealed, "DELETE FROM retention_audit_log WHERE id = :id", id=gap)
-    execute(sealed, "INSERT INTO retention_audit_log (id, domain, record_id, action, run_id, policy_version) "
-                    "VALUES (:id, 'alpha', 'forged', 'deleted', 'forged-run', 'v1+test')", id=gap)
-    verification = verify(sealed)
-    link = broken_in(verification)
-    assert (link.kind, link.audit_id) == ("inserted", gap)
-    assert link.message == (f"domain alpha, audit row id {gap}: inserted after sealing (unsealed row below the "
-                            "sealed head, between chain positions 4 and 5)")
+def test_a_deleted_middle_batch_is_a_jump_in_positions(written):
+    target = batch_of(written, ids_of(written, "alpha")[6])
+    execute(written, "DELETE FROM retention_audit_records WHERE batch_id = :id", id=target)
+    execute(written, "DELETE FROM retention_audit_batches WHERE id = :id", id=target)
+    link = only_broken(verify(written))
+    assert link.kind == "position_missing"
+    assert f"jump from {link.position - 1} to {link.position + 1}" in link.message
 
 
-def test_a_forged_row_with_a_forged_hash_breaks_the_chain(sealed):
-    """The forger adds the row to its block with hashes recomputed: the next block no longer follows."""
-    beta = ids_of(sealed, "beta")
-    gap = beta[3]
-    execute(sealed, "DELETE FROM retention_audit_log WHERE id = :id", id=gap)
-    execute(sealed, "INSERT INTO retention_audit_log (id, domain, record_id, action, run_id, policy_version) "
-                    "VALUES (:id, 'alpha', 'forged', 'deleted', 'forged-run', 'v1+test')", id=gap)
-    block = chain_blocks(sealed, "alpha")[1]  # positions 5–8: the forged row goes first
-    forged_ids = [gap, *unpack_ids(block["ids"])]
-    state, hashes = bytes.fromhex(block["prev_hash"]), []
-    select_list = content_sql(sealed.dialect, "a")
-    reader = content_reader(sealed.dialect)
-    with sealed.connect() as connection:
-        for audit_id in forged_ids:
-            row = connection.exec_driver_sql(
-                f"SELECT {select_list} FROM retention_audit_log a WHERE a.id = {audit_id}").one()
-            state = link_hash(state, reader(tuple(row)))
-            hashes.append(state[:16])
-    with sealed.begin() as connection:
-        connection.execute(sa.update(schema.audit_chain).where(
-            schema.audit_chain.c.domain == "alpha", schema.audit_chain.c.block == 2).values(
-            ids=pack_ids(forged_ids), row_hashes=b"".join(hashes), rows=5, first_id=gap,
-            last_hash=state.hex()))
-    link = broken_in(verify(sealed))
-    assert link.kind in ("hash_broken", "position_missing")
-    assert link.position == 9  # the next block: its positions and its hash no longer follow
+def test_a_deleted_last_batch_shows_at_the_head(written):
+    end = positions(written)["alpha"]
+    execute(written, "DELETE FROM retention_audit_records WHERE batch_id IN (SELECT id FROM retention_audit_batches "
+                     "WHERE domain = 'alpha' AND seq = :seq)", seq=end)
+    execute(written, "DELETE FROM retention_audit_batches WHERE domain = 'alpha' AND seq = :seq", seq=end)
+    link = only_broken(verify(written))
+    assert (link.kind, link.position) == ("head_mismatch", end)
+    assert f"head says last position {end}" in link.message
 
 
-def test_a_row_hash_replaced_in_its_block_is_named(sealed):
-    block = chain_blocks(sealed, "alpha")[2]  # positions 9–12
-    hashes = bytearray(block["row_hashes"])
-    hashes[16:32] = bytes(16)
-    with sealed.begin() as connection:
-        connection.execute(sa.update(schema.audit_chain).where(
-            schema.audit_chain.c.domain == "alpha", schema.audit_chain.c.block == 3).values(row_hashes=bytes(hashes)))
-    link = only_broken(verify(sealed))
-    assert (link.position, link.audit_id) == (10, ids_of(sealed, "alpha")[9])
+def test_a_forged_batch_with_a_forged_link_breaks_the_chain_after_it(written):
+    """The forger writes a batch that links right, between two others: the next no longer follows."""
+    with written.connect() as connection:
+        second = connection.execute(sa.select(schema.audit_batches).where(
+            schema.audit_batches.c.domain == "alpha", schema.audit_batches.c.seq == 2)).one()._mapping
+    # Moved up one position, in two steps past the one-batch-per-position constraint.
+    execute(written, "UPDATE retention_audit_batches SET seq = seq + 1000 WHERE domain = 'alpha' AND seq >= 3")
+    execute(written, "UPDATE retention_audit_batches SET seq = seq - 999 WHERE domain = 'alpha' AND seq >= 1000")
+    forged = {**{name: second[name] for name in FIELDS}, "seq": 3, "records": 1, "run_id": "forged",
+              "occurred_at": utc_text(second["occurred_at"])}
+    link = python_link(second["link"], forged, [(100000, "forged", None)])
+    with written.begin() as connection:
+        batch_id = connection.execute(sa.insert(schema.audit_batches).values(
+            {**forged, "occurred_at": second["occurred_at"], "prev_link": second["link"], "link": link},
+        ).returning(schema.audit_batches.c.id)).scalar_one()
+        connection.execute(sa.insert(schema.audit_records).values(id=100000, batch_id=batch_id, record_id="forged"))
+    broken = only_broken(verify(written))
+    # Batches are walked in id order: the forged one, written last, is out of its place.
+    assert broken.kind in ("hash_broken", "position_missing") and broken.position == 3
 
 
-# anchors -------------------------------------------------------------------------------------------------
-def test_an_anchor_holds_every_head_and_a_later_one_the_same_day_is_another_object(sealed, tmp_path):
+# anchors ------------------------------------------------------------------------------------------------
+def test_a_chain_recomputed_in_the_database_is_caught_by_an_anchor(written, tmp_path):
     store = LocalArchiveStore(tmp_path / "archive")
-    first = anchor(sealed, store)
-    assert first.startswith(f"audit_anchors/{sealed.now():%Y/%m/%d}/") and first.endswith(".json")
-    assert list(store.keys("audit_anchors/")) == [first]
-    document = json.loads(store.get(first))
-    assert {h["domain"]: h["last_seq"] for h in document["heads"]} == {"alpha": 15, "beta": 15}
-    write_audit_rows(sealed, 2, start=100)
-    seal(sealed)
-    second = anchor(sealed, store)
-    assert second != first and sorted(store.keys("audit_anchors/")) == sorted([first, second])
-    assert {h["domain"]: h["last_seq"] for h in json.loads(store.get(first))["heads"]} == {"alpha": 15, "beta": 15}
-    assert {h["domain"]: h["last_seq"] for h in json.loads(store.get(second))["heads"]} == {"alpha": 16, "beta": 16}
-    verification = verify(sealed, store)
-    assert verification.intact, verification.broken
-    assert verification.anchors_checked == 4
+    key = anchor(written, store)
+    assert {h["domain"]: h["last_seq"] for h in json.loads(store.get(key))["heads"]} == positions(written)
+    assert verify(written, store).intact and verify(written, store).anchors_checked == 2
+    # The attacker changes an entry and writes every link again: the database alone agrees.
+    target = batch_of(written, ids_of(written, "alpha")[2])
+    execute(written, "UPDATE retention_audit_batches SET action = 'kept' WHERE id = :id", id=target)
+    relink(written, "alpha")
+    assert verify(written).intact
+    link = only_broken(verify(written, store))
+    assert link.kind == "anchor_mismatch" and "the chain was rewritten" in link.message
 
 
-def test_a_chain_recomputed_in_the_database_is_caught_by_an_anchor(sealed, tmp_path):
+def test_a_chain_cut_short_with_its_head_is_caught_by_an_anchor(written, tmp_path):
     store = LocalArchiveStore(tmp_path / "archive")
-    anchor(sealed, store)
-    target = ids_of(sealed, "alpha")[2]
-    execute(sealed, "UPDATE retention_audit_log SET action = 'kept' WHERE id = :id", id=target)
-    # The attacker throws the chains away and seals everything again: the database alone agrees.
-    execute(sealed, "DELETE FROM retention_audit_chain")
-    execute(sealed, "DELETE FROM retention_audit_chain_heads")
-    seal(sealed, chunk_rows=4)
-    assert verify(sealed).intact
-    link = only_broken(verify(sealed, store))
-    assert link.kind == "anchor_mismatch" and link.position == 15
-    assert "the chain was rewritten" in link.message
+    anchor(written, store)
+    end = positions(written)["alpha"]
+    execute(written, "DELETE FROM retention_audit_batches WHERE domain = 'alpha' AND seq = :seq", seq=end)
+    with written.connect() as connection:
+        last = connection.execute(sa.select(schema.audit_batches).where(
+            schema.audit_batches.c.domain == "alpha", schema.audit_batches.c.seq == end - 1)).one()
+    execute(written, "UPDATE retention_audit_chain_heads SET last_seq = :seq, last_id = :id, last_hash = :link "
+                     "WHERE domain = 'alpha'", seq=end - 1, id=last.id, link=last.link)
+    execute(written, "DELETE FROM retention_audit_records WHERE batch_id NOT IN (SELECT id FROM "
+                     "retention_audit_batches)")
+    assert verify(written).intact
+    link = only_broken(verify(written, store))
+    assert (link.kind, link.position) == ("anchor_missing", end)
 
 
-def test_a_chain_cut_short_with_its_head_is_caught_by_an_anchor(sealed, tmp_path):
-    store = LocalArchiveStore(tmp_path / "archive")
-    anchor(sealed, store)
-    alpha = ids_of(sealed, "alpha")
-    execute(sealed, "DELETE FROM retention_audit_log WHERE domain = 'alpha' AND id >= :id", id=alpha[12])
-    execute(sealed, "DELETE FROM retention_audit_chain WHERE domain = 'alpha' AND block = 4")
-    block = chain_blocks(sealed, "alpha")[-1]
-    execute(sealed, "UPDATE retention_audit_chain_heads SET last_block = 3, last_seq = 12, last_id = :id, "
-                    "last_hash = :hash WHERE domain = 'alpha'", id=block["last_id"], hash=block["last_hash"])
-    assert verify(sealed).intact
-    link = only_broken(verify(sealed, store))
-    assert (link.kind, link.position) == ("anchor_missing", 15)
+# writers at once, and the retention engine ---------------------------------------------------------------
+def test_writers_of_one_domain_at_once_each_extend_the_chain(pg_database):
+    """Each waits for the head's lock in turn: no two batches at one position, every batch chained."""
+    errors = []
 
+    def writer(n: int) -> None:
+        try:
+            for i in range(10):
+                with pg_database.begin() as connection:
+                    write_entries(connection, [AuditStamp("alpha", Action.QUEUE_OPENED, f"w{n}", "v").row(f"{n}-{i}")])
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
 
-def test_the_s3_archive_store_lists_anchors(sealed, s3_archive_url):
-    from retention_pipelines.stores import archive_store_from_url
-
-    store = archive_store_from_url(s3_archive_url)
-    key = anchor(sealed, store)
-    store.put("audit_anchors_not/x.json", b"{}")
-    assert list(store.keys("audit_anchors/")) == [key]
-    assert verify(sealed, store).anchors_checked == 2
-
-
-# concurrency and kills -----------------------------------------------------------------------------------
-def test_rows_committed_out_of_id_order_are_all_sealed_in_id_order(pg_database):
-    """A transaction that drew a lower id commits after one with a higher id: the sealer waits for
-    it (or, past its wait, seals nothing), never sealing past a row that may still come."""
-    write_audit_rows(pg_database, 4)
-    slow = pg_database.engine.connect()
-    slow_transaction = slow.begin()
-    [low] = slow.execute(sa.insert(log).returning(log.c.id), [
-        {"domain": "alpha", "record_id": "late", "action": "deleted", "run_id": "r", "policy_version": "v"}]).scalars()
-    [high] = write_audit_rows(pg_database, 1, start=50)
-    assert high > low
-    assert not seal(pg_database, settle_seconds=0.2).settled  # waited, then left it all unsealed
-    assert verify(pg_database).intact
-
-    committer = threading.Timer(0.5, slow_transaction.commit)
-    committer.start()
-    report = seal(pg_database, settle_seconds=30)
-    committer.join()
-    slow.close()
-    assert report.settled and report.rows == 6
-    alpha = chain_blocks(pg_database, "alpha")
-    assert list(unpack_ids(alpha[-1]["ids"])) == sorted(ids_of(pg_database, "alpha"))
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
     verification = verify(pg_database)
-    assert verification.intact and verification.rows_checked == 6
+    assert verification.intact and verification.rows_checked == 40 and positions(pg_database) == {"alpha": 40}
 
 
-class Killed(Exception):
-    pass
-
-
-def test_a_seal_killed_inside_a_chunk_leaves_the_chain_verifying(any_database):
-    write_audit_rows(any_database, 20, domains=("alpha",))
-
-    def kill_on_the_third_chunk(domain, rows):
-        chunks.append(rows)
-        if len(chunks) == 3:
-            raise Killed
-
-    chunks = []
-    with pytest.raises(Killed):
-        seal(any_database, chunk_rows=4, after_chunk=kill_on_the_third_chunk)
-    assert len(chain_blocks(any_database, "alpha")) == 2  # the third chunk rolled back with its head
-    verification = verify(any_database)
-    assert verification.intact and verification.rows_checked == 8 and verification.unsealed == 12
-    assert seal(any_database, chunk_rows=4).rows == 12
-    verification = verify(any_database)
-    assert verification.intact and verification.rows_checked == 20
-
-
-SEALER = """
-import sys, time
-from retention_pipelines.engine.audit.seal import seal
-from retention_pipelines.stores import AppDatabase
-
-def pause(domain, rows):
-    print(rows, flush=True)
-    time.sleep(60 if rows and pause.calls else 0)
-    pause.calls = True
-pause.calls = False
-seal(AppDatabase(sys.argv[1]), chunk_rows=5, after_chunk=pause)
-"""
-
-
-def test_a_sealer_process_killed_mid_chunk_leaves_the_chain_verifying(any_database):
-    write_audit_rows(any_database, 20, domains=("alpha",))
-    url = any_database.engine.url.render_as_string(hide_password=False)
-    process = subprocess.Popen([sys.executable, "-c", SEALER, url], cwd=REPOSITORY, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
-    try:
-        assert process.stdout.readline().strip() == "5"  # the first chunk, committed
-        assert process.stdout.readline().strip() == "5"  # the second, in its transaction: killed there
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    time.sleep(0.2)
-    verification = verify(any_database)
-    assert verification.intact and verification.rows_checked == 5 and verification.unsealed == 15
-    assert seal(any_database).rows == 15
-    assert verify(any_database).intact
-
-
-# the retention engine ---------------------------------------------------------------------------------------
-def test_a_runs_audit_rows_are_sealed_by_the_next_seal(any_database, policies, quiz_policy, local_archive_url):
-    """Runs do not seal (it would cost them a third of their speed, benchmarks/): the seal job does,
-    every 15 minutes; until then the verifier counts the rows as not yet sealed."""
+def test_a_runs_entries_are_in_the_chain_when_it_ends(any_database, policies, quiz_policy, local_archive_url):
+    """No seal job between the run and a tamperer: the entry changed right after the run is caught."""
     insert_quiz_rows(any_database, [timedelta(days=2, minutes=i) for i in range(7)])
     report = engine_for(quiz_policy, policies, any_database, local_archive_url).run("run-chain")
     assert report.acted.acted_on == 7
-    assert verify(any_database).unsealed == 7
-    assert seal(any_database).rows == 7
     verification = verify(any_database)
-    assert verification.intact and verification.unsealed == 0
-    assert {c.domain: c.positions for c in verification.domains} == {"quiz_responses": 7}
+    assert verification.intact and verification.outside_chain == 0 and verification.rows_checked == 7
+    target = ids_of(any_database, "quiz_responses")[3]
+    execute(any_database, "UPDATE retention_audit_records SET record_id = 'someone-else' WHERE id = :id", id=target)
+    link = only_broken(verify(any_database), "quiz_responses")
+    assert (link.kind, link.audit_id) == ("content_changed", batch_of(any_database, target))
 
 
-def test_a_run_seals_nothing_itself(any_database, policies, quiz_policy, local_archive_url):
-    write_audit_rows(any_database, 3, domains=("quiz_responses",))
+def test_a_dry_run_writes_no_batch(any_database, policies, quiz_policy, local_archive_url):
     insert_quiz_rows(any_database, [timedelta(days=2, minutes=i) for i in range(4)])
     engine_for(quiz_policy, policies, any_database, local_archive_url).run("dry", dry_run=True)
     with any_database.connect() as connection:
-        assert connection.execute(sa.select(sa.func.count()).select_from(schema.audit_chain)).scalar_one() == 0
-        assert connection.execute(sa.select(sa.func.count()).select_from(schema.audit_chain_heads)).scalar_one() == 0
-    assert verify(any_database).unsealed == 3
-    engine_for(quiz_policy, policies, any_database, local_archive_url).run("real")
-    assert verify(any_database).unsealed == 7
+        assert connection.execute(sa.select(sa.func.count()).select_from(schema.audit_batches)).scalar_one() == 0
+    assert positions(any_database) == {}
 
 
 def test_verifying_streams_in_constant_memory(pg_database):
-    """Many blocks, read a few at a time; the rows through a server-side cursor."""
+    """Batches and records through two server-side cursors."""
+    stamp = AuditStamp("alpha", Action.DELETED, "r", "v")
     with pg_database.begin() as connection:
-        connection.exec_driver_sql(
-            "INSERT INTO retention_audit_log (domain, record_id, action, run_id, policy_version) "
-            "SELECT 'alpha', i::text, 'deleted', 'r', 'v' FROM generate_series(1, 50000) AS i")
-    assert seal(pg_database, chunk_rows=1000).rows == 50_000
+        for start in range(0, 50_000, 10_000):
+            write_entries(connection, [stamp.row(str(i)) for i in range(start, start + 10_000)])
     verification = verify(pg_database)
     assert verification.intact and verification.rows_checked == 50_000
-    assert verification.domains[0].positions == 50_000
-
-
-def test_every_column_of_the_audit_log_is_hashed_and_the_migration_leaves_it_alone():
-    """A column added to the audit log one day must be added to the hash (CONTENT_COLUMNS); the
-    chains add no column, index or trigger to it: its writers write what they wrote before."""
-    assert [c.name for c in log.columns] == ["id", *CONTENT_COLUMNS[1:]]
-    migration = (Path(schema.__file__).parent / "migrations" / "versions" / "0007_audit_chain.py").read_text()
-    assert "retention_audit_log" not in migration.split('"""', 2)[2]
+    assert verification.domains[0].positions == 5

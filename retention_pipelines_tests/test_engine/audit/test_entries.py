@@ -24,19 +24,22 @@ PACKAGE = Path(retention_pipelines.__file__).parent
 WRITER = PACKAGE / "engine" / "audit" / "entries.py"
 
 
+LOG_TABLES = {"audit_log", "audit_batches", "audit_records", "audit_held_once", "audit_chain_heads"}
+
+
 def inserts_into_the_audit_log(path: Path) -> list[int]:
-    """Lines of `sa.insert(audit_log)` / `insert(audit_log)` / `dialect.upsert(audit_log)` / `audit_log.insert()` in
-    a module."""
+    """Lines of `sa.insert(T)` / `insert(T)` / `dialect.upsert(T)` / `sa.update(T)` / `T.insert()` in a module, for
+    T the audit log's tables and its chains' heads."""
     lines = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Call):
             function = node.func
             name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
             target = function.value if isinstance(function, ast.Attribute) else None
-            if name in ("insert", "upsert") and any(
-                    isinstance(arg, ast.Name) and arg.id == "audit_log" for arg in node.args):
+            if name in ("insert", "upsert", "update") and any(
+                    isinstance(arg, ast.Name) and arg.id in LOG_TABLES for arg in node.args):
                 lines.append(node.lineno)
-            elif name == "insert" and isinstance(target, ast.Name) and target.id == "audit_log":
+            elif name in ("insert", "update") and isinstance(target, ast.Name) and target.id in LOG_TABLES:
                 lines.append(node.lineno)
     return lines
 

@@ -171,14 +171,14 @@ def test_killed_between_two_domains(request, tmp_path, database):
 
 def test_killed_inside_the_transaction_that_destroys_the_key_and_completes(pg_url, pg_database, killed):
     """The run is stopped after it destroyed the key and before it completed the request, in their
-    one transaction (held there by a lock on the audit log), and killed: neither happened."""
+    one transaction (held there by a lock on the audit log's batches), and killed: neither happened."""
     name = "erasure-killed-completing"
     runner = killed.runner(f"{pg_url}?application_name={name}", pause_before_complete=True)
     blocker = pg_database.engine.raw_connection()
     try:
         runner.wait_for("completing", 180)
         with blocker.cursor() as cursor:  # reads go on; the key's audit entry waits
-            cursor.execute("LOCK TABLE retention_audit_log IN EXCLUSIVE MODE")
+            cursor.execute("LOCK TABLE retention_audit_batches IN EXCLUSIVE MODE")
         runner.go()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not waits_holding_the_keys(pg_database, name):
@@ -210,6 +210,6 @@ def waits_holding_the_keys(database, application_name: str) -> bool:
             "JOIN pg_stat_activity a ON a.pid = l.pid JOIN pg_class c ON c.oid = l.relation "
             "WHERE a.application_name = :name"), {"name": application_name}).all()
     granted = {(relation, mode) for relation, mode, was_granted, _ in held if was_granted}
-    waiting = any(not was_granted and relation == "retention_audit_log" for relation, _, was_granted, _ in held)
+    waiting = any(not was_granted and relation == "retention_audit_batches" for relation, _, was_granted, _ in held)
     return waiting and ("retention_data_keys", "RowExclusiveLock") in granted and (
         "gdpr_erasure_requests", "RowShareLock") in granted

@@ -16,11 +16,12 @@ import pytest
 import sqlalchemy as sa
 
 from retention_pipelines.engine.archive.format import blob_key_id, decrypt_blob, read_manifest, read_rows
+from retention_pipelines.engine.audit.entries import AuditStamp, write_entries
 from retention_pipelines.engine.gdpr.erasure_run import ErasureIncomplete
 from retention_pipelines.engine.gdpr.requests import ErasureRefused
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.resolution.retry import retry_item
-from retention_pipelines.schema import audit_log, erasure_requests
+from retention_pipelines.schema import erasure_requests
 from retention_pipelines.stores.blob import S3BlobStore
 from retention_pipelines_tests.support.app_rows import _insert
 from retention_pipelines_tests.support.archives import encode_v1
@@ -350,12 +351,11 @@ def test_copies_archived_in_clear_by_version_1_are_not_left_readable_by_a_comple
         connection.exec_driver_sql(f"DELETE FROM email_blacklist WHERE id = '{listed}'")
         connection.exec_driver_sql("UPDATE meal_plans SET pdf_blob_key = NULL, pdf_deleted_at = CURRENT_TIMESTAMP "
                                    f"WHERE id = '{plan}'")
-        connection.execute(sa.insert(audit_log), [
-            {"domain": "email_blacklist", "record_id": listed, "action": "deleted", "run_id": "v1-run",
-             "policy_version": "2026-08-01.1", "archive_uri": store.uri(key), "deadline": any_database.bind_time(now)},
-            {"domain": "meal_plans", "record_id": plan, "action": "redacted", "run_id": "v1-run",
-             "policy_version": "2026-08-01.1", "archive_uri": store.uri(f"meal_plans/blobs/{plan}"),
-             "deadline": any_database.bind_time(now)}])
+        write_entries(connection, [
+            AuditStamp("email_blacklist", "deleted", "v1-run", "2026-08-01.1", archive_uri=store.uri(key)).row(
+                listed, any_database.bind_time(now)),
+            AuditStamp("meal_plans", "redacted", "v1-run", "2026-08-01.1",
+                       archive_uri=store.uri(f"meal_plans/blobs/{plan}")).row(plan, any_database.bind_time(now))])
     assert ANN.encode() in gzip.decompress(store.get(key))  # what version 1 left: her address, readable
 
     outcome = erasure.run(erasure.requests.request(ANN).id, "erasure-run")

@@ -329,7 +329,7 @@ def test_the_page_shows_the_csvs_cell_for_cell_with_charts_and_every_section(oct
         f"{erasure['deadline_met']} / {erasure['deadline_missed']}")
     assert parsed.figures["audit chain"] == "intact"
     assert read_csv(files["audit_chain.csv"]) == [{"result": "intact", "rows_checked": "1234",
-                                                    "rows_not_yet_sealed": "0", "first_broken": ""}]
+                                                    "rows_outside_chain": "0", "first_broken": ""}]
     assert "<script" not in files[html_name(MONTH)].decode() and "http:" not in files[html_name(MONTH)].decode()
     assert "https:" not in files[html_name(MONTH)].decode()  # no network: nothing fetched
 
@@ -349,12 +349,12 @@ def test_the_chain_is_not_verified_until_it_is_wired_and_a_break_shows(pg_databa
     report = build_report(pg_database, policies, MONTH)
     files = render_report(report)
     assert read_csv(files["audit_chain.csv"]) == [{"result": "not verified", "rows_checked": "",
-                                                    "rows_not_yet_sealed": "", "first_broken": ""}]
+                                                    "rows_outside_chain": "", "first_broken": ""}]
     assert "was not verified" in files[html_name(MONTH)].decode()
     broken = render_report(build_report(pg_database, policies, MONTH, chain_status={
         "intact": False, "rows_checked": 77, "first_broken": "entry 41"}))
     assert read_csv(broken["audit_chain.csv"]) == [{"result": "BROKEN", "rows_checked": "77",
-                                                     "rows_not_yet_sealed": "0", "first_broken": "entry 41"}]
+                                                     "rows_outside_chain": "0", "first_broken": "entry 41"}]
     assert "audit chain is broken" in broken[html_name(MONTH)].decode()
 
 
@@ -370,7 +370,7 @@ def _redate_text(database, run_id: str, spelling: str) -> None:
     """As CURRENT_TIMESTAMP spells it in SQLite (no microseconds); a timestamptz literal in PostgreSQL."""
     value = spelling if database.is_sqlite else spelling + "+00"
     with database.engine.begin() as connection:
-        connection.execute(sa.text("UPDATE retention_audit_log SET occurred_at = :v WHERE run_id = :r"),
+        connection.execute(sa.text("UPDATE retention_audit_batches SET occurred_at = :v WHERE run_id = :r"),
                            {"v": value, "r": run_id})
 
 

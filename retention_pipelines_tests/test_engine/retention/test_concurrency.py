@@ -122,8 +122,8 @@ def test_two_runs_without_any_lock_report_a_held_row_once_and_both_finish(postgr
     watcher = psycopg2.connect(postgres_server.dsn(sa.engine.make_url(pg_url).database))
     watcher.autocommit = True
     with blocker.cursor() as cursor:
-        cursor.execute("INSERT INTO retention_audit_log (domain, record_id, action, run_id, policy_version) "
-                       "VALUES ('quiz_responses', %s, 'skipped_legal_hold', 'third', 'x')", (held,))
+        cursor.execute("INSERT INTO retention_audit_held_once (domain, record_id) VALUES ('quiz_responses', %s)",
+                       (held,))
     url = f"{pg_url}?application_name=retention-racing"
     runs = [runner(url, local_archive_url, f"racing-{i}", wait_for_go=True) for i in (1, 2)]
     try:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import sqlalchemy as sa
-
-from retention_pipelines import schema
+from retention_pipelines.engine.audit.entries import AuditStamp, write_entries
 from retention_pipelines_tests.support.app_rows import (
     audit_entries,
     insert_blacklist_at,
@@ -59,7 +57,6 @@ def test_an_entry_acted_on_before_its_deadline_is_counted(any_database, policies
     report = engine.run("early-check")
     assert engine.count_acted_on_early(report.acted, "early-check") == 0
     with any_database.engine.begin() as connection:
-        connection.execute(sa.insert(schema.audit_log).values(
-            domain="email_blacklist", record_id="forged", action="deleted", run_id="early-check",
-            policy_version="test", deadline=any_database.bind_time(now + timedelta(days=1))))
+        write_entries(connection, [AuditStamp("email_blacklist", "deleted", "early-check", "test").row(
+            "forged", any_database.bind_time(now + timedelta(days=1)))])
     assert engine.count_acted_on_early(report.acted, "early-check") == 1
