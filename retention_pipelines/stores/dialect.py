@@ -85,9 +85,11 @@ class Dialect:
         """A UTC instant as a bound of a range over stored timestamps (`column >= bound`)."""
         raise NotImplementedError
 
-    def ordered_text_agg(self, text: sa.ColumnElement, order_by: sa.ColumnElement) -> sa.ColumnElement:
-        """The aggregate concatenating `text` over a group's rows, in `order_by` order (only where
-        acts_in_one_statement: the others compute such things in Python)."""
+    def ordered_agg(self, name: str, value: sa.ColumnElement, order_by: sa.ColumnElement,
+                    *arguments: sa.ColumnElement) -> sa.ColumnElement:
+        """The aggregate `name` (array_agg, string_agg) of `value` and `arguments` over a group's
+        rows, in `order_by` order (only where acts_in_one_statement: the others compute such
+        things in Python)."""
         raise NotImplementedError
 
     def next_id(self, table: str, column: str) -> sa.ColumnElement:
@@ -129,8 +131,10 @@ class _PostgreSQL(Dialect):
     def time_bound(self, moment: datetime) -> Any:
         return moment
 
-    def ordered_text_agg(self, text: sa.ColumnElement, order_by: sa.ColumnElement) -> sa.ColumnElement:
-        return sa.func.string_agg(text, postgresql.aggregate_order_by(sa.literal("", sa.Text), order_by))
+    def ordered_agg(self, name: str, value: sa.ColumnElement, order_by: sa.ColumnElement,
+                    *arguments: sa.ColumnElement) -> sa.ColumnElement:
+        *leading, last = (value, *arguments)
+        return getattr(sa.func, name)(*leading, postgresql.aggregate_order_by(last, order_by))
 
     def next_id(self, table: str, column: str) -> sa.ColumnElement:
         return sa.func.nextval(sa.cast(sa.func.pg_get_serial_sequence(table, column), postgresql.REGCLASS))

@@ -11,6 +11,7 @@ same transaction, under a lock on the domain's head, so no committed entry is ev
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,16 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.audit.links import FIELDS, GENESIS, python_link, sql_link, sql_utc_text, utc_text
+from retention_pipelines.engine.audit.links import (
+    FIELDS,
+    GENESIS,
+    link,
+    records_digest,
+    sql_link,
+    sql_records_digest,
+    sql_utc_text,
+    utc_text,
+)
 from retention_pipelines.schema import audit_batches, audit_chain_heads, audit_held_once, audit_records
 from retention_pipelines.stores import Dialect
 
@@ -104,47 +114,67 @@ def write_held_once(connection: sa.Connection, entries: Sequence[dict]) -> int:
     return write_entries(connection, [entry for entry in entries if entry["record_id"] in new])
 
 
-def audited_from(connection: sa.Connection, stamp: AuditStamp, record_id: sa.ColumnElement,
-                 deadline: sa.ColumnElement) -> sa.CTE:
+def audited_from(connection: sa.Connection, record_id: sa.ColumnElement, deadline: sa.ColumnElement) -> sa.Select:
     """PostgreSQL: the audit of every row a DELETE/UPDATE … RETURNING hands back, as CTEs of one
-    statement with it — the batch, its link computed by the database over the returned rows, the
-    head moved to it, one record row each. `record_id` and `deadline` are expressions over the
-    returning CTE's columns. The CTE returned has one row per record audited."""
-    _ensure_head(connection, stamp.domain)
-    head = sa.select(audit_chain_heads.c.last_seq, audit_chain_heads.c.last_hash).where(
-        audit_chain_heads.c.domain == stamp.domain).with_for_update().cte("audit_head")
+    statement with it: one record row each, under a batch id drawn once. `record_id` and
+    `deadline` are expressions over the returning CTE's columns. The select returned has one row,
+    (batch_id, records, digest: sql_records_digest over the record rows), what `link_batch` then
+    needs, in the same transaction, to write the batch and link it into its domain's chain.
+
+    The chain's head is locked by link_batch, after the rows are acted on, not by this statement:
+    two lanes of a run delete side by side and wait for each other only to link their batches."""
     dialect = Dialect.of(connection)
-    # The batch's id drawn first, once (a CTE read twice is materialized): its record rows' ids follow
-    # from it, and the link covers them.
+    # The batch's id drawn first, once (a CTE read twice is materialized): its record rows' ids follow from it.
     drawn = sa.select(dialect.next_id(audit_batches.name, "id").label("id")).cte("audit_batch_id")
     acted = sa.select(sa.func.row_number().over().label("place"), record_id.label("record_id"),
-                      deadline.label("deadline"), sql_utc_text(deadline).label("deadline_text")).cte("audit_acted")
+                      deadline.label("deadline")).cte("audit_acted")
+    batch_id = sa.select(drawn.c.id).scalar_subquery()
+    row_id = batch_id * RECORDS_PER_BATCH + acted.c.place
+    written = sa.insert(audit_records).from_select(
+        ["id", "batch_id", "record_id", "deadline"],
+        sa.select(row_id, batch_id, acted.c.record_id, acted.c.deadline).select_from(acted)).cte("audit_written")
+    return sa.select(batch_id.label("batch_id"), sa.func.count().label("records"),
+                     sql_records_digest(dialect, row_id, acted.c.record_id, acted.c.deadline).label("digest"),
+                     ).select_from(acted).add_cte(written)
+
+
+def link_batch(connection: sa.Connection, stamp: AuditStamp, batch_id: int, records: int, digest: bytes) -> int:
+    """The batch of `records` record rows that audited_from's statement wrote under `batch_id`,
+    written and linked into its domain's chain by PostgreSQL, in the caller's transaction, under a
+    lock on the domain's head held until it ends: how many records (none: nothing is written)."""
+    if not records:
+        return 0
+    _ensure_head(connection, stamp.domain)
+    values = {f"batch_{name}": getattr(stamp, name) for name in _STAMP}
+    connection.execute(_linking_statement(), {**values, "batch_action": str(stamp.action), "batch_id": batch_id,
+                                             "batch_records": records, "batch_digest": digest})
+    return records
+
+
+@functools.cache
+def _linking_statement() -> sa.Update:
+    """link_batch's statement, built once (every value bound at execution): built per batch, its
+    tree would be garbage in reference cycles that only a full collection frees (table.py _built)."""
+    head = sa.select(audit_chain_heads.c.last_seq, audit_chain_heads.c.last_hash).where(
+        audit_chain_heads.c.domain == sa.bindparam("batch_domain", type_=sa.String)).with_for_update().cte("audit_head")
     now = sa.func.now()
-    fields = {"domain": sa.literal(stamp.domain), "seq": head.c.last_seq + 1, "action": sa.literal(str(stamp.action)),
-              "run_id": sa.literal(stamp.run_id), "occurred_at": sql_utc_text(now),
-              "policy_version": sa.literal(stamp.policy_version), "archive_uri": sa.literal(stamp.archive_uri, sa.Text),
-              "actor": sa.literal(stamp.actor, sa.Text), "detail": sa.literal(stamp.detail, sa.Text),
-              "records": sa.func.count()}
+    # Bound under names of no column of the tables written (SQLAlchemy keeps those for SET and VALUES).
+    fields = {name: sa.bindparam(f"batch_{name}", type_=sa.Text) for name in _STAMP}
+    fields |= {"seq": head.c.last_seq + 1, "occurred_at": sql_utc_text(now),
+               "records": sa.bindparam("batch_records", type_=sa.Integer)}
     batch = sa.insert(audit_batches).from_select(
-        ["id", "domain", "seq", "action", "run_id", "occurred_at", "policy_version", "archive_uri", "actor", "detail",
-         "records", "prev_link", "link"],
-        sa.select(drawn.c.id, *(fields[name] if name != "occurred_at" else now for name in FIELDS), head.c.last_hash,
-                  sql_link(dialect, head.c.last_hash, fields, drawn.c.id * RECORDS_PER_BATCH + acted.c.place,
-                           acted.c.record_id, acted.c.deadline_text))
-        .select_from(head.join(drawn, sa.true()).join(acted, sa.true()))
-        .group_by(drawn.c.id, head.c.last_seq, head.c.last_hash).having(sa.func.count() > 0),
+        ["id", *FIELDS, "prev_link", "link"],
+        sa.select(sa.bindparam("batch_id", type_=sa.BigInteger),
+                  *(now if name == "occurred_at" else fields[name] for name in FIELDS), head.c.last_hash,
+                  sql_link(head.c.last_hash, fields, sa.bindparam("batch_digest", type_=sa.LargeBinary))),
     ).returning(audit_batches.c.id, audit_batches.c.seq, audit_batches.c.link, audit_batches.c.domain,
                 ).cte("audit_batch")
     # Joined on the domain alone: the row the statement's snapshot shows may be older than the one
     # its lock waited for, and PostgreSQL re-checks only a row that matched (on the older, a join
     # on the position would skip the update and leave the head behind the batch).
-    moved = sa.update(audit_chain_heads).where(audit_chain_heads.c.domain == batch.c.domain).values(
+    return sa.update(audit_chain_heads).where(audit_chain_heads.c.domain == batch.c.domain).values(
         last_seq=batch.c.seq, last_block=batch.c.seq, last_id=batch.c.id, last_hash=batch.c.link,
-        sealed_through=batch.c.id, sealed_at=now).cte("audit_head_moved")
-    return sa.insert(audit_records).from_select(
-        ["id", "batch_id", "record_id", "deadline"],
-        sa.select(batch.c.id * RECORDS_PER_BATCH + acted.c.place, batch.c.id, acted.c.record_id, acted.c.deadline)
-        .select_from(batch.join(acted, sa.true()))).returning(audit_records.c.batch_id).add_cte(moved).cte("audited")
+        sealed_through=batch.c.id, sealed_at=now)
 
 
 _STAMP = ("domain", "action", "run_id", "policy_version", "archive_uri", "actor", "detail")
@@ -194,14 +224,15 @@ def _write_batch(connection: sa.Connection, stamp: dict, records: list[tuple[str
              "records": len(records)}
     batch_id = _batch_id(connection)
     ids = [batch_id * RECORDS_PER_BATCH + n for n in range(1, len(records) + 1)]
-    link = python_link(head.last_hash, batch, [(row_id, record_id, utc_text(deadline))
-                                               for row_id, (record_id, deadline) in zip(ids, records, strict=True)])
+    digest = records_digest([(row_id, record_id, deadline)
+                             for row_id, (record_id, deadline) in zip(ids, records, strict=True)])
+    linked = link(head.last_hash, batch, digest)
     stored_now = now if Dialect.of(connection).has_column_types else now.replace(tzinfo=None)
     connection.execute(sa.insert(audit_batches).values(
-        **{**batch, "occurred_at": stored_now}, id=batch_id, prev_link=head.last_hash, link=link))
+        **{**batch, "occurred_at": stored_now}, id=batch_id, prev_link=head.last_hash, link=linked))
     connection.execute(sa.insert(audit_records), [
         {"id": row_id, "batch_id": batch_id, "record_id": record_id, "deadline": deadline}
         for row_id, (record_id, deadline) in zip(ids, records, strict=True)])
     connection.execute(sa.update(audit_chain_heads).where(audit_chain_heads.c.domain == domain).values(
-        last_seq=batch["seq"], last_block=batch["seq"], last_id=batch_id, last_hash=link, sealed_through=batch_id,
+        last_seq=batch["seq"], last_block=batch["seq"], last_id=batch_id, last_hash=linked, sealed_through=batch_id,
         sealed_at=stored_now))

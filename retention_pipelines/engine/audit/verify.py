@@ -27,6 +27,9 @@ from retention_pipelines.schema import audit_chain, audit_chain_heads
 from retention_pipelines.stores import AppDatabase, ArchiveStore, Dialect
 
 FETCH_ROWS = 20_000  # rows per round trip of the verifier's server-side cursors
+# Batches of a domain held back waiting for an earlier position: more than any number of writers
+# linking at once, fewer than would fill memory when a position is missing for good.
+REORDER_LIMIT = 1_000
 PROBLEMS_KEPT = 100  # per domain; more are counted
 
 
@@ -76,6 +79,17 @@ class Verification:
                 "first_broken": self.broken[0].message if self.broken else None}
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A batch whose link was recomputed, waiting for its place in the chain."""
+
+    seq: int
+    id: int
+    prev_link: str
+    link: str
+    problem: tuple[str, str] | None
+
+
 class _DomainWalk:
     """One domain's chain, checked batch by batch in id order."""
 
@@ -86,6 +100,7 @@ class _DomainWalk:
         self.found: list[tuple[float, int, BrokenLink]] = []
         self.seq, self.link, self.last_id = 0, genesis, None
         self.anchored: set[int] = set()
+        self.waiting: dict[int, _Checked] = {}  # batches that came before a position ahead of them
 
     def problem(self, kind: str, message: str, position: int | None = None, audit_id: int | None = None) -> None:
         self.chain.problems += 1
@@ -94,37 +109,57 @@ class _DomainWalk:
             self.found.append((key, self.chain.problems,
                                BrokenLink(self.domain, kind, f"domain {self.domain}, {message}", position, audit_id)))
 
-    def batch(self, batch: dict, records: list[tuple[int, str, str | None]]) -> None:
+    def batch(self, batch: dict, records: list[tuple[int, str, object]]) -> None:
+        """A batch and its record rows, in batch id order. Ids are drawn before a batch is linked,
+        so a domain's positions may come a little out of id order (two lanes of a run link in
+        either order): a batch waits here until the positions before it have come."""
         seq, batch_id = batch["seq"], batch["id"]
         self.chain.rows_checked += len(records)
+        problem = None
+        if python_link(batch["prev_link"], batch, records) != batch["link"]:
+            if len(records) < batch["records"]:
+                problem = ("row_deleted", f"batch id {batch_id} (chain position {seq}): {batch['records']} "
+                                          f"records were written, {len(records)} are left")
+            elif len(records) > batch["records"]:
+                problem = ("inserted", f"batch id {batch_id} (chain position {seq}): {batch['records']} records "
+                                       f"were written, {len(records)} are there now")
+            else:
+                problem = ("content_changed", f"batch id {batch_id} (chain position {seq}): content changed")
+        checked = _Checked(seq, batch_id, batch["prev_link"], batch["link"], problem)
+        if seq <= self.seq or seq in self.waiting:
+            self.problem("hash_broken", f"batch id {batch_id} claims chain position {seq}, which another batch "
+                                        "holds", position=seq, audit_id=batch_id)
+            return
+        self.waiting[seq] = checked
+        while self.seq + 1 in self.waiting:
+            self._follow(self.waiting.pop(self.seq + 1))
+        if len(self.waiting) > REORDER_LIMIT:  # a position is missing, not late: report it and go on
+            self._follow(self.waiting.pop(min(self.waiting)))
+            while self.seq + 1 in self.waiting:
+                self._follow(self.waiting.pop(self.seq + 1))
+
+    def _follow(self, batch: _Checked) -> None:
+        """The next batch in position order."""
+        seq, batch_id = batch.seq, batch.id
         if seq > self.seq + 1:
             self.problem("position_missing", f"chain positions {self.seq + 1}–{seq - 1} missing: positions jump "
                                              f"from {self.seq} to {seq}", position=self.seq + 1)
-        elif seq <= self.seq:
-            self.problem("hash_broken", f"batch id {batch_id} claims chain position {seq}, at or before position "
-                                        f"{self.seq} of the batch before it", position=seq, audit_id=batch_id)
-        if batch["prev_link"] != self.link:
+        if batch.prev_link != self.link:
             self.problem("hash_broken", f"batch id {batch_id} (chain position {seq}) does not follow its "
                                         "predecessor's link", position=seq, audit_id=batch_id)
-        if python_link(batch["prev_link"], batch, records) != batch["link"]:
-            if len(records) < batch["records"]:
-                self.problem("row_deleted", f"batch id {batch_id} (chain position {seq}): {batch['records']} "
-                                            f"records were written, {len(records)} are left", seq, batch_id)
-            elif len(records) > batch["records"]:
-                self.problem("inserted", f"batch id {batch_id} (chain position {seq}): {batch['records']} records "
-                                         f"were written, {len(records)} are there now", seq, batch_id)
-            else:
-                self.problem("content_changed", f"batch id {batch_id} (chain position {seq}): content changed",
-                             seq, batch_id)
+        if batch.problem is not None:
+            self.problem(*batch.problem, position=seq, audit_id=batch_id)
         for anchored in self.anchors.get(seq, ()):
             self.anchored.add(seq)
-            if anchored.last_hash != batch["link"]:
+            if anchored.last_hash != batch.link:
                 self.problem("anchor_mismatch", f"chain position {seq} (batch id {batch_id}) has another link than "
                                                 f"anchor {anchored.key} recorded: the chain was rewritten",
                              position=seq, audit_id=batch_id)
-        self.seq, self.link, self.last_id = max(seq, self.seq), batch["link"], batch_id
+        self.seq, self.link, self.last_id = seq, batch.link, batch_id
 
     def finish(self, old_anchors: dict[int, list[AnchoredHead]]) -> DomainChain:
+        for seq in sorted(self.waiting):
+            self._follow(self.waiting.pop(seq))
         head, end = self.head, self.seq
         if head is None:
             if end:
@@ -185,8 +220,6 @@ def verify(database: AppDatabase, archive_store: ArchiveStore | None = None,
             if only is None or domain in only:
                 walk_of(domain)
         raw = connection.connection.dbapi_connection
-        # PostgreSQL spells the deadlines as the link does (Dialect.utc_text); SQLite's text is respelt.
-        spelt = (lambda text: text) if dialect.has_column_types else utc_text
         records = _records(dialect, raw, only)
         pending = next(records, None)
         orphans: set[int] = set()  # batch ids that record rows name and no batch has
@@ -197,7 +230,7 @@ def verify(database: AppDatabase, archive_store: ArchiveStore | None = None,
                 pending = next(records, None)
             rows = []
             while pending is not None and pending[0] == batch["id"]:
-                rows.append((pending[1], pending[2], spelt(pending[3])))
+                rows.append((pending[1], pending[2], pending[3]))
                 pending = next(records, None)
             walk_of(batch["domain"]).batch(batch, rows)
         while pending is not None:
@@ -263,7 +296,7 @@ def _records(dialect: Dialect, raw, only: list[str] | None) -> Iterator[tuple]:
     join = " JOIN retention_audit_batches b ON b.id = r.batch_id" if only is not None else ""
     cursor = dialect.server_cursor(raw, "audit_verify_records", FETCH_ROWS)
     try:
-        cursor.execute(f"SELECT r.batch_id, r.id, r.record_id, {dialect.utc_text('r.deadline')} "
+        cursor.execute("SELECT r.batch_id, r.id, r.record_id, r.deadline "
                        f"FROM retention_audit_records r{join}{where} ORDER BY r.batch_id", params)
         yield from cursor
     finally:

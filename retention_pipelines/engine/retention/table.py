@@ -6,15 +6,16 @@ table reads that 1%, never the whole table.
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.audit.entries import AuditStamp, audited_from, write_entries
+from retention_pipelines.engine.audit.entries import AuditStamp, audited_from, link_batch, write_entries
 from retention_pipelines.engine.oversight.holds import held, held_record_ids
 from retention_pipelines.engine.retention.selection import ERASED_PLACEHOLDER_PATTERN, Selection
 from retention_pipelines.policies import DomainPolicy
@@ -24,6 +25,8 @@ from retention_pipelines.stores import Dialect
 # More than any zone's distance from UTC (the tz database's widest is under 16 hours): a wall-time
 # clock due by a UTC instant is at most this far past that instant's UTC wall time.
 WALL_CLOCK_SLACK = timedelta(days=1)
+# What act_next's statement binds at each execution, by the shape of the lane's start.
+_ACT_NEXT_PARAMETERS = (("batch_limit",), ("batch_limit", "after_clock"), ("batch_limit", "after_clock", "after_key"))
 
 
 class DomainTable:
@@ -37,6 +40,8 @@ class DomainTable:
         # AppDatabase.clock_zone), None when they are instants.
         self.clock_zone = clock_zone
         self.archived_columns = [c for c in table.c if c.name not in policy.archive.exclude_columns]
+        self._statements: dict[tuple, sa.Executable] = {}  # _built's
+        self._statements_lock = threading.Lock()
 
     @classmethod
     def of(cls, policy: DomainPolicy, database) -> DomainTable:
@@ -258,16 +263,36 @@ class DomainTable:
 
     def act_next(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection, stamp: AuditStamp,
                  lane: KeyRange, limit: int) -> tuple[int, tuple | None]:
-        """Choose the next `limit` due rows (not held) of a lane, after lane.after, and DELETE (or
-        redact) and audit them in the caller's transaction: (rows acted on, the (clock, key) of
-        the last row chosen, None when none was left). Deadline and holds are checked again in
-        the statement itself, and only the rows it RETURNs are audited."""
-        chosen = self.next_rows(clock_cutoff, selection, lane, limit)
+        """Choose the next `limit` due rows of a lane, after lane.after, and DELETE (or redact) and
+        audit those not held in the caller's transaction: (rows acted on, the (clock, key) of the
+        last row chosen, None when none was left). Deadline and holds are checked by the statement
+        that acts, and only the rows it RETURNs are audited."""
         if not Dialect.of(connection).acts_in_one_statement:
-            keys = connection.execute(chosen).all()
+            keys = connection.execute(self.next_rows(clock_cutoff, selection, lane, limit)).all()
             if not keys:
                 return 0, None
             return self.act_batch(connection, clock_cutoff, selection, stamp, [pk for _, pk in keys]), tuple(keys[-1])
+        after = lane.after
+        shape = 0 if after is None else 1 if after[1] is None else 2
+        statement = self._built(("act_next", clock_cutoff, selection, lane.upto, shape),
+                                lambda: self._act_next_statement(connection, clock_cutoff, selection, lane.upto, shape))
+        values = {"batch_limit": limit, "after_clock": None if after is None else after[0],
+                  "after_key": None if after is None else after[1]}
+        row = connection.execute(statement, {name: values[name] for name in _ACT_NEXT_PARAMETERS[shape]}).one()
+        acted = link_batch(connection, stamp, row.batch_id, row.records, row.digest)
+        return acted, None if row.last_clock is None else (row.last_clock, row.last_key)
+
+    def _act_next_statement(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection,
+                            upto: tuple | None, shape: int) -> sa.Select:
+        """act_next's statement for a lane's end and the shape of its start (none, a clock, a clock
+        and key): the start and the batch's size are bound at each execution."""
+        after = (None if shape == 0 else (sa.bindparam("after_clock", type_=self.clock.type),
+                                          None if shape == 1 else sa.bindparam("after_key", type_=self.pk.type)))
+        # Held rows are chosen too, and passed over by the act's own check of holds: checked once per
+        # row, where a check here as well cost the statement a tenth of its time (benchmarks/); a
+        # lane walks past them as past any other row.
+        chosen = self._keyset(sa.select(self.clock, self.pk).where(*self.due(clock_cutoff, selection)), after, upto)
+        chosen = chosen.order_by(self.clock, self.pk).limit(sa.bindparam("batch_limit", type_=sa.Integer))
         # Choose, delete and audit in one statement (data-modifying CTEs), rows deleted
         # by their physical address (ctid), so that no id travels to the worker and back.
         ctid = sa.literal_column("ctid")
@@ -276,11 +301,30 @@ class DomainTable:
                          clock_cutoff, selection).returning(*self.returning()).cte("gone")
         last = sa.select(picked).order_by(picked.c[self.clock.name].desc(), picked.c[self.pk.name].desc()).limit(1)
         last = last.subquery("last")
-        row = connection.execute(sa.select(
-            sa.select(sa.func.count()).select_from(self._audited(connection, gone, stamp, selection)).scalar_subquery(),
-            sa.select(last.c[self.clock.name]).scalar_subquery(),
-            sa.select(last.c[self.pk.name]).scalar_subquery())).one()
-        return int(row[0]), None if row[1] is None else (row[1], row[2])
+        audited = self._audited(connection, gone, selection).subquery("audited")
+        # The last row chosen read once, beside the audit (none chosen: NULLs).
+        return sa.select(audited, last.c[self.clock.name].label("last_clock"),
+                         last.c[self.pk.name].label("last_key")).select_from(audited.outerjoin(last, sa.true()))
+
+    def _built(self, key: tuple, build: Callable[[], sa.Executable]) -> sa.Executable:
+        """A statement built once per run and shape, its values bound at each execution. Built per
+        batch, a statement is a tree of hundreds of objects in reference cycles (SQLAlchemy's
+        selectables and their columns), freed only by the cycle collector: one still alive while
+        its batch waits for PostgreSQL is promoted to the oldest generation, where the trees of a
+        hundred batches wait for a full collection, and a run's peak memory grows with its batches."""
+        try:
+            with self._statements_lock:
+                statement = self._statements.get(key)
+        except TypeError:  # a selection that cannot be a key (unhashable values): built each time
+            return build()
+        if statement is None:
+            statement = build()
+            with self._statements_lock:
+                # Those of other runs (another cutoff or selection) go: a run's own are a few.
+                for other in [other for other in self._statements if other[1:3] != key[1:3]]:
+                    del self._statements[other]
+                self._statements[key] = statement
+        return statement
 
     def act_batch(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection, stamp: AuditStamp,
                   pks: Sequence[object]) -> int:
@@ -293,25 +337,32 @@ class DomainTable:
         if Dialect.of(connection).acts_in_one_statement:
             # One statement (data-modifying CTEs) and one array parameter: `IN` with 10,000 bound
             # values is compiled, sent and parsed as 10,000 parameters.
-            keys = sa.literal([str(pk) for pk in pks], sa.ARRAY(sa.Text))
-            target = self.pk == sa.any_(sa.cast(keys, sa.ARRAY(self.pk.type)))
-            gone = self._act(target, clock_cutoff, selection).returning(*self.returning()).cte("gone")
-            counted = sa.select(sa.func.count()).select_from(self._audited(connection, gone, stamp, selection))
-            return int(connection.execute(counted).scalar_one())
+            statement = self._built(("act_batch", clock_cutoff, selection),
+                                    lambda: self._act_batch_statement(connection, clock_cutoff, selection))
+            row = connection.execute(statement, {"keys": [str(pk) for pk in pks]}).one()
+            return link_batch(connection, stamp, row.batch_id, row.records, row.digest)
         done = connection.execute(self._act(self.pk.in_(pks), clock_cutoff, selection)
                                   .returning(*self.returning())).all()
         write_entries(connection, [stamp.row(self.record_id(pk), self.deadline_value(clock, selection))
                                    for pk, clock in done])
         return len(done)
 
+    def _act_batch_statement(self, connection: sa.Connection, clock_cutoff: datetime,
+                             selection: Selection) -> sa.Select:
+        keys = sa.bindparam("keys", type_=sa.ARRAY(sa.Text))
+        target = self.pk == sa.any_(sa.cast(keys, sa.ARRAY(self.pk.type)))
+        gone = self._act(target, clock_cutoff, selection).returning(*self.returning()).cte("gone")
+        return self._audited(connection, gone, selection)
+
     def next_rows(self, clock_cutoff: datetime, selection: Selection, lane: KeyRange, limit: int) -> sa.Select:
         """(clock, key) of the next `limit` due rows (not held) of a lane, in (clock, key) order."""
         return self._keyset(sa.select(self.clock, self.pk).where(*self.due(clock_cutoff, selection), self.not_held()),
                             lane.after, lane.upto).order_by(self.clock, self.pk).limit(limit)
 
-    def _audited(self, connection: sa.Connection, gone: sa.CTE, stamp: AuditStamp, selection: Selection) -> sa.CTE:
-        """The audit of every row a DELETE/UPDATE … RETURNING (`gone`) handed back: one row per record."""
-        return audited_from(connection, stamp, sa.cast(gone.c[self.pk.name], sa.Text),
+    def _audited(self, connection: sa.Connection, gone: sa.CTE, selection: Selection) -> sa.Select:
+        """The audit of every row a DELETE/UPDATE … RETURNING (`gone`) handed back: its record rows
+        written, and one row (batch_id, records, digest) for link_batch."""
+        return audited_from(connection, sa.cast(gone.c[self.pk.name], sa.Text),
                             self.deadline(gone.c.clock_utc, selection))
 
     def redact_rows(self, pks: Sequence[object], clock_cutoff: datetime, selection: Selection) -> sa.Update:

@@ -32,10 +32,11 @@ KILL_POINTS = {
     "archive verify": [("archive_store", "get", "before"), ("archive_store", "get", "after")],
     "delete transaction": [("table", "act_next", "after"), ("table", "act_batch", "after"),
                            ("table", "act_next", "before"), ("table", "act_batch", "before")],
-    # The audit of a batch: its head ensured and the statement that deletes and chains built, not yet
-    # run (PostgreSQL); or a batch written by the one writer, its head locked, uncommitted.
-    "audit write": [("table", "_audited", "after"), ("audit", "_write_batch", "before"),
-                    ("audit", "_write_batch", "after")],
+    # The audit of a batch: its rows acted on and their record rows written, the batch not yet linked,
+    # or linked and uncommitted (PostgreSQL); or a batch written by the one writer, its head locked,
+    # uncommitted.
+    "audit write": [("acting", "link_batch", "before"), ("acting", "link_batch", "after"),
+                    ("audit", "_write_batch", "before"), ("audit", "_write_batch", "after")],
     "blob delete": [("blob_store", "delete_many", "before"), ("blob_store", "delete_many", "after")],
     "row redact": [("table", "redact_rows", "after"), ("objects", "act", "after")],
 }
@@ -104,9 +105,10 @@ def build_engine(config: dict):
 def place_kill_point(engine, kill_at: dict) -> KillPoint:
     point = KillPoint(kill_at["step"], kill_at["occurrence"], kill_at.get("hold", True))
     from retention_pipelines.engine.audit import entries
+    from retention_pipelines.engine.retention import table as acting
 
     owners = {"table": engine.table, "archive_store": engine.archive_store, "blob_store": engine.blob_store,
-              "objects": engine.objects, "audit": entries}
+              "objects": engine.objects, "audit": entries, "acting": acting}
     chosen = [tuple(p) for p in kill_at["points"]] if kill_at.get("points") else KILL_POINTS[point.step]
     for owner, name, when in chosen:
         if owners[owner] is not None:

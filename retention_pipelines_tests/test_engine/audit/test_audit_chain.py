@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from retention_pipelines import schema
 from retention_pipelines.engine.audit.anchor import anchor
-from retention_pipelines.engine.audit.entries import Action, AuditStamp, audited_from, write_entries
+from retention_pipelines.engine.audit.entries import Action, AuditStamp, audited_from, link_batch, write_entries
 from retention_pipelines.engine.audit.links import FIELDS, python_link, utc_text
 from retention_pipelines.engine.audit.verify import BrokenLink, verify
 from retention_pipelines.stores.archive import LocalArchiveStore
@@ -76,11 +76,16 @@ def test_one_domain_only(written):
 
 
 def test_the_link_spells_every_value_apart():
-    """`<length>:<value>` and `-` for NULL: no two batches share a text by moving a separator."""
+    """`<length>:<value>` and `-` for NULL in the fields, a length before every record value: no two
+    batches share a link by moving a separator or a character from one value to the next."""
     batch = dict.fromkeys(FIELDS, "x") | {"seq": 1, "records": 1, "archive_uri": None}
-    assert python_link("00" * 32, batch, [(1, "a1", None)]) != python_link("00" * 32, batch, [(1, "a", "1")])
-    assert python_link("00" * 32, batch, [(1, "-", None)]) != python_link("00" * 32, batch, [(1, "1:-", None)])
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    assert python_link("00" * 32, batch, [(1, "ab", None), (2, "c", None)]) != python_link(
+        "00" * 32, batch, [(1, "a", None), (2, "bc", None)])
+    assert python_link("00" * 32, batch, [(1, "a", None)]) != python_link("00" * 32, batch, [(1, "a", epoch)])
     assert python_link("00" * 32, batch, [(12, "a", None)]) != python_link("00" * 32, batch, [(1, "2a", None)])
+    assert python_link("00" * 32, batch, [(1, "a", None), (2, "b", None)]) != python_link(
+        "00" * 32, batch, [(1, "a", None), (2, "b", None), (3, "", None)])
     assert python_link("00" * 32, batch | {"detail": None}, [(1, "a", None)]) != python_link(
         "00" * 32, batch | {"detail": "-"}, [(1, "a", None)])
 
@@ -108,8 +113,8 @@ def test_the_statement_that_acts_links_its_batch_as_the_verifier_does(pg_databas
         acted_on = sa.table("acted_on", sa.column("id", sa.Text), sa.column("due", sa.DateTime(timezone=True)))
         gone = sa.delete(acted_on).returning(acted_on.c.id, acted_on.c.due).cte("gone")
         stamp = AuditStamp("alpha", Action.DELETED, "run-property", "v1", archive_uri="s3://a/b", detail=detail)
-        audited = audited_from(connection, stamp, gone.c.id, gone.c.due)
-        assert connection.execute(sa.select(sa.func.count()).select_from(audited)).scalar_one() == len(records)
+        row = connection.execute(audited_from(connection, gone.c.id, gone.c.due)).one()
+        assert link_batch(connection, stamp, row.batch_id, row.records, row.digest) == len(records)
     verification = verify(pg_database, domains=["alpha"])
     assert verification.intact, verification.broken
 
@@ -225,8 +230,8 @@ def test_a_forged_batch_with_a_forged_link_breaks_the_chain_after_it(written):
         ).returning(schema.audit_batches.c.id)).scalar_one()
         connection.execute(sa.insert(schema.audit_records).values(id=100000, batch_id=batch_id, record_id="forged"))
     broken = only_broken(verify(written))
-    # Batches are walked in id order: the forged one, written last, is out of its place.
-    assert broken.kind in ("hash_broken", "position_missing") and broken.position == 3
+    # Batches are checked in position order: the forged one links right, the one after it no longer does.
+    assert (broken.kind, broken.position) == ("hash_broken", 4), broken
 
 
 # anchors ------------------------------------------------------------------------------------------------
@@ -282,6 +287,77 @@ def test_writers_of_one_domain_at_once_each_extend_the_chain(pg_database):
     assert errors == []
     verification = verify(pg_database)
     assert verification.intact and verification.rows_checked == 40 and positions(pg_database) == {"alpha": 40}
+
+
+def acted_on_statement(connection, stamp: AuditStamp, record_ids: list[str]):
+    """audited_from's statement over a DELETE … RETURNING of these ids from a temporary table:
+    (batch_id, records, digest)."""
+    connection.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS acted_on (id text, due timestamptz)")
+    connection.execute(sa.text("INSERT INTO acted_on VALUES (:id, now())"), [{"id": r} for r in record_ids])
+    acted_on = sa.table("acted_on", sa.column("id", sa.Text), sa.column("due", sa.DateTime(timezone=True)))
+    gone = sa.delete(acted_on).where(acted_on.c.id.in_(record_ids)).returning(acted_on.c.id, acted_on.c.due).cte("gone")
+    return connection.execute(audited_from(connection, gone.c.id, gone.c.due)).one()
+
+
+def test_batches_linked_in_another_order_than_their_ids_were_drawn_verify(pg_database):
+    """Two lanes of a run: the first draws its batch id, the second draws a later one and links and
+    commits first; the first links after it. Positions then run against ids, and the chain holds."""
+    stamp = AuditStamp("alpha", Action.DELETED, "lanes", "v1")
+    first = pg_database.engine.connect()
+    try:
+        first.begin()
+        early = acted_on_statement(first, stamp, ["a-1", "a-2"])
+        with pg_database.begin() as second:
+            late = acted_on_statement(second, stamp, ["b-1"])
+            assert link_batch(second, stamp, late.batch_id, late.records, late.digest) == 1
+        assert link_batch(first, stamp, early.batch_id, early.records, early.digest) == 2
+        first.commit()
+    finally:
+        first.close()
+    assert early.batch_id < late.batch_id
+    with pg_database.connect() as connection:
+        order = connection.execute(sa.select(schema.audit_batches.c.id).order_by(schema.audit_batches.c.seq)).scalars()
+        assert list(order) == [late.batch_id, early.batch_id]
+    verification = verify(pg_database)
+    assert verification.intact, verification.broken
+    assert verification.rows_checked == 3
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.integers(2, 5).flatmap(lambda k: st.permutations(range(k))))
+def test_writers_that_link_in_any_order_leave_an_intact_chain(pg_database, order):
+    """However the writers' link-and-commit interleaves with the order their batch ids were drawn in."""
+    stamp = AuditStamp("alpha", Action.DELETED, "lanes", "v1")
+    connections = [pg_database.engine.connect() for _ in order]
+    try:
+        acted = []
+        for n, connection in enumerate(connections):
+            connection.begin()
+            acted.append(acted_on_statement(connection, stamp, [f"{len(order)}-{n}-{i}" for i in range(n + 1)]))
+        for n in order:
+            row = acted[n]
+            assert link_batch(connections[n], stamp, row.batch_id, row.records, row.digest) == n + 1
+            connections[n].commit()
+    finally:
+        for connection in connections:
+            connection.close()
+    verification = verify(pg_database)
+    assert verification.intact, verification.broken
+
+
+def test_a_position_missing_for_good_is_named_once_however_many_batches_follow(written, monkeypatch):
+    """The verifier holds back batches that come before their turn, up to a bound: past it, the
+    missing position is a gap, named once, and the batches after it are checked as ever."""
+    monkeypatch.setattr("retention_pipelines.engine.audit.verify.REORDER_LIMIT", 2)
+    target = batch_of(written, ids_of(written, "alpha")[1])
+    execute(written, "DELETE FROM retention_audit_records WHERE batch_id = :id", id=target)
+    execute(written, "DELETE FROM retention_audit_batches WHERE id = :id", id=target)
+    verification = verify(written)
+    link = only_broken(verification)
+    assert link.kind == "position_missing"
+    [alpha] = [chain for chain in verification.domains if chain.domain == "alpha"]
+    # The gap, and the batch after it, which links to what is no longer there.
+    assert alpha.problems == 2, alpha
 
 
 def test_a_runs_entries_are_in_the_chain_when_it_ends(any_database, policies, quiz_policy, local_archive_url):

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from uuid import uuid4
 
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from retention_pipelines import schema
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.support.audit_rows import audit_rows
 from retention_pipelines_tests.support.engines import engine_for
@@ -71,3 +77,26 @@ def test_a_hold_naming_the_uuid_in_upper_case_protects_the_row(pg_database, poli
     assert report.acted.acted_on == 0
     assert remaining_ids(pg_database) == {held}
     assert audit_rows(pg_database, "deleted") == []
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(held=st.lists(st.booleans(), min_size=1, max_size=40), batch_size=st.integers(1, 8), lanes=st.integers(1, 3))
+def test_whichever_due_rows_are_held_exactly_the_others_go_each_audited_once(pg_database, policies, quiz_policy,
+                                                                             local_archive_url, held, batch_size,
+                                                                             lanes):
+    """Held rows anywhere among the due ones (whole batches of them, a lane's first or last), any
+    batch size, lanes side by side: every row not held goes, audited once; every held row stays."""
+    with pg_database.engine.begin() as connection:
+        connection.execute(sa.delete(schema.legal_holds))
+        connection.exec_driver_sql("DELETE FROM quiz_responses")
+    ids = insert_quiz_rows(pg_database, [timedelta(days=2, minutes=n) for n in range(len(held))])
+    kept = {record_id for record_id, is_held in zip(ids, held, strict=True) if is_held}
+    for record_id in kept:
+        place_hold(pg_database, record_id)
+    policy = quiz_policy.model_copy(update={"batch_size": batch_size, "parallel_batches": lanes})
+    run_id = f"held-{uuid4().hex[:8]}"
+    report = engine_for(policy, policies, pg_database, local_archive_url).run(run_id)
+    assert remaining_ids(pg_database) == kept
+    deleted = [entry["record_id"] for entry in audit_rows(pg_database, "deleted") if entry["run_id"] == run_id]
+    assert sorted(deleted) == sorted(set(ids) - kept)
+    assert report.acted.acted_on == len(ids) - len(kept)

@@ -19,7 +19,8 @@ written before recorded their positions and hashes.
 
 import hashlib
 import json
-from datetime import UTC, datetime
+import struct
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from alembic import op
@@ -75,11 +76,33 @@ def _field(value) -> str:
     return "-" if value is None else f"{len(str(value))}:{value}"
 
 
+def _array(oid: int, elements: list) -> bytes:
+    """PostgreSQL's array_send form of a one-dimensional array; nothing for none."""
+    if not elements:
+        return b""
+    head = struct.pack(">iiiii", 1, int(any(element is None for element in elements)), oid, len(elements), 1)
+    return head + b"".join(b"\xff\xff\xff\xff" if element is None else struct.pack(">i", len(element)) + element
+                           for element in elements)
+
+
+def _microseconds(value) -> int:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return (moment - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
 def _link(previous: str, batch: dict, records: list) -> str:
-    """As engine/audit/links.py computes it: the batch's fields, then (row id, record id, deadline) by row id."""
-    text = "".join(_field(batch[name]) for name in FIELDS) + "".join(
-        _field(row_id) + _field(record_id) + _field(deadline) for row_id, record_id, deadline in sorted(records))
-    return hashlib.sha256(bytes.fromhex(previous) + text.encode()).hexdigest()
+    """As engine/audit/links.py computes it: the batch's fields, then the digest of its record rows
+    (row id, record id, deadline), by row id, in array_send's binary form."""
+    rows = sorted(records, key=lambda record: record[0])
+    digest = hashlib.sha256(
+        _array(20, [struct.pack(">q", row_id) for row_id, _, _ in rows])
+        + _array(23, [struct.pack(">i", len(record_id)) for _, record_id, _ in rows])
+        + "".join(record_id for _, record_id, _ in rows).encode()
+        + _array(1184, [None if deadline is None else struct.pack(">q", _microseconds(deadline))
+                        for _, _, deadline in rows])).digest()
+    text = "".join(_field(batch[name]) for name in FIELDS)
+    return hashlib.sha256(bytes.fromhex(previous) + text.encode() + digest).hexdigest()
 
 
 def _old_hash(previous: bytes, row: tuple) -> bytes:
@@ -162,7 +185,7 @@ def _move(connection, domain: str, previous: str) -> tuple[int, int, str]:
         seq += 1
         batch = {**stamp, "domain": domain, "seq": seq, "records": len(current),
                  "occurred_at": _link_time(stamp["occurred_at"])}
-        new = _link(link, batch, [(row[0], row[2], _link_time(row[8])) for row in current])
+        new = _link(link, batch, [(row[0], row[2], row[8]) for row in current])
         last_id = connection.execute(sa.insert(batches_table).values(
             **{**batch, "occurred_at": stamp["occurred_at"]}, prev_link=link, link=new,
         ).returning(batches_table.c.id)).scalar_one()
