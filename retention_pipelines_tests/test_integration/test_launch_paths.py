@@ -21,7 +21,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from retention_pipelines.dagster_wiring.common import domain_partitions, dry_run_job_name, job_name
+from retention_pipelines.dagster_wiring.common import domain_partitions, domain_pool, dry_run_job_name, job_name
 from retention_pipelines.policies import load_policies
 from retention_pipelines.stores import domain_locks
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
@@ -76,6 +76,11 @@ def test_every_launch_path_queues_behind_the_domains_one_slot_and_a_dry_run_leav
     backfilled, latest = keys[-6:-3], keys[-1]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
+    # Each pool's limit set once, as a deployment does (README): given on a pool's first claim
+    # instead, two claims racing at that moment can each get a slot.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for domain in load_policies().domains:
+            instance.event_log_storage.set_concurrency_slots(domain_pool(domain), 1)
     webserver = Webserver(env, tmp_path / "webserver.log", free_port()).start()
     daemon = Daemon(env, tmp_path / "daemon.log").start()
     try:
