@@ -17,6 +17,14 @@ from retention_pipelines.stores import ConfigurationError, DomainLocked, LockLos
 DOMAIN_TAG = "retention/domain"
 # The erasure run's steps change rows of every erasable domain: its pool keeps one of them at a time
 # (deploy/dagster.yaml, concurrency.pools.default_limit), whatever launched the run.
+# Dagster gives a step one pool, and the erasure is one step over every domain, so it cannot also
+# hold the domains' pools: between an erasure and a domain's retention run, the domain's lock
+# decides who goes first (the one that takes it), and the other waits for it, up to
+# RETENTION_ERASURE_LOCK_WAIT_SECONDS or RETENTION_LOCK_WAIT_SECONDS. The pool and the lock do not
+# contradict each other: a step claims its pool slot before it asks for a lock, a retention run
+# waiting for its domain's lock keeps the slot (the domain's next retention run stays behind it),
+# and a retention run holds one domain's lock and waits for no other, so it never waits on an
+# erasure that waits on it.
 APP_DATABASE_POOL = "app_database"
 # A dry run is its own job of ops (`<domain>_dry_run_job`, …): it reports what it would do in its run's
 # metadata and materializes nothing, so the assets' history, partitions and checks show real runs
@@ -80,7 +88,8 @@ def domain_pool(domain: str) -> str:
     """The pool of every step that acts on the domain: the instance gives each pool one slot
     (concurrency.pools.default_limit in both dagster.yaml), so two runs of a domain never act at
     once whatever launched them (job, asset page, `dagster asset materialize`, backfill); the
-    second waits for the slot instead of failing on the domain's lock."""
+    second waits for the slot instead of failing on the domain's lock. An erasure run is not in
+    this pool (APP_DATABASE_POOL says why): the lock orders it against the domain's runs."""
     return f"{domain}_retention"
 
 

@@ -123,7 +123,9 @@ class RetentionStores(dg.ConfigurableResource):
         return self._engines[key]
 
     def hold_domain_lock(self, domain: str, wait_seconds: float | None = None) -> HeldLock:
-        """The domain's lock, taken by the run's first step and kept until the run ends.
+        """The domain's lock, taken by the run's first step and kept until the run ends. A lock
+        another run holds is waited for (RETENTION_LOCK_WAIT_SECONDS unless `wait_seconds` says),
+        with a log line naming the busy domain; past the wait, DomainLocked, nothing done.
 
         Domain jobs run their steps in one process (in_process_executor), where this resource
         lives once per run: the lock covers find, archive, act and audit together."""

@@ -10,7 +10,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from retention_pipelines.errors import DomainLocked, LockLost, StoreUnavailable, first_line
+from retention_pipelines.logs import get_logger
 from retention_pipelines.redaction import display_url
+
+log = get_logger("lock")
 
 
 class HeldLock(ABC):
@@ -35,6 +38,17 @@ def _locked_message(domain: str, waited: float) -> str:
     return f"domain {domain} is being cleaned by another run (its lock is held){waited_text}; nothing was done"
 
 
+def _log_waiting(domain: str, wait_seconds: float) -> None:
+    """One line when a run starts to wait for a busy domain, so that a run that seems stuck says why;
+    a warning, so that the CLI's terminal (which shows warnings and worse) says it too."""
+    log.warning(f"domain {domain} is busy (another run holds its lock): waiting up to {wait_seconds:g}s for it",
+             extra={"lock_wait_seconds": wait_seconds})
+
+
+def _log_taken_after(domain: str, started: float) -> None:
+    log.info(f"domain {domain}: its lock is free, taken after waiting {time.monotonic() - started:.1f}s")
+
+
 class FileDomainLocks(DomainLocks):
     """flock(2) on a file per domain: the kernel releases it when the holder dies, even by SIGKILL."""
 
@@ -44,16 +58,22 @@ class FileDomainLocks(DomainLocks):
     def acquire(self, domain: str, wait_seconds: float = 0.0) -> HeldLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder / f"{domain}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + wait_seconds
+        started, waiting = time.monotonic(), False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return _FileHeldLock(domain, fd)
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= started + wait_seconds:
                     os.close(fd)
                     raise DomainLocked(_locked_message(domain, wait_seconds)) from None
+                if not waiting:
+                    _log_waiting(domain, wait_seconds)
+                    waiting = True
                 time.sleep(0.2)
+                continue
+            if waiting:
+                _log_taken_after(domain, started)
+            return _FileHeldLock(domain, fd)
 
 
 class _FileHeldLock(HeldLock):
@@ -86,12 +106,15 @@ class RedisDomainLocks(DomainLocks):
     def acquire(self, domain: str, wait_seconds: float = 0.0) -> HeldLock:
         import redis
 
-        lock = self.client.lock(
-            f"retention:lock:{domain}", timeout=self.ttl, thread_local=False,
-            blocking=wait_seconds > 0, blocking_timeout=wait_seconds or None,
-        )
+        lock = self.client.lock(f"retention:lock:{domain}", timeout=self.ttl, thread_local=False)
         try:
-            acquired = lock.acquire()
+            acquired = lock.acquire(blocking=False)
+            if not acquired and wait_seconds > 0:
+                _log_waiting(domain, wait_seconds)
+                started = time.monotonic()
+                acquired = lock.acquire(blocking=True, blocking_timeout=wait_seconds)
+                if acquired:
+                    _log_taken_after(domain, started)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StoreUnavailable(f"lock service {self.display_url} is unreachable: {exc}") from None
         if not acquired:

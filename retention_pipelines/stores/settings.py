@@ -96,6 +96,11 @@ class RetentionSettings(BaseSettings):
     pagerduty_events_url: str | None = None  # e.g. https://events.eu.pagerduty.com/v2/enqueue
     pushgateway_url: str | None = None  # Prometheus Pushgateway for run metrics; unset: none pushed
     lock_ttl_seconds: float = 60.0
+    # A retention run (and an archive expiry, a queue retry, a restore) that finds its domain's lock
+    # held waits this long for it, then fails changing nothing. The domain's pool keeps two retention
+    # runs of a domain apart, so the holder is an erasure run (in the pool `app_database`), a queue
+    # retry or a restore: work of minutes, which the scheduled run waits out instead of failing.
+    lock_wait_seconds: float = 300.0
     # Erasure requests: how long the company has (GDPR Art. 12(3): a month), and the secret key of
     # the hash that replaces a subject's address once the request is complete. Unset, the key is
     # made once and kept in RETENTION_HOME (the demo); production sets it from a secret store.
@@ -108,7 +113,6 @@ class RetentionSettings(BaseSettings):
     # Unset, it is made once and kept in RETENTION_HOME (the demo); production sets it from a
     # secret store.
     archive_master_key: SecretStr | None = None
-    lock_wait_seconds: float = 0.0
     # How often the retention-lag sensor measures each domain; read when the code location loads.
     lag_sensor_interval_seconds: int = 300
     # A breaker opens after this many failed calls in a row to its service (each after its retries),

@@ -164,7 +164,8 @@ def test_the_asset_job_refuses_a_run_tagged_dry_and_deletes_nothing(policies, pg
 
 
 def test_the_job_takes_the_domains_lock_and_the_dry_run_none(policies, stores, redis_url, instance, archive,
-                                                             tmp_path):
+                                                             tmp_path, monkeypatch):
+    monkeypatch.setenv("RETENTION_LOCK_WAIT_SECONDS", "0")  # the job fails at once on the held lock
     held = domain_locks(redis_url, tmp_path, 30).acquire(DOMAIN)
     try:
         busy = materialize(policies, stores, instance)

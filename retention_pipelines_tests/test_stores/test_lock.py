@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -44,7 +45,14 @@ def test_second_acquire_is_refused_naming_the_domain(locks):
     locks.acquire(DOMAIN).release()  # free again after release
 
 
-def test_waiting_acquire_succeeds_once_the_holder_releases(locks):
+def lock_lines(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "retention_pipelines.lock"]
+
+
+def test_waiting_acquire_succeeds_once_the_holder_releases(locks, caplog):
+    caplog.set_level(logging.INFO, logger="retention_pipelines")
+    locks.acquire("magic_link_tokens", wait_seconds=10).release()  # free: taken at once, nothing to say
+    assert lock_lines(caplog) == []
     held = locks.acquire(DOMAIN)
     releaser = threading.Timer(0.7, held.release)
     releaser.start()
@@ -57,17 +65,24 @@ def test_waiting_acquire_succeeds_once_the_holder_releases(locks):
     second.ensure_held()
     second.release()
     assert 0.5 <= waited < 5
+    waiting, taken = lock_lines(caplog)
+    assert waiting == f"domain {DOMAIN} is busy (another run holds its lock): waiting up to 10s for it"
+    assert taken.startswith(f"domain {DOMAIN}: its lock is free, taken after waiting ")
 
 
-def test_waiting_acquire_gives_up_after_wait_seconds(locks):
+def test_waiting_acquire_gives_up_after_wait_seconds(locks, caplog):
+    caplog.set_level(logging.INFO, logger="retention_pipelines")
     held = locks.acquire(DOMAIN)
     try:
         started = time.monotonic()
-        with pytest.raises(DomainLocked, match=DOMAIN):
+        with pytest.raises(DomainLocked, match=DOMAIN) as refused:
             locks.acquire(DOMAIN, wait_seconds=0.6)
         assert 0.5 <= time.monotonic() - started < 5
     finally:
         held.release()
+    assert str(refused.value) == (f"domain {DOMAIN} is being cleaned by another run (its lock is held) after "
+                                  "waiting 0.6s; nothing was done")
+    assert lock_lines(caplog) == [f"domain {DOMAIN} is busy (another run holds its lock): waiting up to 0.6s for it"]
 
 
 def test_released_file_lock_is_no_longer_held(tmp_path):
