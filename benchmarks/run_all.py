@@ -1,6 +1,6 @@
 """Every benchmark case, in one run: a table of ratios with their targets, and JSON.
 
-    python benchmarks/run_all.py [--size full|quick|smoke] [--only quiz,dagster_runs,pdfs] [--json PATH]
+    python benchmarks/run_all.py [--size full|quick|smoke] [--only quiz,dagster_runs,pdfs,erasure] [--json PATH]
 
 Each case is a module of benchmarks/cases/ with `run(size) -> list[Result]` (benchmarks/harness.py);
 it starts its own servers and measures the project against the database's (or the store's) own
@@ -42,6 +42,7 @@ CASES = {
     "quiz": "targets 1–7 on quiz_responses (PostgreSQL)",
     "dagster_runs": "target 8 (Dagster runs)",
     "pdfs": "target 9 (meal plan PDFs on S3)",
+    "erasure": "target 10 (an erasure per request, 1× and 10× tables)",
 }
 SIZES = ("full", "quick", "smoke")
 DEFAULT_JSON = BENCH / "results" / "benchmarks.json"

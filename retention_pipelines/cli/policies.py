@@ -11,10 +11,11 @@ import sqlalchemy as sa
 from retention_pipelines.cli.common import open_database
 from retention_pipelines.cli.output import say, show_table, warn
 from retention_pipelines.cli.policy_schedule import add_schedule_command
-from retention_pipelines.policies import PolicyFile, load_policies
+from retention_pipelines.engine.identity.subjects import subject_index, subject_index_problem
+from retention_pipelines.policies import DomainPolicy, PolicyFile, load_policies
 from retention_pipelines.policies.model import format_duration
 from retention_pipelines.policies.processing import missing_fields
-from retention_pipelines.stores import PolicyMismatch
+from retention_pipelines.stores import AppDatabase, PolicyMismatch
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -36,12 +37,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _validate_against_database(policies: PolicyFile) -> str:
     """Each enabled domain against the live database (RETENTION_DATABASE_URL): what the engine and
-    `retention health` require of its table (AppDatabase.policy_problems); every problem, one line
-    each, refused with exit code 2."""
+    `retention health` require of its table (AppDatabase.policy_problems), and an index that serves
+    its subject lookup where it names subjects; every problem, one line each, refused with exit code 2."""
     database = open_database()
     try:
         problems = [problem for policy in policies.domains.values() if policy.enabled
-                    for problem in database.policy_problems(policy)]
+                    for problem in _problems(database, policy)]
     except sa.exc.OperationalError as exc:
         raise database.connect_error(exc) from None
     finally:
@@ -49,6 +50,14 @@ def _validate_against_database(policies: PolicyFile) -> str:
     if problems:
         raise PolicyMismatch("\n".join(problems))
     return database.display_url
+
+
+def _problems(database: AppDatabase, policy: DomainPolicy) -> list[str]:
+    problems = database.policy_problems(policy)
+    if problems or not policy.subject_column:
+        return problems
+    found = subject_index(database, policy, database.app_table(policy))
+    return [subject_index_problem(found, policy)] if found.missing else []
 
 
 def add_policies_commands(commands) -> None:

@@ -11,6 +11,7 @@ spelling of one thing in this database's SQL.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +41,8 @@ class Dialect:
     one_writer_at_a_time: bool
     # The database shows which of its sessions are at work right now (pg_stat_activity), for pacing.
     shows_sessions_at_work: bool
+    # The database shows the plan it would run a query with (EXPLAIN (FORMAT JSON)): which index it reads.
+    shows_plans: bool
 
     @staticmethod
     def of(bind: sa.Connection | sa.Engine) -> Dialect:
@@ -96,6 +99,28 @@ class Dialect:
         """The next value of the sequence behind `table`.`column`, drawn where it is evaluated."""
         raise NotImplementedError
 
+    def outside_printable_ascii(self, text: sa.ColumnElement) -> sa.ColumnElement:
+        """Whether the text holds a character outside printable ASCII (U+0020–U+007E): NULL for NULL.
+        Constants are written into the SQL, so that an index on an expression of it matches the query."""
+        raise NotImplementedError
+
+    def ascii_lower(self, text: sa.ColumnElement) -> sa.ColumnElement:
+        """The text with A–Z in lower case and every other character as it is, whatever the collation
+        (a Turkish one makes I a dotless ı)."""
+        raise NotImplementedError
+
+    def inline_sql(self, expression: sa.ClauseElement) -> str:
+        """The expression in this database's SQL with its values written in: for DDL, and for a
+        statement that must show the planner constants (EXPLAIN)."""
+        engine = sa.create_mock_engine(sa.make_url(f"{self.name}://"), executor=None)
+        return str(expression.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+
+    def indexes_read(self, connection: sa.Connection, query: sa.Select, table: str) -> list[str]:
+        """The indexes of `table` that the plan of `query` reads by a condition on their key (not a
+        walk of a whole index), the planner told to scan a table only where no index serves: whether
+        an index can serve the query, whatever the table's size today. Only where `shows_plans`."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"Dialect({self.name!r})"
 
@@ -107,6 +132,7 @@ class _PostgreSQL(Dialect):
     has_column_types = True
     one_writer_at_a_time = False
     shows_sessions_at_work = True
+    shows_plans = True
 
     def upsert(self, table: sa.Table) -> postgresql.Insert:
         return postgresql.insert(table)
@@ -139,6 +165,38 @@ class _PostgreSQL(Dialect):
     def next_id(self, table: str, column: str) -> sa.ColumnElement:
         return sa.func.nextval(sa.cast(sa.func.pg_get_serial_sequence(table, column), postgresql.REGCLASS))
 
+    def outside_printable_ascii(self, text: sa.ColumnElement) -> sa.ColumnElement:
+        # The regular expression's range is one of code points, whatever the collation.
+        return text.op("~", return_type=sa.Boolean)(sa.literal_column("'[^ -~]'"))
+
+    def ascii_lower(self, text: sa.ColumnElement) -> sa.ColumnElement:
+        return sa.func.lower(text.collate("C"), type_=sa.Text)
+
+    def indexes_read(self, connection: sa.Connection, query: sa.Select, table: str) -> list[str]:
+        sql = self.inline_sql(query)
+        own = set(connection.execute(sa.text("SELECT indexname FROM pg_indexes WHERE tablename = :table "
+                                              "AND schemaname = ANY (current_schemas(false))"),
+                                     {"table": table}).scalars())
+        # A small table is read whole by choice; what matters is whether an index can serve the query.
+        # The setting is the transaction's, put back as it was for what the caller runs after.
+        was = connection.exec_driver_sql("SELECT current_setting('enable_seqscan')").scalar_one()
+        connection.exec_driver_sql("SELECT set_config('enable_seqscan', 'off', true)")
+        try:
+            plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql).scalar_one()
+        finally:
+            connection.execute(sa.text("SELECT set_config('enable_seqscan', :was, true)"), {"was": was})
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        read = []
+        nodes = [plan[0]["Plan"]]
+        while nodes:
+            node = nodes.pop()
+            nodes.extend(node.get("Plans", []))
+            if (node.get("Node Type") in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+                    and node.get("Index Cond") and node.get("Index Name") in own):
+                read.append(node["Index Name"])
+        return read
+
 
 class _SQLite(Dialect):
     name = "sqlite"
@@ -147,6 +205,7 @@ class _SQLite(Dialect):
     has_column_types = False
     one_writer_at_a_time = True
     shows_sessions_at_work = False
+    shows_plans = False
 
     def upsert(self, table: sa.Table) -> sqlite.Insert:
         return sqlite.insert(table)
@@ -174,6 +233,13 @@ class _SQLite(Dialect):
         # before midnight.
         spelling = "%Y-%m-%d %H:%M:%S" + (".%f" if moment.microsecond else "")
         return sa.literal(moment.astimezone(UTC).strftime(spelling), sa.String)
+
+    def outside_printable_ascii(self, text: sa.ColumnElement) -> sa.ColumnElement:
+        # GLOB compares code points, and its range is one of code points.
+        return text.op("GLOB", return_type=sa.Boolean)(sa.literal_column("'*[^ -~]*'"))
+
+    def ascii_lower(self, text: sa.ColumnElement) -> sa.ColumnElement:
+        return sa.func.lower(text, type_=sa.Text)  # SQLite's lower() changes A–Z only (without ICU)
 
 
 _DIALECTS: dict[str, Dialect] = {dialect.name: dialect for dialect in (_PostgreSQL(), _SQLite())}

@@ -218,6 +218,21 @@ def test_validate_database_a_missing_clock_index(cli, cli_env):
         in lines[0]
 
 
+def test_validate_database_a_subject_lookup_without_its_index(cli, cli_env):
+    with cli_env.engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX email_blacklist_email_subject_key_idx")
+    lines = refused_lines(cli("policies", "validate", "--database"))
+    assert len(lines) == 1, lines
+    assert "domain email_blacklist, field subject_column: no index on table email_blacklist serves the subject " \
+           "lookup" in lines[0]
+    statement = ("CREATE INDEX email_blacklist_email_subject_key_idx ON email_blacklist ((CASE WHEN "
+                 "(email ~ '[^ -~]') THEN '' ELSE lower(trim(email) COLLATE \"C\") END))")
+    assert lines[0].endswith(statement)
+    with cli_env.engine.begin() as connection:
+        connection.exec_driver_sql(statement)
+    assert cli("policies", "validate", "--database").code == 0
+
+
 def test_validate_database_skips_disabled_domains(cli, cli_env, tmp_path):
     path = edited_file(tmp_path, quiz_responses={"enabled": False, "clock_column": "created_att"})
     assert cli("policies", "validate", str(path), "--database").code == 0

@@ -22,7 +22,7 @@ not destroyed twice, a completed request is not completed twice. Nothing here lo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -39,7 +39,7 @@ from retention_pipelines.engine.gdpr.requests import (
     KeptByPolicy,
     Outcome,
 )
-from retention_pipelines.engine.identity.subjects import normalise_address, spellings, subject_rows
+from retention_pipelines.engine.identity.subjects import Subject, normalise_address, spellings, subject_rows
 from retention_pipelines.engine.oversight.holds import EVERY_DOMAIN, pass_gate, under_legal_hold
 from retention_pipelines.engine.oversight.queue import ManualQueue, QueueItem
 from retention_pipelines.engine.retention.run import RetentionEngine
@@ -113,18 +113,18 @@ class SubjectErasure:
         self.resolve_within = {policy.name: policy.sla.resolve_within for policy in policies}
         self.database = requests.database
 
-    def is_subject(self, request_id: int) -> Callable[[str], bool]:
+    def is_subject(self, request_id: int) -> Subject:
         """Whether a stored address names the request's subject, by the one normalisation: compared
         with the request's address while it is open, with its keyed hash once the address is gone
         (a partially blocked request checked again). Refused once the request is complete."""
         request = self.requests.get(request_id)
         if request.status in OPEN:
             address = self.requests.address(request_id)
-            return lambda stored: normalise_address(stored) == address
+            return Subject(lambda stored: normalise_address(stored) == address, address)
         if not request.recheckable:
             raise AlreadyComplete(f"erasure request {request_id} is {request.status}: its address is gone")
         hashed = request.subject_hash
-        return lambda stored: self.keys.subject_hash(stored) == hashed
+        return Subject(lambda stored: self.keys.subject_hash(stored) == hashed, None)
 
     def erase_domain(self, engine: RetentionEngine, request_id: int, run_id: str, dry_run: bool = False,
                      lock: HeldLock | None = None) -> DomainErasure:
@@ -261,11 +261,11 @@ class SubjectErasure:
         request = self.requests.get(request_id)
         return ErasureOutcome(request_id, request.status, request.outcome or "", 0, False, request.kept_by_policy)
 
-    def _rows_of(self, table: DomainTable, is_subject: Callable[[str], bool]):
+    def _rows_of(self, table: DomainTable, is_subject: Subject):
         return subject_rows(self.database, table.table, table.pk, table.table.c[table.policy.subject_column],
                             table.clock, is_subject)
 
-    def _left(self, is_subject: Callable[[str], bool]) -> list[Left]:
+    def _left(self, is_subject: Subject) -> list[Left]:
         """Every record of every domain that still names the subject: held, kept by its policy until
         its deadline, or neither."""
         now = self.database.now()

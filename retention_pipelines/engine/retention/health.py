@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from retention_pipelines import schema
+from retention_pipelines.engine.identity.subjects import subject_index, subject_index_problem
 from retention_pipelines.engine.retention.table import DomainTable
 from retention_pipelines.errors import first_line
 from retention_pipelines.policies import DomainPolicy
@@ -92,6 +93,12 @@ def _policy(database: AppDatabase, policy: DomainPolicy) -> str:
         with database.connect() as connection:
             message += (f"; {table.count_without_clock(connection)} rows without a {policy.clock_column} are "
                         "kept (clock_nulls: keep)")
+    if policy.subject_column:
+        found = subject_index(database, policy, table.table)
+        if found.missing:
+            raise PolicyMismatch(subject_index_problem(found, policy).removeprefix(f"{policy.source}: "))
+        message += (f"; erasures find a subject's rows through the index {found.index}" if found.checked else
+                    "; the index of the subject lookup is not checked: the demo's database shows no query plans")
     return message
 
 

@@ -40,6 +40,28 @@ def test_each_missing_dependency_is_named(pg_database, policies, s3_env, redis_u
     assert "docs/runbooks/health.md#archive_store" in probes["archive_store"].message
 
 
+def test_a_domain_whose_subject_lookup_reads_no_index_fails_naming_the_statement(pg_database, policies,
+                                                                                 local_archive_url, tmp_path):
+    probes = probes_of(pg_database, policies, local_archive_url, tmp_path.as_uri(), None)
+    assert "through the index quiz_responses_email_subject_key_idx" in probes["policy:quiz_responses"].message
+    with pg_database.engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX quiz_responses_email_subject_key_idx")
+    probes = probes_of(pg_database, policies, local_archive_url, tmp_path.as_uri(), None)
+    assert {name for name, p in probes.items() if not p.ok} == {"policy:quiz_responses"}
+    message = probes["policy:quiz_responses"].message
+    assert "domain quiz_responses, field subject_column" in message
+    assert ("CREATE INDEX quiz_responses_email_subject_key_idx ON quiz_responses ((CASE WHEN (email ~ '[^ -~]') "
+            "THEN '' ELSE lower(trim(email) COLLATE \"C\") END))") in message
+    assert "docs/runbooks/health.md#policy" in message
+
+
+def test_the_demo_database_says_the_subject_index_is_not_checked(sqlite_database, policies, local_archive_url,
+                                                                  tmp_path):
+    probes = probes_of(sqlite_database, policies, local_archive_url, tmp_path.as_uri(), None)
+    assert probes["policy:quiz_responses"].ok
+    assert "the index of the subject lookup is not checked" in probes["policy:quiz_responses"].message
+
+
 def test_an_unreachable_database_stops_the_probes_there(policies, local_archive_url, tmp_path):
     database = AppDatabase(f"postgresql+psycopg2://u:secret@127.0.0.1:{free_port()}/x")
     probes = probes_of(database, policies, local_archive_url, tmp_path.as_uri(), None)
