@@ -9,6 +9,7 @@ from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
 from retention_pipelines.dagster_wiring.erasure import build_erasure_defs
 from retention_pipelines.dagster_wiring.erasure_run import build_erasure_run_defs
 from retention_pipelines.dagster_wiring.health import build_health_defs
+from retention_pipelines.dagster_wiring.history_purge import build_history_purge_defs
 from retention_pipelines.dagster_wiring.manual_queue import build_manual_queue_defs
 from retention_pipelines.dagster_wiring.report import build_report_defs
 from retention_pipelines.dagster_wiring.resources import RetentionStores
@@ -35,6 +36,7 @@ def build_definitions() -> dg.Definitions:
         build_erasure_run_defs(enabled, policies.policy_version),
         build_manual_queue_defs(enabled, policies.policy_version, sensor_interval),
         build_report_defs(policies),
+        build_history_purge_defs(),
         dg.Definitions(
             sensors=[build_all_domains_sensor(enabled, retention_jobs),
                      build_retention_lag_sensor(enabled, policies.policy_version, retention_jobs,

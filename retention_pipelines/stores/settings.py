@@ -43,6 +43,11 @@ RANGES = {
     # so that a service back up is seen again within a day whatever the setting.
     "breaker_failures": (1, 1_000, "failures"),
     "breaker_reset_seconds": (1, 86_400, "seconds"),
+    # Dagster's own history (dagster_wiring/history_purge.py): a week at least, so that last week's
+    # failures can still be read; a century at most, as for any period here.
+    "purge_runs_after_days": (7, 36_525, "days"),
+    "purge_erasure_runs_after_days": (7, 36_525, "days"),
+    "purge_latest_materializations_after_days": (7, 36_525, "days"),
 }
 
 # How long an audit anchor is locked (under an Object Lock mode): ten years, no shorter than the
@@ -120,6 +125,18 @@ class RetentionSettings(BaseSettings):
     # probed dependency that is down is then not called on every sensor tick, run and probe.
     breaker_failures: int = 5
     breaker_reset_seconds: float = 300.0
+    # How long Dagster keeps its runs and their event logs. Routine runs: a quarter, enough to read
+    # back an incident; the audit log and the monthly reports are the evidence of record.
+    purge_runs_after_days: int = 90
+    # Erasure runs, once their request is completed and in its month's report: a year and a month,
+    # so that a yearly audit finds the runs of the year it looks at.
+    purge_erasure_runs_after_days: int = 400
+    # A run holding the latest materialization of an asset partition (what auditors read in the UI)
+    # stays at least this long. A quarter, as routine runs: a domain's hourly windows are each
+    # materialized once, so a longer age keeps every retention run that long (the instance grows by
+    # 48 runs a day for each day added); the monthly report, made on the 1st from the audit log, holds
+    # the same facts by then. Raise it where auditors read the windows in the UI for longer.
+    purge_latest_materializations_after_days: int = 90
 
     @field_validator(*RANGES)
     @classmethod
