@@ -11,7 +11,7 @@ same transaction, under a lock on the domain's head, so no committed entry is ev
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -146,15 +146,22 @@ def link_batch(connection: sa.Connection, stamp: AuditStamp, batch_id: int, reco
         return 0
     _ensure_head(connection, stamp.domain)
     values = {f"batch_{name}": getattr(stamp, name) for name in _STAMP}
-    connection.execute(_linking_statement(), {**values, "batch_action": str(stamp.action), "batch_id": batch_id,
+    linking = getattr(_local, "linking", None)
+    if linking is None:
+        linking = _local.linking = _linking_statement()
+    connection.execute(linking, {**values, "batch_action": str(stamp.action), "batch_id": batch_id,
                                              "batch_records": records, "batch_digest": digest})
     return records
 
 
-@functools.cache
+# link_batch's statement, one per thread (table.py DomainTable._built says why not one for all).
+_local = threading.local()
+
+
 def _linking_statement() -> sa.Update:
-    """link_batch's statement, built once (every value bound at execution): built per batch, its
-    tree would be garbage in reference cycles that only a full collection frees (table.py _built)."""
+    """link_batch's statement, built once per thread (every value bound at execution): built per
+    batch, its tree would be garbage in reference cycles that only a full collection frees
+    (table.py _built)."""
     head = sa.select(audit_chain_heads.c.last_seq, audit_chain_heads.c.last_hash).where(
         audit_chain_heads.c.domain == sa.bindparam("batch_domain", type_=sa.String)).with_for_update().cte("audit_head")
     now = sa.func.now()

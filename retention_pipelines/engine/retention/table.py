@@ -40,8 +40,9 @@ class DomainTable:
         # AppDatabase.clock_zone), None when they are instants.
         self.clock_zone = clock_zone
         self.archived_columns = [c for c in table.c if c.name not in policy.archive.exclude_columns]
-        self._statements: dict[tuple, sa.Executable] = {}  # _built's
-        self._statements_lock = threading.Lock()
+        # _built's, a set per thread: SQLAlchemy memoizes on a statement as it is first compiled,
+        # which two threads doing at once on one statement crashed the interpreter (its C extension).
+        self._local = threading.local()
 
     @classmethod
     def of(cls, policy: DomainPolicy, database) -> DomainTable:
@@ -312,18 +313,19 @@ class DomainTable:
         selectables and their columns), freed only by the cycle collector: one still alive while
         its batch waits for PostgreSQL is promoted to the oldest generation, where the trees of a
         hundred batches wait for a full collection, and a run's peak memory grows with its batches."""
+        statements = getattr(self._local, "statements", None)
+        if statements is None:
+            statements = self._local.statements = {}
         try:
-            with self._statements_lock:
-                statement = self._statements.get(key)
+            statement = statements.get(key)
         except TypeError:  # a selection that cannot be a key (unhashable values): built each time
             return build()
         if statement is None:
             statement = build()
-            with self._statements_lock:
-                # Those of other runs (another cutoff or selection) go: a run's own are a few.
-                for other in [other for other in self._statements if other[1:3] != key[1:3]]:
-                    del self._statements[other]
-                self._statements[key] = statement
+            # Those of other runs (another cutoff or selection) go: a run's own are a few.
+            for other in [other for other in statements if other[1:3] != key[1:3]]:
+                del statements[other]
+            statements[key] = statement
         return statement
 
     def act_batch(self, connection: sa.Connection, clock_cutoff: datetime, selection: Selection, stamp: AuditStamp,
