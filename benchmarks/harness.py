@@ -7,6 +7,7 @@ absolute, a figure) with its target and whether it is met.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -63,3 +64,16 @@ def write_json(results: list[Result], path: Path, context: dict) -> None:
     payload = {"context": context, "results": [r.as_dict() for r in results],
                "all_passed": all(r.passed is not False for r in results)}
     path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+
+
+def run_alone(description: str, run, sizes) -> None:
+    """A case run by itself (`python benchmarks/cases/<case>.py [--size …]`): its table and details."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--size", choices=sorted(sizes), default="full")
+    print_results(run(parser.parse_args().size))
+
+
+def print_results(results: list[Result]) -> None:
+    print(table(results))
+    for result in results:
+        print(result.details)

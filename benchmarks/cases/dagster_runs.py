@@ -23,7 +23,6 @@ log in PostgreSQL too (another database on the same server, fsync on), as deploy
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -43,7 +42,7 @@ import dagster as dg  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.cases.app_tables import fill_app_tables  # noqa: E402
-from benchmarks.harness import Result, table  # noqa: E402
+from benchmarks.harness import Result, run_alone  # noqa: E402
 from retention_pipelines.dagster_wiring.common import domain_partitions, job_name  # noqa: E402
 from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs  # noqa: E402
 from retention_pipelines.dagster_wiring.resources import RetentionStores  # noqa: E402
@@ -212,14 +211,5 @@ def run(size: str) -> list[Result]:
     return measure(ROWS[size])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(ROWS), default="full")
-    results = run(parser.parse_args().size)
-    print(table(results))
-    for result in results:
-        print(result.details)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(__doc__.splitlines()[0], run, ROWS)

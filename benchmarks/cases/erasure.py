@@ -20,7 +20,6 @@ alternating between the two databases so that the machine's load falls on both a
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import statistics
@@ -36,7 +35,7 @@ if str(ROOT) not in sys.path:
 import sqlalchemy as sa  # noqa: E402
 
 from benchmarks.cases.app_tables import fill_app_tables  # noqa: E402
-from benchmarks.harness import Result, table  # noqa: E402
+from benchmarks.harness import Result, run_alone  # noqa: E402
 from retention_pipelines.engine.identity.subjects import Subject, normalise_address, subject_rows  # noqa: E402
 from retention_pipelines.engine.retention.table import DomainTable  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
@@ -170,14 +169,5 @@ def run(size: str) -> list[Result]:
     return measure(ROWS[size], REQUESTS[size])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(ROWS), default="full")
-    results = run(parser.parse_args().size)
-    print(table(results))
-    for result in results:
-        print(result.details)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(__doc__.splitlines()[0], run, ROWS)

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 
 import boto3  # noqa: E402
 
-from benchmarks.harness import Result, table  # noqa: E402
+from benchmarks.harness import Result, print_results  # noqa: E402
 from retention_pipelines.engine import RetentionEngine  # noqa: E402
 from retention_pipelines.policies import load_policies  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
@@ -212,10 +212,7 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(OBJECTS), default="full")
     parser.add_argument("--objects", type=int, help="any number of PDFs instead of the size's")
     args = parser.parse_args()
-    results = measure(args.objects) if args.objects else run(args.size)
-    print(table(results))
-    for result in results:
-        print(result.details)
+    print_results(measure(args.objects) if args.objects else run(args.size))
 
 
 if __name__ == "__main__":

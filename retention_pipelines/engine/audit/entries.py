@@ -144,13 +144,17 @@ def link_batch(connection: sa.Connection, stamp: AuditStamp, batch_id: int, reco
     lock on the domain's head held until it ends: how many records (none: nothing is written)."""
     if not records:
         return 0
-    _ensure_head(connection, stamp.domain)
     values = {f"batch_{name}": getattr(stamp, name) for name in _STAMP}
+    values |= {"batch_action": str(stamp.action), "batch_id": batch_id, "batch_records": records,
+               "batch_digest": digest}
     linking = getattr(_local, "linking", None)
     if linking is None:
         linking = _local.linking = _linking_statement()
-    connection.execute(linking, {**values, "batch_action": str(stamp.action), "batch_id": batch_id,
-                                             "batch_records": records, "batch_digest": digest})
+    # A domain's head exists from its first batch on: made then, when the statement found none to
+    # lock (and so wrote nothing), rather than asked for in every batch.
+    if connection.execute(linking, values).rowcount == 0:
+        _ensure_head(connection, stamp.domain)
+        connection.execute(linking, values)
     return records
 
 
