@@ -1,8 +1,9 @@
 """Progress of long work on the operator's terminal. A run: the records it has acted on, as its
-audit entries say (the truth of what is done, read back from the database), against the rows its
-find step counted, with the rate and the time left. Work of a few long stages (the report): the
-stage it is in, with the time each took. Shown only on a terminal and never with --json: a script
-reads the result, not a bar."""
+audit batches say (the truth of what is done, read back from the database: a batch row carries its
+count of records, so a poll reads one row per batch, found by the run's index, never one per
+record), against the rows its find step counted, with the rate and the time left. Work of a few
+long stages (the report): the stage it is in, with the time each took. Shown only on a terminal
+and never with --json: a script reads the result, not a bar."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 
 from retention_pipelines.cli.output import OUTPUT
 from retention_pipelines.engine.audit.entries import Action
-from retention_pipelines.schema import audit_log
+from retention_pipelines.schema import audit_batches
 from retention_pipelines.stores import AppDatabase
 
 POLL_SECONDS = 0.5
@@ -33,7 +34,7 @@ def shown() -> bool:
 @contextlib.contextmanager
 def run_progress(database: AppDatabase, run_id: str, what: str, total: Callable[[], int | None] = lambda: None,
                  actions: tuple[str, ...] = ACTED, unit: str = " records") -> Iterator[None]:
-    """A bar for the run `run_id` while the block runs it, counting its audit entries of `actions`;
+    """A bar for the run `run_id` while the block runs it, counting the records of its audit batches of `actions`;
     `total()` is how many it will write, asked again until known (None: not yet, or never: then the
     bar counts without an end)."""
     if not shown():
@@ -42,8 +43,8 @@ def run_progress(database: AppDatabase, run_id: str, what: str, total: Callable[
     from tqdm import tqdm  # one of dagster's own dependencies: rate and time left, drawn in place
 
     since = database.bind_time(database.now() - timedelta(seconds=1))
-    counted = sa.select(sa.func.count()).where(audit_log.c.run_id == run_id, audit_log.c.action.in_(actions),
-                                               audit_log.c.occurred_at >= since)
+    counted = sa.select(sa.func.coalesce(sa.func.sum(audit_batches.c.records), 0)).where(
+        audit_batches.c.run_id == run_id, audit_batches.c.action.in_(actions), audit_batches.c.occurred_at >= since)
     stop = threading.Event()
     bar = tqdm(total=None, desc=what, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
