@@ -33,6 +33,7 @@ class QueueRetryConfig(dg.Config):
 def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
                             sensor_interval_seconds: int = 300) -> dg.Definitions:
     by_domain = {policy.name: policy for policy in policies}
+    domain_order = {policy.name: position for position, policy in enumerate(policies)}
 
     @dg.op(description="Runs each item's record (or, for a failed run or archive, its whole domain) through "
                        "the domain's engine under the domain's lock; resolves the item when nothing is left "
@@ -42,7 +43,7 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
         queue = ManualQueue(retention_stores.database, policy_version)
         with operator_errors():  # an erasure's item is retried through it: built once for every item
             erasure = retention_stores.subject_erasure(policy_version)
-        outcomes = []
+        outcomes, items = [], []
         for item_id in dict.fromkeys(config.item_ids):
             try:
                 item = queue.retryable(item_id)
@@ -51,13 +52,18 @@ def build_manual_queue_defs(policies: list[DomainPolicy], policy_version: str,
             except QueueRefused as exc:
                 outcomes.append({"item": item_id, "resolved": False, "message": str(exc)})
                 continue
+            items.append(item)
+        # The run keeps each domain's lock until it ends, so it takes them in policy order, as an
+        # erasure run does: two runs that each hold a lock the other waits for would wait out
+        # RETENTION_LOCK_WAIT_SECONDS and fail, where in one order the second simply waits its turn.
+        for item in sorted(items, key=lambda item: (domain_order[item.domain], item.id)):
             with log_context(run_id=context.run_id, domain=item.domain), operator_errors():
                 lock = retention_stores.hold_domain_lock(item.domain)
                 engine = retention_stores.engine(by_domain[item.domain], policy_version)
                 outcome = retry_item(queue, item, engine, context.run_id, config.by, lock, erasure=erasure)
-            log.info(f"queue item {item_id}: {'resolved' if outcome.resolved else 'still open'}: {outcome.message}",
-                     extra={"queue_item": item_id, "resolved": outcome.resolved})
-            outcomes.append({"item": item_id, "resolved": outcome.resolved, "message": outcome.message})
+            log.info(f"queue item {item.id}: {'resolved' if outcome.resolved else 'still open'}: {outcome.message}",
+                     extra={"queue_item": item.id, "resolved": outcome.resolved})
+            outcomes.append({"item": item.id, "resolved": outcome.resolved, "message": outcome.message})
         left = [o for o in outcomes if not o["resolved"]]
         if left:
             raise dg.Failure(description="; ".join(f"item {o['item']}: {o['message']}" for o in left),

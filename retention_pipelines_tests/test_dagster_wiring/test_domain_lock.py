@@ -3,7 +3,7 @@ queue retry, a restore) waits for it up to RETENTION_LOCK_WAIT_SECONDS, saying s
 log: a lock given back within the wait lets the run go on and finish the job; past the wait the run
 fails with the clear "being cleaned by another run" message naming the domain and the wait, and
 changes nothing. The run is the one the domain's schedule asks for, executed on a Dagster instance
-against PostgreSQL and Redis."""
+against PostgreSQL and Redis. A run that takes several domains' locks takes them in policy order."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import pytest
 
 from retention_pipelines.dagster_wiring.common import job_name
 from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
+from retention_pipelines.dagster_wiring.manual_queue import RETRY_JOB, build_manual_queue_defs
 from retention_pipelines.dagster_wiring.resources import RetentionStores
-from retention_pipelines.stores import domain_locks
+from retention_pipelines.engine.oversight.queue import ManualQueue
+from retention_pipelines.stores import DomainLocked, domain_locks
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_quiz_rows, remaining_ids
 
 DOMAIN = "quiz_responses"
@@ -125,3 +127,54 @@ def test_past_the_wait_a_scheduled_run_fails_naming_the_domain_and_the_wait_and_
     assert audit_entries(pg_database) == []
     assert result.get_asset_materialization_events() == [] and result.get_asset_check_evaluations() == []
     another_holder.ensure_held()  # the holder's lock is still its own
+
+
+def test_a_queue_retry_over_two_domains_takes_their_locks_in_policy_order_as_an_erasure_does(
+        policies, pg_database, stores, instance, monkeypatch, redis_url, tmp_path):
+    """An erasure run takes the domains' locks in policy order and keeps each until it ends. A retry
+    of items in two domains, asked for in the other order, waits for the first domain's lock holding
+    nothing: the erasure then takes the second domain's lock at once, where, the other way round,
+    each would wait out its time for the lock the other holds, and one would fail."""
+    monkeypatch.setenv("RETENTION_LOCK_WAIT_SECONDS", "60")
+    enabled = [policy for policy in policies.domains.values() if policy.enabled]
+    first, second = enabled[0], enabled[1]
+    queue = ManualQueue(pg_database, policies.policy_version)
+    window = "2026-01-01-00:00"
+    asked_first = queue.add(second.name, window, "run_failed", "runs failed in a row", timedelta(days=1)).item
+    asked_second = queue.add(first.name, window, "run_failed", "runs failed in a row", timedelta(days=1)).item
+    erasure_locks = domain_locks(redis_url, tmp_path / "locks", 30)
+    erasure_first = erasure_locks.acquire(first.name)
+    run_id = str(uuid.uuid4())
+    erasure_side: dict = {}
+
+    def erase_on_once_the_retry_waits() -> None:
+        """The erasure, holding the first domain's lock, asks for the second once the retry waits."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not waiting_lines(instance, run_id):
+            time.sleep(0.05)
+        try:
+            erasure_side["second"] = erasure_locks.acquire(second.name, 0)
+            erasure_side["second"].release()
+        except DomainLocked as exc:
+            erasure_side["refused"] = str(exc)
+        finally:
+            erasure_first.release()
+
+    definitions = dg.Definitions.merge(build_manual_queue_defs(enabled, policies.policy_version),
+                                       dg.Definitions(resources={"retention_stores": stores}))
+    erasure = threading.Thread(target=erase_on_once_the_retry_waits)
+    erasure.start()
+    try:
+        result = definitions.resolve_job_def(RETRY_JOB).execute_in_process(
+            instance=instance, run_id=run_id, raise_on_error=False,
+            run_config={"ops": {"retry_queue_items": {"config": {"item_ids": [asked_first.id, asked_second.id]}}}})
+    finally:
+        erasure.join(150)
+
+    assert "refused" not in erasure_side and "second" in erasure_side
+    assert waiting_lines(instance, run_id) == [
+        f"domain {first.name} is busy (another run holds its lock): waiting up to 60s for it"]
+    assert result.success
+    assert [outcome["item"] for outcome in result.output_for_node("retry_queue_items")] == [
+        asked_second.id, asked_first.id]
+    assert {queue.get(item.id).status for item in (asked_first, asked_second)} == {"resolved"}
