@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -19,7 +20,7 @@ from retention_pipelines.stores import AppDatabase
 from retention_pipelines.stores.breaker import Breakers
 from retention_pipelines_tests.support.alert_channels import AlertReceiver
 from retention_pipelines_tests.support.cli import PASSWORD, Outcome
-from retention_pipelines_tests.support.databases import new_database
+from retention_pipelines_tests.support.databases import drop_database, new_database
 from retention_pipelines_tests.support.servers import MotoS3Server, PostgresServer, PushgatewayServer, RedisServer
 
 # The tests run as the demo, whose unset stores and keys fall back to RETENTION_HOME; set on import,
@@ -103,9 +104,11 @@ def postgres_server():
 
 
 @pytest.fixture
-def pg_url(postgres_server) -> str:
+def pg_url(postgres_server) -> Iterator[str]:
     """A fresh database with the app's tables and the retention tables at head."""
-    return new_database(postgres_server)
+    url = new_database(postgres_server)
+    yield url
+    drop_database(postgres_server, url)
 
 
 @pytest.fixture
