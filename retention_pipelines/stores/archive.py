@@ -24,7 +24,7 @@ from retention_pipelines.stores.files import (
     write_whole,
 )
 from retention_pipelines.stores.s3 import (
-    PART_BYTES,
+    PART_BUFFER_BYTES,
     Written,
     pool_connections,
     put_streamed,
@@ -246,7 +246,7 @@ class S3ArchiveStore(ArchiveStore):
         self.client = client or s3_client()
 
     # A streamed write gathers a part of a multipart upload before it sends it.
-    write_buffer_bytes = PART_BYTES
+    write_buffer_bytes = PART_BUFFER_BYTES
 
     @property
     def max_parallel_requests(self) -> int:

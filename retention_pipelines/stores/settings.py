@@ -141,9 +141,10 @@ class RetentionSettings(BaseSettings):
     # the same facts by then. Raise it where auditors read the windows in the UI for longer.
     purge_latest_materializations_after_days: int = 90
     # The bytes a run's PDF copies hold in memory at once (each is streamed; see
-    # engine/retention/blobs.py): a copy of a large PDF takes about 18 MiB of it, of a small one
-    # about three times its size, so the default copies three large PDFs at a time, or many small.
-    blob_bytes_in_flight: int = 64 * 1024 * 1024
+    # engine/retention/blobs.py): a copy of a large PDF takes 11 MiB of it, of a small one about
+    # three times its size, so the default copies two large PDFs at a time, or many small: a run's
+    # memory grows by at most a quarter of an engine process's own (about 125 MB).
+    blob_bytes_in_flight: int = 32 * 1024 * 1024
 
     @field_validator(*RANGES)
     @classmethod

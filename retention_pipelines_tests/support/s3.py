@@ -49,6 +49,10 @@ class DigestlessS3(MisstoringS3):
         answer = super().put_object(**kwargs)
         return {key: value for key, value in answer.items() if key not in ("ChecksumSHA256", "ETag")}
 
+    def complete_multipart_upload(self, **kwargs):
+        answer = self.client.complete_multipart_upload(**kwargs)
+        return {key: value for key, value in answer.items() if key not in ("ChecksumSHA256", "ETag")}
+
 
 class SlowReadsS3:
     """Each GetObject waits `seconds` first; `most` is the most that were in flight at once."""

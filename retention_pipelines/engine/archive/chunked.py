@@ -64,11 +64,14 @@ class SealedObject:
         self._aead = AESGCM(_chunk_key(data_key.key, self._header, domain))
         self._digest = hashlib.sha256()
         self.sha256: str | None = None
-        self.size = 0
+        self.size, self._started = 0, False
 
     def __iter__(self) -> Iterator[bytes]:
         if len(self._header) != HEADER_BYTES:
             raise ValueError("a data key's id is 32 hex digits")
+        if self._started:  # a second pass would encrypt under the same nonces
+            raise RuntimeError("an object is encrypted once: seal it anew")
+        self._started = True
         plain, index = hashlib.sha256(), 0
         associated = _associated(self._header, self._domain)
         yield self._emit(self._header)

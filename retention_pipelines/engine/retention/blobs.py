@@ -34,7 +34,7 @@ log = get_logger("engine")
 # The detail of the audit entry of a row redacted while its object stays for another row.
 KEPT = "object kept: still referenced"
 # The bytes a run's object copies may hold in memory at once (RETENTION_BLOB_BYTES_IN_FLIGHT).
-BYTES_IN_FLIGHT = 64 * 1024 * 1024
+BYTES_IN_FLIGHT = 32 * 1024 * 1024
 # Why a row whose key leads out of the blob store stays (its queue item's detail).
 OUTSIDE = ("its key is outside the blob store (absolute, with '.', '..' or empty segments, or through a link "
            "out): nothing was read, archived or deleted; correct the key, then retry")
@@ -98,12 +98,12 @@ class StoredObjects:
     def bytes_held(self, size: int | None) -> int:
         """What copying an object of `size` bytes (unknown: None) holds in memory at most: a
         chunk read and its ciphertext, and what the archive store gathers before it writes (an S3
-        part), gathered and then joined, so twice; never more than the whole budget."""
+        part); never more than the whole budget."""
         chunk = CHUNK_BYTES if size is None else min(size, CHUNK_BYTES)
         gathered = self.archive_store.write_buffer_bytes
         if size is not None:
-            gathered = min(gathered, sealed_size(size))
-        return max(1, min(self.budget.total, 2 * chunk + 2 * gathered))
+            gathered = min(gathered, sealed_size(size) + sealed_size(size) // 8)
+        return max(1, min(self.budget.total, 2 * chunk + gathered))
 
     def _open_within_budget(self, blob_key: str) -> tuple[OpenedBlob | None, int]:
         """The object opened, with what its copy holds taken from the budget: (None, 0) when it is

@@ -152,6 +152,10 @@ def test_the_plaintext_is_nowhere_in_the_stored_bytes_and_each_object_is_encrypt
     second, _ = seal(pdf, key, 1024)
     assert first.startswith(MAGIC) and b"meal plan" not in first and b"Ann" not in first
     assert first != second  # a salt of its own: no two objects share a chunk key
+    sealed = SealedObject([pdf], key, DOMAIN)
+    list(sealed)
+    with pytest.raises(RuntimeError, match="encrypted once"):
+        list(sealed)  # never the same nonces twice under one key
     assert hashlib.sha256(pdf).digest() not in first  # the digest is inside the last chunk, encrypted
 
 

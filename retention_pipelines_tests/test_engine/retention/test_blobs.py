@@ -18,7 +18,7 @@ from retention_pipelines.engine.retention.lanes import ByteBudget
 from retention_pipelines.stores import StoreUnavailable
 from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
-from retention_pipelines.stores.s3 import PART_BYTES, S3_POOL_CONNECTIONS, s3_client
+from retention_pipelines.stores.s3 import PART_BUFFER_BYTES, S3_POOL_CONNECTIONS, s3_client
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
 from retention_pipelines_tests.support.archives import TAMPERINGS, TamperingArchiveStore, configured_keys
 from retention_pipelines_tests.support.engines import meal_plans_engine
@@ -343,7 +343,7 @@ def test_the_objects_in_flight_hold_no_more_bytes_than_the_runs_budget(pg_databa
     engine = meal_plans_engine(policies, pg_database, s3_archive_url, S3BlobStore(hot_bucket, ""))
     objects = engine.objects
     large_copy = objects.bytes_held(LARGE)
-    assert large_copy == 2 * 1024 * 1024 + 2 * PART_BYTES and objects.bytes_held(len(PDF)) < 1024
+    assert large_copy == 2 * 1024 * 1024 + PART_BUFFER_BYTES and objects.bytes_held(len(PDF)) < 1024
     objects.budget = ByteBudget(2 * large_copy + 1024 * 1024)
     most, in_flight, guard = {"bytes": 0, "large": 0}, {"large": 0}, threading.Lock()
     take, give_back = objects.budget.take, objects.budget.give_back
