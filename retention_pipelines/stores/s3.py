@@ -1,4 +1,5 @@
-"""The boto3 S3 client the stores share, and how many requests one client may have in flight."""
+"""The boto3 S3 client the stores share, how many requests one client may have in flight, and
+objects of any size written a part and read a chunk at a time."""
 
 from __future__ import annotations
 
