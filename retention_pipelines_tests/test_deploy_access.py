@@ -29,12 +29,14 @@ def grants(policy_file: str) -> dict[str, set[str]]:
 
 def test_the_code_locations_key_does_what_the_stores_call_on_each_bucket():
     granted = grants("retention-code-policy.json")
-    # Archive: written (with its Object Lock retention), read back to verify, expired after keep_for,
-    # its lock read before a delete.
+    # Archive: written (with its Object Lock retention; a large PDF's copy by a multipart upload, aborted
+    # when it fails), read back to verify, expired after keep_for, its lock read before a delete.
     assert granted[f"arn:aws:s3:::{ARCHIVE}/*"] == {
         "s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:PutObjectRetention", "s3:GetObjectRetention",
-        "s3:GetObjectLegalHold"}
-    assert granted[f"arn:aws:s3:::{PDFS}/*"] == {"s3:GetObject", "s3:DeleteObject", "s3:PutObject"}
+        "s3:GetObjectLegalHold", "s3:AbortMultipartUpload"}
+    # PDFs: read, deleted, and written back by a restore (a large one by a multipart upload).
+    assert granted[f"arn:aws:s3:::{PDFS}/*"] == {"s3:GetObject", "s3:DeleteObject", "s3:PutObject",
+                                                  "s3:AbortMultipartUpload"}
     assert granted[f"arn:aws:s3:::{COMPUTE_LOGS}/*"] == {"s3:PutObject", "s3:GetObject"}
     # The archive's versions are listed too: an audit anchor in more than one version was written over.
     assert granted[f"arn:aws:s3:::{ARCHIVE}"] == {"s3:ListBucket", "s3:ListBucketVersions"}

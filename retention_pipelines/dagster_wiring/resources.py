@@ -119,7 +119,8 @@ class RetentionStores(dg.ConfigurableResource):
             self._engines[key] = RetentionEngine(
                 policy, policy_version, self.database, self.archive_store,
                 blob_store=self.blob_store if policy.blob_key_column else None,
-                keys=self.archive_keys if policy.archive.enabled else None)
+                keys=self.archive_keys if policy.archive.enabled else None,
+                blob_bytes_in_flight=self.settings().blob_bytes_in_flight)
         return self._engines[key]
 
     def hold_domain_lock(self, domain: str, wait_seconds: float | None = None) -> HeldLock:

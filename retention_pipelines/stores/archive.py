@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +15,22 @@ from urllib.parse import unquote, urlparse
 
 from retention_pipelines.errors import StoreUnavailable
 from retention_pipelines.redaction import display_url
-from retention_pipelines.stores.files import DRAFT_PREFIX, inside, write_whole
-from retention_pipelines.stores.s3 import pool_connections, s3_client
+from retention_pipelines.stores.files import (
+    DRAFT_PREFIX,
+    READ_CHUNK_BYTES,
+    inside,
+    read_chunks,
+    write_streamed,
+    write_whole,
+)
+from retention_pipelines.stores.s3 import (
+    PART_BUFFER_BYTES,
+    Written,
+    pool_connections,
+    put_streamed,
+    read_streamed,
+    s3_client,
+)
 
 
 class DeleteRefused(StoreUnavailable):
@@ -52,6 +66,10 @@ class ArchiveStore(ABC):
     def get(self, key: str) -> bytes: ...
 
     @abstractmethod
+    def chunks(self, key: str) -> Iterator[bytes]:
+        """The object's bytes, a chunk at a time (an archived PDF of any size is read this way)."""
+
+    @abstractmethod
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
@@ -79,6 +97,9 @@ class ArchiveStore(ABC):
     # How many requests the store may be sent at once (the engine's object threads). A local
     # folder: enough to overlap the fsyncs, few enough for a laptop.
     max_parallel_requests = 8
+    # What a streamed write holds of an object in memory at most: a folder writes each chunk as it
+    # comes and reads the file back a chunk at a time.
+    write_buffer_bytes = READ_CHUNK_BYTES
 
     def put_cold(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         """Write an object meant to be kept, not read (a PDF): cold storage where the store has it."""
@@ -99,6 +120,13 @@ class ArchiveStore(ABC):
         self.put_cold(key, data, retain_until=retain_until)
         return self.holds(key, data)
 
+    @abstractmethod
+    def put_cold_streamed(self, key: str, chunks: Iterable[bytes], retain_until: datetime | None = None) -> str | None:
+        """put_cold of an object of any size, its chunks written as they come, with a part of it in
+        memory at a time; nothing under the key changes unless every chunk is written (an error
+        in `chunks` included). Returns the SHA-256 (hex) of what the store holds under the key,
+        verified as put_cold_verified verifies, or None when it holds other bytes than it was sent."""
+
     def retain_until(self, now: Callable[[], datetime], keep_for: timedelta | None) -> datetime | None:
         """The Object Lock date for an archive object of a domain written now (`now`: the database's
         clock, read only when a lock is configured): now + the domain's keep_for. None where the
@@ -111,10 +139,18 @@ class ArchiveStore(ABC):
 
     def holds(self, key: str, data: bytes) -> bool:
         """Whether the stored object is exactly these bytes."""
+        return self.stored_sha256(key) == hashlib.sha256(data).hexdigest()
+
+    def stored_sha256(self, key: str) -> str | None:
+        """The SHA-256 (hex) of the object under the key, read back chunk by chunk; None when it
+        cannot be read."""
+        digest = hashlib.sha256()
         try:
-            return hashlib.sha256(self.get(key)).digest() == hashlib.sha256(data).digest()
+            for chunk in self.chunks(key):
+                digest.update(chunk)
         except StoreUnavailable:
-            return False
+            return None
+        return digest.hexdigest()
 
 
 class LocalArchiveStore(ArchiveStore):
@@ -148,6 +184,22 @@ class LocalArchiveStore(ArchiveStore):
             return self._path(key).read_bytes()
         except OSError as exc:
             raise StoreUnavailable(f"archive object {self.uri(key)} cannot be read: {exc.strerror or exc}") from None
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        try:
+            yield from read_chunks(self._path(key))
+        except OSError as exc:
+            raise StoreUnavailable(f"archive object {self.uri(key)} cannot be read: {exc.strerror or exc}") from None
+
+    def put_cold_streamed(self, key: str, chunks: Iterable[bytes], retain_until: datetime | None = None) -> str | None:
+        """Written to a draft, fsync'd and put in place (a kill leaves no torn object), then read
+        back from the disk: the digest of what the folder holds, compared with what was sent."""
+        try:
+            sent = write_streamed(self._path(key), chunks)
+        except OSError as exc:
+            raise StoreUnavailable(f"archive folder {self.root} cannot be written: {exc.strerror or exc}") from None
+        stored = self.stored_sha256(key)
+        return stored if stored == sent else None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -192,6 +244,9 @@ class S3ArchiveStore(ArchiveStore):
         self.batch_storage_class = batch_storage_class
         self.object_lock_mode = object_lock_mode  # GOVERNANCE, COMPLIANCE or None
         self.client = client or s3_client()
+
+    # A streamed write gathers a part of a multipart upload before it sends it.
+    write_buffer_bytes = PART_BUFFER_BYTES
 
     @property
     def max_parallel_requests(self) -> int:
@@ -262,6 +317,23 @@ class S3ArchiveStore(ArchiveStore):
                     seen[key] = seen.get(key, 0) + 1
         return {key for key, count in seen.items() if count > 1}
 
+    def put_cold_streamed(self, key: str, chunks: Iterable[bytes], retain_until: datetime | None = None) -> str | None:
+        """One PUT for an object of one part, a multipart upload for a larger one (aborted on any
+        failure), verified as put_cold_verified verifies: from the answer's digest, which for a
+        multipart upload is S3's digest of its parts' digests (each part checked on arrival)."""
+        extra = {"StorageClass": self.storage_class} if self.storage_class else {}
+        if retain_until is not None and self.object_lock_mode:
+            extra.update(ObjectLockMode=self.object_lock_mode, ObjectLockRetainUntilDate=retain_until)
+        with self._errors("put", key):
+            answer, written = put_streamed(self.client, self.bucket, self._key(key), chunks, **extra)
+        matches = written.matches(answer)
+        if matches is None:
+            head = self._call("head", key, self.client.head_object, ChecksumMode="ENABLED")
+            matches = written.matches(head or {}) if head is not None else False
+        if matches is None:
+            matches = self.stored_sha256(key) == written.sha256
+        return written.sha256 if matches else None
+
     def put_cold_verified(self, key: str, data: bytes, retain_until: datetime | None = None) -> bool:
         """Verified from the PUT's own answer, without the HEAD that `holds` would send. As strong:
         S3 answers a PUT only once the object is stored, and the digests in its answer are the
@@ -269,7 +341,7 @@ class S3ArchiveStore(ArchiveStore):
         keeps, or the ETag, the MD5 of what it received), of the very version the PUT wrote. An
         answer that carries neither (a store that keeps no checksum, an ETag that is no MD5)
         falls back to `holds`."""
-        matches = self._digest_matches(self._put(key, data, self.storage_class, retain_until), data)
+        matches = _whole(data).matches(self._put(key, data, self.storage_class, retain_until))
         return self.holds(key, data) if matches is None else matches
 
     def retain_until(self, now: Callable[[], datetime], keep_for: timedelta | None) -> datetime | None:
@@ -301,25 +373,18 @@ class S3ArchiveStore(ArchiveStore):
         head = self._call("head", key, self.client.head_object, ChecksumMode="ENABLED")
         if head is None:
             return False
-        matches = self._digest_matches(head, data)
+        matches = _whole(data).matches(head)
         return super().holds(key, data) if matches is None else matches
-
-    @staticmethod
-    def _digest_matches(answer: dict, data: bytes) -> bool | None:
-        """Whether the digest S3 gives of an object (a HEAD's or a PUT's answer) is the digest
-        of `data`; None when the answer carries no digest that can tell."""
-        if answer.get("ChecksumSHA256"):
-            return base64.b64decode(answer["ChecksumSHA256"]) == hashlib.sha256(data).digest()
-        etag = answer.get("ETag", "").strip('"')
-        if etag and "-" not in etag:
-            return etag == hashlib.md5(data).hexdigest()  # noqa: S324 (integrity, not security)
-        return None
 
     def get(self, key: str) -> bytes:
         # The body is read after the answer's headers: a connection cut meanwhile is the store's
         # failure too (ResponseStreamingError), not a traceback.
         with self._errors("get", key):
             return self._call("get", key, self.client.get_object)["Body"].read()
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        with self._errors("get", key):
+            yield from read_streamed(self._call("get", key, self.client.get_object)["Body"])
 
     def exists(self, key: str) -> bool:
         return self._call("head", key, self.client.head_object) is not None
@@ -351,6 +416,12 @@ class S3ArchiveStore(ArchiveStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def _whole(data: bytes) -> Written:
+    """The digests of an object written in one piece."""
+    return Written(sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                   whole_md5=hashlib.md5(data).hexdigest())  # noqa: S324 (integrity, not security)
 
 
 def archive_store_from_url(url: str, storage_class: str | None = None, batch_storage_class: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -14,8 +14,8 @@ from tenacity import RetryError, retry, retry_if_result, stop_after_attempt, wai
 
 from retention_pipelines.errors import KeyOutsideStore, StoreUnavailable
 from retention_pipelines.redaction import display_url
-from retention_pipelines.stores.files import inside
-from retention_pipelines.stores.s3 import pool_connections, s3_client
+from retention_pipelines.stores.files import READ_CHUNK_BYTES, inside, write_streamed
+from retention_pipelines.stores.s3 import pool_connections, put_streamed, read_streamed, s3_client
 
 # Why a local store did not delete a key that leads out of its folder: short, and without the key.
 KEY_OUTSIDE = "the key leads outside the store"
@@ -34,6 +34,31 @@ class Blob:
     version: str  # what changes when the object is rewritten under its key (see BlobStore.version)
 
 
+class OpenedBlob:
+    """An object opened for reading, its bytes read chunk by chunk: iterate it once. `size` is its
+    length where the store says it before the bytes; `version` is what BlobStore.version would
+    say of the bytes read: known when opened (S3's ETag) or once they are read through (a
+    folder's digest of its contents)."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int | None, version: str | None = None):
+        self._chunks, self.size, self.version = chunks, size, version
+        self._digest = hashlib.sha256() if version is None else None
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            if self._digest is not None:
+                self._digest.update(chunk)
+            yield chunk
+        if self._digest is not None:
+            self.version = self._digest.hexdigest()
+
+    def close(self) -> None:
+        """Let go of the file or connection of a blob not read through."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
 class BlobStore(ABC):
     # How many requests the store may be sent at once (the engine's object threads). A local
     # folder: enough to overlap the disk's waits, few enough for a laptop.
@@ -48,6 +73,16 @@ class BlobStore(ABC):
     def read(self, key: str) -> Blob | None:
         """The object's bytes and the version they are of, read together; None when there is no
         such object."""
+
+    @abstractmethod
+    def open(self, key: str) -> OpenedBlob | None:
+        """The object, to be read chunk by chunk (an object of any size is read this way); None
+        when there is no such object."""
+
+    @abstractmethod
+    def put_streamed(self, key: str, chunks: Iterable[bytes]) -> None:
+        """Write an object of any size as its chunks come; nothing under the key changes unless
+        every chunk is written (an error in `chunks` included). A restore writes PDFs back so."""
 
     @abstractmethod
     def version(self, key: str) -> str | None:
@@ -88,9 +123,39 @@ class LocalBlobStore(BlobStore):
             raise StoreUnavailable(f"blob {self.uri(key)} cannot be read: {exc.strerror or exc}") from None
         return Blob(data, _file_version(data))
 
+    def open(self, key: str) -> OpenedBlob | None:
+        path = inside(self.root, key)
+        try:
+            size = path.stat().st_size
+            handle = path.open("rb")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"blob {self.uri(key)} cannot be read: {exc.strerror or exc}") from None
+        return OpenedBlob(self._read(handle, key), size)
+
+    def _read(self, handle, key: str) -> Iterator[bytes]:
+        with handle:
+            try:
+                while chunk := handle.read(READ_CHUNK_BYTES):
+                    yield chunk
+            except OSError as exc:
+                raise StoreUnavailable(f"blob {self.uri(key)} cannot be read: {exc.strerror or exc}") from None
+
+    def put_streamed(self, key: str, chunks: Iterable[bytes]) -> None:
+        path = inside(self.root, key)
+        try:
+            write_streamed(path, chunks)
+        except OSError as exc:
+            raise StoreUnavailable(f"blob folder {self.root} cannot be written: {exc.strerror or exc}") from None
+
     def version(self, key: str) -> str | None:
-        blob = self.read(key)
-        return blob.version if blob is not None else None
+        opened = self.open(key)
+        if opened is None:
+            return None
+        for _ in opened:
+            pass
+        return opened.version
 
     def delete_many(self, keys: Sequence[str], versions: Mapping[str, str] | None = None) -> dict[str, str]:
         failed = {}
@@ -155,6 +220,31 @@ class S3BlobStore(BlobStore):
     def read(self, key: str) -> Blob | None:
         answer = self._ask("get", key, self.client.get_object)
         return Blob(answer["Body"].read(), answer["ETag"]) if answer is not None else None
+
+    def open(self, key: str) -> OpenedBlob | None:
+        answer = self._ask("get", key, self.client.get_object)
+        if answer is None:
+            return None
+        return OpenedBlob(self._read(answer["Body"], key), answer.get("ContentLength"), answer["ETag"])
+
+    def _read(self, body, key: str) -> Iterator[bytes]:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            yield from read_streamed(body)
+        except BotoCoreError as exc:
+            raise StoreUnavailable(f"blob store: get {self.uri(key)} failed: {type(exc).__name__}") from None
+
+    def put_streamed(self, key: str, chunks: Iterable[bytes]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            put_streamed(self.client, self.bucket, self._key(key), chunks)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise StoreUnavailable(f"blob store: put {self.uri(key)} failed: {code}") from None
+        except BotoCoreError as exc:
+            raise StoreUnavailable(f"blob store s3://{self.bucket} is unreachable: {exc}") from None
 
     def version(self, key: str) -> str | None:
         answer = self._ask("head", key, self.client.head_object)

@@ -3,13 +3,16 @@ never outside the store's folder."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from retention_pipelines.errors import KeyOutsideStore
 
 DRAFT_PREFIX = ".partial-"  # drafts beside their file; listings pass over them
+READ_CHUNK_BYTES = 1024 * 1024  # what a streamed read takes from the file at a time
 
 
 def inside(root: Path, key: str) -> Path:
@@ -60,3 +63,31 @@ def write_whole(path: Path, data: bytes, keep_existing: bool = False) -> bool:
         return True
     finally:
         draft.unlink(missing_ok=True)
+
+
+def write_streamed(path: Path, chunks: Iterable[bytes]) -> str:
+    """write_whole of chunks as they come, one in memory at a time: the draft is put in place only
+    once every chunk is written and fsync'd, so an error in `chunks` (or a kill) leaves what was
+    there. Returns the SHA-256 (hex) of what was written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=DRAFT_PREFIX)
+    draft, digest = Path(name), hashlib.sha256()
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            for chunk in chunks:
+                digest.update(chunk)
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(draft, path)
+        return digest.hexdigest()
+    finally:
+        draft.unlink(missing_ok=True)
+
+
+def read_chunks(path: Path, chunk_bytes: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
+    """A file's bytes, a chunk at a time, from one open handle: a file replaced meanwhile is read
+    as it was when opened."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            yield chunk

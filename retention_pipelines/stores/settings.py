@@ -48,6 +48,9 @@ RANGES = {
     "purge_runs_after_days": (7, 36_525, "days"),
     "purge_erasure_runs_after_days": (7, 36_525, "days"),
     "purge_latest_materializations_after_days": (7, 36_525, "days"),
+    # What a run's PDF copies may hold in memory at once: a MiB at least (one chunk), 64 GiB at
+    # most, more memory than a run is given anywhere.
+    "blob_bytes_in_flight": (1024 * 1024, 64 * 1024**3, "bytes"),
 }
 
 # How long an audit anchor is locked (under an Object Lock mode): ten years, no shorter than the
@@ -137,6 +140,11 @@ class RetentionSettings(BaseSettings):
     # 48 runs a day for each day added); the monthly report, made on the 1st from the audit log, holds
     # the same facts by then. Raise it where auditors read the windows in the UI for longer.
     purge_latest_materializations_after_days: int = 90
+    # The bytes a run's PDF copies hold in memory at once (each is streamed; see
+    # engine/retention/blobs.py): a copy of a large PDF takes 11 MiB of it, of a small one about
+    # three times its size, so the default copies two large PDFs at a time, or many small: a run's
+    # memory grows by at most a quarter of an engine process's own (about 125 MB).
+    blob_bytes_in_flight: int = 32 * 1024 * 1024
 
     @field_validator(*RANGES)
     @classmethod

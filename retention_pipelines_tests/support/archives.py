@@ -11,16 +11,16 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+from retention_pipelines.engine.archive.chunked import HEADER_BYTES, decrypted, key_id_of
 from retention_pipelines.engine.archive.format import (
+    BLOB_MAGIC,
     LEGACY_FORMAT,
-    blob_key_id,
-    decrypt_blob,
     read_manifest,
     read_rows,
 )
-from retention_pipelines.engine.archive.keys import ArchiveKeys
+from retention_pipelines.engine.archive.keys import ArchiveKeys, DataKey, seal
 from retention_pipelines.stores import AppDatabase, load_settings
-from retention_pipelines.stores.archive import LocalArchiveStore
+from retention_pipelines.stores.archive import ArchiveStore, LocalArchiveStore, S3ArchiveStore
 
 # What version 1 of the format archived: email_blacklist's rows, of these columns.
 V1_DOMAIN = "email_blacklist"
@@ -62,9 +62,21 @@ def archived_rows(database: AppDatabase, data: bytes, manifest: dict) -> list[tu
 
 
 def archived_pdf(database: AppDatabase, sealed: bytes, domain: str = "meal_plans") -> bytes | None:
-    """An archived object (a PDF) decrypted with the configured keys; None once its key is destroyed."""
-    key = configured_keys(database).unwrap({blob_key_id(sealed)})[blob_key_id(sealed)]
-    return None if key is None else decrypt_blob(sealed, key, domain)
+    """An archived object (a PDF, either version) decrypted with the configured keys; None once its
+    key is destroyed."""
+    key = configured_keys(database).unwrap({key_id_of(sealed)})[key_id_of(sealed)]
+    return None if key is None else opened_pdf(sealed, key, domain)
+
+
+def opened_pdf(sealed: bytes, key: bytes, domain: str = "meal_plans") -> bytes:
+    """An archived object (a PDF, either version) decrypted with its data key."""
+    return b"".join(decrypted([sealed], key, domain))
+
+
+def sealed_whole(pdf: bytes, data_key: DataKey, domain: str = "meal_plans") -> bytes:
+    """A PDF's archived copy as version 2 wrote it, encrypted whole (before copies were chunked)."""
+    nonce, ciphertext = seal(data_key.key, pdf, f"retention-archive/2|{domain}|{data_key.key_id}".encode())
+    return BLOB_MAGIC + data_key.key_id.encode() + nonce + ciphertext
 
 
 def manifests(objects: dict[str, bytes]) -> dict[str, dict]:
@@ -86,6 +98,9 @@ class CorruptingStore(LocalArchiveStore):
         if key.endswith(".manifest.json"):
             return data
         return data[:-1] + bytes([data[-1] ^ 0xFF])
+
+    def chunks(self, key: str):
+        yield self.get(key)  # streamed reads go bad alike
 
 
 def encode_v1(rows: list[dict], record_ids: list[str]) -> tuple[str, bytes, bytes]:
@@ -111,3 +126,64 @@ def archive_with_an_old_batch(database: AppDatabase) -> LocalArchiveStore:
         store.put(key, b"archived rows")
         os.utime(store.root / key, (written, written))
     return store
+
+
+# How a test damages an archived PDF (format 3): each is refused when the copy is verified or read.
+TAMPERINGS = ("flipped byte", "truncated", "chunks swapped", "last chunk dropped")
+
+
+def chunk_records(stored: bytes) -> tuple[bytes, list[bytes]]:
+    """An archived PDF's header and its chunk records (length and ciphertext), as stored."""
+    records, at = [], HEADER_BYTES
+    while at < len(stored):
+        size = int.from_bytes(stored[at:at + 4], "big")
+        records.append(stored[at:at + 4 + size])
+        at += 4 + size
+    return stored[:HEADER_BYTES], records
+
+
+def tampered(pieces: list[bytes], how: str) -> list[bytes]:
+    """The pieces of an archived PDF (its header, then a piece per chunk, as the engine writes
+    them) damaged one of the TAMPERINGS way; it needs two chunks of data at least."""
+    header, *records = pieces
+    if how == "flipped byte":
+        records[1] = records[1][:100] + bytes([records[1][100] ^ 0x01]) + records[1][101:]
+    elif how == "truncated":
+        records = records[:1] + [records[1][:len(records[1]) // 2]]
+    elif how == "chunks swapped":
+        records[0], records[1] = records[1], records[0]
+    elif how == "last chunk dropped":
+        records = records[:-1]
+    else:
+        raise ValueError(how)
+    return [header, *records]
+
+
+class TamperingArchiveStore(S3ArchiveStore):
+    """An S3 archive whose streamed writes are damaged between the engine and the store (one of
+    TAMPERINGS): the store keeps, and vouches for, other bytes than the engine encrypted."""
+
+    def __init__(self, *args, how: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.how = how
+
+    def put_cold_streamed(self, key, chunks, retain_until=None):
+        return super().put_cold_streamed(key, tampered(list(chunks), self.how), retain_until=retain_until)
+
+
+def replace_copy(store: ArchiveStore, record_id: str, data: bytes, domain: str = "meal_plans",
+                 in_manifests: bool = True) -> None:
+    """Other bytes in place of a PDF's archived copy; with in_manifests, named by their digest in
+    every manifest that listed the copy, as if they had been archived so (only the copy's own
+    format can then tell)."""
+    key = f"{domain}/blobs/{record_id}"
+    before, after = hashlib.sha256(store.get(key)).hexdigest(), hashlib.sha256(data).hexdigest()
+    store.put_cold(key, data)
+    if not in_manifests:
+        return
+    for manifest_key in [k for k in store.keys(f"{domain}/") if k.endswith(".manifest.json")]:
+        manifest = json.loads(store.get(manifest_key))
+        where = manifest.get("blobs", {}).get(record_id)
+        if where and where.get("sha256") == before:
+            where["sha256"] = after
+            store.put(manifest_key, json.dumps(manifest, sort_keys=True).encode())

@@ -8,6 +8,7 @@ import threading
 import time
 
 import boto3
+from botocore.exceptions import EndpointConnectionError
 
 
 class MisstoringS3:
@@ -28,6 +29,13 @@ class MisstoringS3:
             kwargs = {**kwargs, "Body": body, "ChecksumSHA256": checksum}
         return self.client.put_object(**kwargs)
 
+    def upload_part(self, **kwargs):
+        if self.bad_endings and kwargs["Key"].endswith(self.bad_endings) and kwargs["PartNumber"] == 1:
+            body = kwargs["Body"][:-1] + bytes([kwargs["Body"][-1] ^ 0x01])
+            checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+            kwargs = {**kwargs, "Body": body, "ChecksumSHA256": checksum}
+        return self.client.upload_part(**kwargs)
+
     def head_object(self, **kwargs):
         self.heads += 1
         return self.client.head_object(**kwargs)
@@ -39,6 +47,10 @@ class DigestlessS3(MisstoringS3):
 
     def put_object(self, **kwargs):
         answer = super().put_object(**kwargs)
+        return {key: value for key, value in answer.items() if key not in ("ChecksumSHA256", "ETag")}
+
+    def complete_multipart_upload(self, **kwargs):
+        answer = self.client.complete_multipart_upload(**kwargs)
         return {key: value for key, value in answer.items() if key not in ("ChecksumSHA256", "ETag")}
 
 
@@ -84,3 +96,25 @@ class FlakyS3:
         if kept:
             self.client.delete_objects(Bucket=Bucket, Delete={"Objects": kept, "Quiet": True})
         return {"Errors": [{"Key": k, "Code": c, "Message": c} for k, c in failing.items()]}
+
+
+class CutOffUploadsS3:
+    """A real boto3 client whose multipart uploads stop at their second part: with `killed`, as a
+    process killed there leaves them (no abort reaches S3), else with an error, aborted."""
+
+    def __init__(self, killed: bool):
+        self.client, self.killed, self.aborted = boto3.client("s3"), killed, 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def upload_part(self, **kwargs):
+        if kwargs["PartNumber"] == 2:
+            raise EndpointConnectionError(endpoint_url=self.client.meta.endpoint_url)
+        return self.client.upload_part(**kwargs)
+
+    def abort_multipart_upload(self, **kwargs):
+        if not self.killed:
+            self.aborted += 1
+            return self.client.abort_multipart_upload(**kwargs)
+        return {}

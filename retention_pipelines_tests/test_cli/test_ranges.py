@@ -31,7 +31,7 @@ def bad_numbers(low: int, high: int, whole: bool) -> st.SearchStrategy[str]:
                         st.floats(allow_nan=False).filter(lambda x: not low <= x <= high)).map(str)
     words = st.one_of(st.sampled_from(MALFORMED),
                       st.text(alphabet=string.ascii_letters + " -", min_size=1, max_size=12))
-    fractions = st.integers(low, min(high, 10**6) - 1).map("{}.5".format)
+    fractions = st.integers(low, min(high, low + 10**6) - 1).map("{}.5".format)
     return st.one_of(outside, words, fractions) if whole else st.one_of(outside, words)
 
 

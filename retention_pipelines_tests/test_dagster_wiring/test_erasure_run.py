@@ -40,7 +40,7 @@ from retention_pipelines.dagster_wiring.erasure_run import (
     domain_of,
 )
 from retention_pipelines.dagster_wiring.resources import RetentionStores
-from retention_pipelines.engine.archive.format import decrypt_blob, read_manifest, read_rows
+from retention_pipelines.engine.archive.format import read_manifest, read_rows
 from retention_pipelines.engine.gdpr.requests import ErasureRequests, Outcome
 from retention_pipelines.engine.oversight.queue import ManualQueue
 from retention_pipelines.engine.report.figures import build_report
@@ -48,6 +48,7 @@ from retention_pipelines.engine.report.render import render_report
 from retention_pipelines.stores import archive_store_from_url, blob_store_from_url, domain_locks
 from retention_pipelines_tests.support import erasure_rows
 from retention_pipelines_tests.support.app_rows import _insert
+from retention_pipelines_tests.support.archives import opened_pdf
 from retention_pipelines_tests.support.cli import dagster_home
 from retention_pipelines_tests.support.repository import REPOSITORY
 
@@ -134,7 +135,7 @@ class World:
         store = self.archive()
         sealed = store.get(f"meal_plans/blobs/{record_id}")
         [(key_id, key)] = self.stores.archive_keys.unwrap({sealed[4:36].decode()}).items()
-        return None if key is None else decrypt_blob(sealed, key, "meal_plans")
+        return None if key is None else opened_pdf(sealed, key, "meal_plans")
 
     def archive_uris(self, domain: str) -> set[str]:
         with self.database.engine.connect() as connection:

@@ -1,7 +1,10 @@
-"""The app's object storage (moto's S3 server and a folder) and cold archive copies."""
+"""The app's object storage (moto's S3 server and a folder) and cold archive copies, whole and streamed."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import random
 import tempfile
 import uuid
 from pathlib import Path
@@ -16,7 +19,7 @@ from retention_pipelines.stores import StoreUnavailable, archive_store_from_url,
 from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.blob import CHANGED, KEY_OUTSIDE, LocalBlobStore, S3BlobStore
 from retention_pipelines.stores.files import KeyOutsideStore
-from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
+from retention_pipelines.stores.s3 import PART_BYTES, S3_POOL_CONNECTIONS, Written, s3_client
 from retention_pipelines_tests.support.hostile_keys import Sandbox, encoded_keys, legitimate_keys, refused_keys
 from retention_pipelines_tests.support.s3 import DigestlessS3, MisstoringS3
 
@@ -201,3 +204,105 @@ def test_a_blob_folder_reached_through_a_link_is_the_store(tmp_path):
     assert list(store.keys()) == ["plans/x.pdf"] and store.get("plans/x.pdf") == b"X"
     with pytest.raises(KeyOutsideStore, match="relative path of plain names"):
         store.get("../real/plans/x.pdf")
+
+
+# streamed copies (a PDF of any size) ---------------------------------------------------------------------
+LARGE = random.Random(9).randbytes(PART_BYTES + 1024 * 1024 + 3)  # two parts
+
+
+def pieces(data: bytes, size: int = 1024 * 1024, fail_after: int | None = None):
+    """The data in pieces, as a stream hands them over; with fail_after, the stream breaks there."""
+    for index, start in enumerate(range(0, len(data), size)):
+        if fail_after is not None and index == fail_after:
+            raise StoreUnavailable("the source broke off")
+        yield data[start:start + size]
+
+
+def multipart_uploads(s3_archive_url: str) -> list:
+    bucket = s3_archive_url.removeprefix("s3://").split("/", 1)[0]
+    return boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+@pytest.mark.parametrize("kind", ["s3", "folder"])
+@pytest.mark.parametrize("data", [b"", b"the plan", LARGE], ids=["empty", "one part", "two parts"])
+def test_a_streamed_cold_copy_is_written_verified_and_read_back_a_chunk_at_a_time(kind, data, s3_archive_url,
+                                                                               local_archive_url):
+    store = archive_store_from_url(s3_archive_url if kind == "s3" else local_archive_url, "GLACIER"
+                                   if kind == "s3" else None)
+    digest = hashlib.sha256(data).hexdigest()
+    assert store.put_cold_streamed("meal_plans/blobs/x", pieces(data)) == digest
+    if kind == "s3":  # in a class that cannot be read back: verified by S3's own digest
+        head = boto3.client("s3").head_object(Bucket=store.bucket, Key=f"{store.prefix}/meal_plans/blobs/x")
+        assert head["StorageClass"] == "GLACIER" and head["ETag"].strip('"').endswith("-2") == (data == LARGE)
+        assert multipart_uploads(s3_archive_url) == []
+    else:
+        assert store.stored_sha256("meal_plans/blobs/x") == digest
+        assert b"".join(store.chunks("meal_plans/blobs/x")) == data
+        assert all(len(chunk) <= 1024 * 1024 for chunk in store.chunks("meal_plans/blobs/x"))
+
+
+@pytest.mark.parametrize("kind", ["s3", "folder"])
+def test_a_streamed_copy_that_breaks_off_leaves_the_key_as_it_was(kind, s3_archive_url, local_archive_url):
+    store = archive_store_from_url(s3_archive_url if kind == "s3" else local_archive_url)
+    store.put_cold("meal_plans/blobs/x", b"the copy before")
+    for fail_after in (0, 9):  # before anything is sent; after the first part
+        with pytest.raises(StoreUnavailable, match="broke off"):
+            store.put_cold_streamed("meal_plans/blobs/x", pieces(LARGE, fail_after=fail_after))
+        assert store.get("meal_plans/blobs/x") == b"the copy before"
+    if kind == "s3":
+        assert multipart_uploads(s3_archive_url) == []  # the upload was aborted, its parts gone
+    else:
+        assert [p.name for p in store.root.rglob(".partial-*")] == []
+
+
+def test_a_multipart_copy_is_verified_from_s3s_digest_of_its_parts(s3_archive_url):
+    """Each part's SHA-256 goes with it; the answer's digest is of the parts' digests (the ETag, an
+    MD5 of their MD5s, where there is no checksum): a part changed on the way is caught, and an
+    answer without a digest is verified by asking the store (its checksum of the parts')."""
+    client = MisstoringS3(bad_endings=("/bad",))
+    store = s3_archive_store(s3_archive_url, client, "GLACIER")
+    assert store.put_cold_streamed("meal_plans/blobs/good", pieces(LARGE)) == hashlib.sha256(LARGE).hexdigest()
+    assert store.put_cold_streamed("meal_plans/blobs/bad", pieces(LARGE)) is None
+    assert client.heads == 0
+    digestless = DigestlessS3(bad_endings=("/bad",))
+    store = s3_archive_store(s3_archive_url, digestless, "GLACIER")
+    assert store.put_cold_streamed("meal_plans/blobs/good", pieces(LARGE)) == hashlib.sha256(LARGE).hexdigest()
+    assert store.put_cold_streamed("meal_plans/blobs/bad", pieces(LARGE)) is None
+    assert digestless.heads == 2
+
+
+@pytest.mark.parametrize("kind", ["s3", "folder"])
+def test_a_blob_is_opened_and_written_a_chunk_at_a_time_whole_or_not_at_all(kind, bucket, tmp_path):
+    store = S3BlobStore(bucket, "plans") if kind == "s3" else LocalBlobStore(tmp_path / "blobs")
+    assert store.open("large.pdf") is None
+    store.put_streamed("large.pdf", pieces(LARGE))
+    opened = store.open("large.pdf")
+    assert opened.size == len(LARGE)
+    read = [chunk for chunk in opened]
+    assert b"".join(read) == LARGE and max(len(chunk) for chunk in read) <= 1024 * 1024
+    assert opened.version == store.version("large.pdf") == store.read("large.pdf").version
+
+    with pytest.raises(StoreUnavailable, match="broke off"):
+        store.put_streamed("large.pdf", pieces(b"another plan" * 1_000_000, fail_after=9))
+    assert store.get("large.pdf") == LARGE
+    half_read = store.open("large.pdf")
+    next(iter(half_read))
+    half_read.close()  # its file or connection let go of
+    if kind == "s3":
+        assert boto3.client("s3").list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    else:
+        assert [p.name for p in (tmp_path / "blobs").rglob(".partial-*")] == []
+
+
+def test_s3s_digest_of_parts_is_read_with_or_without_their_count_and_never_for_another_object():
+    parts = [b"a" * 10, b"b" * 3]
+    written = Written(sha256=hashlib.sha256(b"".join(parts)).hexdigest(), size=13,
+                      parts=[(hashlib.sha256(p).digest(), hashlib.md5(p).digest()) for p in parts])  # noqa: S324
+    composite = base64.b64encode(hashlib.sha256(b"".join(sha for sha, _ in written.parts)).digest()).decode()
+    etag = hashlib.md5(b"".join(md5 for _, md5 in written.parts)).hexdigest()  # noqa: S324
+    assert written.matches({"ChecksumSHA256": f"{composite}-2"}) and written.matches({"ChecksumSHA256": composite})
+    assert written.matches({"ETag": f'"{etag}-2"'})
+    assert not written.matches({"ChecksumSHA256": f"{composite}-3"}) and not written.matches({"ETag": f'"{etag}-3"'})
+    whole_digest = base64.b64encode(bytes.fromhex(written.sha256)).decode()
+    assert not written.matches({"ChecksumSHA256": whole_digest})  # a digest of the whole is no digest of parts
+    assert written.matches({}) is None

@@ -205,13 +205,9 @@ def _decrypt(segment: dict, key: bytes, domain: str) -> bytes:
                                        _associated(domain, segment["key"])))
 
 
-# An archived object (a PDF): the id of its data key, the nonce, then the ciphertext.
+# An archived object (a PDF) of version 2, encrypted whole: the id of its data key, the nonce, then
+# the ciphertext. Objects are written in chunks since (engine/archive/chunked.py, which reads both).
 BLOB_MAGIC = b"RPA2"
-
-
-def encrypt_blob(data: bytes, data_key: DataKey, domain: str) -> bytes:
-    nonce, ciphertext = seal(data_key.key, data, _associated(domain, data_key.key_id))
-    return BLOB_MAGIC + data_key.key_id.encode() + nonce + ciphertext
 
 
 def blob_key_id(sealed: bytes) -> str:

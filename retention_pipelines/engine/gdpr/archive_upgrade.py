@@ -4,23 +4,24 @@ clear, PDFs copied as they were), encrypted in place so that erasure reaches the
 An erasure destroys a subject's data key; a copy written in clear would outlive it. So before a
 domain's erasure, the domain's version-1 objects are rewritten under the same names as version 2
 (every row under its subject's key, or its batch's), and the subject's PDFs copied in clear are
-encrypted under their key. Names are kept: the audit log points at them. Each object is read back
-and decrypted before the next; an object already version 2 is left alone, so this is safe to repeat
-and cheap once done (a listing of the batch objects' names).
+encrypted under their key (engine/archive/chunked.py). Names are kept: the audit log points at
+them. Each object is read back and verified before the next; an object already encrypted is left
+alone, so this is safe to repeat and cheap once done (a listing of the batch objects' names).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 
 import sqlalchemy as sa
 
+from retention_pipelines.engine.archive.chunked import MAGIC, SealedObject
 from retention_pipelines.engine.archive.format import (
     BLOB_MAGIC,
     LEGACY_FORMAT,
     encode_batch,
-    encrypt_blob,
     read_manifest,
     read_rows,
     verify,
@@ -79,13 +80,16 @@ def upgrade_legacy_blobs(engine, selection: Selection) -> int:
         key = f"{policy.name}/blobs/{record_id}"
         if not store.exists(key):
             continue
-        data = store.get(key)
-        if data.startswith(BLOB_MAGIC):
+        chunks = store.chunks(key)
+        first = next(chunks, b"")
+        if first.startswith((BLOB_MAGIC, MAGIC)):
+            chunks.close()
             continue
         [data_key] = engine.row_keys([address], [record_id])
-        sealed = encrypt_blob(data, data_key, policy.name)
-        store.put_cold(key, sealed)
-        if not store.holds(key, sealed):
+        # Read and written chunk by chunk: the copy in clear is replaced only once its encrypted
+        # copy is whole (the stores write whole or nothing).
+        sealed = SealedObject(itertools.chain([first], chunks), data_key, policy.name)
+        if store.put_cold_streamed(key, sealed) != sealed.sha256:
             raise ArchiveVerificationFailed(f"{store.uri(key)}: encrypting a version-1 copy failed", store.uri(key))
         upgraded += 1
     return upgraded

@@ -15,23 +15,26 @@ from datetime import datetime
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 
-from retention_pipelines.engine.archive.format import encrypt_blob, read_manifest
+from retention_pipelines.engine.archive.chunked import CHUNK_BYTES, SealedObject, sealed_size
+from retention_pipelines.engine.archive.format import read_manifest
 from retention_pipelines.engine.archive.keys import NONCE_BYTES, DataKey, open_sealed, seal
 from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
-from retention_pipelines.engine.retention.lanes import in_parallel
+from retention_pipelines.engine.retention.lanes import ByteBudget, in_parallel
 from retention_pipelines.engine.retention.results import ArchiveVerificationFailed, Orphans
 from retention_pipelines.engine.retention.selection import Selection
 from retention_pipelines.engine.retention.table import DomainTable
 from retention_pipelines.logs import get_logger
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.stores import ArchiveStore, BlobStore
-from retention_pipelines.stores.blob import CHANGED
+from retention_pipelines.stores.blob import CHANGED, OpenedBlob
 from retention_pipelines.stores.files import KeyOutsideStore
 
 log = get_logger("engine")
 
 # The detail of the audit entry of a row redacted while its object stays for another row.
 KEPT = "object kept: still referenced"
+# The bytes a run's object copies may hold in memory at once (RETENTION_BLOB_BYTES_IN_FLIGHT).
+BYTES_IN_FLIGHT = 32 * 1024 * 1024
 # Why a row whose key leads out of the blob store stays (its queue item's detail).
 OUTSIDE = ("its key is outside the blob store (absolute, with '.', '..' or empty segments, or through a link "
            "out): nothing was read, archived or deleted; correct the key, then retry")
@@ -57,10 +60,12 @@ class StoredObjects:
     encrypted."""
 
     def __init__(self, policy: DomainPolicy, table: DomainTable, blob_store: BlobStore, archive_store: ArchiveStore,
-                 name_key: bytes | None = None):
+                 name_key: bytes | None = None, bytes_in_flight: int = BYTES_IN_FLIGHT):
         self.policy, self.table = policy, table
         self.blob_store, self.archive_store = blob_store, archive_store
         self.name_key = name_key
+        # One budget for the run: every batch's object threads draw on it.
+        self.budget = ByteBudget(bytes_in_flight)
 
     def archive(self, values: list, names: list[str], record_ids: list[str], row_keys: list[DataKey] | None,
                 retain_until: datetime | None = None) -> dict:
@@ -71,9 +76,12 @@ class StoredObjects:
         step audits as such. retain_until: the S3 Object Lock date, where one is configured.
 
         The objects go side by side (`object_threads`): each is a few round trips to the stores,
-        which wait on the network, not on this process. Nothing is deleted here, so the order in
-        which copies land does not matter; what matters is that all of them are verified before
-        this returns, and that none of the batch's objects is deleted if one is not."""
+        which wait on the network, not on this process. Each is streamed, a chunk at a time, and
+        takes from the run's budget of bytes what its copy holds at most (`bytes_held`): however
+        large the objects, the bytes in memory stay within the budget. Nothing is deleted here, so
+        the order in which copies land does not matter; what matters is that all of them are
+        verified before this returns, and that none of the batch's objects is deleted if one is
+        not."""
         key_at = names.index(self.policy.blob_key_column)
         jobs = [(record_id, row[key_at], row_keys[index] if row_keys is not None else None)
                 for index, (record_id, row) in enumerate(zip(record_ids, values))]
@@ -87,25 +95,68 @@ class StoredObjects:
         slots = min(self.blob_store.max_parallel_requests, self.archive_store.max_parallel_requests)
         return max(1, slots // max(1, self.policy.parallel_batches))
 
+    def bytes_held(self, size: int | None) -> int:
+        """What copying an object of `size` bytes (unknown: None) holds in memory at most: a
+        chunk read and its ciphertext, and what the archive store gathers before it writes (an S3
+        part); never more than the whole budget."""
+        chunk = CHUNK_BYTES if size is None else min(size, CHUNK_BYTES)
+        gathered = self.archive_store.write_buffer_bytes
+        if size is not None:
+            gathered = min(gathered, sealed_size(size) + sealed_size(size) // 8)
+        return max(1, min(self.budget.total, 2 * chunk + gathered))
+
+    def _open_within_budget(self, blob_key: str) -> tuple[OpenedBlob | None, int]:
+        """The object opened, with what its copy holds taken from the budget: (None, 0) when it is
+        gone. Its size is known once it is open; an object opened while the budget is spent is
+        closed again while it waits (a connection left unread that long may be cut), then opened
+        anew."""
+        taken = 0
+        try:
+            while True:
+                opened = self.blob_store.open(blob_key)
+                if opened is None:
+                    self.budget.give_back(taken)
+                    return None, 0
+                needed = self.bytes_held(opened.size)
+                if needed <= taken:
+                    return opened, taken
+                # Nothing is held while waiting, so that two waiters never hold what the other needs.
+                self.budget.give_back(taken)
+                taken = self.budget.take(needed, wait=False)
+                if taken:
+                    return opened, taken
+                opened.close()
+                taken = self.budget.take(needed)
+        except BaseException:
+            self.budget.give_back(taken)
+            raise
+
     def _archive_one(self, record_id: str, blob_key: str | None, data_key: DataKey | None, dry_run: bool,
                      retain_until: datetime | None) -> dict:
-        """One row's object: read from hot storage, encrypted, written cold and verified."""
+        """One row's object: read from hot storage, encrypted and written cold chunk by chunk, and verified."""
         archive_key = f"{self.policy.name}/blobs/{record_id}"
         try:
-            blob = self.blob_store.read(blob_key) if blob_key else None
+            opened, taken = self._open_within_budget(blob_key) if blob_key else (None, 0)
         except KeyOutsideStore:
             # A key that leads out of the blob store names nobody's PDF that this run may touch:
             # nothing is read, archived or deleted, and its row waits for a person (act).
             return {"outside_store": True}
-        if blob is None:
+        if opened is None:
             seen = {"blob": self.fingerprint("key", blob_key)}  # what the row pointed at, for the act step
             if not self.archive_store.exists(archive_key):
                 return {"missing": True, **seen}
             return {"archive_key": archive_key, "earlier": True, **seen}
-        if dry_run:
-            return {"archive_key": archive_key}
-        sealed = encrypt_blob(blob.data, data_key, self.policy.name)
-        if not self.archive_store.put_cold_verified(archive_key, sealed, retain_until=retain_until):
+        try:
+            if dry_run:
+                return {"archive_key": archive_key}
+            sealed = SealedObject(opened, data_key, self.policy.name)
+            stored = self.archive_store.put_cold_streamed(archive_key, sealed, retain_until=retain_until)
+        finally:
+            opened.close()
+            self.budget.give_back(taken)
+        # Verified twice over: the store holds exactly what it was sent, and what it was sent is
+        # what was encrypted here (the digest the manifest keeps).
+        if stored is None or stored != sealed.sha256:
             raise ArchiveVerificationFailed(f"{self.archive_store.uri(archive_key)} does not match the object "
                                             "it copies; no object or row of its batch was deleted",
                                             self.archive_store.uri(archive_key))
@@ -114,8 +165,8 @@ class StoredObjects:
         # keyed fingerprint and the version read (an ETag is most often the PDF's MD5) encrypted:
         # the act step deletes the object only in that version, and only for a row whose key is
         # still this one.
-        return {"archive_key": archive_key, "sha256": hashlib.sha256(sealed).hexdigest(), "key": data_key.key_id,
-                "blob": self.fingerprint("key", blob_key), "version": self._seal_version(archive_key, blob.version)}
+        return {"archive_key": archive_key, "sha256": sealed.sha256, "key": data_key.key_id,
+                "blob": self.fingerprint("key", blob_key), "version": self._seal_version(archive_key, opened.version)}
 
     def fingerprint(self, what: str, value: str | None) -> str:
         """A keyed digest of an object's key, as the manifests keep it."""

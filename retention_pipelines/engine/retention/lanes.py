@@ -3,6 +3,7 @@ objects of one batch."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, ThreadPoolExecutor, as_completed, wait
 
@@ -41,3 +42,37 @@ def in_parallel(work: Callable, items: Sequence, workers: int, name: str) -> lis
     if failed:
         raise failed[0]
     return [future.result() for future in futures]
+
+
+class ByteBudget:
+    """The bytes that work side by side may hold in memory at once. Each piece of work takes what
+    it will hold at most before it starts and gives it back when done; a piece that needs more
+    than the whole budget takes all of it, alone."""
+
+    def __init__(self, total: int):
+        if total < 1:
+            raise ValueError("a budget of bytes is at least one byte")
+        self.total, self._taken = total, 0
+        self._changed = threading.Condition()
+
+    def take(self, wanted: int, wait: bool = True) -> int:
+        """Take `wanted` bytes (at most the whole budget), waiting for them unless `wait` is False;
+        returns the bytes taken (0 when not waiting and they are not free), to give back."""
+        wanted = min(wanted, self.total)
+        with self._changed:
+            while self._taken + wanted > self.total:
+                if not wait:
+                    return 0
+                self._changed.wait()
+            self._taken += wanted
+        return wanted
+
+    def give_back(self, taken: int) -> None:
+        if taken:
+            with self._changed:
+                self._taken -= taken
+                self._changed.notify_all()
+
+    @property
+    def taken(self) -> int:
+        return self._taken

@@ -27,7 +27,14 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from retention_pipelines.engine.archive.format import blob_key_id, decrypt_blob, read_manifest, read_rows
+from retention_pipelines.engine.archive.chunked import (
+    HEAD_BYTES,
+    ArchivedObjectDamaged,
+    decrypted,
+    key_id_of,
+    plaintext_sha256,
+)
+from retention_pipelines.engine.archive.format import read_manifest, read_rows
 from retention_pipelines.engine.audit.entries import Action, AuditStamp, write_entries
 from retention_pipelines.engine.retention.restore import Restorer, RestoreRefused, RestoreReport
 from retention_pipelines.engine.retention.selection import ERASED_PLACEHOLDER_PATTERN
@@ -38,15 +45,35 @@ MANIFEST = ".manifest.json"
 EARLIEST_YEAR = 2000  # no policy's partitions start earlier: no batch is named before it
 ERASED = "its subject was erased on request: never restored"
 KEY_DESTROYED = "its subject was erased (the archive key is destroyed)"
+DAMAGED = "its archived PDF does not decrypt as it was written: changed since it was archived"
+
+
+@dataclass(frozen=True)
+class ArchivedCopy:
+    """A PDF's archived copy as the restore found it: its digest (what the manifests list) and the
+    id of its data key, read from it chunk by chunk."""
+
+    key: str
+    sha256: str
+    key_id: str
+
+
+@dataclass(frozen=True)
+class ArchivedPdf:
+    """An archived copy read through and authenticated: where it is, its key, and its plaintext's digest."""
+
+    key: str
+    data_key: bytes
+    sha256: str
 
 
 @dataclass(frozen=True)
 class ArchivedRow:
     """What a restore puts back for one record: the columns its redaction changed, as archived,
-    and its PDF's bytes (None for a row that pointed at no PDF)."""
+    and its PDF's archived copy (None for a row that pointed at no PDF)."""
 
     values: dict
-    pdf: bytes | None
+    pdf: ArchivedPdf | None
     uri: str
 
 
@@ -145,8 +172,8 @@ class RedactionRestorer(Restorer):
     def _archived(self, wanted: dict[str, str], clocks: dict[str, object], report: RestoreReport
                   ) -> dict[str, ArchivedRow]:
         """Each wanted row's redacted columns and PDF as archived; the rows that cannot be read refused."""
-        copies = {rid: sealed for rid, uri in wanted.items() if (sealed := self._copy(rid, uri, report)) is not None}
-        pending = {rid: hashlib.sha256(sealed).hexdigest() for rid, sealed in copies.items()}
+        copies = {rid: copy for rid, uri in wanted.items() if (copy := self._copy(rid, uri, report)) is not None}
+        pending = {rid: copy.sha256 for rid, copy in copies.items()}
         days = {rid: self.table.clock_instant(clocks[rid]).date() for rid in pending}
         found: dict[str, ArchivedRow] = {}
         for manifest_key in self._manifests(max(days.values(), default=None)):
@@ -164,18 +191,28 @@ class RedactionRestorer(Restorer):
             report.refused[record_id] = "no archived batch lists its archived PDF: its row values cannot be read"
         return found
 
-    def _copy(self, record_id: str, uri: str, report: RestoreReport) -> bytes | None:
+    def _copy(self, record_id: str, uri: str, report: RestoreReport) -> ArchivedCopy | None:
+        """The copy's digest and key id, read chunk by chunk."""
         store = self.engine.archive_store
         key = store.key_of(uri)
         try:
             if key is None or not store.exists(key):
                 report.refused[record_id] = f"its archived PDF {uri} is gone (past the archive's retention?)"
                 return None
-            return store.get(key)
+            digest, head = hashlib.sha256(), b""
+            for chunk in store.chunks(key):
+                digest.update(chunk)
+                if len(head) < HEAD_BYTES:
+                    head += chunk[:HEAD_BYTES - len(head)]
         except StoreUnavailable as exc:
             # A copy in a cold storage class (GLACIER, DEEP_ARCHIVE) is read only once restored in S3.
             report.refused[record_id] = (f"its archived PDF {uri} cannot be read ({exc}); a copy in cold storage is "
                                          "read once S3 has restored it (docs/rollback.md)")
+            return None
+        try:
+            return ArchivedCopy(key, digest.hexdigest(), key_id_of(head))
+        except ArchivedObjectDamaged:
+            report.refused[record_id] = f"its archived PDF {uri} is not an encrypted archive object: nothing is guessed"
             return None
 
     def _manifests(self, latest: date | None):
@@ -188,12 +225,12 @@ class RedactionRestorer(Restorer):
                     if key.endswith(MANIFEST) and _day_of(key) <= latest]
             yield from sorted(keys, key=_day_of, reverse=True)
 
-    def _read_batch(self, manifest_key: str, manifest: dict, hits: set[str], copies: dict[str, bytes],
+    def _read_batch(self, manifest_key: str, manifest: dict, hits: set[str], copies: dict[str, ArchivedCopy],
                     wanted: dict[str, str], report: RestoreReport) -> dict[str, ArchivedRow]:
         store, blobs = self.engine.archive_store, manifest["blobs"]
         data = store.get(manifest_key.removesuffix(MANIFEST))
         key_ids = {segment["key"] for segment in manifest.get("segments", [])}
-        key_ids |= {blob_key_id(copies[rid]) for rid in hits}
+        key_ids |= {copies[rid].key_id for rid in hits}
         keys = self.engine.keys.unwrap(key_ids)
         column = self.policy.blob_key_column
         restored_columns = [*self.policy.redact.null_columns, self.policy.redact.stamp_column]
@@ -201,7 +238,8 @@ class RedactionRestorer(Restorer):
         for record_id, row in read_rows(data, manifest, keys):
             if record_id not in hits:
                 continue
-            key = keys.get(blob_key_id(copies[record_id]))
+            copy = copies[record_id]
+            key = keys.get(copy.key_id)
             if row is None or key is None:
                 report.refused[record_id] = KEY_DESTROYED
                 continue
@@ -209,7 +247,13 @@ class RedactionRestorer(Restorer):
             if self.engine.objects.fingerprint("key", values.get(column)) != blobs[record_id].get("blob"):
                 report.refused[record_id] = "its archived row does not point at its archived PDF: nothing is guessed"
                 continue
-            pdf = decrypt_blob(copies[record_id], key, self.policy.name)
+            # Read through before anything is written: a copy changed since it was verified (a
+            # chunk altered, swapped, cut short) is refused here, dry run or not.
+            try:
+                pdf = ArchivedPdf(copy.key, key, plaintext_sha256(store.chunks(copy.key), key, self.policy.name))
+            except ArchivedObjectDamaged as exc:
+                report.refused[record_id] = f"{DAMAGED} ({exc})"
+                continue
             found[record_id] = ArchivedRow({name: values.get(name) for name in restored_columns}, pdf,
                                            wanted[record_id])
         return found
@@ -228,8 +272,12 @@ class RedactionRestorer(Restorer):
                 return False
             if dry_run:
                 return True
-            if blob_key is not None and not self._pdf_written_back(blob_key, archived.pdf):
-                report.refused[record_id] = "another object is at its PDF's key now: nothing was overwritten"
+            try:
+                if blob_key is not None and not self._pdf_written_back(blob_key, archived.pdf):
+                    report.refused[record_id] = "another object is at its PDF's key now: nothing was overwritten"
+                    return False
+            except ArchivedObjectDamaged as exc:
+                report.refused[record_id] = f"{DAMAGED} ({exc}); nothing was written back"
                 return False
             connection.execute(sa.update(table.table).where(still_redacted).values(archived.values))
             write_entries(connection, [replace(stamp, archive_uri=archived.uri).row(record_id)])
@@ -237,15 +285,23 @@ class RedactionRestorer(Restorer):
                 lock.ensure_held()
         return True
 
-    def _pdf_written_back(self, blob_key: str, pdf: bytes) -> bool:
+    def _pdf_written_back(self, blob_key: str, pdf: ArchivedPdf) -> bool:
         """The archived PDF in hot storage under its key: written, or found there already with the
-        same bytes (a PDF another purchase kept, or a rerun's); False when another object is there."""
-        store = self.engine.blob_store
-        current = store.get(blob_key)
+        same bytes (a PDF another purchase kept, or a rerun's); False when another object is there.
+        Both are read chunk by chunk; the PDF is decrypted as it is written, and a copy that turns
+        out damaged half-way leaves nothing under the key (the store's write is whole or nothing)."""
+        store, archive = self.engine.blob_store, self.engine.archive_store
+        current = store.open(blob_key)
         if current is None:
-            store.put(blob_key, pdf)
+            store.put_streamed(blob_key, decrypted(archive.chunks(pdf.key), pdf.data_key, self.policy.name))
             return True
-        return current == pdf
+        digest = hashlib.sha256()
+        try:
+            for chunk in current:
+                digest.update(chunk)
+        finally:
+            current.close()
+        return digest.hexdigest() == pdf.sha256
 
 
 def _placeholder(subject: str) -> bool:

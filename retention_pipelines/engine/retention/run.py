@@ -27,7 +27,7 @@ from retention_pipelines.engine.archive.keys import ArchiveKeys, DataKey
 from retention_pipelines.engine.audit.entries import ACTED_ACTIONS, Action, AuditStamp, write_entries, write_held_once
 from retention_pipelines.engine.oversight.holds import pass_gate
 from retention_pipelines.engine.oversight.queue import SYSTEM_ACTOR, ManualQueue
-from retention_pipelines.engine.retention.blobs import StoredObjects
+from retention_pipelines.engine.retention.blobs import BYTES_IN_FLIGHT, StoredObjects
 from retention_pipelines.engine.retention.fence import DomainFence
 from retention_pipelines.engine.retention.lanes import bounded_parallel
 from retention_pipelines.engine.retention.memory import give_large_blocks_back
@@ -60,7 +60,8 @@ class RetentionEngine:
     """One domain's retention, against one database and one archive store."""
 
     def __init__(self, policy: DomainPolicy, policy_version: str, database: AppDatabase,
-                 archive_store: ArchiveStore, blob_store: BlobStore | None = None, keys: ArchiveKeys | None = None):
+                 archive_store: ArchiveStore, blob_store: BlobStore | None = None, keys: ArchiveKeys | None = None,
+                 blob_bytes_in_flight: int = BYTES_IN_FLIGHT):
         self.policy, self.policy_version = policy, policy_version
         self.database, self.archive_store, self.blob_store = database, archive_store, blob_store
         if policy.blob_key_column and blob_store is None:
@@ -77,7 +78,8 @@ class RetentionEngine:
         # The data keys the archives are encrypted with (crypto-shredding).
         self.keys = keys
         self.objects = StoredObjects(policy, self.table, blob_store, archive_store,
-                                     self.keys.hash_key if self.keys else None) if blob_store else None
+                                     self.keys.hash_key if self.keys else None,
+                                     blob_bytes_in_flight) if blob_store else None
         # What the run cannot finish goes to a person; a retry of a queue item counts its own attempt.
         self.queue = ManualQueue(database, policy_version)
         give_large_blocks_back()  # a long run's memory stays where a short run's is

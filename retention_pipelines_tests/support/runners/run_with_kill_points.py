@@ -28,7 +28,7 @@ from datetime import timedelta
 KILL_POINTS = {
     "find": [("table", "held_due_clocks", "before"), ("table", "held_due_clocks", "after")],
     "archive write": [("archive_store", "put", "before"), ("archive_store", "put", "after"),
-                      ("archive_store", "put_cold_verified", "after")],
+                      ("archive_store", "put_cold_streamed", "after")],
     "archive verify": [("archive_store", "get", "before"), ("archive_store", "get", "after")],
     "delete transaction": [("table", "act_next", "after"), ("table", "act_batch", "after"),
                            ("table", "act_next", "before"), ("table", "act_batch", "before")],

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from retention_pipelines.engine.archive.format import blob_key_id, decrypt_blob, read_manifest, read_rows
+from retention_pipelines.engine.archive.chunked import key_id_of
+from retention_pipelines.engine.archive.format import read_manifest, read_rows
 from retention_pipelines.engine.audit.entries import AuditStamp, write_entries
 from retention_pipelines.engine.gdpr.erasure_run import ErasureIncomplete
 from retention_pipelines.engine.gdpr.requests import ErasureRefused
@@ -24,7 +25,7 @@ from retention_pipelines.engine.resolution.retry import retry_item
 from retention_pipelines.schema import erasure_requests
 from retention_pipelines.stores.blob import S3BlobStore
 from retention_pipelines_tests.support.app_rows import _insert
-from retention_pipelines_tests.support.archives import encode_v1
+from retention_pipelines_tests.support.archives import encode_v1, opened_pdf
 from retention_pipelines_tests.support.databases import dump_all_tables
 from retention_pipelines_tests.support.erasure_rows import (
     ANN,
@@ -138,8 +139,8 @@ def test_an_archiving_domain_archives_the_subjects_rows_under_her_key_first(any_
         key = erasure.archive_store.key_of(entry["archive_uri"])
         if domain == "meal_plans":  # the PDF's encrypted copy, named by the audit entry
             sealed = erasure.archive_store.get(key)
-            assert blob_key_id(sealed) == ann_key.key_id
-            assert decrypt_blob(sealed, ann_key.key, domain).startswith(b"%PDF")
+            assert key_id_of(sealed) == ann_key.key_id
+            assert opened_pdf(sealed, ann_key.key, domain).startswith(b"%PDF")
             continue
         manifest = read_manifest(erasure.archive_store.get(key + ".manifest.json"))
         read = dict(read_rows(erasure.archive_store.get(key), manifest, {ann_key.key_id: ann_key.key}))

@@ -1,7 +1,9 @@
-"""meal_plans: PDFs in object storage (moto's S3 server), archived cold, deleted, rows redacted."""
+"""meal_plans: PDFs in object storage (moto's S3 server), archived cold (streamed, within the run's
+budget of bytes), verified, deleted, rows redacted."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import boto3
@@ -10,15 +12,18 @@ import sqlalchemy as sa
 
 from retention_pipelines import schema
 from retention_pipelines.engine import ArchiveVerificationFailed, RetentionEngine
+from retention_pipelines.engine.archive.chunked import sealed_size
 from retention_pipelines.engine.oversight.queue import ManualQueue
+from retention_pipelines.engine.retention.lanes import ByteBudget
+from retention_pipelines.stores import StoreUnavailable
 from retention_pipelines.stores.archive import S3ArchiveStore
 from retention_pipelines.stores.blob import LocalBlobStore, S3BlobStore
-from retention_pipelines.stores.s3 import S3_POOL_CONNECTIONS, s3_client
+from retention_pipelines.stores.s3 import PART_BUFFER_BYTES, S3_POOL_CONNECTIONS, s3_client
 from retention_pipelines_tests.support.app_rows import audit_entries, insert_meal_plans_at, meal_plan_rows
-from retention_pipelines_tests.support.archives import configured_keys
+from retention_pipelines_tests.support.archives import TAMPERINGS, TamperingArchiveStore, configured_keys
 from retention_pipelines_tests.support.engines import meal_plans_engine
-from retention_pipelines_tests.support.hot_bucket import PDF, hot_keys, put_pdfs
-from retention_pipelines_tests.support.s3 import FlakyS3, MisstoringS3, SlowReadsS3
+from retention_pipelines_tests.support.hot_bucket import PDF, hot_keys, put_large_pdf, put_pdfs
+from retention_pipelines_tests.support.s3 import CutOffUploadsS3, FlakyS3, MisstoringS3, SlowReadsS3
 
 
 def test_due_pdfs_are_archived_cold_deleted_and_their_rows_redacted(pg_database, policies, s3_archive_url,
@@ -240,3 +245,123 @@ def test_keys_that_lead_out_of_a_local_blob_store_are_not_acted_on_and_go_to_a_p
     assert again.acted.acted_on == 0 and again.acted.failed == len(hostile)
     assert sorted(item.attempts for item in ManualQueue(pg_database).list()) == [2] * len(hostile)
     assert (outside / "passwd").read_bytes() == b"root:x:0:0"
+
+
+# streamed copies ----------------------------------------------------------------------------------------
+LARGE = 9 * 1024 * 1024  # more than one part of a multipart upload (8 MiB)
+
+
+def put_large_pdfs(bucket: str, count: int, size: int = LARGE) -> dict[str, str]:
+    """{key: sha256} of `count` large PDFs in the hot bucket."""
+    return {f"plans/large-{i}.pdf": put_large_pdf(bucket, f"plans/large-{i}.pdf", size, seed=i) for i in range(count)}
+
+
+@pytest.mark.parametrize("how", TAMPERINGS)
+def test_a_copy_damaged_on_its_way_to_the_archive_is_not_verified_and_nothing_is_deleted(
+        pg_database, policies, s3_archive_url, hot_bucket, how):
+    """The archive keeps (and vouches for) other bytes than were encrypted: a byte flipped, the
+    copy cut short, two chunks swapped, the last chunk dropped. The digest of what was encrypted
+    does not match, so no PDF of the batch goes; a store that keeps what it is sent finishes."""
+    now = pg_database.now()
+    keys = [f"plans/t{i}.pdf" for i in range(2)]
+    for index, key in enumerate(keys):
+        put_large_pdf(hot_bucket, key, 3 * 1024 * 1024 + 5, seed=index)
+    ids = insert_meal_plans_at(pg_database, [now - timedelta(days=100)] * 2, keys)
+    bucket, prefix = s3_archive_url.removeprefix("s3://").split("/", 1)
+    policy = policies.domains["meal_plans"]
+
+    with pytest.raises(ArchiveVerificationFailed, match="does not match"):
+        RetentionEngine(policy, policies.policy_version, pg_database, TamperingArchiveStore(bucket, prefix, how=how),
+                        blob_store=S3BlobStore(hot_bucket, ""), keys=configured_keys(pg_database)).run("tampered")
+    assert hot_keys(hot_bucket) == set(keys)
+    assert all(key is not None for key, _ in meal_plan_rows(pg_database).values())
+    assert [e["action"] for e in audit_entries(pg_database)] == ["queue_opened"]
+
+    again = meal_plans_engine(policies, pg_database, s3_archive_url, S3BlobStore(hot_bucket, ""))
+    assert again.run("untampered").acted.acted_on == 2 and hot_keys(hot_bucket) == set()
+    assert sorted(e["record_id"] for e in audit_entries(pg_database) if e["action"] == "redacted") == sorted(ids)
+
+
+def test_a_large_copy_goes_in_parts_verified_by_s3s_digest_of_them_and_a_part_changed_on_the_way_is_caught(
+        pg_database, policies, s3_archive_url, hot_bucket):
+    now = pg_database.now()
+    digests = put_large_pdfs(hot_bucket, 2)
+    keys = sorted(digests)
+    ids = insert_meal_plans_at(pg_database, [now - timedelta(days=100)] * 2, keys)
+    bucket, prefix = s3_archive_url.removeprefix("s3://").split("/", 1)
+    bad = S3ArchiveStore(bucket, prefix, client=MisstoringS3(bad_endings=(f"/blobs/{ids[1]}",)))
+    with pytest.raises(ArchiveVerificationFailed, match="does not match"):
+        RetentionEngine(policies.domains["meal_plans"], policies.policy_version, pg_database, bad,
+                        blob_store=S3BlobStore(hot_bucket, ""), keys=configured_keys(pg_database)).run("bad-part")
+    assert hot_keys(hot_bucket) == set(keys)
+
+    engine = meal_plans_engine(policies, pg_database, s3_archive_url, S3BlobStore(hot_bucket, ""))
+    assert engine.run("good-parts").acted.acted_on == 2 and hot_keys(hot_bucket) == set()
+    s3 = boto3.client("s3")
+    for record_id, key in zip(ids, keys):
+        copy = s3.head_object(Bucket=bucket, Key=f"{prefix}/meal_plans/blobs/{record_id}")
+        assert copy["ETag"].strip('"').endswith("-2")  # two parts: 9 MiB and its chunks' overhead
+        assert copy["ContentLength"] == sealed_size(LARGE)
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["failed", "killed"])
+def test_an_upload_cut_off_leaves_no_copy_deletes_nothing_and_the_rerun_finishes(
+        pg_database, policies, s3_archive_url, hot_bucket, killed):
+    """A multipart upload that stops half-way is no object: a failure aborts it; a kill leaves its
+    parts, which are not a copy (the bucket's lifecycle rule aborts them), and the rerun copies the
+    PDF anew."""
+    now = pg_database.now()
+    digests = put_large_pdfs(hot_bucket, 1)
+    [record_id] = insert_meal_plans_at(pg_database, [now - timedelta(days=100)], list(digests))
+    bucket, prefix = s3_archive_url.removeprefix("s3://").split("/", 1)
+    client = CutOffUploadsS3(killed=killed)
+    with pytest.raises(StoreUnavailable):
+        RetentionEngine(policies.domains["meal_plans"], policies.policy_version, pg_database,
+                        S3ArchiveStore(bucket, prefix, client=client), blob_store=S3BlobStore(hot_bucket, ""),
+                        keys=configured_keys(pg_database)).run("cut-off")
+    s3 = boto3.client("s3")
+    copy = f"{prefix}/meal_plans/blobs/{record_id}"
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=copy).get("KeyCount") == 0
+    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=copy).get("Uploads", [])
+    assert (len(uploads), client.aborted) == ((1, 0) if killed else (0, 1))
+    assert hot_keys(hot_bucket) == set(digests)
+
+    report = meal_plans_engine(policies, pg_database, s3_archive_url, S3BlobStore(hot_bucket, "")).run("rerun")
+    assert report.acted.acted_on == 1 and hot_keys(hot_bucket) == set()
+    assert s3.head_object(Bucket=bucket, Key=copy)["ContentLength"] == sealed_size(LARGE)
+
+
+def test_the_objects_in_flight_hold_no_more_bytes_than_the_runs_budget(pg_database, policies, s3_archive_url,
+                                                                      hot_bucket):
+    """Six large PDFs and six small ones, with room for two large copies at a time: the bytes
+    taken never pass the budget, the large copies go at most two at a time, the small beside them."""
+    now = pg_database.now()
+    large = put_large_pdfs(hot_bucket, 6)
+    small = [f"plans/small-{i}.pdf" for i in range(6)]
+    put_pdfs(hot_bucket, small)
+    insert_meal_plans_at(pg_database, [now - timedelta(days=100)] * 12, sorted(large) + small)
+    engine = meal_plans_engine(policies, pg_database, s3_archive_url, S3BlobStore(hot_bucket, ""))
+    objects = engine.objects
+    large_copy = objects.bytes_held(LARGE)
+    assert large_copy == 2 * 1024 * 1024 + PART_BUFFER_BYTES and objects.bytes_held(len(PDF)) < 1024
+    objects.budget = ByteBudget(2 * large_copy + 1024 * 1024)
+    most, in_flight, guard = {"bytes": 0, "large": 0}, {"large": 0}, threading.Lock()
+    take, give_back = objects.budget.take, objects.budget.give_back
+
+    def taking(wanted, wait=True):
+        taken = take(wanted, wait)
+        with guard:
+            in_flight["large"] += taken == large_copy
+            most["bytes"] = max(most["bytes"], objects.budget.taken)
+            most["large"] = max(most["large"], in_flight["large"])
+        return taken
+
+    def giving_back(taken):
+        with guard:
+            in_flight["large"] -= taken == large_copy
+        give_back(taken)
+
+    objects.budget.take, objects.budget.give_back = taking, giving_back
+    assert engine.run("budget").acted.acted_on == 12 and hot_keys(hot_bucket) == set()
+    assert most["bytes"] <= objects.budget.total and most["large"] == 2
+    assert objects.budget.taken == 0  # every copy gave back what it took

@@ -1,4 +1,5 @@
-"""in_parallel: the objects of a batch side by side, results in order, an error stops the rest."""
+"""in_parallel: the objects of a batch side by side, results in order, an error stops the rest; the
+budget of bytes they share."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import pytest
 
-from retention_pipelines.engine.retention.lanes import in_parallel
+from retention_pipelines.engine.retention.lanes import ByteBudget, in_parallel
 
 
 def test_results_come_in_the_items_order_whatever_order_they_finish_in():
@@ -40,3 +41,24 @@ def test_an_error_stops_the_items_not_started_and_is_raised_once_those_running_h
 
 def test_one_worker_is_a_plain_loop_in_the_callers_thread():
     assert in_parallel(lambda _: threading.current_thread(), [1, 2], 1, "test") == [threading.current_thread()] * 2
+
+
+def test_a_budget_of_bytes_lets_work_through_while_it_lasts_and_what_needs_more_than_all_of_it_alone():
+    budget = ByteBudget(100)
+    assert budget.take(60) == 60 and budget.take(50, wait=False) == 0 and budget.take(40, wait=False) == 40
+    assert budget.taken == 100
+    taken: list[int] = []
+    waiter = threading.Thread(target=lambda: taken.append(budget.take(500)))  # more than all of it
+    waiter.start()
+    time.sleep(0.05)
+    assert taken == [] and waiter.is_alive()
+    budget.give_back(60)
+    time.sleep(0.05)
+    assert taken == []  # all of it, so it waits for the rest too
+    budget.give_back(40)
+    waiter.join(5)
+    assert taken == [100] and budget.taken == 100
+    budget.give_back(100)
+    assert budget.taken == 0
+    with pytest.raises(ValueError):
+        ByteBudget(0)

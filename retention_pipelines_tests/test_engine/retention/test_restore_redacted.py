@@ -1,10 +1,13 @@
 """Restore of meal plans redacted by a real run (PostgreSQL, PDFs and archive on moto's S3): each
 PDF written back with the bytes it had and its row's redacted columns back, with one `restored`
 audit entry; refused for an erased subject; a blob store that will not take the PDF leaves the row
-redacted and no entry; a second restore restores nothing."""
+redacted and no entry; a second restore restores nothing. Copies are read a chunk at a time (a
+200 MB PDF too), a damaged copy is refused with nothing written back, and copies archived whole
+by version 2 of the format still restore."""
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import timedelta
 
 import boto3
@@ -13,16 +16,25 @@ import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
 from retention_pipelines import schema
+from retention_pipelines.engine.archive.chunked import key_id_of
+from retention_pipelines.engine.archive.keys import DataKey
 from retention_pipelines.engine.gdpr.erasure_run import SubjectErasure
 from retention_pipelines.engine.gdpr.requests import ErasureRequests
 from retention_pipelines.engine.retention.restore import RestoreRefused
-from retention_pipelines.engine.retention.restore_redacted import RedactionRestorer
+from retention_pipelines.engine.retention.restore_redacted import DAMAGED, RedactionRestorer
 from retention_pipelines.stores import StoreUnavailable
 from retention_pipelines.stores.blob import S3BlobStore
-from retention_pipelines_tests.support.app_rows import _insert, meal_plan_rows
-from retention_pipelines_tests.support.archives import configured_keys
+from retention_pipelines_tests.support.app_rows import _insert, insert_meal_plans_at, meal_plan_rows
+from retention_pipelines_tests.support.archives import (
+    TAMPERINGS,
+    chunk_records,
+    configured_keys,
+    replace_copy,
+    sealed_whole,
+    tampered,
+)
 from retention_pipelines_tests.support.engines import meal_plans_engine
-from retention_pipelines_tests.support.hot_bucket import hot_keys
+from retention_pipelines_tests.support.hot_bucket import hot_keys, put_large_pdf, stored_sha256
 
 ANN, BOB, CARL = "ann@example.com", "bob@example.com", "carl@example.com"
 
@@ -174,3 +186,66 @@ def test_a_dry_run_writes_nothing_and_a_run_that_redacted_nothing_is_refused(pg_
     assert entries(pg_database, "restored") == []
     with pytest.raises(RestoreRefused, match="run no-such-run redacted nothing in meal_plans"):
         RedactionRestorer(engine).restore("no-such-run", None, "ops", "r")
+
+
+def test_a_copy_archived_whole_by_version_2_still_restores(pg_database, redacted, hot_bucket):
+    engine, ids, pdfs, rows = redacted
+    store = engine.archive_store
+    copy = store.get(f"meal_plans/blobs/{ids[BOB]}")
+    key_id = key_id_of(copy)
+    key = configured_keys(pg_database).unwrap({key_id})[key_id]
+    # Bob's PDF as version 2 archived it: encrypted whole, its digest in its batch's manifest.
+    replace_copy(store, ids[BOB], sealed_whole(pdfs["plans/bob.pdf"], DataKey(key_id, key)))
+
+    report = RedactionRestorer(engine).restore("wrong-run", None, "ops", "restore-1")
+    assert sorted(report.restored) == sorted(ids.values()) and report.refused == {}
+    assert pdf_bytes(hot_bucket) == pdfs and meal_plan_rows(pg_database) == rows
+
+
+@pytest.mark.parametrize("how", [*TAMPERINGS, "flipped byte, manifest as it was"])
+def test_a_damaged_copy_is_refused_and_nothing_is_written_back(pg_database, policies, s3_archive_url, hot_bucket,
+                                                              how):
+    """A copy changed in the archive after it was verified: refused by the restore, dry run or
+    not, before anything is written (where the manifests name the damaged bytes too, only the
+    copy's authenticated chunks can tell); the other plan of the run is restored."""
+    now = pg_database.now()
+    keys = ["plans/damaged.pdf", "plans/intact.pdf"]
+    digests = [put_large_pdf(hot_bucket, key, 3 * 1024 * 1024 + 17, seed=index) for index, key in enumerate(keys)]
+    damaged, intact = insert_meal_plans_at(pg_database, [now - timedelta(days=95)] * 2, keys)
+    engine = meal_plans_engine(policies, pg_database, s3_archive_url, S3BlobStore(hot_bucket, ""))
+    assert engine.run("redacting").acted.acted_on == 2 and hot_keys(hot_bucket) == set()
+    header, records = chunk_records(engine.archive_store.get(f"meal_plans/blobs/{damaged}"))
+    replace_copy(engine.archive_store, damaged, b"".join(tampered([header, *records], how.split(",")[0])),
+                 in_manifests="manifest as it was" not in how)
+    redacted_rows = meal_plan_rows(pg_database)
+
+    for dry_run in (True, False):
+        report = RedactionRestorer(engine).restore("redacting", None, "ops", f"restore-{dry_run}", dry_run=dry_run)
+        assert report.restored == [intact]
+        why = report.refused[damaged]
+        assert why.startswith(DAMAGED) if "manifest" not in how else "no archived batch lists" in why
+    assert hot_keys(hot_bucket) == {"plans/intact.pdf"} and stored_sha256(hot_bucket, keys[1]) == digests[1]
+    assert meal_plan_rows(pg_database)[damaged] == redacted_rows[damaged]
+    assert {e["record_id"] for e in entries(pg_database, "restored")} == {intact}
+
+
+def test_a_200_mb_pdf_is_archived_verified_and_restored_byte_for_byte_a_chunk_at_a_time(
+        pg_database, policies, s3_archive_url, hot_bucket):
+    size = 200 * 1024 * 1024
+    digest = put_large_pdf(hot_bucket, "plans/large.pdf", size, seed=200)
+    [record_id] = insert_meal_plans_at(pg_database, [pg_database.now() - timedelta(days=95)], ["plans/large.pdf"])
+    engine = meal_plans_engine(policies, pg_database, s3_archive_url, S3BlobStore(hot_bucket, ""))
+    # What Python allocates while the run and the restore stream it: parts and chunks, never the PDF.
+    tracemalloc.start()
+    try:
+        report = engine.run("large")
+        _, run_peak = tracemalloc.get_traced_memory()
+        assert report.acted.acted_on == 1 and hot_keys(hot_bucket) == set()
+        tracemalloc.reset_peak()
+        restored = RedactionRestorer(engine).restore("large", None, "ops", "restore-large")
+        _, restore_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert restored.restored == [record_id] and restored.refused == {}
+    assert stored_sha256(hot_bucket, "plans/large.pdf") == digest
+    assert run_peak < 64 * 1024 * 1024 and restore_peak < 64 * 1024 * 1024, (run_peak, restore_peak)
