@@ -16,6 +16,7 @@ evidence the same whichever job made it. A request that fails does not stop the 
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import dagster as dg
@@ -39,7 +40,7 @@ from retention_pipelines.engine.gdpr.requests import (
     ErasureRequest,
     ErasureRequests,
 )
-from retention_pipelines.logs import get_logger, log_context
+from retention_pipelines.logs import get_logger, log_context, only_warnings
 from retention_pipelines.policies import DomainPolicy
 from retention_pipelines.redaction import without_personal_data
 from retention_pipelines.schema import SchemaBehindError
@@ -173,7 +174,7 @@ def build_erasure_run_defs(policies: list[DomainPolicy], policy_version: str,
         for policy in wanted:
             with domain_step(context, policy.name):
                 part = _erase_domain(retention_stores, subject_erasure, policy, policy_version, request_id,
-                                     context.run_id)
+                                     context.run_id, retention_stores.settings().erasure_lock_wait_seconds)
             parts.append(part)
             if domain_keys[policy.name] in selected:
                 yield dg.MaterializeResult(asset_key=domain_keys[policy.name],
@@ -237,9 +238,9 @@ def build_erasure_run_defs(policies: list[DomainPolicy], policy_version: str,
 
 
 def _erase_domain(retention_stores: RetentionStores, subject_erasure: SubjectErasure, policy: DomainPolicy,
-                  policy_version: str, request_id: int, run_id: str) -> DomainErasure:
+                  policy_version: str, request_id: int, run_id: str, lock_wait_seconds: float) -> DomainErasure:
     """One domain's part of a request's erasure, under the domain's lock (the engine decides the rest)."""
-    lock = retention_stores.hold_domain_lock(policy.name, retention_stores.settings().erasure_lock_wait_seconds)
+    lock = retention_stores.hold_domain_lock(policy.name, lock_wait_seconds)
     return subject_erasure.erase_domain(retention_stores.engine(policy, policy_version), request_id, run_id, False,
                                         lock)
 
@@ -252,10 +253,58 @@ def _still_wanted(request: ErasureRequest, round_: ErasureRoundConfig) -> bool:
         request.details.recheck_after.isoformat() == round_.recheck)
 
 
+@dataclass
+class _BatchTally:
+    """What a batch run did with its requests, for its failure message and its metadata."""
+
+    done: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # request id → why, its first line
+    skipped: list[int] = field(default_factory=list)  # done already (a crashed batch retried as a whole)
+    untried: list[int] = field(default_factory=list)  # after an error that is no request's own
+    stopped: str | None = None  # that error
+
+    def figures(self, requests: int) -> dict:
+        return {"requests": requests, "requests_done": len(self.done), "requests_failed": len(self.failed),
+                "requests_skipped_done_already": len(self.skipped), "requests_not_tried": len(self.untried),
+                "failed_request_ids": dg.MetadataValue.json(sorted(self.failed)),
+                "not_tried_request_ids": dg.MetadataValue.json(self.untried)}
+
+    def failure(self, requests: int) -> str:
+        shown = "; ".join(f"{request_id}: {why}" for request_id, why in list(self.failed.items())[:10])
+        return (f"{len(self.failed)} of {requests} requests for erasure failed ({shown}"
+                + ("; …" if len(self.failed) > 10 else "") + ")"
+                + (f"; the batch stopped there, {len(self.untried)} requests not tried: {self.stopped}"
+                   if self.stopped else "")
+                + f"; {len(self.done)} done. The erasure sensor relaunches each, up to {MAX_ATTEMPTS} runs")
+
+
 def _batch_job(erasable: list[DomainPolicy], policies: list[DomainPolicy], policy_version: str,
                domain_keys: dict[str, dg.AssetKey]) -> dg.JobDefinition:
     """Many requests in one run: each erased from every domain, completed, and recorded in its own
     partition of the erasure assets and of the `subject_erased` check, as its own run would."""
+
+    def erase_request(context: dg.OpExecutionContext, retention_stores: RetentionStores,
+                      subject_erasure: SubjectErasure, request_id: int, lock_wait: float):
+        """One request, as the multi-asset erases it: every domain under its lock, then the outcome;
+        its events in its partition. Raises what stops it."""
+        partition = str(request_id)
+        parts = []
+        for policy in erasable:
+            with log_context(run_id=context.run_id, domain=policy.name, partition=partition):
+                part = _erase_domain(retention_stores, subject_erasure, policy, policy_version, request_id,
+                                     context.run_id, lock_wait)
+            parts.append(part)
+            yield dg.AssetMaterialization(domain_keys[policy.name], partition=partition,
+                                          metadata=_domain_metadata(part, request_id, policy_version))
+        with log_context(run_id=context.run_id, domain="gdpr", partition=partition):
+            outcome = subject_erasure.complete(request_id, sorted(parts, key=lambda p: p.domain), context.run_id)
+        yield dg.AssetMaterialization(OUTCOME_KEY, partition=partition,
+                                      metadata=_outcome_metadata(request_id, parts, outcome))
+        yield dg.AssetCheckEvaluation(
+            OUTCOME_KEY, SUBJECT_ERASED_CHECK, passed=outcome.status in (COMPLETED, PARTIALLY_BLOCKED),
+            severity=dg.AssetCheckSeverity.ERROR, partition=partition, metadata={"status": outcome.status})
+        context.log.info(f"erasure request {request_id}: {outcome.status}; {_totals(parts)['rows_erased']} rows "
+                         "erased")
 
     @dg.op(name=ERASURE_BATCH_OP, pool=APP_DATABASE_POOL, out=dg.Out(dg.Nothing), description=(
         "Erases each request of the batch in turn, as gdpr_erasure_job does one (every domain in policy order, "
@@ -266,68 +315,51 @@ def _batch_job(erasable: list[DomainPolicy], policies: list[DomainPolicy], polic
         with log_context(run_id=context.run_id, domain="gdpr"), operator_errors():
             refuse_dry_run(context, ERASURE_DRY_RUN_JOB)
             subject_erasure = retention_stores.subject_erasure(policy_version, policies)
-        done, failed, skipped = [], {}, []
-        untried: list[int] = []
-        stopped = None
-        for index, round_ in enumerate(config.requests):
-            request_id, partition = round_.request_id, str(round_.request_id)
-            try:
-                with log_context(run_id=context.run_id, domain="gdpr", partition=partition):
+            lock_wait = retention_stores.settings().erasure_lock_wait_seconds
+        tally = _BatchTally()
+        # The engine's lines below WARNING (a few per domain of each request) are left out: each
+        # request's figures are its partition's materializations, and one line a request says how it
+        # ended; warnings and errors stay.
+        with only_warnings():
+            for index, round_ in enumerate(config.requests):
+                request_id = round_.request_id
+                try:
                     if not _still_wanted(subject_erasure.requests.get(request_id), round_):
-                        skipped.append(request_id)
-                        log.info(f"erasure request {request_id}: done already, nothing to do")
+                        tally.skipped.append(request_id)
+                        context.log.info(f"erasure request {request_id}: done already, nothing to do")
                         continue
-                    parts = []
-                    for policy in erasable:
-                        with log_context(run_id=context.run_id, domain=policy.name, partition=partition):
-                            part = _erase_domain(retention_stores, subject_erasure, policy, policy_version,
-                                                 request_id, context.run_id)
-                        parts.append(part)
-                        yield dg.AssetMaterialization(domain_keys[policy.name], partition=partition,
-                                                      metadata=_domain_metadata(part, request_id, policy_version))
-                    outcome = subject_erasure.complete(request_id, sorted(parts, key=lambda p: p.domain),
-                                                       context.run_id)
-                yield dg.AssetMaterialization(OUTCOME_KEY, partition=partition,
-                                              metadata=_outcome_metadata(request_id, parts, outcome))
-                yield dg.AssetCheckEvaluation(
-                    OUTCOME_KEY, SUBJECT_ERASED_CHECK, passed=outcome.status in (COMPLETED, PARTIALLY_BLOCKED),
-                    severity=dg.AssetCheckSeverity.ERROR, partition=partition, metadata={"status": outcome.status})
-                done.append(request_id)
-            except Exception as exc:  # noqa: BLE001 - one request's failure must not stop the others
-                message = without_personal_data(str(exc).strip().splitlines()[0] if str(exc).strip()
-                                                else type(exc).__name__)
-                failed[request_id] = message
-                log.warning(f"erasure request {request_id} failed: {message}",
-                            extra={"step": "erase", "request_id": request_id})
-                # The request's own partition says it failed and why; its domains' materializations
-                # so far stand, as in its own run (what was erased is erased and audited).
-                yield dg.AssetCheckEvaluation(
-                    OUTCOME_KEY, SUBJECT_ERASED_CHECK, passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                    partition=partition, metadata={"status": "failed", "error": message})
-                if isinstance(exc, RUN_WIDE_ERRORS):
-                    stopped = message
-                    untried = [r.request_id for r in config.requests[index + 1:]]
-                    break
-        figures = {"requests": len(config.requests), "requests_done": len(done), "requests_failed": len(failed),
-                   "requests_skipped_done_already": len(skipped), "requests_not_tried": len(untried),
-                   "failed_request_ids": dg.MetadataValue.json(sorted(failed)),
-                   "not_tried_request_ids": dg.MetadataValue.json(untried)}
+                    yield from erase_request(context, retention_stores, subject_erasure, request_id, lock_wait)
+                    tally.done.append(request_id)
+                except Exception as exc:  # noqa: BLE001 - one request's failure must not stop the others
+                    text = str(exc).strip()
+                    why = without_personal_data(text.splitlines()[0] if text else type(exc).__name__)
+                    tally.failed[request_id] = why
+                    log.warning(f"erasure request {request_id} failed: {why}",
+                                extra={"step": "erase", "request_id": request_id})
+                    # The request's own partition says it failed and why; its domains' materializations
+                    # so far stand, as in its own run (what was erased is erased and audited).
+                    yield dg.AssetCheckEvaluation(
+                        OUTCOME_KEY, SUBJECT_ERASED_CHECK, passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                        partition=str(request_id), metadata={"status": "failed", "error": why})
+                    if isinstance(exc, RUN_WIDE_ERRORS):
+                        tally.stopped = why
+                        tally.untried = [r.request_id for r in config.requests[index + 1:]]
+                        break
+                finally:
+                    # Each request holds the domains' locks from its first domain to its completion,
+                    # as its own run would; between two requests a domain's retention run may go.
+                    retention_stores.release_domain_locks()
+        figures = tally.figures(len(config.requests))
         context.log.info("erasure batch: " + ", ".join(f"{k}={v}" for k, v in figures.items()
                                                       if not k.endswith("_ids")))
-        if failed:
+        if tally.failed:
             # The run fails when any of its requests failed, once every other request is done and
             # recorded: a red run is what the runs list, run-failure alerting and an operator's
             # morning look all catch, where one failed check among hundreds of partitions in a green
             # run is easily missed. Not retried as a whole (allow_retries=False): the sensor
             # relaunches each failed request, counting its attempts; the requests done stay done.
-            shown = "; ".join(f"{request_id}: {message}" for request_id, message in list(failed.items())[:10])
-            raise dg.Failure(
-                description=(f"{len(failed)} of {len(config.requests)} requests for erasure failed ({shown}"
-                             + ("; …" if len(failed) > 10 else "") + ")"
-                             + (f"; the batch stopped there, {len(untried)} requests not tried: {stopped}"
-                                if stopped else "")
-                             + f"; {len(done)} done. The erasure sensor relaunches each, up to {MAX_ATTEMPTS} runs"),
-                metadata=figures, allow_retries=False)
+            raise dg.Failure(description=tally.failure(len(config.requests)), metadata=figures,
+                             allow_retries=False)
         yield dg.Output(None, metadata=figures)
 
     @dg.job(name=ERASURE_BATCH_JOB, tags=RUN_TAGS, executor_def=dg.in_process_executor, description=(

@@ -256,6 +256,35 @@ def test_one_failing_request_does_not_fail_the_others_of_its_batch(sensing, pg_d
     assert sensing.asked() == [(ann.id, 2)]
 
 
+def test_an_error_that_is_no_requests_own_stops_the_batch_and_each_request_is_relaunched(
+        sensing, pg_database, hot_bucket, redis_url, tmp_path, monkeypatch):
+    """quiz_responses' lock is held by another run past the erasure's wait: the first request fails on
+    it and the batch stops there (the next would wait for the same lock), the second not tried; the
+    next tick asks for both again, each as its second attempt, and once the lock is free the batch
+    completes both."""
+    allow_deletes(hot_bucket)
+    ann = sensing.requests.request(ANN)
+    buy_meal_plan(pg_database, hot_bucket, BOB, "plans/bob.pdf")
+    bob = sensing.requests.request(BOB)
+    monkeypatch.setenv("RETENTION_ERASURE_LOCK_WAIT_SECONDS", "0")
+    [batch] = sensing.tick()
+    first, second = (r.request_id for r in rounds([batch]))
+    other = domain_locks(redis_url, tmp_path / "locks", 30).acquire("quiz_responses")
+    try:
+        result = sensing.launch(batch)
+    finally:
+        other.release()
+    assert not result.success
+    message = failure_of(result)
+    assert f"1 of 2 requests for erasure failed ({first}: " in message and "quiz_responses" in message
+    assert "the batch stopped there, 1 requests not tried" in message and "0 done" in message
+    assert {e.partition: e.passed for e in result.get_asset_check_evaluations()} == {str(first): False}
+    assert sorted(sensing.asked()) == sorted([(ann.id, 2), (bob.id, 2)])
+    assert sensing.launch(sensing.tick()[0]).success
+    assert {sensing.requests.get(r).status for r in (first, second)} == {"completed"}
+    assert sensing.tick() == []
+
+
 def in_flight(instance, job: str = ERASURE_BATCH_JOB) -> bool:
     runs = instance.get_runs(dg.RunsFilter(job_name=job))
     return any(r.status == dg.DagsterRunStatus.STARTED for r in runs)
