@@ -227,6 +227,10 @@ def test_the_erasure_run_is_one_step_in_the_app_database_pool_and_its_dry_run_a_
     assert set(step.keys) == {domain_key(name) for name in DOMAINS} | {OUTCOME_KEY}
     assert step.op.pool == APP_DATABASE_POOL and step.can_subset
     assert {key.name for key in step.check_keys} == {SUBJECT_ERASED_CHECK}
+    # The sensor's batch run: one op in the same pool, whatever number of requests it erases.
+    batch = location.resolve_job_def(ERASURE_BATCH_JOB)
+    assert [node.name for node in batch.nodes] == [ERASURE_BATCH_OP]
+    assert batch.nodes[0].definition.pool == APP_DATABASE_POOL
     dry = location.resolve_job_def(ERASURE_DRY_RUN_JOB)
     assert [node.name for node in dry.nodes] == ["gdpr_erasure_dry_run"] and dry.partitions_def == ERASURE_PARTITIONS
     assert dry.asset_layer.asset_graph.get_all_asset_keys() == set()  # it materializes nothing
