@@ -1,7 +1,7 @@
 """Every benchmark case, in one run: a table of ratios with their targets, and JSON.
 
-    python benchmarks/run_all.py [--size full|quick|smoke] [--only quiz,dagster_runs,pdfs,erasure,large_pdfs]
-                                  [--json PATH]
+    python benchmarks/run_all.py [--size full|quick|smoke] [--json PATH]
+                                 [--only quiz,dagster_runs,pdfs,erasure,large_pdfs,erasure_backlog]
 
 Each case is a module of benchmarks/cases/ with `run(size) -> list[Result]` (benchmarks/harness.py);
 it starts its own servers and measures the project against the database's (or the store's) own
@@ -45,6 +45,7 @@ CASES = {
     "pdfs": "target 9 (meal plan PDFs on S3)",
     "erasure": "target 10 (an erasure per request, 1× and 10× tables)",
     "large_pdfs": "target 11 (a run's memory with 200 MB PDFs against 1 MB ones)",
+    "erasure_backlog": "target 12 (a backlog of requests for erasure through the daemon, the erasure sensor's tick)",
 }
 SIZES = ("full", "quick", "smoke")
 DEFAULT_JSON = BENCH / "results" / "benchmarks.json"

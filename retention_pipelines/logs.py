@@ -110,5 +110,23 @@ def ensure_logging() -> logging.Handler:
     return _json_handler() or configure_logging()
 
 
+@contextlib.contextmanager
+def only_warnings(level: int = logging.WARNING) -> Iterator[None]:
+    """Inside the block the package's loggers write lines at `level` or above only, to every
+    handler (Dagster's stores each line as an event of the run: a run that erases hundreds of
+    requests would otherwise store a few lines of every domain of every request, and spend half its
+    time doing so). RETENTION_LOG_LEVEL=DEBUG keeps every line, for a look into one run."""
+    root, ours = logging.getLogger(ROOT), _json_handler()
+    if ours is not None and ours.level <= logging.DEBUG:
+        yield
+        return
+    before = root.level
+    root.setLevel(max(before, level))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
 def _json_handler() -> logging.Handler | None:
     return next((h for h in logging.getLogger(ROOT).handlers if isinstance(h.formatter, _JsonLines)), None)

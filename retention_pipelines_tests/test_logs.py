@@ -14,7 +14,7 @@ import pytest
 from retention_pipelines.dagster_wiring.common import domain_partitions
 from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs
 from retention_pipelines.dagster_wiring.resources import RetentionStores
-from retention_pipelines.logs import LEVEL_VARIABLE, ROOT, configure_logging, get_logger, log_context
+from retention_pipelines.logs import LEVEL_VARIABLE, ROOT, configure_logging, get_logger, log_context, only_warnings
 from retention_pipelines.stores.settings import ConfigurationError
 from retention_pipelines_tests.support.app_rows import insert_quiz_rows, remaining_ids
 from retention_pipelines_tests.support.cli import EMAIL as LOOKS_LIKE_EMAIL
@@ -49,6 +49,29 @@ def stream() -> io.StringIO:
 def lines(stream: io.StringIO) -> list[dict]:
     """Every line parsed as JSON (a line that is not JSON fails the test)."""
     return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_inside_only_warnings_every_handler_gets_warnings_only_unless_debug_is_asked(monkeypatch):
+    """What a batch of erasures does with the engine's lines: none below WARNING, to our stderr
+    handler or to one another attached (as Dagster attaches its own); all of them at DEBUG."""
+    ours, theirs = io.StringIO(), io.StringIO()
+    configure_logging(stream=ours)
+    logging.getLogger(ROOT).addHandler(logging.StreamHandler(theirs))
+    log = get_logger("test_logs")
+    with only_warnings():
+        log.info("a domain's line")
+        log.warning("a lock waited for")
+    log.info("after the block")
+    assert [line["message"] for line in lines(ours)] == ["a lock waited for", "after the block"]
+    assert theirs.getvalue().splitlines() == ["a lock waited for", "after the block"]
+
+    logging.getLogger(ROOT).handlers = []
+    monkeypatch.setenv(LEVEL_VARIABLE, "DEBUG")
+    everything = io.StringIO()
+    configure_logging(stream=everything)
+    with only_warnings():
+        log.info("a domain's line")
+    assert [line["message"] for line in lines(everything)] == ["a domain's line"]
 
 
 def test_every_line_is_json_with_time_level_logger_and_message(stream):

@@ -65,9 +65,10 @@ def address(index: int) -> str:
     return f"bench-subject-{index}@example.invalid"
 
 
-def insert_subjects(database: AppDatabase, count: int) -> None:
-    """Each subject's rows, one in every table, spelt as an app may have written it; young rows, so
-    that the erasure, not the schedule, takes them (the blacklist's past its 90 days)."""
+def insert_subjects(database: AppDatabase, count: int, first: int = 0) -> None:
+    """Each subject's rows (`count` subjects from number `first`), one in every table, spelt as an
+    app may have written it; young rows, so that the erasure, not the schedule, takes them (the
+    blacklist's past its 90 days)."""
     statements = {
         "quiz_responses": "INSERT INTO quiz_responses (id, session_id, email, answers, created_at) "
                           "VALUES (gen_random_uuid(), gen_random_uuid(), :spelt, '{}'::jsonb, now())",
@@ -79,7 +80,7 @@ def insert_subjects(database: AppDatabase, count: int) -> None:
                            "VALUES (gen_random_uuid(), :spelt, 'chargeback', now() - interval '91 days')",
     }
     with database.begin() as connection:
-        for index in range(count):
+        for index in range(first, first + count):
             spelt = f"  {address(index).upper()} "
             for statement in statements.values():
                 connection.execute(sa.text(statement), {"spelt": spelt})

@@ -4,16 +4,18 @@ erasure partitions are deleted once old enough, daily, by `dagster_history_purge
 What may go is decided by one pure function, `decide`, over small facts about each run:
 - a run still queued or running stays;
 - a routine run goes once `RETENTION_PURGE_RUNS_AFTER_DAYS` old (90);
-- an erasure run (a run of `gdpr_erasure_job` or its dry run, or of an erasure asset materialized on
-  its own) goes once `RETENTION_PURGE_ERASURE_RUNS_AFTER_DAYS` old (400), and only when its request
-  is completed and the compliance report of the month it was completed in is materialized: that
+- an erasure run (a run of `gdpr_erasure_job`, of the sensor's `gdpr_erasure_batch_job`, of the
+  dry run, or of an erasure asset materialized on its own) goes once
+  `RETENTION_PURGE_ERASURE_RUNS_AFTER_DAYS` old (400), and only when every request it erased is
+  completed and the compliance report of the month it was completed in is materialized: that
   report, from the audit log, is then the evidence of record of the request;
 - a run that holds the latest materialization of any asset or asset partition (what auditors read in
   the UI) stays until `RETENTION_PURGE_LATEST_MATERIALIZATIONS_AFTER_DAYS` old (90: by then the
   month's report and the audit log hold the same facts);
 - a run that holds the latest materialization of a month's compliance report stays as long as it
   does: it links the report, the evidence of record, and there are twelve a year.
-A request's dynamic partition goes with its last run, once its request is completed and reported.
+A request's dynamic partition goes with its last run (its own or a batch that named it), once its
+request is completed and reported.
 
 The job is ops only: its counts are its run's metadata, and it never becomes a materialization that
 a purge would have to keep. Its record is that metadata and a log line, not the audit log, whose
@@ -33,10 +35,12 @@ from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
 from retention_pipelines.dagster_wiring.common import RUN_TAGS, operator_errors
 from retention_pipelines.dagster_wiring.erasure_run import (
+    ERASURE_BATCH_JOB,
     ERASURE_DRY_RUN_JOB,
     ERASURE_JOB,
     ERASURE_PARTITIONS,
     OUTCOME_KEY,
+    rounds_of,
 )
 from retention_pipelines.dagster_wiring.report import REPORT_KEY
 from retention_pipelines.dagster_wiring.resources import RetentionStores
@@ -70,8 +74,8 @@ class RunFacts:
     finished: bool
     holds_latest: bool  # holds the latest materialization of an asset or of an asset partition
     holds_report: bool  # holds the latest materialization of a month's compliance report
-    erasure: bool  # a run of a request for erasure
-    request_id: int | None = None  # that request, when its partition names it
+    erasure: bool  # a run of requests for erasure
+    request_ids: tuple[int, ...] = ()  # those requests: its partition's, or the batch's
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def decide(run: RunFacts, now: datetime, ages: HistoryAges, reported_requests: f
         return Decision.TOO_RECENT
     if run.holds_latest and age < ages.latest_materializations:
         return Decision.LATEST_MATERIALIZATION
-    if run.erasure and run.request_id not in reported_requests:
+    if run.erasure and (not run.request_ids or not set(run.request_ids) <= reported_requests):
         return Decision.ERASURE_NOT_REPORTED
     return Decision.PURGE
 
@@ -141,9 +145,12 @@ def build_history_purge_defs() -> dg.Definitions:
                 doomed.append(run.run_id)
         known = instance.get_dynamic_partitions(ERASURE_PARTITIONS.name)
         going = set(doomed)
-        # Only the partitions of reported requests are looked at, each by its tag (an indexed query).
+        batches = batch_runs_by_request(instance)
+        # Only the partitions of reported requests are looked at, each by its tag (an indexed query),
+        # and by the batch runs that named it.
         left = {key for key in known if key.isdigit() and int(key) in reported
-                and not set(instance.get_run_ids(dg.RunsFilter(tags={PARTITION_TAG: key}))) <= going}
+                and not (set(instance.get_run_ids(dg.RunsFilter(tags={PARTITION_TAG: key})))
+                         | batches.get(int(key), set())) <= going}
         partitions = partitions_to_delete(known, reported, left)
         if not config.dry_run:
             for chunk in chunks(doomed, CHUNK):
@@ -192,8 +199,25 @@ def chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def is_erasure_run(job_name: str, asset_selection: Iterable[dg.AssetKey] | None) -> bool:
     keys = asset_selection or ()
-    return job_name in (ERASURE_JOB, ERASURE_DRY_RUN_JOB) or any(
+    return job_name in (ERASURE_JOB, ERASURE_BATCH_JOB, ERASURE_DRY_RUN_JOB) or any(
         key == OUTCOME_KEY or key.path[:2] == ["gdpr", "erasure"] for key in keys)
+
+
+def erasure_request_ids(job_name: str, tags: dict, run_config: dict | None) -> tuple[int, ...]:
+    """The requests an erasure run erased: a batch run's from its config, any other's from its partition."""
+    if job_name == ERASURE_BATCH_JOB:
+        return tuple(sorted({round_.request_id for round_ in rounds_of(job_name, tags, run_config)}))
+    partition = tags.get(PARTITION_TAG, "")
+    return (int(partition),) if partition.isdigit() else ()
+
+
+def batch_runs_by_request(instance: dg.DagsterInstance) -> dict[int, set[str]]:
+    """Each request's batch runs (one query: a batch run erases hundreds of requests, so they are few)."""
+    named: dict[int, set[str]] = {}
+    for run in instance.get_runs(dg.RunsFilter(job_name=ERASURE_BATCH_JOB)):
+        for request_id in erasure_request_ids(run.job_name, run.tags, run.run_config):
+            named.setdefault(request_id, set()).add(run.run_id)
+    return named
 
 
 def old_runs(instance: dg.DagsterInstance, created_before: datetime,
@@ -205,11 +229,10 @@ def old_runs(instance: dg.DagsterInstance, created_before: datetime,
                                            ascending=True, cursor=cursor)
         for record in records:
             run = record.dagster_run
-            partition = run.tags.get(PARTITION_TAG)
             erasure = is_erasure_run(run.job_name, run.asset_selection)
-            request = int(partition) if erasure and partition and partition.isdigit() else None
+            requests = erasure_request_ids(run.job_name, run.tags, run.run_config) if erasure else ()
             yield RunFacts(run.run_id, record.create_timestamp, run.status in FINISHED_STATUSES,
-                           run.run_id in holding_latest, run.run_id in holding_reports, erasure, request)
+                           run.run_id in holding_latest, run.run_id in holding_reports, erasure, requests)
         if len(records) < CHUNK:
             return
         cursor = records[-1].dagster_run.run_id

@@ -131,20 +131,26 @@ class RetentionStores(dg.ConfigurableResource):
         Domain jobs run their steps in one process (in_process_executor), where this resource
         lives once per run: the lock covers find, archive, act and audit together."""
         if domain not in self._held:
-            settings = self.settings()
+            # The settings are read only where needed: a batch of erasures takes each lock once a request.
+            settings = self.settings() if self._locks is None or wait_seconds is None else None
             if self._locks is None:
                 self._locks = domain_locks(settings.redis_url, settings.lock_dir(), settings.lock_ttl_seconds)
             wait = settings.lock_wait_seconds if wait_seconds is None else wait_seconds
             self._held[domain] = self._locks.acquire(domain, wait)
         return self._held[domain]
 
+    def release_domain_locks(self) -> None:
+        """Give back the domain locks held so far. A run of many requests for erasure holds them for
+        one request at a time, so that a domain's retention run waits for one request, not the batch."""
+        for lock in self._held.values():
+            lock.release()
+        self._held.clear()
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.close()
 
     def close(self) -> None:
         """Give back the run's locks and the database connections."""
-        for lock in self._held.values():
-            lock.release()
-        self._held.clear()
+        self.release_domain_locks()
         if self._database is not None:
             self._database.dispose()

@@ -32,6 +32,9 @@ RANGES = {
     # extended by two further months where necessary; no deadline may lie beyond 90 days, and the
     # default is the ordinary month.
     "erasure_due_days": (1, 90, "days"),
+    # At most 10,000 requests in one erasure run: its run config lists them, and a run that takes
+    # hours holds the app_database pool from every other erasure for as long.
+    "erasure_batch_size": (1, 10_000, "requests"),
     # At least hourly: the shortest sla.max_lag of the shipped policies is an hour, and a breach
     # must be seen within it.
     "lag_sensor_interval_seconds": (1, 3_600, "seconds"),
@@ -115,6 +118,10 @@ class RetentionSettings(BaseSettings):
     erasure_due_days: int = 30
     # An erasure run takes every domain's lock in turn: it waits this long for a scheduled run to end.
     erasure_lock_wait_seconds: float = 600.0
+    # The erasure sensor launches one run for up to this many requests that are ready: the run queue
+    # starts a run of the app_database pool every few seconds, so a backlog drains by the batch,
+    # not by the run; each request is still erased, completed and recorded on its own in that run.
+    erasure_batch_size: int = 300
     erasure_hash_key: SecretStr | None = None
     # The master key of the encrypted archives (32 bytes, base64 or hex): it wraps every data key.
     # Lose it and no archive can be read; leak it with the database and every live subject's can.

@@ -29,6 +29,8 @@ from retention_pipelines import schema
 from retention_pipelines.dagster_wiring.common import APP_DATABASE_POOL, DRY_RUN_TAG
 from retention_pipelines.dagster_wiring.erasure_run import (
     DRY_RUN_STATUS,
+    ERASURE_BATCH_JOB,
+    ERASURE_BATCH_OP,
     ERASURE_DRY_RUN_JOB,
     ERASURE_JOB,
     ERASURE_PARTITIONS,
@@ -160,6 +162,13 @@ def run_erasure(world: World, instance, tags=None):
                                   raise_on_error=False)
 
 
+def run_batch(world: World, instance, run_request: dg.RunRequest):
+    """The batch run the sensor asked for, executed in process on the instance as the daemon launches it."""
+    job = erasure_defs(world, instance).resolve_job_def(ERASURE_BATCH_JOB)
+    return job.execute_in_process(instance=instance, run_config=run_request.run_config, tags=run_request.tags,
+                                  raise_on_error=False)
+
+
 def dry_run(world: World, instance):
     """The dry-run job for the request, as the launchpad and `retention erasure run --dry-run` start it."""
     job = erasure_defs(world, instance).resolve_job_def(ERASURE_DRY_RUN_JOB)
@@ -219,6 +228,10 @@ def test_the_erasure_run_is_one_step_in_the_app_database_pool_and_its_dry_run_a_
     assert set(step.keys) == {domain_key(name) for name in DOMAINS} | {OUTCOME_KEY}
     assert step.op.pool == APP_DATABASE_POOL and step.can_subset
     assert {key.name for key in step.check_keys} == {SUBJECT_ERASED_CHECK}
+    # The sensor's batch run: one op in the same pool, whatever number of requests it erases.
+    batch = location.resolve_job_def(ERASURE_BATCH_JOB)
+    assert [node.name for node in batch.nodes] == [ERASURE_BATCH_OP]
+    assert batch.nodes[0].definition.pool == APP_DATABASE_POOL
     dry = location.resolve_job_def(ERASURE_DRY_RUN_JOB)
     assert [node.name for node in dry.nodes] == ["gdpr_erasure_dry_run"] and dry.partitions_def == ERASURE_PARTITIONS
     assert dry.asset_layer.asset_graph.get_all_asset_keys() == set()  # it materializes nothing
@@ -465,8 +478,8 @@ def test_a_failed_run_retried_from_its_failure_in_a_fresh_process_without_local_
     assert len(erasure_rows.audit(pg_database, "key_destroyed")) >= 1
 
 
-def test_the_sensor_adds_a_partition_and_launches_one_run_per_open_request(pg_database, pg_url, redis_url, tmp_path,
-                                                                          instance, policies):
+def test_the_sensor_adds_a_partition_for_each_open_request_and_launches_one_batch_run(
+        pg_database, pg_url, redis_url, tmp_path, instance, policies):
     stores = RetentionStores(database_url=pg_url, archive_url=(tmp_path / "archive").as_uri(), redis_url=redis_url)
     requests = ErasureRequests(pg_database, b"k" * 32)
     first, second = requests.request("one@example.com"), requests.request("two@example.com")
@@ -475,8 +488,9 @@ def test_the_sensor_adds_a_partition_and_launches_one_run_per_open_request(pg_da
     [sensor] = defs.sensors
     with dg.build_sensor_context(instance=instance, resources={"retention_stores": stores}) as context:
         result = sensor(context)
-    assert [r.partition_key for r in result.run_requests] == [str(first.id)]
-    assert result.run_requests[0].run_key == f"erasure-{first.id}-1"
+    [batch] = result.run_requests
+    assert batch.run_config["ops"][ERASURE_BATCH_OP]["config"]["requests"] == [
+        {"request_id": first.id, "recheck": "", "attempt": 1}]
     [add] = result.dynamic_partitions_requests
     assert list(add.partition_keys) == [str(first.id)]
     assert "@" not in repr(result)
@@ -498,7 +512,7 @@ def test_a_request_kept_open_by_the_blacklist_is_checked_again_and_completed_onc
         with dg.build_sensor_context(instance=instance, resources={"retention_stores": world.stores}) as context:
             return sensor(context).run_requests
 
-    first = run_erasure(world, instance, tags=sensed()[0].tags)
+    first = run_batch(world, instance, sensed()[0])
     assert first.success
     requests = ErasureRequests(pg_database)
     answered = requests.get(world.request.id)
@@ -515,8 +529,10 @@ def test_a_request_kept_open_by_the_blacklist_is_checked_again_and_completed_onc
         connection.execute(sa.update(schema.erasure_requests).values(
             outcome=dataclasses.replace(stored, recheck_after=pg_database.now()).text()))
     [again] = sensed()
-    assert again.partition_key == str(world.request.id) and "-recheck-" in again.run_key
-    rechecked = run_erasure(world, instance, tags=again.tags)
+    [round_] = again.run_config["ops"][ERASURE_BATCH_OP]["config"]["requests"]
+    due = requests.get(world.request.id).details.recheck_after
+    assert round_ == {"request_id": world.request.id, "recheck": due.isoformat(), "attempt": 1}
+    rechecked = run_batch(world, instance, again)
     assert rechecked.success
 
     done = requests.get(world.request.id)

@@ -1,10 +1,9 @@
 """dagster_history_purge_job: a dry run counts and deletes nothing; the real run deletes old finished
 runs with their event logs and the partitions of completed, reported requests, and keeps recent
 runs, unfinished ones, the runs holding an asset partition's latest materialization and the runs
-and partitions of requests still open or not yet in a report. `decide` keeps exactly what the rule
-says, over many runs."""
-
-from __future__ import annotations
+and partitions of requests still open or not yet in a report; a batch erasure run stays until every
+request it names is reported, and keeps each of their partitions while it stays. `decide` keeps
+exactly what the rule says, over many runs."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +14,14 @@ from dagster._core.test_utils import create_run_for_test
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retention_pipelines.dagster_wiring.erasure_run import ERASURE_JOB, ERASURE_PARTITIONS, OUTCOME_KEY
+from retention_pipelines.dagster_wiring.erasure_run import (
+    ERASURE_BATCH_JOB,
+    ERASURE_BATCH_OP,
+    ERASURE_JOB,
+    ERASURE_PARTITIONS,
+    OUTCOME_KEY,
+    ErasureBatchConfig,
+)
 from retention_pipelines.dagster_wiring.history_purge import (
     PURGE_JOB,
     PURGE_SCHEDULE,
@@ -53,6 +59,19 @@ def outcome() -> None:
 
 ERASURE_RUNS = dg.Definitions(assets=[outcome], jobs=[dg.define_asset_job(
     ERASURE_JOB, selection=[OUTCOME_KEY], partitions_def=ERASURE_PARTITIONS)])
+
+
+@dg.op(name=ERASURE_BATCH_OP, out=dg.Out(dg.Nothing))
+def erase_batch(config: ErasureBatchConfig):
+    """Stands for the erasure sensor's batch run: the outcome of each of its requests in its partition."""
+    for round_ in config.requests:
+        yield dg.AssetMaterialization(OUTCOME_KEY, partition=str(round_.request_id))
+    yield dg.Output(None)
+
+
+@dg.job(name=ERASURE_BATCH_JOB)
+def erasure_batch_job():
+    erase_batch()
 
 
 @dg.op
@@ -97,6 +116,13 @@ def erasure_run(instance, request_id: int, days: float) -> str:
     return result.run_id
 
 
+def batch_run(instance, request_ids: list[int], days: float) -> str:
+    result = erasure_batch_job.execute_in_process(instance=instance, run_config={"ops": {ERASURE_BATCH_OP: {
+        "config": {"requests": [{"request_id": request_id} for request_id in request_ids]}}}})
+    backdate_run(instance, result.run_id, days)
+    return result.run_id
+
+
 def op_run(instance, days: float) -> str:
     result = sealing_job.execute_in_process(instance=instance)
     backdate_run(instance, result.run_id, days)
@@ -109,6 +135,7 @@ def test_the_purge_deletes_what_is_past_its_age_and_keeps_what_auditors_read(ins
     now = datetime.now(UTC)
     last_month = (now.replace(day=1) - timedelta(days=1)).replace(day=10)
     reported = erasure_request(pg_database, COMPLETED, last_month)
+    reported_too = erasure_request(pg_database, COMPLETED, last_month)
     unreported = erasure_request(pg_database, COMPLETED, now)  # this month: its report is not made yet
     still_open = erasure_request(pg_database, RECEIVED, None)
 
@@ -117,7 +144,8 @@ def test_the_purge_deletes_what_is_past_its_age_and_keeps_what_auditors_read(ins
         """Stands for the month's compliance report."""
 
     report_run = materialized(instance, report, f"{last_month:%Y-%m}-01", days=500)
-    instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(reported), str(unreported), str(still_open)])
+    instance.add_dynamic_partitions(ERASURE_PARTITIONS.name, [str(reported), str(reported_too), str(unreported),
+                                                              str(still_open)])
 
     old_routine = op_run(instance, days=91)
     recent_routine = op_run(instance, days=89)
@@ -129,11 +157,15 @@ def test_the_purge_deletes_what_is_past_its_age_and_keeps_what_auditors_read(ins
     erasure_reported = erasure_run(instance, reported, days=401)
     erasure_unreported = erasure_run(instance, unreported, days=401)
     erasure_open = erasure_run(instance, still_open, days=401)
+    batch_reported = batch_run(instance, [reported, reported_too], days=401)
+    # Named by a batch with a request not yet reported: the batch stays, and reported_too's partition with it.
+    batch_unreported = batch_run(instance, [reported_too, unreported], days=401)
     unfinished = create_run_for_test(instance, job_name="sealing_job", status=DagsterRunStatus.STARTED).run_id
     backdate_run(instance, unfinished, 300)
     every = [report_run, old_routine, recent_routine, replaced, latest_of_a, latest_of_b_past_its_age,
-             replaced_overview, latest_overview, erasure_reported, erasure_unreported, erasure_open, unfinished]
-    gone = {old_routine, replaced, latest_of_b_past_its_age, replaced_overview, erasure_reported}
+             replaced_overview, latest_overview, erasure_reported, erasure_unreported, erasure_open, batch_reported,
+             batch_unreported, unfinished]
+    gone = {old_routine, replaced, latest_of_b_past_its_age, replaced_overview, erasure_reported, batch_reported}
     events = {run_id: len(instance.all_logs(run_id)) for run_id in every}
     assert all(count for run_id, count in events.items() if run_id != unfinished)
 
@@ -143,9 +175,9 @@ def test_the_purge_deletes_what_is_past_its_age_and_keeps_what_auditors_read(ins
     assert (counted["erasure_partitions_would_delete"], counted["erasure_partitions_deleted"]) == (1, 0)
     assert counted["runs_examined"] == len(every) - 1  # all but the recent routine run are past 90 days
     assert (counted["kept_unfinished"], counted["kept_latest_materialization"],
-            counted["kept_erasure_not_reported"]) == (1, 3, 2)
+            counted["kept_erasure_not_reported"]) == (1, 3, 3)
     assert {run_id: len(instance.all_logs(run_id)) for run_id in every} == events
-    assert len(instance.get_dynamic_partitions(ERASURE_PARTITIONS.name)) == 3
+    assert len(instance.get_dynamic_partitions(ERASURE_PARTITIONS.name)) == 4
 
     done = purge(instance, pg_url, dry_run=False)
     assert (done["runs_deleted"], done["runs_would_delete"], done["erasure_partitions_deleted"]) == (len(gone), 0, 1)
@@ -154,7 +186,8 @@ def test_the_purge_deletes_what_is_past_its_age_and_keeps_what_auditors_read(ins
             assert instance.get_run_by_id(run_id) is None and instance.all_logs(run_id) == [], run_id
         else:
             assert instance.get_run_by_id(run_id) is not None and len(instance.all_logs(run_id)) == events[run_id]
-    assert set(instance.get_dynamic_partitions(ERASURE_PARTITIONS.name)) == {str(unreported), str(still_open)}
+    assert set(instance.get_dynamic_partitions(ERASURE_PARTITIONS.name)) == {str(reported_too), str(unreported),
+                                                                             str(still_open)}
     # What the UI shows of the assets is as it was: each partition's latest materialization is there.
     assert instance.get_materialized_partitions(windowed.key) == {"a"}
     assert instance.get_latest_materialization_event(overview.key).run_id == latest_overview
@@ -177,7 +210,7 @@ NOW = datetime(2026, 12, 7, 5, 0, tzinfo=UTC)
 runs = st.lists(st.builds(
     RunFacts, run_id=st.uuids().map(str), created_at=st.integers(0, 20 * 24).map(lambda h: NOW - timedelta(hours=h)),
     finished=st.booleans(), holds_latest=st.booleans(), holds_report=st.booleans(), erasure=st.booleans(),
-    request_id=st.one_of(st.none(), st.integers(1, 4))), min_size=5, max_size=40)
+    request_ids=st.lists(st.integers(1, 4), max_size=3).map(tuple)), min_size=5, max_size=40)
 
 
 @given(runs=runs, reported=st.frozensets(st.integers(1, 4)))
@@ -190,7 +223,7 @@ def test_exactly_the_finished_runs_past_their_age_and_not_holding_what_auditors_
             continue
         if run.holds_latest and days < 17:
             continue
-        if run.erasure and (run.request_id is None or run.request_id not in reported):
+        if run.erasure and (not run.request_ids or any(r not in reported for r in run.request_ids)):
             continue
         expected.add(run.run_id)
     assert chosen == expected
