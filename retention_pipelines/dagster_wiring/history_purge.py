@@ -38,6 +38,7 @@ from retention_pipelines.dagster_wiring.erasure_run import (
     ERASURE_PARTITIONS,
     OUTCOME_KEY,
 )
+from retention_pipelines.dagster_wiring.history_deletion import delete_runs
 from retention_pipelines.dagster_wiring.report import REPORT_KEY
 from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import COMPLETED, ErasureRequests
@@ -147,8 +148,7 @@ def build_history_purge_defs() -> dg.Definitions:
         partitions = partitions_to_delete(known, reported, left)
         if not config.dry_run:
             for chunk in chunks(doomed, CHUNK):
-                for run_id in chunk:
-                    instance.delete_run(run_id)
+                delete_runs(instance, chunk)
                 context.log.debug(f"history purge: {len(chunk)} runs deleted")
             for key in partitions:
                 instance.delete_dynamic_partition(ERASURE_PARTITIONS.name, key)
