@@ -1,6 +1,7 @@
 """Every benchmark case, in one run: a table of ratios with their targets, and JSON.
 
-    python benchmarks/run_all.py [--size full|quick|smoke] [--only quiz,dagster_runs,pdfs,erasure] [--json PATH]
+    python benchmarks/run_all.py [--size full|quick|smoke] [--json PATH]
+                                 [--only quiz,dagster_runs,pdfs,erasure,dagster_history]
 
 Each case is a module of benchmarks/cases/ with `run(size) -> list[Result]` (benchmarks/harness.py);
 it starts its own servers and measures the project against the database's (or the store's) own
@@ -43,6 +44,7 @@ CASES = {
     "dagster_runs": "target 8 (Dagster runs)",
     "pdfs": "target 9 (meal plan PDFs on S3)",
     "erasure": "target 10 (an erasure per request, 1× and 10× tables)",
+    "dagster_history": "target 11 (Dagster's history purged and kept small)",
 }
 SIZES = ("full", "quick", "smoke")
 DEFAULT_JSON = BENCH / "results" / "benchmarks.json"

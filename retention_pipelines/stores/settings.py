@@ -48,6 +48,8 @@ RANGES = {
     "purge_runs_after_days": (7, 36_525, "days"),
     "purge_erasure_runs_after_days": (7, 36_525, "days"),
     "purge_latest_materializations_after_days": (7, 36_525, "days"),
+    # Trimming touches successful runs only, so a day is short but not unsafe.
+    "purge_run_details_after_days": (1, 36_525, "days"),
 }
 
 # How long an audit anchor is locked (under an Object Lock mode): ten years, no shorter than the
@@ -137,6 +139,12 @@ class RetentionSettings(BaseSettings):
     # 48 runs a day for each day added); the monthly report, made on the 1st from the audit log, holds
     # the same facts by then. Raise it where auditors read the windows in the UI for longer.
     purge_latest_materializations_after_days: int = 90
+    # A successful run's event log keeps, past this age, what it is read for (its start and end,
+    # materializations, check evaluations, log lines, op outputs); how the engine ran it and the
+    # outputs that its materializations and check evaluations repeat go (history_deletion.py). A
+    # week: a run is looked at in detail in the days after it ran. This roughly halves the event log
+    # of the kept quarter, which the health probe's runs (nine checks every 15 minutes) dominate.
+    purge_run_details_after_days: int = 7
 
     @field_validator(*RANGES)
     @classmethod

@@ -1,7 +1,9 @@
 """delete_runs deletes exactly the runs it is given, with their event logs, and leaves the instance as
 `instance.delete_run` would, on SQLite (an event log file per run) and on PostgreSQL: for any subset
 of a small history, two copies of one instance, one purged each way, hold the same rows and answer
-the same. A storage it does not know goes through `delete_run`."""
+the same, but for the asset check executions of the runs deleted, which go, the latest of each check
+kept. A storage it does not know goes through `delete_run`. trim_run_details takes from successful
+runs only how they ran and the outputs their materializations and check evaluations repeat."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dagster._core.test_utils import create_run_for_test
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retention_pipelines.dagster_wiring.history_deletion import delete_runs, deletes_in_bulk
+from retention_pipelines.dagster_wiring.history_deletion import delete_runs, deletes_in_bulk, trim_run_details
 from retention_pipelines_tests.support.dagster_history import copy_instance, instance_at, stored_rows
 
 PARTITIONS = dg.StaticPartitionsDefinition(["a", "b"])
@@ -46,10 +48,20 @@ def observing_job():
     observe()
 
 
+@dg.op
+def fail() -> None:
+    raise RuntimeError("stands for a run that failed")
+
+
+@dg.job
+def failing_job():
+    fail()
+
+
 def the_history(instance: dg.DagsterInstance) -> list[str]:
     """Runs of every kind whose rows delete_run removes: tags, events, asset events with tags,
-    asset check executions, an observation, a run still holding a concurrency slot, a run with no
-    events; each partition and the unpartitioned asset materialized twice, so that a deleted run may
+    asset check executions, an observation, a failed run, a run still holding a concurrency slot, a
+    run with no events; each partition and the unpartitioned asset materialized twice, so that a deleted run may
     or may not hold a latest materialization."""
     runs = []
     for partition in ("a", "b", "a"):
@@ -57,6 +69,7 @@ def the_history(instance: dg.DagsterInstance) -> list[str]:
     for _ in range(2):
         runs.append(dg.materialize([overview], instance=instance).run_id)
     runs.append(observing_job.execute_in_process(instance=instance).run_id)
+    runs.append(failing_job.execute_in_process(instance=instance, raise_on_error=False).run_id)
     unfinished = create_run_for_test(instance, job_name="observing_job", status=DagsterRunStatus.STARTED,
                                      tags={"retention/domain": "quiz_responses"})
     runs.append(unfinished.run_id)
@@ -93,13 +106,16 @@ def answers(instance: dg.DagsterInstance) -> dict:
         "observations": [(r.storage_id, r.run_id) for r in observations],
         "latest": {key: event and (event.run_id, event.timestamp) for key, event in latest.items()},
         "partitions": instance.get_materialized_partitions(windowed.key),
-        "check": instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(overview.key, "fine"), limit=10),
         "slots": instance.event_log_storage.get_concurrency_info(CONCURRENCY_KEY),
     }
 
 
-@given(chosen=st.sets(st.integers(0, 6)))
+def check_executions(instance: dg.DagsterInstance) -> list[tuple[int, str]]:
+    return [(record.id, record.run_id) for record in instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(overview.key, "fine"), limit=100)]
+
+
+@given(chosen=st.sets(st.integers(0, 7)))
 def test_the_bulk_path_deletes_exactly_the_chosen_runs_and_leaves_what_delete_run_leaves(history, postgres_server,
                                                                                          chosen):
     folder, url, runs, events, tags = history
@@ -123,7 +139,14 @@ def test_the_bulk_path_deletes_exactly_the_chosen_runs_and_leaves_what_delete_ru
                     assert [record.storage_id for record in kept] == events[run_id], run_id
                     assert bulk.get_run_by_id(run_id).tags == tags[run_id], run_id
             assert answers(bulk) == answers(one_by_one)
-        assert stored_rows(bulk_folder, bulk_url) == stored_rows(one_by_one_folder, one_by_one_url)
+            left_by_delete_run = check_executions(one_by_one)
+            latest = max(left_by_delete_run)
+            assert check_executions(bulk) == [execution for execution in left_by_delete_run
+                                              if execution[1] not in going or execution == latest]
+        without_checks = [{place: rows for place, rows in stored_rows(*instance).items()
+                           if place[1] != "asset_check_executions"}
+                          for instance in ((bulk_folder, bulk_url), (one_by_one_folder, one_by_one_url))]
+        assert without_checks[0] == without_checks[1]
 
 
 def test_a_storage_that_deletes_its_own_way_deletes_each_run_through_delete_run(history, postgres_server,
@@ -144,3 +167,38 @@ def test_a_storage_that_deletes_its_own_way_deletes_each_run_through_delete_run(
         assert asked == runs[:3]
         assert {r.dagster_run.run_id for r in instance.get_run_records()} == set(runs[3:])
         assert all(instance.all_logs(run_id) == [] for run_id in runs[:3])
+
+
+KEPT_BY_TRIMMING = {"PIPELINE_START", "PIPELINE_SUCCESS", "PIPELINE_FAILURE", "STEP_START", "STEP_SUCCESS",
+                    "STEP_FAILURE", "ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED", "ASSET_OBSERVATION",
+                    "ASSET_CHECK_EVALUATION", "ASSET_CHECK_EVALUATION_PLANNED", "LOGS_CAPTURED", None}
+
+
+def event_types(instance: dg.DagsterInstance, run_id: str) -> list[str | None]:
+    return [record.dagster_event.event_type_value if record.dagster_event else None
+            for record in instance.all_logs(run_id)]
+
+
+def test_trimming_keeps_what_successful_runs_are_read_for_and_leaves_failed_runs_whole(history, postgres_server,
+                                                                                      tmp_path):
+    folder, url, runs, _, _ = history
+    copy_url = copy_instance(folder, url, postgres_server, tmp_path / "copy")
+    with instance_at(tmp_path / "copy", copy_url) as instance:
+        before = {run_id: event_types(instance, run_id) for run_id in runs}
+        read = answers(instance), check_executions(instance)
+        statuses = {run_id: instance.get_run_by_id(run_id).status for run_id in runs}
+
+        trimmed = trim_run_details(instance, runs)
+
+        after = {run_id: event_types(instance, run_id) for run_id in runs}
+        assert trimmed == sum(len(before[run_id]) - len(after[run_id]) for run_id in runs) > 0
+        for run_id in runs:
+            if statuses[run_id] is not DagsterRunStatus.SUCCESS:
+                assert after[run_id] == before[run_id], run_id
+                continue
+            op_run = "ASSET_MATERIALIZATION" not in before[run_id] and "ASSET_CHECK_EVALUATION" not in before[run_id]
+            kept = KEPT_BY_TRIMMING | ({"STEP_OUTPUT", "HANDLED_OUTPUT"} if op_run else set())
+            assert after[run_id] == [event for event in before[run_id] if event in kept], run_id
+        assert "STEP_OUTPUT" in after[runs[5]]  # the op job's record is its output
+        assert (answers(instance), check_executions(instance)) == read
+        assert trim_run_details(instance, runs) == 0
