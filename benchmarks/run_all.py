@@ -5,7 +5,7 @@
 
 Each case is a module of benchmarks/cases/ with `run(size) -> list[Result]` (benchmarks/harness.py);
 it starts its own servers and measures the project against the database's (or the store's) own
-limits on the same machine in the same run. full is the issue's sizes (≈25 minutes on 2 cores),
+limits on the same machine in the same run. full is the issue's sizes (≈40 minutes on 2 cores),
 quick about a tenth, smoke a few seconds per case (for the test that the command works, no timing
 meant). Progress goes to stdout as it happens, then the table; the JSON (default
 benchmarks/results/benchmarks.json) holds every figure. Exit status 1 when any target is missed
