@@ -1,4 +1,4 @@
-"""The benchmark command runs end to end and reports every quiz_responses target.
+"""The benchmark command runs end to end and reports every quiz_responses target, and the Dagster history's.
 
 At the smoke size the figures mean nothing (a few thousand rows): this checks that the one command
 of the README works and writes each target with a value, its target and its comparison; whether
@@ -52,3 +52,17 @@ def test_run_all_smoke_reports_every_quiz_target(tmp_path):
         r = by_case[case]
         assert math.isfinite(r["value"]) and r["reported_only"] is True and r["passed"] is None, (case, r)
     assert payload["all_passed"] == all(r["passed"] is not False for r in payload["results"])
+
+
+def test_run_all_smoke_reports_the_dagster_history_targets(tmp_path):
+    output = tmp_path / "benchmarks.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--size", "smoke",
+                             "--only", "dagster_history", "--json", str(output)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    by_case = {r["case"]: r for r in json.loads(output.read_text())["results"]}
+    assert set(by_case) == {"11 history purge speed", "11 launches during the purge", "11 launches, p99",
+                            "11 kept history"}, sorted(by_case)
+    for r in by_case.values():
+        assert math.isfinite(r["value"]) and "error" not in r["details"], r
+    assert by_case["11 history purge speed"]["details"]["purge"]["runs_deleted"] > 0

@@ -42,6 +42,7 @@ from retention_pipelines.dagster_wiring.erasure_run import (
     OUTCOME_KEY,
     rounds_of,
 )
+from retention_pipelines.dagster_wiring.history_deletion import delete_runs, trim_run_details
 from retention_pipelines.dagster_wiring.report import REPORT_KEY
 from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import COMPLETED, ErasureRequests
@@ -120,8 +121,9 @@ def build_history_purge_defs() -> dg.Definitions:
         "older than RETENTION_PURGE_ERASURE_RUNS_AFTER_DAYS once their request is completed and its month's "
         "compliance report is made, and the dynamic partitions of such requests once no run of theirs is left. "
         "A run holding the latest materialization of an asset partition stays until "
-        "RETENTION_PURGE_LATEST_MATERIALIZATIONS_AFTER_DAYS. Deletes 500 runs at a time. With dry_run, counts "
-        "and deletes nothing."))
+        "RETENTION_PURGE_LATEST_MATERIALIZATIONS_AFTER_DAYS. Deletes 500 runs at a time. Trims the event logs of "
+        "successful runs older than RETENTION_PURGE_RUN_DETAILS_AFTER_DAYS to what they are read for. With "
+        "dry_run, counts and deletes nothing."))
     def dagster_history_purge(context: dg.OpExecutionContext, config: PurgeConfig,
                               retention_stores: RetentionStores):
         started = time.monotonic()
@@ -152,13 +154,16 @@ def build_history_purge_defs() -> dg.Definitions:
                 and not (set(instance.get_run_ids(dg.RunsFilter(tags={PARTITION_TAG: key})))
                          | batches.get(int(key), set())) <= going}
         partitions = partitions_to_delete(known, reported, left)
+        trimmed = 0
         if not config.dry_run:
             for chunk in chunks(doomed, CHUNK):
-                for run_id in chunk:
-                    instance.delete_run(run_id)
+                delete_runs(instance, chunk)
                 context.log.debug(f"history purge: {len(chunk)} runs deleted")
             for key in partitions:
                 instance.delete_dynamic_partition(ERASURE_PARTITIONS.name, key)
+            trimmed = trim_run_details(instance, instance.get_run_ids(dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.SUCCESS],
+                created_before=now - timedelta(days=settings.purge_run_details_after_days))))
         figures = {
             "dry_run": config.dry_run, "runs_examined": sum(decisions.values()),
             "runs_deleted": 0 if config.dry_run else len(doomed),
@@ -166,9 +171,11 @@ def build_history_purge_defs() -> dg.Definitions:
             **{decision.value: decisions[decision] for decision in Decision if decision is not Decision.PURGE},
             "erasure_partitions_deleted": 0 if config.dry_run else len(partitions),
             "erasure_partitions_would_delete": len(partitions) if config.dry_run else 0,
+            "event_rows_trimmed": trimmed,
             "runs_after_days": settings.purge_runs_after_days,
             "erasure_runs_after_days": settings.purge_erasure_runs_after_days,
             "latest_materializations_after_days": settings.purge_latest_materializations_after_days,
+            "run_details_after_days": settings.purge_run_details_after_days,
             "duration_seconds": round(time.monotonic() - started, 3),
         }
         context.log.info("history purge: " + ", ".join(f"{name}={value}" for name, value in figures.items()))

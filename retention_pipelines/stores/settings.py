@@ -54,6 +54,8 @@ RANGES = {
     # What a run's PDF copies may hold in memory at once: a MiB at least (one chunk), 64 GiB at
     # most, more memory than a run is given anywhere.
     "blob_bytes_in_flight": (1024 * 1024, 64 * 1024**3, "bytes"),
+    # Trimming touches successful runs only, so a day is short but not unsafe.
+    "purge_run_details_after_days": (1, 36_525, "days"),
 }
 
 # How long an audit anchor is locked (under an Object Lock mode): ten years, no shorter than the
@@ -152,6 +154,12 @@ class RetentionSettings(BaseSettings):
     # three times its size, so the default copies two large PDFs at a time, or many small: a run's
     # memory grows by at most a quarter of an engine process's own (about 125 MB).
     blob_bytes_in_flight: int = 32 * 1024 * 1024
+    # A successful run's event log keeps, past this age, what it is read for (its start and end,
+    # materializations, check evaluations, log lines, op outputs); how the engine ran it and the
+    # outputs that its materializations and check evaluations repeat go (history_deletion.py). A
+    # week: a run is looked at in detail in the days after it ran. This roughly halves the event log
+    # of the kept quarter, which the health probe's runs (nine checks every 15 minutes) dominate.
+    purge_run_details_after_days: int = 7
 
     @field_validator(*RANGES)
     @classmethod

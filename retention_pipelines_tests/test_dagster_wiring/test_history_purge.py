@@ -132,6 +132,7 @@ def op_run(instance, days: float) -> str:
 def test_the_purge_deletes_what_is_past_its_age_and_keeps_what_auditors_read(instance, pg_url, pg_database,
                                                                                monkeypatch):
     monkeypatch.setenv("RETENTION_PURGE_LATEST_MATERIALIZATIONS_AFTER_DAYS", "400")
+    monkeypatch.setenv("RETENTION_PURGE_RUN_DETAILS_AFTER_DAYS", "36525")  # the kept runs' logs compared whole
     now = datetime.now(UTC)
     last_month = (now.replace(day=1) - timedelta(days=1)).replace(day=10)
     reported = erasure_request(pg_database, COMPLETED, last_month)
@@ -181,6 +182,7 @@ def test_the_purge_deletes_what_is_past_its_age_and_keeps_what_auditors_read(ins
 
     done = purge(instance, pg_url, dry_run=False)
     assert (done["runs_deleted"], done["runs_would_delete"], done["erasure_partitions_deleted"]) == (len(gone), 0, 1)
+    assert done["event_rows_trimmed"] == 0
     for run_id in every:
         if run_id in gone:
             assert instance.get_run_by_id(run_id) is None and instance.all_logs(run_id) == [], run_id
@@ -194,6 +196,37 @@ def test_the_purge_deletes_what_is_past_its_age_and_keeps_what_auditors_read(ins
 
     again = purge(instance, pg_url, dry_run=False)
     assert (again["runs_deleted"], again["erasure_partitions_deleted"]) == (0, 0)
+
+
+@dg.op
+def fail() -> None:
+    raise RuntimeError("stands for a run that failed")
+
+
+@dg.job
+def failing_job():
+    fail()
+
+
+def test_the_purge_trims_the_event_logs_of_successful_runs_past_their_details_age(instance, pg_url):
+    engine_events = {}
+    for name, days in (("trimmed", 8), ("recent", 6)):
+        engine_events[name] = op_run(instance, days)
+    failed = failing_job.execute_in_process(instance=instance, raise_on_error=False).run_id
+    backdate_run(instance, failed, 8)
+    logs = {run_id: instance.all_logs(run_id) for run_id in [*engine_events.values(), failed]}
+
+    assert purge(instance, pg_url, dry_run=True)["event_rows_trimmed"] == 0
+    assert {run_id: instance.all_logs(run_id) for run_id in logs} == logs
+    done = purge(instance, pg_url, dry_run=False)
+
+    trimmed = engine_events["trimmed"]
+    left = [record for record in logs[trimmed] if record.dagster_event.event_type_value not in (
+        "ENGINE_EVENT", "RESOURCE_INIT_STARTED", "RESOURCE_INIT_SUCCESS")]
+    assert instance.all_logs(trimmed) == left and done["event_rows_trimmed"] == len(logs[trimmed]) - len(left) > 0
+    assert done["run_details_after_days"] == 7
+    for run_id in (engine_events["recent"], failed):
+        assert instance.all_logs(run_id) == logs[run_id]
 
 
 def test_the_schedule_deletes_daily_and_a_run_by_hand_is_a_dry_run():
