@@ -1,4 +1,4 @@
-"""Case 11: a backlog of requests for erasure drains through the daemon, and the erasure sensor's tick.
+"""Case 12: a backlog of requests for erasure drains through the daemon, and the erasure sensor's tick.
 
     python benchmarks/run_all.py --only erasure_backlog [--size full|quick|smoke]
 
@@ -9,16 +9,16 @@ and blob folders. `dagster-daemon run` on the repository's workspace.yaml launch
 everything; every sensor and schedule but the erasure sensor is stopped, so that nothing else
 takes the cores or a domain's lock. Each subject has a row in each of the four tables.
 
-  11 baseline         one run of gdpr_erasure_job per request, queued all at once (what the
+  12 baseline         one run of gdpr_erasure_job per request, queued all at once (what the
   (reported)          erasure sensor launched before it batched), drained by the daemon: requests
                       per second from the first run's start to the last request completed
-  11 backlog drain    the backlog's requests open, the daemon started: the erasure sensor
+  12 backlog drain    the backlog's requests open, the daemon started: the erasure sensor
                       launches gdpr_erasure_batch_job runs of RETENTION_ERASURE_BATCH_SIZE (as
                       shipped) until every request is done; seconds from the daemon's start
                       (target: 5 minutes for 1,000, the same rate for a smaller backlog)
-  11 backlog rate     the drain's requests per second (first run's start to the last request
+  12 backlog rate     the drain's requests per second (first run's start to the last request
                       completed) ÷ the baseline's; target ≥ 10×
-  11 sensor tick      the erasure sensor's evaluation with the backlog open (before the drain),
+  12 sensor tick      the erasure sensor's evaluation with the backlog open (before the drain),
                       median of several; target ≤ 1 s
 """
 
