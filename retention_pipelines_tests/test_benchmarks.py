@@ -61,8 +61,8 @@ def test_run_all_smoke_reports_the_dagster_history_targets(tmp_path):
                             capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
     by_case = {r["case"]: r for r in json.loads(output.read_text())["results"]}
-    assert set(by_case) == {"11 history purge speed", "11 launches during the purge", "11 launches, p99",
-                            "11 kept history"}, sorted(by_case)
+    assert set(by_case) == {"13 history purge speed", "13 launches during the purge", "13 launches, p99",
+                            "13 kept history"}, sorted(by_case)
     for r in by_case.values():
         assert math.isfinite(r["value"]) and "error" not in r["details"], r
-    assert by_case["11 history purge speed"]["details"]["purge"]["runs_deleted"] > 0
+    assert by_case["13 history purge speed"]["details"]["purge"]["runs_deleted"] > 0
