@@ -8,10 +8,28 @@ absolute, a figure) with its target and whether it is met.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+# Durable, as production: every commit (each event Dagster stores is one) is flushed, where the
+# tests' servers run without fsync.
+SERVER_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "max_wal_size": "4GB"}
+
+
+@contextlib.contextmanager
+def engine_logs_discarded():
+    """The engine's log lines are not printed between a case's results: without a handler Python
+    writes each warning to stderr."""
+    logger, discard = logging.getLogger("retention_pipelines"), logging.NullHandler()
+    logger.addHandler(discard)
+    try:
+        yield
+    finally:
+        logger.removeHandler(discard)
 
 
 @dataclass

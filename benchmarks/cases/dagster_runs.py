@@ -23,8 +23,6 @@ log in PostgreSQL too (another database on the same server, fsync on), as deploy
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import statistics
 import subprocess
@@ -42,7 +40,7 @@ import dagster as dg  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.cases.app_tables import fill_app_tables  # noqa: E402
-from benchmarks.harness import Result, run_alone  # noqa: E402
+from benchmarks.harness import SERVER_SETTINGS, Result, engine_logs_discarded, run_alone  # noqa: E402
 from retention_pipelines.dagster_wiring.common import domain_partitions, job_name  # noqa: E402
 from retention_pipelines.dagster_wiring.domain_factory import build_domain_defs  # noqa: E402
 from retention_pipelines.dagster_wiring.resources import RetentionStores  # noqa: E402
@@ -57,21 +55,7 @@ RUN_TARGET_S, TICK_TARGET_S = 2.0, 1.0
 EMPTY_DOMAIN = "quiz_responses"
 # Only the warnings of the console logger: printing every event would be timed too. The event log
 # (the instance's storage) still receives every event.
-# Durable, as production: every commit (each event Dagster stores is one) is flushed.
-SERVER_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "max_wal_size": "4GB"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-@contextlib.contextmanager
-def engine_logs_discarded():
-    """The engine's log lines (a warning per overdue domain per tick) are not printed: without a
-    handler Python would write each to stderr, between the case's results."""
-    logger, discard = logging.getLogger("retention_pipelines"), logging.NullHandler()
-    logger.addHandler(discard)
-    try:
-        yield
-    finally:
-        logger.removeHandler(discard)
 
 
 def postgres_instance(server: PostgresServer, home: str) -> dg.DagsterInstance:

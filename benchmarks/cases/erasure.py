@@ -20,8 +20,6 @@ alternating between the two databases so that the machine's load falls on both a
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import statistics
 import sys
 import tempfile
@@ -35,7 +33,7 @@ if str(ROOT) not in sys.path:
 import sqlalchemy as sa  # noqa: E402
 
 from benchmarks.cases.app_tables import fill_app_tables  # noqa: E402
-from benchmarks.harness import Result, run_alone  # noqa: E402
+from benchmarks.harness import SERVER_SETTINGS, Result, engine_logs_discarded, run_alone  # noqa: E402
 from retention_pipelines.engine.identity.subjects import Subject, normalise_address, subject_rows  # noqa: E402
 from retention_pipelines.engine.retention.table import DomainTable  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
@@ -47,18 +45,6 @@ ROWS = {"full": 200_000, "quick": 20_000, "smoke": 2_000}  # rows a table at 1×
 REQUESTS = {"full": 15, "quick": 9, "smoke": 2}  # measured per database, after one to warm up
 LOOKUPS = 21
 TARGET = 1.5
-SERVER_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "max_wal_size": "4GB"}
-
-
-@contextlib.contextmanager
-def engine_logs_discarded():
-    """The engine's log lines (one per domain and request) are not printed between the results."""
-    logger, discard = logging.getLogger("retention_pipelines"), logging.NullHandler()
-    logger.addHandler(discard)
-    try:
-        yield
-    finally:
-        logger.removeHandler(discard)
 
 
 def address(index: int) -> str:

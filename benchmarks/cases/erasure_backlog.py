@@ -25,7 +25,6 @@ takes the cores or a domain's lock. Each subject has a row in each of the four t
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import statistics
 import sys
@@ -44,7 +43,7 @@ import yaml  # noqa: E402
 
 from benchmarks.cases.app_tables import fill_app_tables  # noqa: E402
 from benchmarks.cases.erasure import address, insert_subjects  # noqa: E402
-from benchmarks.harness import Result, run_alone  # noqa: E402
+from benchmarks.harness import SERVER_SETTINGS, Result, engine_logs_discarded, run_alone  # noqa: E402
 from retention_pipelines import schema  # noqa: E402
 from retention_pipelines.stores import AppDatabase  # noqa: E402
 from retention_pipelines_tests.support.dagster_deployment import PRODUCTION_DAGSTER_YAML, WORKSPACE, Daemon  # noqa: E402
@@ -59,18 +58,6 @@ SENSOR = "erasure_request_sensor"
 DRAIN_TARGET_S_PER_1000 = 300.0
 RATE_TARGET, TICK_TARGET_S = 10.0, 1.0
 DRAIN_TIMEOUT_S = 3_600
-SERVER_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "max_wal_size": "4GB"}
-
-
-@contextlib.contextmanager
-def engine_logs_discarded():
-    """The engine's log lines (one per domain and request) are not printed between the results."""
-    logger, discard = logging.getLogger("retention_pipelines"), logging.NullHandler()
-    logger.addHandler(discard)
-    try:
-        yield
-    finally:
-        logger.removeHandler(discard)
 
 
 def instance_home(folder: Path) -> Path:

@@ -316,6 +316,12 @@ def _batch_job(erasable: list[DomainPolicy], policies: list[DomainPolicy], polic
             refuse_dry_run(context, ERASURE_DRY_RUN_JOB)
             subject_erasure = retention_stores.subject_erasure(policy_version, policies)
             lock_wait = retention_stores.settings().erasure_lock_wait_seconds
+        # A batch stores some seven events a request (its partition's materializations and check, a
+        # line), and Dagster's PostgreSQL storages open a connection for every write (a process
+        # between runs holds none): some 4 ms each, a fifth of a request's time. The run keeps one
+        # connection open for its life instead, as Dagster's webserver does (a no-op on SQLite); no
+        # statement timeout, as without it.
+        context.instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=2)
         tally = _BatchTally()
         # The engine's lines below WARNING (a few per domain of each request) are left out: each
         # request's figures are its partition's materializations, and one line a request says how it

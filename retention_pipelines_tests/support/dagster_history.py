@@ -21,6 +21,17 @@ from retention_pipelines_tests.support.databases import new_database
 from retention_pipelines_tests.support.servers import PostgresServer
 
 
+@dg.op
+def fail() -> None:
+    raise RuntimeError("stands for a run that failed")
+
+
+@dg.job
+def failing_job():
+    """A run that failed: the purge and the trimming keep everything of it."""
+    fail()
+
+
 def backdate_run(instance: dg.DagsterInstance, run_id: str, days: float) -> None:
     """The run as if it had been created `days` ago."""
     created = (datetime.now(UTC) - timedelta(days=days)).replace(tzinfo=None)  # stored naive, in UTC

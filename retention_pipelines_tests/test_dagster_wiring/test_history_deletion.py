@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from retention_pipelines.dagster_wiring.history_deletion import delete_runs, deletes_in_bulk, trim_run_details
-from retention_pipelines_tests.support.dagster_history import copy_instance, instance_at, stored_rows
+from retention_pipelines_tests.support.dagster_history import copy_instance, failing_job, instance_at, stored_rows
 
 PARTITIONS = dg.StaticPartitionsDefinition(["a", "b"])
 CONCURRENCY_KEY = "app_database"
@@ -46,16 +46,6 @@ def observe(context) -> None:
 @dg.job
 def observing_job():
     observe()
-
-
-@dg.op
-def fail() -> None:
-    raise RuntimeError("stands for a run that failed")
-
-
-@dg.job
-def failing_job():
-    fail()
 
 
 def the_history(instance: dg.DagsterInstance) -> list[str]:

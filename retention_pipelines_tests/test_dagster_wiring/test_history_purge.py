@@ -36,7 +36,7 @@ from retention_pipelines.dagster_wiring.history_purge import (
 from retention_pipelines.dagster_wiring.report import REPORT_KEY
 from retention_pipelines.dagster_wiring.resources import RetentionStores
 from retention_pipelines.engine.gdpr.requests import COMPLETED, OPEN, RECEIVED
-from retention_pipelines_tests.support.dagster_history import backdate_run, erasure_request
+from retention_pipelines_tests.support.dagster_history import backdate_run, erasure_request, failing_job
 from retention_pipelines_tests.support.dagster_runs import output_metadata
 
 PARTITIONS = dg.StaticPartitionsDefinition(["a", "b"])
@@ -196,16 +196,6 @@ def test_the_purge_deletes_what_is_past_its_age_and_keeps_what_auditors_read(ins
 
     again = purge(instance, pg_url, dry_run=False)
     assert (again["runs_deleted"], again["erasure_partitions_deleted"]) == (0, 0)
-
-
-@dg.op
-def fail() -> None:
-    raise RuntimeError("stands for a run that failed")
-
-
-@dg.job
-def failing_job():
-    fail()
 
 
 def test_the_purge_trims_the_event_logs_of_successful_runs_past_their_details_age(instance, pg_url):
