@@ -29,16 +29,21 @@ QUIZ_TARGETS = {  # case → (comparison, target)
 REPORTED = {"2 without subjects", "scattered: delete + audit", "scattered: archive + delete + audit"}
 
 
-def test_run_all_smoke_reports_every_quiz_target(tmp_path):
+def run_all_smoke(tmp_path, case: str, timeout: int) -> tuple[subprocess.CompletedProcess, dict]:
+    """`run_all.py --size smoke --only case`: its output and its JSON."""
     output = tmp_path / "benchmarks.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--size", "smoke",
-                             "--only", "quiz", "--json", str(output)],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+                             "--only", case, "--json", str(output)],
+                            capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     # 0 or 1 (targets met or not); anything else is a crash.
     assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    return result, json.loads(output.read_text())
+
+
+def test_run_all_smoke_reports_every_quiz_target(tmp_path):
+    result, payload = run_all_smoke(tmp_path, "quiz", 300)
     assert "| case | measure | target | result |" in result.stdout
 
-    payload = json.loads(output.read_text())
     assert payload["context"]["size"] == "smoke" and payload["context"]["cases"] == ["quiz"]
     by_case = {r["case"]: r for r in payload["results"]}
     assert set(by_case) == set(QUIZ_TARGETS) | REPORTED, sorted(by_case)
@@ -55,12 +60,8 @@ def test_run_all_smoke_reports_every_quiz_target(tmp_path):
 
 
 def test_run_all_smoke_reports_the_dagster_history_targets(tmp_path):
-    output = tmp_path / "benchmarks.json"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--size", "smoke",
-                             "--only", "dagster_history", "--json", str(output)],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
-    by_case = {r["case"]: r for r in json.loads(output.read_text())["results"]}
+    _, payload = run_all_smoke(tmp_path, "dagster_history", 600)
+    by_case = {r["case"]: r for r in payload["results"]}
     assert set(by_case) == {"13 history purge speed", "13 launches during the purge", "13 launches, p99",
                             "13 kept history"}, sorted(by_case)
     for r in by_case.values():
